@@ -1,0 +1,41 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   -- create .venv, install CPU torch 2.13.0 first, then mechwork; run the main job
+#   make test   -- the same set-up, then the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mechwork-installed
+
+.PHONY: setup demo test test-all lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# CPU torch first: a bare `torch` requirement with no torch installed pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/mechwork demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-all: setup
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+lint: setup
+	$(BIN)/ruff check mechwork tests benchmarks experiments
+	$(BIN)/mypy mechwork
+
+bench: setup
+	$(BIN)/python benchmarks/bench_fastpath.py
+	$(BIN)/python benchmarks/bench_grok.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

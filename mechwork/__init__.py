@@ -1,0 +1,54 @@
+"""mechwork: train toy transformers, open them up, publish what you find.
+
+``import mechwork`` is cheap: torch, TransformerLens and plotly load only when
+an attribute that needs them is first used.
+
+    >>> import mechwork
+    >>> model = mechwork.load("modadd-113")                      # embedded, grokked
+    >>> logits, cache = model.run_with_cache(mechwork.preset("modadd-113").task.tokens[:8])
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from mechwork.errors import MechworkError
+
+__version__ = "0.1.0"
+__all__ = [
+    "InductionTask",
+    "MechworkError",
+    "ModularArithmetic",
+    "Run",
+    "ToyConfig",
+    "TrainConfig",
+    "build_model",
+    "load",
+    "preset",
+    "train",
+]
+
+_LAZY = {
+    "InductionTask": "mechwork.tasks",
+    "ModularArithmetic": "mechwork.tasks",
+    "ToyConfig": "mechwork.models",
+    "build_model": "mechwork.models",
+    "preset": "mechwork.models",
+    "Run": "mechwork.runs",
+    "load": "mechwork.runs",
+    "TrainConfig": "mechwork.train",
+    "train": "mechwork.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mechwork' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

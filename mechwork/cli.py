@@ -1,0 +1,209 @@
+"""The ``mechwork`` command line: ``train``, ``info`` and ``demo``.
+
+Bad input never half-writes anything: every argument is validated (and the
+task, model and train configs are built) before a run directory is touched.
+A bad argument prints one line, ``mechwork: error: ...`` naming the value and
+what would be valid, and exits with code 2. A missing or corrupt checkpoint
+prints the file's name and exits with code 1.
+
+Examples::
+
+    mechwork train modadd --p 113 --steps 3000 --out runs/modadd
+    mechwork train modadd --out runs/modadd --resume --steps 6000
+    mechwork train induction --steps 3000 --out runs/induction
+    mechwork info runs/modadd
+    mechwork info modadd-113
+    mechwork demo
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mechwork.errors import CheckpointError, MechworkError
+
+__all__ = ["main"]
+
+OPS = ("add", "sub", "mul", "div", "x2+y2")
+_POS_FLOAT = click.FloatRange(min=0.0, min_open=True)
+
+
+def _explicit(ctx: click.Context) -> set[str]:
+    """Names of the options the user actually typed (not defaults)."""
+    return {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+    }
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mechwork")
+def cli() -> None:
+    """mechwork: train toy transformers, open them up, publish what you find."""
+
+
+@cli.group()
+def train() -> None:
+    """Train a toy model into a run directory."""
+
+
+def _common_train_options(f: Any) -> Any:
+    opts = [
+        click.option("--steps", type=click.IntRange(min=1), default=None, help="optimiser updates"),
+        click.option("--lr", type=_POS_FLOAT, default=None, help="peak AdamW learning rate"),
+        click.option("--wd", type=click.FloatRange(min=0.0), default=None, help="AdamW weight decay"),
+        click.option("--warmup", type=click.IntRange(min=0), default=None, help="linear warmup steps"),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="seeds the init, the data split and sampling"),
+        click.option("--eval-every", type=click.IntRange(min=1), default=None, help="steps between evals"),
+        click.option("--out", type=click.Path(path_type=Path), default=None,
+                     help="run directory (default: runs/<task>-<seed>)"),
+        click.option("--resume", is_flag=True, help="continue the run at --out from its last checkpoint"),
+        click.option("--force", is_flag=True, help="overwrite a non-empty --out"),
+        click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)"),
+        click.option("--quiet", is_flag=True, help="no progress bar"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@train.command("modadd")
+@click.option("--p", type=click.IntRange(min=3), default=113, show_default=True, help="modulus")
+@click.option("--op", type=click.Choice(OPS), default="add", show_default=True)
+@click.option("--train-frac", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              default=0.3, show_default=True, help="fraction of the p^2 pairs used for training")
+@click.option("--grokfast/--no-grokfast", default=None, help="Grokfast EMA gradient filter")
+@click.option("--grokfast-alpha", type=click.FloatRange(0.0, 1.0, max_open=True), default=None)
+@click.option("--grokfast-lambda", type=click.FloatRange(min=0.0), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="minibatch (default: full batch)")
+@_common_train_options
+@click.pass_context
+def train_modadd(ctx: click.Context, **kw: Any) -> None:
+    """Train the 1-layer modular-arithmetic model (Nanda et al. 2023)."""
+    from mechwork.tasks import ModularArithmetic
+
+    task = ModularArithmetic(p=kw["p"], op=kw["op"], train_frac=kw["train_frac"], seed=kw["seed"])
+    _run_training(ctx, task, kw, default_out=f"runs/modadd-p{kw['p']}-{kw['op']}-s{kw['seed']}")
+
+
+@train.command("induction")
+@click.option("--d-vocab", type=click.IntRange(min=4), default=64, show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=8), default=48, show_default=True)
+@_common_train_options
+@click.pass_context
+def train_induction(ctx: click.Context, **kw: Any) -> None:
+    """Train the 2-layer attention-only model on repeated random sequences."""
+    from mechwork.tasks import InductionTask
+
+    task = InductionTask(d_vocab=kw["d_vocab"], seq_len=kw["seq_len"], seed=kw["seed"])
+    _run_training(ctx, task, kw, default_out=f"runs/induction-s{kw['seed']}")
+
+
+TASK_OPTIONS = {"p", "op", "train_frac", "d_vocab", "seq_len", "seed"}
+
+
+def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], default_out: str) -> None:
+    from mechwork.models import ToyConfig
+    from mechwork.runs import Run, RunWriter
+    from mechwork.train import TrainConfig, train
+
+    out = kw["out"] or Path(default_out)
+    RunWriter.check_target(out, resume=kw["resume"], force=kw["force"])
+    explicit = _explicit(ctx)
+    if kw["resume"]:
+        stored = Run(out).config["train"]
+        fixed = (explicit - {"steps", "out", "resume", "quiet", "device", "force"})
+        if fixed:
+            names = ", ".join("--" + n.replace("_", "-") for n in sorted(fixed))
+            raise click.UsageError(f"{names} cannot change on --resume; only --steps may (got {names})")
+        train_cfg = TrainConfig.from_dict(stored | ({"steps": kw["steps"]} if kw["steps"] else {}))
+    else:
+        train_cfg = _train_config(task, kw)
+    model_cfg = None if kw["resume"] else ToyConfig.for_task(task, seed=kw["seed"])
+    res = train(
+        task, model_cfg, train_cfg, out,
+        resume=kw["resume"], force=kw["force"], quiet=kw["quiet"], device=kw["device"],
+    )
+    last = res.rows[-1]
+    grok = res.first_step("test_acc", 0.99)
+    click.echo(
+        f"{out}: step {last['step']}, train acc {last.get('train_acc', float('nan')):.4f}, "
+        f"test acc {last['test_acc']:.4f}, test loss {last['test_loss']:.4g}; "
+        + (f"test acc >= 99% first at step {grok}" if grok is not None else "test acc never reached 99%")
+        + f" ({last['wall']:.1f} s)"
+    )
+
+
+def _train_config(task: Any, kw: dict[str, Any]) -> Any:
+    from mechwork.train import TrainConfig, recipe
+
+    d = recipe(task).to_dict()
+    for cli_name, field in (("steps", "steps"), ("lr", "lr"), ("wd", "weight_decay"),
+                            ("warmup", "warmup_steps"), ("eval_every", "eval_every"),
+                            ("batch_size", "batch_size"), ("grokfast_alpha", "grokfast_alpha"),
+                            ("grokfast_lambda", "grokfast_lambda")):
+        if kw.get(cli_name) is not None:
+            d[field] = kw[cli_name]
+    if kw.get("grokfast") is False:
+        d["grokfast_alpha"] = None
+    elif kw.get("grokfast") is True and d["grokfast_alpha"] is None:
+        d["grokfast_alpha"] = 0.98
+    d["seed"] = kw["seed"]
+    return TrainConfig.from_dict(d)
+
+
+@cli.command()
+@click.argument("run_or_preset")
+def info(run_or_preset: str) -> None:
+    """Describe a run directory or a preset."""
+    from mechwork.summary import describe
+
+    click.echo(describe(run_or_preset))
+
+
+@cli.command()
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+def demo(device: str | None) -> None:
+    """The main job: load the embedded grokked model and report what it does."""
+    from mechwork.summary import demo_report
+
+    click.echo(demo_report(device))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for bad arguments)."""
+    prog = "mechwork"
+    try:
+        cli.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo(f"{prog}: aborted", err=True)
+        return 130
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else "")
+        return 0
+    except click.UsageError as e:
+        msg = e.format_message().replace("\n", " ")
+        click.echo(f"{prog}: error: {msg}", err=True)
+        return 2
+    except click.ClickException as e:
+        click.echo(f"{prog}: error: {e.format_message()}", err=True)
+        return e.exit_code
+    except CheckpointError as e:
+        click.echo(f"{prog}: error: {e}", err=True)
+        return 1
+    except MechworkError as e:
+        click.echo(f"{prog}: error: {e}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""One error family for mechwork.
+
+Every error mechwork raises on purpose is a :class:`MechworkError`. The
+subclasses also inherit from the builtin a Python user would expect, so
+``except ValueError`` still catches a bad argument::
+
+    >>> from mechwork.errors import ConfigError, MechworkError
+    >>> try:
+    ...     raise ConfigError("'p' must be an integer >= 3 (got 2)")
+    ... except ValueError as e:
+    ...     isinstance(e, MechworkError)
+    True
+
+Messages follow one shape: ``'<name>' must be <what is valid> (got <value>)``,
+so a CLI can print them as its one-line error.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "MechworkError",
+    "RunDirError",
+    "invalid",
+]
+
+
+class MechworkError(RuntimeError):
+    """Base class of every error mechwork raises on purpose."""
+
+
+class ConfigError(MechworkError, ValueError):
+    """A configuration value or argument is out of its valid range."""
+
+
+class RunDirError(MechworkError, FileExistsError):
+    """A run directory cannot be used as asked (exists, is not a run, ...)."""
+
+
+class CheckpointError(MechworkError, OSError):
+    """A checkpoint or embedded model file is missing, truncated or corrupt."""
+
+
+def invalid(name: str, valid: str, got: object) -> ConfigError:
+    """Build the standard one-line :class:`ConfigError`.
+
+    >>> str(invalid("p", "a prime >= 3", 12))
+    "'p' must be a prime >= 3 (got 12)"
+    """
+    return ConfigError(f"'{name}' must be {valid} (got {got!r})")

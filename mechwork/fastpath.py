@@ -1,0 +1,101 @@
+"""A functional forward for 1-layer modular-arithmetic models: only what the loss needs.
+
+The loss of a modular-arithmetic model is read at the last position of
+``[a, b, =]``. In a 1-layer model with no LayerNorm that logit depends on
+``a`` and ``b`` only through per-token tables, so the expensive parts can be
+computed once per *vocabulary entry* instead of once per *example*:
+
+* the residual at positions 0 and 1 is ``W_E[tok] + W_pos[pos]``, so their keys
+  and values are tables of ``d_vocab`` rows (not ``n`` rows);
+* position 2 always holds ``=``, so its query, key and value are constants;
+* the query at position 2 dotted with the key tables gives two score tables.
+
+Per example only a 3-way softmax, a ``(n, heads, d_head)`` mix of value rows,
+``W_O``, the MLP and the unembed remain; positions 0 and 1 never run through
+the MLP. It reads the same :class:`torch.nn.Parameter` objects as the bridge
+(from :func:`mechwork.models.weights`), so gradients land on the bridge's
+weights and the bridge's own forward gives the same logits afterwards (a test
+holds this to 1e-4).
+
+Example::
+
+    >>> from mechwork.models import build_model, preset, weights
+    >>> from mechwork.fastpath import modadd_logits
+    >>> pre = preset("modadd-113")
+    >>> model = build_model(pre.model)
+    >>> logits = modadd_logits(weights(model), pre.model, pre.task.tokens[:5])
+    >>> tuple(logits.shape)
+    (5, 113)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from mechwork.models import ToyConfig
+from mechwork.tasks import ModularArithmetic, Task
+
+__all__ = ["modadd_logits", "supports_fast_path"]
+
+_ACT = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
+def supports_fast_path(cfg: ToyConfig, task: Task) -> bool:
+    """True for 1-layer, LayerNorm-free models with an MLP on ``[a, b, =]`` tasks."""
+    return (
+        isinstance(task, ModularArithmetic)
+        and cfg.n_layers == 1
+        and cfg.normalization is None
+        and not cfg.attn_only
+        and cfg.n_ctx == 3
+    )
+
+
+def modadd_logits(
+    w: dict[str, Tensor], cfg: ToyConfig, tokens: Int[Tensor, "batch 3"]
+) -> Float[Tensor, "batch d_vocab_out"]:
+    """Last-position logits of the model whose weights are ``w``.
+
+    ``tokens[:, 2]`` must be one constant token (``=``).
+    """
+    H, dh = cfg.n_heads, cfg.d_head
+    E, P = w["tok_embed.weight"], w["pos.weight"]
+    pre = "layers.0."
+
+    def lin(x: Tensor, name: str) -> Tensor:
+        return F.linear(x, w[pre + name + ".weight"], w[pre + name + ".bias"])
+
+    eq = tokens[0, 2]
+    x01 = torch.stack([E + P[0], E + P[1]])  # (2, d_vocab, d_model)
+    x2 = E[eq] + P[2]  # (d_model,)
+    q2 = lin(x2, "attn.q").view(H, dh)
+    k01 = lin(x01, "attn.k").view(2, -1, H, dh)
+    v01 = lin(x01, "attn.v").view(2, -1, H, dh)
+    k2 = lin(x2, "attn.k").view(H, dh)
+    v2 = lin(x2, "attn.v").view(H, dh)
+    scale = 1.0 / math.sqrt(dh)
+    s01 = torch.einsum("svhe,he->svh", k01, q2) * scale  # (2, d_vocab, H)
+    s2 = (k2 * q2).sum(-1) * scale  # (H,)
+
+    a, b = tokens[:, 0], tokens[:, 1]
+    scores = torch.stack([s01[0][a], s01[1][b], s2.expand(len(a), H)], dim=-1)  # (n, H, 3)
+    pattern = scores.softmax(dim=-1)
+    z = (
+        pattern[..., 0:1] * v01[0][a]
+        + pattern[..., 1:2] * v01[1][b]
+        + pattern[..., 2:3] * v2
+    )  # (n, H, dh)
+    resid = x2 + lin(z.reshape(len(a), H * dh), "attn.o")
+    post = _ACT[cfg.act_fn](lin(resid, "mlp.fc_in"))
+    resid = resid + lin(post, "mlp.fc_out")
+    return F.linear(resid, w["head.weight"])

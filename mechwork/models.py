@@ -1,0 +1,271 @@
+"""Toy transformers as TransformerLens 4 ``TransformerBridge`` models.
+
+This is the one module that touches TransformerLens internals. Everything else
+in mechwork sees a bridge (hook names, ``run_with_cache``, ``run_with_hooks``)
+or the plain weight dict that :func:`weights` returns.
+
+A frozen :class:`ToyConfig` describes the architecture; :func:`build_model`
+boots it through ``TransformerBridge.boot_native``. Two presets:
+
+* ``modadd-113`` -- Nanda et al. 2023's grokking model: 1 layer, d_model 128,
+  4 heads of 32, d_mlp 512, ReLU, no LayerNorm, untied embed/unembed,
+  d_vocab 114 (``=`` is token 113), d_vocab_out 113, n_ctx 3.
+* ``induction-2l`` -- a 2-layer attention-only model for induction heads.
+
+**Biases.** TL's native layers always carry q/k/v/o and MLP biases; the
+unembed has none. Nanda et al.'s reference code (``transformers.py``) has no
+attention biases, trained MLP biases (``b_in``, ``b_out``) and no unembed bias.
+``modadd-113`` matches that: attention biases are zero and frozen
+(``requires_grad=False``), MLP biases train. ``induction-2l`` likewise keeps
+attention biases frozen at zero (Elhage et al.'s attention-only models have
+none). Set ``attn_bias=True`` to train them.
+
+**Init.** ``init="nanda"`` re-draws every weight as in the reference code:
+N(0, 1/d_model) for W_E, W_pos, W_Q/K/V/O, W_in and W_out, N(0, 1/d_vocab)
+for W_U, biases zero. ``init="gpt2"`` keeps TL's native init.
+
+Example::
+
+    >>> from mechwork.models import build_model, preset
+    >>> model = build_model(preset("modadd-113").model)
+    >>> logits, cache = model.run_with_cache(torch.tensor([[3, 5, 113]]))
+    >>> tuple(cache["blocks.0.attn.hook_pattern"].shape)
+    (1, 4, 3, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal, no_type_check
+
+import torch
+from torch import Tensor, nn
+
+from mechwork.errors import CheckpointError, ConfigError, invalid
+from mechwork.tasks import InductionTask, ModularArithmetic, Task
+
+if TYPE_CHECKING:  # pragma: no cover - import for annotations only
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "ToyConfig",
+    "build_model",
+    "default_device",
+    "load_weights",
+    "native_module",
+    "preset",
+    "save_tensors",
+    "weights",
+]
+
+TL_VERSION_LINE = "4.3"
+ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@no_type_check  # validates its own fields, with one-line messages
+@dataclass(frozen=True)
+class ToyConfig:
+    """Architecture of a toy transformer (defaults: Nanda's modadd-113)."""
+
+    n_layers: int = 1  # transformer blocks
+    d_model: int = 128  # residual stream width
+    n_heads: int = 4  # attention heads per layer
+    d_head: int = 32  # width of each head
+    d_mlp: int | None = 512  # MLP hidden width; None means attention-only
+    d_vocab: int = 114  # input vocabulary (p residues plus '=')
+    d_vocab_out: int = 113  # output vocabulary (p residues)
+    n_ctx: int = 3  # context length
+    act_fn: str = "relu"  # MLP nonlinearity
+    normalization: Literal["LN"] | None = None  # None: no LayerNorm, as in the paper
+    init: Literal["nanda", "gpt2"] = "nanda"  # weight init, see module docstring
+    attn_bias: bool = False  # train q/k/v/o biases (False: frozen at zero)
+    mlp_bias: bool = True  # train MLP biases (Nanda's code does)
+    seed: int = 0  # seeds the init
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "d_vocab_out", "n_ctx"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise invalid(name, "an integer >= 1", v)
+        if self.d_mlp is not None and (not isinstance(self.d_mlp, int) or self.d_mlp < 1):
+            raise invalid("d_mlp", "an integer >= 1, or None for attention-only", self.d_mlp)
+        if self.act_fn not in ACT_FNS:
+            raise invalid("act_fn", f"one of {', '.join(ACT_FNS)}", self.act_fn)
+        if self.normalization not in (None, "LN"):
+            raise invalid("normalization", "None or 'LN'", self.normalization)
+        if self.init not in ("nanda", "gpt2"):
+            raise invalid("init", "'nanda' or 'gpt2'", self.init)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise invalid("seed", "an integer >= 0", self.seed)
+
+    @property
+    def attn_only(self) -> bool:
+        return self.d_mlp is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ToyConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown model fields {sorted(unknown)}; valid: {sorted(names)}")
+        return cls(**d)
+
+    @classmethod
+    def for_task(cls, task: Task, **overrides: Any) -> ToyConfig:
+        """The preset architecture for ``task``, sized to its vocabulary."""
+        base = PRESETS["induction-2l" if isinstance(task, InductionTask) else "modadd-113"].model
+        d = base.to_dict() | {
+            "d_vocab": task.d_vocab,
+            "d_vocab_out": task.d_vocab_out,
+            "n_ctx": task.n_ctx,
+        }
+        return cls.from_dict(d | overrides)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named architecture with the task it was built for."""
+
+    name: str
+    model: ToyConfig
+    task: Task
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "modadd-113": Preset(
+        "modadd-113",
+        ToyConfig(),
+        ModularArithmetic(p=113, op="add", train_frac=0.3, seed=0),
+        "Nanda et al. 2023: 1-layer transformer that groks (a + b) mod 113",
+    ),
+    "induction-2l": Preset(
+        "induction-2l",
+        ToyConfig(
+            n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=None,
+            d_vocab=64, d_vocab_out=64, n_ctx=48, init="gpt2",
+        ),
+        InductionTask(d_vocab=64, seq_len=48),
+        "2-layer attention-only transformer that forms induction heads",
+    ),
+}
+
+
+def preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise invalid("preset", f"one of {', '.join(PRESETS)}", name)
+    return PRESETS[name]
+
+
+# -- building -----------------------------------------------------------------
+def _bridge_config(cfg: ToyConfig) -> Any:
+    from transformer_lens.config import TransformerBridgeConfig
+
+    return TransformerBridgeConfig(
+        architecture="TransformerLensNative",
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        d_head=cfg.d_head,
+        d_mlp=cfg.d_mlp if cfg.d_mlp is not None else 4 * cfg.d_model,
+        attn_only=cfg.attn_only,
+        d_vocab=cfg.d_vocab,
+        d_vocab_out=cfg.d_vocab_out,
+        n_ctx=cfg.n_ctx,
+        act_fn=cfg.act_fn,
+        normalization_type=cfg.normalization,
+        positional_embedding_type="standard",
+        seed=cfg.seed,
+    )
+
+
+def build_model(cfg: ToyConfig, device: torch.device | str | None = None) -> TransformerBridge:
+    """Boot a fresh, seeded ``TransformerBridge`` for ``cfg`` (in eval mode).
+
+    Training code calls ``.train()`` itself; everything else (patching,
+    attribution) needs eval mode, which TransformerLens insists on.
+    """
+    import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    device = torch.device(device) if device is not None else default_device()
+    model = TransformerBridge.boot_native(_bridge_config(cfg), device=device)
+    if cfg.init == "nanda":
+        _init_nanda(model, cfg)
+    for name, p in weights(model).items():
+        if name.endswith(".bias"):
+            in_attn = ".attn." in name
+            p.requires_grad_(cfg.attn_bias if in_attn else cfg.mlp_bias)
+            if not p.requires_grad:
+                with torch.no_grad():
+                    p.zero_()
+    return model.eval()
+
+
+def _init_nanda(model: TransformerBridge, cfg: ToyConfig) -> None:
+    g = torch.Generator().manual_seed(cfg.seed)
+    std = 1.0 / math.sqrt(cfg.d_model)
+    with torch.no_grad():
+        for name, p in sorted(weights(model).items()):
+            if name.endswith(".bias"):
+                p.zero_()
+                continue
+            s = 1.0 / math.sqrt(cfg.d_vocab) if name == "head.weight" else std
+            p.copy_(torch.randn(p.shape, generator=g) * s)
+
+
+def native_module(model: TransformerBridge) -> nn.Module:
+    """The plain ``nn.Module`` behind the bridge: same weights, no hooks.
+
+    Its ``forward(tokens)`` returns logits; use it where hooks are not needed
+    (training) and the bridge everywhere else.
+    """
+    return model.original_model
+
+
+def weights(model: TransformerBridge) -> dict[str, nn.Parameter]:
+    """Every parameter, live, under stable names (``layers.0.attn.q.weight``...).
+
+    These names are the on-disk format of mechwork checkpoints. Linear weights
+    are ``(out, in)`` as in ``nn.Linear``.
+    """
+    out: dict[str, nn.Parameter] = {}
+    for name, p in native_module(model).named_parameters():
+        out[name.replace("_original_component.", "")] = p
+    return out
+
+
+def save_tensors(model: TransformerBridge) -> dict[str, Tensor]:
+    """Detached, contiguous CPU copies of :func:`weights`, ready for safetensors."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in weights(model).items()}
+
+
+def load_weights(model: TransformerBridge, tensors: dict[str, Tensor], source: str = "") -> None:
+    """Copy ``tensors`` into ``model``; refuse any missing, extra or misshapen key."""
+    live = weights(model)
+    where = f" in {source}" if source else ""
+    missing = sorted(set(live) - set(tensors))
+    extra = sorted(set(tensors) - set(live))
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint{where} does not fit the model: missing {missing[:4]}, unexpected {extra[:4]}"
+        )
+    with torch.no_grad():
+        for k, p in live.items():
+            t = tensors[k]
+            if tuple(t.shape) != tuple(p.shape):
+                raise CheckpointError(
+                    f"checkpoint{where}: '{k}' has shape {tuple(t.shape)}, model needs {tuple(p.shape)}"
+                )
+            p.copy_(t.to(device=p.device, dtype=p.dtype))

@@ -1,0 +1,153 @@
+"""Plain-text summaries of runs, presets and the embedded model (``mechwork info``, ``demo``).
+
+Evaluation here goes through the hooked bridge itself, not the training fast
+path, so the numbers printed are those of the model a user gets from
+:func:`mechwork.load`.
+
+Example::
+
+    >>> from mechwork.summary import evaluate_modadd
+    >>> import mechwork
+    >>> acc = evaluate_modadd(mechwork.load("modadd-113"), mechwork.preset("modadd-113").task)
+    >>> acc["all_acc"] > 0.995
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from mechwork.models import PRESETS, ToyConfig, build_model, preset
+from mechwork.runs import Run, embedded_info, embedded_path, load
+from mechwork.tasks import ModularArithmetic
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["demo_report", "describe", "evaluate_modadd"]
+
+
+@torch.no_grad()
+def evaluate_modadd(
+    model: TransformerBridge, task: ModularArithmetic, batch_size: int = 4096
+) -> dict[str, float]:
+    """Loss and accuracy of ``model`` (through its hooked forward) on all pairs, train and test."""
+    device = next(model.parameters()).device
+    logits = torch.cat(
+        [model(task.tokens[i : i + batch_size].to(device))[:, -1] for i in range(0, task.n_pairs, batch_size)]
+    ).cpu()
+    labels = task.labels
+    out: dict[str, float] = {}
+    for name, idx in (("all", slice(None)), ("train", task.train_idx), ("test", task.test_idx)):
+        lg, lb = logits[idx], labels[idx]
+        out[f"{name}_loss"] = float(F.cross_entropy(lg, lb))
+        out[f"{name}_acc"] = float((lg.argmax(-1) == lb).float().mean())
+    return out
+
+
+def _arch(cfg: ToyConfig) -> str:
+    mlp = "attention-only" if cfg.attn_only else f"d_mlp {cfg.d_mlp} ({cfg.act_fn})"
+    norm = "no LayerNorm" if cfg.normalization is None else "LayerNorm"
+    bias = "attention biases " + ("trained" if cfg.attn_bias else "frozen at 0")
+    return (
+        f"{cfg.n_layers} layer(s), d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, {mlp}, "
+        f"{norm}, d_vocab {cfg.d_vocab} -> {cfg.d_vocab_out}, n_ctx {cfg.n_ctx}; {bias}"
+    )
+
+
+def _n_params(cfg: ToyConfig) -> tuple[int, int]:
+    model = build_model(cfg, "cpu")
+    ps = list(model.parameters())
+    return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
+
+
+def _recipe(train: dict[str, Any]) -> str:
+    gf = (
+        f"Grokfast alpha {train['grokfast_alpha']} lambda {train['grokfast_lambda']}"
+        if train.get("grokfast_alpha") is not None
+        else "no Grokfast"
+    )
+    batch = "full batch" if train.get("batch_size") is None else f"batch {train['batch_size']}"
+    return (
+        f"AdamW lr {train['lr']:g}, wd {train['weight_decay']:g}, betas {tuple(train['betas'])}, "
+        f"warmup {train['warmup_steps']}, {batch}, {gf}, {train['steps']} steps"
+    )
+
+
+def describe(run_or_preset: str | os.PathLike[str]) -> str:
+    """A readable description of a run directory or a preset."""
+    key = os.fspath(run_or_preset)
+    if key in PRESETS and not Path(key).exists():
+        pre = preset(key)
+        total, trained = _n_params(pre.model)
+        lines = [
+            f"preset {pre.name}: {pre.description}",
+            f"  model: {_arch(pre.model)}",
+            f"  parameters: {total:,} ({trained:,} trained)",
+            f"  task: {pre.task.describe()}",
+        ]
+        if embedded_path(key).is_file():
+            meta = embedded_info(key)
+            m = meta.get("summary", {})
+            lines += [
+                f"  embedded weights: {embedded_path(key).name} ({embedded_path(key).stat().st_size:,} bytes)",
+                f"  trained: {_recipe(meta['train'])}",
+                f"  test acc >= 99% at step {m.get('grok_step')}; final train acc {m.get('train_acc', 0):.4f},"
+                f" test acc {m.get('test_acc', 0):.4f}",
+                f"  regenerate: {meta.get('command', '?')}",
+            ]
+        else:
+            lines.append("  embedded weights: none (train with `mechwork train`)")
+        return "\n".join(lines)
+    run = Run(key)
+    steps = run.steps
+    lines = [
+        f"run {run.path}",
+        f"  task: {run.task.describe()}",
+        f"  model: {_arch(run.model_config)}",
+        f"  train: {_recipe(run.config['train'])}",
+        f"  checkpoints: {len(steps)}" + (f" (steps {steps[0]}..{steps[-1]})" if steps else ""),
+    ]
+    df = run.metrics
+    if len(df):
+        last = df.iloc[-1]
+        cols = [c for c in ("train_loss", "train_acc", "test_loss", "test_acc") if c in df]
+        lines.append(
+            f"  last eval (step {int(last['step'])}, {last['wall']:.1f} s): "
+            + ", ".join(f"{c} {last[c]:.4g}" for c in cols)
+        )
+        hit = df[df["test_acc"] >= 0.99]
+        lines.append(
+            f"  test acc >= 99% first at step {int(hit['step'].iloc[0])}" if len(hit) else "  test acc < 99% so far"
+        )
+    return "\n".join(lines)
+
+
+def demo_report(device: str | None = None) -> str:
+    """Load the embedded grokked model and report its accuracy and how it was made."""
+    pre = preset("modadd-113")
+    assert isinstance(pre.task, ModularArithmetic)
+    model = load("modadd-113", device=device)
+    meta = embedded_info("modadd-113")
+    ev = evaluate_modadd(model, pre.task)
+    hooks = list(model.hook_dict)
+    s = meta.get("summary", {})
+    return "\n".join(
+        [
+            f"mechwork demo: the embedded {pre.name} model ({pre.description})",
+            f"  model: {_arch(pre.model)}",
+            f"  accuracy on all {pre.task.n_pairs:,} pairs (a + b) mod 113: {ev['all_acc']:.2%}"
+            f" (loss {ev['all_loss']:.2e})",
+            f"  train split {len(pre.task.train_idx):,} pairs: acc {ev['train_acc']:.2%};"
+            f" held-out {len(pre.task.test_idx):,} pairs: acc {ev['test_acc']:.2%}",
+            f"  trained by mechwork: {_recipe(meta['train'])};"
+            f" grokked (test acc >= 99%) at step {s.get('grok_step')}",
+            f"  {len(hooks)} hook points, e.g. hook_embed, blocks.0.attn.hook_pattern,"
+            " blocks.0.mlp.hook_post: use model.run_with_cache(tokens)",
+        ]
+    )

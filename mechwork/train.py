@@ -1,0 +1,399 @@
+"""Training: AdamW (optionally Grokfast-filtered) on a task, into a run directory.
+
+One loop serves both tasks. For modular arithmetic it uses the fast path of
+:mod:`mechwork.fastpath` (last-position logits from per-token tables), which
+trains the bridge's own parameters several times faster than a forward through
+the bridge; other tasks use the bridge's plain module with hooks bypassed.
+Either way the weights live in the bridge, so the trained model is the
+hookable TransformerLens model with no conversion step.
+
+The loop is deterministic on CPU for a fixed seed, and ``resume=True``
+continues from ``resume.safetensors`` (weights, AdamW moments, Grokfast EMA)
+to exactly the weights an uninterrupted run reaches.
+
+Example::
+
+    >>> from mechwork.tasks import ModularArithmetic
+    >>> from mechwork.train import TrainConfig, train
+    >>> res = train(ModularArithmetic(p=23, train_frac=0.5), train_cfg=TrainConfig(steps=20), quiet=True)
+    >>> sorted(res.history.columns)[:3]
+    ['lr', 'step', 'test_acc']
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, no_type_check
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from mechwork.errors import ConfigError, invalid
+from mechwork.fastpath import modadd_logits, supports_fast_path
+from mechwork.models import ToyConfig, build_model, default_device, load_weights, native_module, weights
+from mechwork.runs import Run, RunWriter, package_versions
+from mechwork.tasks import Batch, InductionTask, ModularArithmetic, Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["GrokfastEMA", "TrainConfig", "TrainResult", "checkpoint_steps", "recipe", "train"]
+
+
+@no_type_check  # validates its own fields, with one-line messages
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule. Defaults: mechwork's fast grokking recipe for modadd-113."""
+
+    lr: float = 3e-3  # peak AdamW learning rate
+    weight_decay: float = 1.0  # decoupled AdamW weight decay, on every trained parameter
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas (Nanda et al. use (0.9, 0.98))
+    warmup_steps: int = 10  # linear warmup to lr, then constant
+    steps: int = 3000  # optimiser updates
+    batch_size: int | None = None  # None: full batch (modadd); induction draws task.batch_size
+    eval_every: int = 50  # evaluate train/test loss and accuracy every N steps
+    ckpt_every: int | None = None  # linear checkpoint spacing; None: steps // 40
+    ckpt_log: int = 24  # log-spaced checkpoints on top (dense early, sparse later)
+    grokfast_alpha: float | None = 0.98  # Grokfast EMA decay; None turns the filter off
+    grokfast_lambda: float = 2.0  # Grokfast amplification of the slow gradient
+    seed: int = 0  # seeds minibatch sampling
+
+    def __post_init__(self) -> None:
+        def num(name: str, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or v < hi)
+            if not ok:
+                rng = f"{'>' if lo_open else '>='} {lo}" + ("" if hi is None else f" and < {hi}")
+                raise invalid(name, f"a finite number {rng}", v)
+
+        num("lr", 0.0, lo_open=True)
+        num("weight_decay", 0.0)
+        if (
+            not isinstance(self.betas, (tuple, list))
+            or len(self.betas) != 2
+            or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas)
+        ):
+            raise invalid("betas", "two numbers in [0, 1)", self.betas)
+        for name, lo in (("warmup_steps", 0), ("steps", 1), ("eval_every", 1), ("ckpt_log", 0), ("seed", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise invalid(name, f"an integer >= {lo}", v)
+        for name in ("batch_size", "ckpt_every"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise invalid(name, "an integer >= 1, or None", v)
+        if self.grokfast_alpha is not None:
+            num("grokfast_alpha", 0.0, 1.0)
+            num("grokfast_lambda", 0.0)
+
+    def lr_at(self, step: int) -> float:
+        return self.lr * min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else self.lr
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown train fields {sorted(unknown)}; valid: {sorted(names)}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+def recipe(task: Task) -> TrainConfig:
+    """The default :class:`TrainConfig` for ``task``.
+
+    Modular arithmetic gets mechwork's fast grokking recipe (the
+    :class:`TrainConfig` defaults; see ``benchmarks/README.md`` for how it
+    compares with Nanda et al.'s). Induction gets plain AdamW on fresh batches.
+    """
+    if isinstance(task, InductionTask):
+        return TrainConfig(
+            lr=1e-3, weight_decay=0.01, warmup_steps=100, steps=3000, eval_every=100, grokfast_alpha=None
+        )
+    return TrainConfig()
+
+
+def checkpoint_steps(steps: int, ckpt_every: int | None = None, ckpt_log: int = 24) -> list[int]:
+    """Log-spaced plus linear checkpoint steps in ``[0, steps]``.
+
+    >>> checkpoint_steps(1000, ckpt_every=250, ckpt_log=5)
+    [0, 1, 6, 32, 178, 250, 500, 750, 1000]
+    """
+    every = ckpt_every or max(1, steps // 40)
+    out = set(range(0, steps + 1, every)) | {0, steps}
+    if ckpt_log > 0 and steps > 1:
+        out |= {round(steps ** (i / ckpt_log)) for i in range(ckpt_log)}
+    return sorted(out)
+
+
+class GrokfastEMA:
+    """Grokfast (Lee et al. 2024): amplify the slow (EMA) part of the gradient.
+
+    ``ema = alpha * ema + (1 - alpha) * g`` then ``g = g + lamb * ema``; the EMA
+    starts at the first gradient, as in the reference ``gradfilter_ema``.
+    """
+
+    def __init__(self, named: dict[str, Tensor], alpha: float, lamb: float):
+        self.named, self.alpha, self.lamb = named, alpha, lamb
+        self.ema: dict[str, Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        for name, p in self.named.items():
+            if p.grad is None:
+                continue
+            e = self.ema.get(name)
+            if e is None:
+                self.ema[name] = e = p.grad.detach().clone()
+            else:
+                e.mul_(self.alpha).add_(p.grad, alpha=1 - self.alpha)
+            p.grad.add_(e, alpha=self.lamb)
+
+
+@dataclass
+class TrainResult:
+    """The trained (eval-mode) model, its metric rows and, if written, its run."""
+
+    model: TransformerBridge
+    rows: list[dict[str, Any]]
+    run: Run | None
+
+    @property
+    def history(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    def first_step(self, metric: str = "test_acc", threshold: float = 0.99) -> int | None:
+        """First evaluated step where ``metric >= threshold`` (None if never)."""
+        return next((r["step"] for r in self.rows if r.get(metric, -1) >= threshold), None)
+
+
+def _loss_acc(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    loss = F.cross_entropy(logits, targets)
+    acc = (logits.argmax(-1) == targets).float().mean()
+    return loss, acc
+
+
+def _make_forward(
+    model: TransformerBridge, cfg: ToyConfig, task: Task, fast: bool
+) -> Callable[[Batch], tuple[Float[Tensor, "n d_vocab_out"], Int[Tensor, " n"]]]:
+    """A function from a batch to (logits, targets) at the positions the loss counts."""
+    if fast and supports_fast_path(cfg, task):
+        w = weights(model)
+        return lambda b: (modadd_logits(w, cfg, b.tokens), b.targets[:, -1])
+    module = native_module(model) if fast else model
+
+    def forward(b: Batch) -> tuple[Tensor, Tensor]:
+        logits = module(b.tokens)
+        return logits[b.mask], b.targets[b.mask]
+
+    return forward
+
+
+def train(
+    task: Task,
+    model_cfg: ToyConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    device: torch.device | str | None = None,
+    fast: bool = True,
+    stop_when: Callable[[dict[str, Any]], bool] | None = None,
+) -> TrainResult:
+    """Train a toy model on ``task``; write a run directory when ``out`` is given.
+
+    ``resume`` continues the run at ``out`` from its last checkpoint: its stored
+    task, model and train configs are used, and a ``train_cfg`` passed along
+    may differ from the stored one only in ``steps`` (to extend a run).
+    ``fast=False`` trains through the hooked bridge forward (for benchmarks).
+    ``stop_when(row)`` may end training early after an evaluation.
+    """
+    given = train_cfg is not None
+    train_cfg = train_cfg or recipe(task)
+    device = torch.device(device) if device is not None else default_device()
+    writer = RunWriter(out) if out is not None else None
+    if writer is not None:
+        RunWriter.check_target(writer.path, resume=resume, force=force)
+    elif resume:
+        raise invalid("out", "a run directory when resume=True", out)
+
+    start, wall0, state, meta = 0, 0.0, None, {}
+    if resume:
+        assert writer is not None
+        run = Run(writer.path)
+        task, model_cfg = run.task, run.model_config
+        stored = TrainConfig.from_dict(run.config["train"])
+        changed = {k for k, v in train_cfg.to_dict().items() if k != "steps" and stored.to_dict()[k] != v}
+        if given and changed:
+            raise ConfigError(f"cannot change {sorted(changed)} on resume; only 'steps' may change")
+        train_cfg = TrainConfig.from_dict(stored.to_dict() | {"steps": train_cfg.steps})
+        start, state, meta = writer.load_resume()
+        wall0 = float(meta.get("wall", 0.0))
+    model_cfg = model_cfg or ToyConfig.for_task(task)
+    _check_fits(model_cfg, task)
+
+    model = build_model(model_cfg, device)
+    named = {k: p for k, p in weights(model).items() if p.requires_grad}
+    opt = torch.optim.AdamW(
+        list(named.values()), lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay
+    )
+    grokfast = (
+        GrokfastEMA(named, train_cfg.grokfast_alpha, train_cfg.grokfast_lambda)
+        if train_cfg.grokfast_alpha is not None
+        else None
+    )
+    config = {
+        "task": task.to_dict(),
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "seed": model_cfg.seed,
+        "versions": package_versions(),
+    }
+    if writer is not None:
+        if resume:
+            assert state is not None
+            _restore(model, named, opt, grokfast, state, str(writer.path / "resume.safetensors"))
+            writer.truncate_metrics(start - 1)
+            writer.update_config(config)
+        else:
+            writer.start(config, force=force)
+    rows = [] if writer is None else _existing_rows(writer.path)
+
+    forward = _make_forward(model, model_cfg, task, fast)
+    ckpts = set(checkpoint_steps(train_cfg.steps, train_cfg.ckpt_every, train_cfg.ckpt_log))
+    evals = _eval_batches(task, device)
+    full_batch = task.train_batch(0).to(device) if isinstance(task, ModularArithmetic) else None
+    gen = torch.Generator().manual_seed(train_cfg.seed)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=train_cfg.steps, initial=start, disable=quiet, desc="train", dynamic_ncols=True)
+    t0 = time.perf_counter() - wall0
+    model.train()
+    for step in range(start, train_cfg.steps + 1):
+        batch = _train_batch(task, train_cfg, step, full_batch, gen, device)
+        if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+            row = _evaluate(forward, batch, evals, step, train_cfg.lr_at(step), time.perf_counter() - t0)
+            rows.append(row)
+            if writer is not None:
+                writer.log(row)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k.startswith(("train", "test"))})
+        if step in ckpts and writer is not None:
+            writer.checkpoint(step, {k: v.detach().cpu() for k, v in weights(model).items()})
+            meta = {"wall": time.perf_counter() - t0}
+            writer.save_resume(step, _state(model, named, opt, grokfast), meta)
+        if step == train_cfg.steps or (stop_when is not None and rows and rows[-1]["step"] == step
+                                       and stop_when(rows[-1])):
+            break
+        for group in opt.param_groups:
+            group["lr"] = train_cfg.lr_at(step)
+        logits, targets = forward(batch)
+        loss = F.cross_entropy(logits, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grokfast is not None:
+            grokfast()
+        opt.step()
+        bar.update(1)
+    bar.close()
+    model.eval()
+    return TrainResult(model, rows, Run(writer.path) if writer is not None else None)
+
+
+def _check_fits(cfg: ToyConfig, task: Task) -> None:
+    for name in ("d_vocab", "d_vocab_out", "n_ctx"):
+        need, have = getattr(task, name), getattr(cfg, name)
+        if (name == "n_ctx" and have < need) or (name != "n_ctx" and have != need):
+            raise ConfigError(f"model '{name}' is {have} but the task needs {need}")
+
+
+def _train_batch(
+    task: Task, cfg: TrainConfig, step: int, full: Batch | None, gen: torch.Generator, device: torch.device
+) -> Batch:
+    if isinstance(task, InductionTask):
+        return task.train_batch(step).to(device)
+    assert full is not None
+    if cfg.batch_size is None or cfg.batch_size >= len(full):
+        return full
+    # Minibatch: a permutation seeded by (seed, step), so resume sees the same data.
+    g = gen.manual_seed(cfg.seed * 1_000_003 + step)
+    idx = torch.randperm(len(full), generator=g)[: cfg.batch_size].to(device)
+    return Batch(full.tokens[idx], full.targets[idx], full.mask[idx])
+
+
+def _eval_batches(task: Task, device: torch.device) -> dict[str, Batch]:
+    return {k: v.to(device) for k, v in task.eval_batches().items()}
+
+
+@torch.no_grad()
+def _evaluate(
+    forward: Callable[[Batch], tuple[Tensor, Tensor]],
+    train_batch: Batch,
+    evals: dict[str, Batch],
+    step: int,
+    lr: float,
+    wall: float,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"step": step, "wall": round(wall, 4), "lr": lr}
+    sets = {"train": train_batch} | {k: v for k, v in evals.items() if k != "train"}
+    for name, b in sets.items():
+        loss, acc = _loss_acc(*forward(b))
+        row[f"{name}_loss"], row[f"{name}_acc"] = float(loss), float(acc)
+    return row
+
+
+def _existing_rows(path: Path) -> list[dict[str, Any]]:
+    from mechwork.runs import read_metrics_rows
+
+    return read_metrics_rows(path / "metrics.jsonl")
+
+
+def _state(
+    model: TransformerBridge, named: dict[str, Tensor], opt: torch.optim.Optimizer, gf: GrokfastEMA | None
+) -> dict[str, Tensor]:
+    state = {f"w.{k}": v.detach().cpu() for k, v in weights(model).items()}
+    for name, p in named.items():
+        s = opt.state.get(p, {})
+        for key, val in s.items():
+            state[f"opt.{key}.{name}"] = torch.as_tensor(val).detach().cpu()
+    if gf is not None:
+        state |= {f"ema.{k}": v.detach().cpu() for k, v in gf.ema.items()}
+    return state
+
+
+def _restore(
+    model: TransformerBridge,
+    named: dict[str, Tensor],
+    opt: torch.optim.Optimizer,
+    gf: GrokfastEMA | None,
+    state: dict[str, Tensor],
+    source: str,
+) -> None:
+    load_weights(model, {k[2:]: v for k, v in state.items() if k.startswith("w.")}, source=source)
+    for name, p in named.items():
+        s = {key: state[f"opt.{key}.{name}"] for key in ("step", "exp_avg", "exp_avg_sq")
+             if f"opt.{key}.{name}" in state}
+        if s:
+            opt.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in s.items()}
+    if gf is not None:
+        gf.ema = {k[4:]: v.to(named[k[4:]].device) for k, v in state.items() if k.startswith("ema.")}

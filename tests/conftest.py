@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny tasks and models, and the embedded model (loaded once)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two cores: keep intra-op threads at the machine's size, never oversubscribed.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def modadd_preset():
+    from mechwork.models import preset
+
+    return preset("modadd-113")
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    import mechwork
+
+    return mechwork.load("modadd-113", device="cpu")
+
+
+@pytest.fixture
+def tiny_task():
+    from mechwork.tasks import ModularArithmetic
+
+    return ModularArithmetic(p=11, op="add", train_frac=0.5, seed=0)
+
+
+@pytest.fixture
+def tiny_train_cfg():
+    from mechwork.train import TrainConfig
+
+    return TrainConfig(steps=30, eval_every=10, ckpt_every=10, ckpt_log=4)
