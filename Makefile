@@ -24,10 +24,10 @@ demo: setup
 	$(BIN)/mechwork demo
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 test-all: setup
-	$(BIN)/python -m pytest -m "slow or not slow"
+	$(BIN)/python -m pytest -n 2 -m "slow or not slow"
 
 lint: setup
 	$(BIN)/ruff check mechwork tests benchmarks experiments

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mechwork.tasks import ModularArithmetic
-from mechwork.train import TrainConfig, recipe, train
+from mechwork.training import TrainConfig, recipe, train
 
 NANDA = TrainConfig(
     lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10, grokfast_alpha=None, steps=30_000, eval_every=50

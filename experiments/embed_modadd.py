@@ -21,7 +21,7 @@ from mechwork.models import ToyConfig
 from mechwork.runs import embedded_path, export
 from mechwork.summary import evaluate_modadd
 from mechwork.tasks import ModularArithmetic
-from mechwork.train import TrainConfig, recipe, train
+from mechwork.training import TrainConfig, recipe, train
 
 STEPS = 8000
 

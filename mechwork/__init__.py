@@ -37,8 +37,8 @@ _LAZY = {
     "preset": "mechwork.models",
     "Run": "mechwork.runs",
     "load": "mechwork.runs",
-    "TrainConfig": "mechwork.train",
-    "train": "mechwork.train",
+    "TrainConfig": "mechwork.training",
+    "train": "mechwork.training",
 }
 
 

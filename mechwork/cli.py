@@ -111,18 +111,31 @@ TASK_OPTIONS = {"p", "op", "train_frac", "d_vocab", "seq_len", "seed"}
 def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], default_out: str) -> None:
     from mechwork.models import ToyConfig
     from mechwork.runs import Run, RunWriter
-    from mechwork.train import TrainConfig, train
+    from mechwork.training import TrainConfig, train
 
     out = kw["out"] or Path(default_out)
     RunWriter.check_target(out, resume=kw["resume"], force=kw["force"])
     explicit = _explicit(ctx)
     if kw["resume"]:
-        stored = Run(out).config["train"]
-        fixed = (explicit - {"steps", "out", "resume", "quiet", "device", "force"})
-        if fixed:
-            names = ", ".join("--" + n.replace("_", "-") for n in sorted(fixed))
-            raise click.UsageError(f"{names} cannot change on --resume; only --steps may (got {names})")
-        train_cfg = TrainConfig.from_dict(stored | ({"steps": kw["steps"]} if kw["steps"] else {}))
+        run = Run(out)
+        stored_task, stored_train = run.task, TrainConfig.from_dict(run.config["train"])
+        if stored_task.kind != task.kind:
+            raise click.UsageError(f"--out {str(out)!r} is a {stored_task.kind} run, not {task.kind}")
+        wanted = _train_config(task, kw)
+        for name in sorted(explicit):
+            field = _TRAIN_FIELDS.get(name)
+            old, new = (
+                (getattr(stored_task, name), getattr(task, name)) if name in TASK_OPTIONS
+                else (getattr(stored_train, field), getattr(wanted, field)) if field and field != "steps"
+                else (None, None)
+            )
+            if old != new:
+                raise click.UsageError(
+                    f"--{name.replace('_', '-')} cannot change on --resume (the run has {old!r}, got {new!r});"
+                    " only --steps may"
+                )
+        task = stored_task
+        train_cfg = TrainConfig.from_dict(stored_train.to_dict() | ({"steps": kw["steps"]} if kw["steps"] else {}))
     else:
         train_cfg = _train_config(task, kw)
     model_cfg = None if kw["resume"] else ToyConfig.for_task(task, seed=kw["seed"])
@@ -140,15 +153,25 @@ def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], default_out
     )
 
 
+_TRAIN_FIELDS = {
+    "steps": "steps",
+    "lr": "lr",
+    "wd": "weight_decay",
+    "warmup": "warmup_steps",
+    "eval_every": "eval_every",
+    "batch_size": "batch_size",
+    "grokfast": "grokfast_alpha",
+    "grokfast_alpha": "grokfast_alpha",
+    "grokfast_lambda": "grokfast_lambda",
+}
+
+
 def _train_config(task: Any, kw: dict[str, Any]) -> Any:
-    from mechwork.train import TrainConfig, recipe
+    from mechwork.training import TrainConfig, recipe
 
     d = recipe(task).to_dict()
-    for cli_name, field in (("steps", "steps"), ("lr", "lr"), ("wd", "weight_decay"),
-                            ("warmup", "warmup_steps"), ("eval_every", "eval_every"),
-                            ("batch_size", "batch_size"), ("grokfast_alpha", "grokfast_alpha"),
-                            ("grokfast_lambda", "grokfast_lambda")):
-        if kw.get(cli_name) is not None:
+    for cli_name, field in _TRAIN_FIELDS.items():
+        if cli_name != "grokfast" and kw.get(cli_name) is not None:
             d[field] = kw[cli_name]
     if kw.get("grokfast") is False:
         d["grokfast_alpha"] = None

@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ from mechwork.tasks import ModularArithmetic, Task
 
 __all__ = ["modadd_logits", "supports_fast_path"]
 
-_ACT = {
+_ACT: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,
     "gelu": F.gelu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -62,7 +63,7 @@ def supports_fast_path(cfg: ToyConfig, task: Task) -> bool:
 
 
 def modadd_logits(
-    w: dict[str, Tensor], cfg: ToyConfig, tokens: Int[Tensor, "batch 3"]
+    w: Mapping[str, Tensor], cfg: ToyConfig, tokens: Int[Tensor, "batch 3"]
 ) -> Float[Tensor, "batch d_vocab_out"]:
     """Last-position logits of the model whose weights are ``w``.
 

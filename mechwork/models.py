@@ -200,7 +200,8 @@ def build_model(cfg: ToyConfig, device: torch.device | str | None = None) -> Tra
     from transformer_lens.model_bridge import TransformerBridge
 
     device = torch.device(device) if device is not None else default_device()
-    model = TransformerBridge.boot_native(_bridge_config(cfg), device=device)
+    boot = TransformerBridge.boot_native  # type: ignore[attr-defined]  # attached by sources.native
+    model = boot(_bridge_config(cfg), device=device)
     if cfg.init == "nanda":
         _init_nanda(model, cfg)
     for name, p in weights(model).items():

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["Run", "RunWriter", "embedded_path", "export", "load", "package_versions"]
+__all__ = ["Run", "RunWriter", "embedded_path", "export", "load", "package_versions", "resolve"]
 
 _CKPT = re.compile(r"^step_(\d{7,})\.safetensors$")
 
@@ -64,7 +64,7 @@ def package_versions() -> dict[str, str]:
 
 
 class RunWriter:
-    """Writes one run directory. Used by :func:`mechwork.train.train`."""
+    """Writes one run directory. Used by :func:`mechwork.training.train`."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -86,13 +86,12 @@ class RunWriter:
 
     def start(self, config: dict[str, Any], *, force: bool) -> None:
         if force and self.path.is_dir():
-            for sub in ("checkpoints",):
-                d = self.path / sub
-                if d.is_dir():
-                    for f in d.iterdir():
-                        f.unlink()
-            for f in ("metrics.jsonl", "resume.safetensors", "config.json"):
-                (self.path / f).unlink(missing_ok=True)
+            ckdir = self.path / "checkpoints"
+            if ckdir.is_dir():
+                for ck in ckdir.iterdir():
+                    ck.unlink()
+            for name in ("metrics.jsonl", "resume.safetensors", "config.json"):
+                (self.path / name).unlink(missing_ok=True)
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_json_atomic(config, self.path / "config.json")
         with atomic_open(self.path / "metrics.jsonl", "w"):
@@ -134,7 +133,7 @@ class RunWriter:
 
 
 def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not path.is_file():
         return rows
     for line in path.read_text().splitlines():
@@ -214,8 +213,8 @@ def load(
 
     A preset loads the weights embedded in the package (offline, no download).
     """
-    key = os.fspath(path_or_preset)
-    if key in PRESETS and not Path(key).exists():
+    kind, key = resolve(path_or_preset)
+    if kind == "preset":
         if step is not None:
             raise ConfigError(f"'step' must be None for preset {key!r} (got {step})")
         weights_file = embedded_path(key)
@@ -227,11 +226,20 @@ def load(
         model = build_model(ToyConfig.from_dict(meta["model"]), device)
         load_weights(model, load_tensors(weights_file)[0], source=str(weights_file))
         return model.eval()
-    if not Path(key).exists():
-        raise ConfigError(
-            f"'path_or_preset' must be a run directory or one of {', '.join(PRESETS)} (got {key!r})"
-        )
     return Run(key).model_at(step, device)
+
+
+def resolve(path_or_preset: str | os.PathLike[str]) -> tuple[str, str]:
+    """``("preset", name)`` or ``("run", path)``; anything else is a one-line error.
+
+    An existing path wins over a preset of the same name.
+    """
+    key = os.fspath(path_or_preset)
+    if Path(key).exists():
+        return "run", key
+    if key in PRESETS:
+        return "preset", key
+    raise ConfigError(f"'path_or_preset' must be a run directory or one of {', '.join(PRESETS)} (got {key!r})")
 
 
 def embedded_info(name: str) -> dict[str, Any]:

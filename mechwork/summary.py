@@ -16,14 +16,13 @@ Example::
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from mechwork.models import PRESETS, ToyConfig, build_model, preset
-from mechwork.runs import Run, embedded_info, embedded_path, load
+from mechwork.models import ToyConfig, build_model, preset
+from mechwork.runs import Run, embedded_info, embedded_path, load, resolve
 from mechwork.tasks import ModularArithmetic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,8 +80,8 @@ def _recipe(train: dict[str, Any]) -> str:
 
 def describe(run_or_preset: str | os.PathLike[str]) -> str:
     """A readable description of a run directory or a preset."""
-    key = os.fspath(run_or_preset)
-    if key in PRESETS and not Path(key).exists():
+    kind, key = resolve(run_or_preset)
+    if kind == "preset":
         pre = preset(key)
         total, trained = _n_params(pre.model)
         lines = [

@@ -7,8 +7,9 @@ import os
 import pytest
 import torch
 
-# Two cores: keep intra-op threads at the machine's size, never oversubscribed.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The suite runs on two xdist workers (make test): one intra-op thread each, so the
+# two cores are never oversubscribed (OpenMP spin-waits make that very slow).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +35,6 @@ def tiny_task():
 
 @pytest.fixture
 def tiny_train_cfg():
-    from mechwork.train import TrainConfig
+    from mechwork.training import TrainConfig
 
     return TrainConfig(steps=30, eval_every=10, ckpt_every=10, ckpt_log=4)

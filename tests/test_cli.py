@@ -65,7 +65,7 @@ def test_train_info_resume_and_refusals(tmp_path, capsys):
 
     # --resume may extend --steps but not change the recipe
     assert main([*base, "--resume", "--lr", "0.1"]) == 2
-    assert "--lr cannot change on --resume" in capsys.readouterr().err
+    assert "--lr cannot change on --resume (the run has 0.003, got 0.1); only --steps may" in capsys.readouterr().err
     assert main([*base, "--resume", "--steps", "30"]) == 0
     assert "step 30" in capsys.readouterr().out
 

@@ -9,7 +9,7 @@ import mechwork
 from mechwork.errors import CheckpointError, ConfigError, RunDirError
 from mechwork.io import atomic_open, load_tensors, save_tensors_atomic
 from mechwork.runs import Run
-from mechwork.train import train
+from mechwork.training import train
 
 
 @pytest.fixture

@@ -6,23 +6,23 @@ import torch
 from mechwork.errors import ConfigError, RunDirError
 from mechwork.models import save_tensors
 from mechwork.tasks import InductionTask, ModularArithmetic
-from mechwork.train import GrokfastEMA, TrainConfig, checkpoint_steps, recipe, train
+from mechwork.training import GrokfastEMA, TrainConfig, checkpoint_steps, recipe, train
 
-# A small-p recipe that groks in a few hundred full-batch steps (about 3 s here).
-SMALL = ModularArithmetic(p=23, op="add", train_frac=0.6, seed=0)
-SMALL_CFG = TrainConfig(lr=1e-2, weight_decay=3.0, steps=1500, eval_every=25)
+# A small-p setting that groks well inside its budget: p=31, half the data, AdamW lr 1e-2,
+# wd 1 memorises by step ~25 and generalises between steps ~500 and ~1300 across seeds 0-2.
+SMALL = ModularArithmetic(p=31, op="add", train_frac=0.5, seed=0)
+SMALL_CFG = TrainConfig(lr=1e-2, weight_decay=1.0, steps=3000, eval_every=25, grokfast_alpha=None)
 
 
 def test_small_p_groks():
-    res = train(SMALL, train_cfg=SMALL_CFG, quiet=True, device="cpu", stop_when=lambda r: r["test_acc"] >= 0.995)
+    res = train(SMALL, train_cfg=SMALL_CFG, quiet=True, device="cpu", stop_when=lambda r: r["test_acc"] >= 0.99)
     hist = res.history
     grok = res.first_step("test_acc", 0.99)
     assert grok is not None, hist.tail()
-    # grokking, not just learning: the train set is fit well before the test set is
+    # grokking, not just learning: the train set is memorised long before the test set generalises
     memorised = res.first_step("train_acc", 0.99)
-    assert memorised is not None and memorised < grok
-    early = hist[hist["step"] == memorised].iloc[0]
-    assert early["test_acc"] < 0.6
+    assert memorised is not None and 5 * memorised <= grok
+    assert hist[hist["step"] == memorised].iloc[0]["test_acc"] < 0.6
 
 
 def test_training_is_deterministic(tiny_task, tiny_train_cfg):

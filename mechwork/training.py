@@ -1,5 +1,9 @@
 """Training: AdamW (optionally Grokfast-filtered) on a task, into a run directory.
 
+(The module is ``training`` rather than ``train`` so that ``mechwork.train``
+always means the function: importing a submodule named ``train`` would
+rebind the package attribute to the module.)
+
 One loop serves both tasks. For modular arithmetic it uses the fast path of
 :mod:`mechwork.fastpath` (last-position logits from per-token tables), which
 trains the bridge's own parameters several times faster than a forward through
@@ -14,7 +18,7 @@ to exactly the weights an uninterrupted run reaches.
 Example::
 
     >>> from mechwork.tasks import ModularArithmetic
-    >>> from mechwork.train import TrainConfig, train
+    >>> from mechwork.training import TrainConfig, train
     >>> res = train(ModularArithmetic(p=23, train_frac=0.5), train_cfg=TrainConfig(steps=20), quiet=True)
     >>> sorted(res.history.columns)[:3]
     ['lr', 'step', 'test_acc']
@@ -25,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
@@ -149,7 +153,7 @@ class GrokfastEMA:
     starts at the first gradient, as in the reference ``gradfilter_ema``.
     """
 
-    def __init__(self, named: dict[str, Tensor], alpha: float, lamb: float):
+    def __init__(self, named: Mapping[str, Tensor], alpha: float, lamb: float):
         self.named, self.alpha, self.lamb = named, alpha, lamb
         self.ema: dict[str, Tensor] = {}
 
@@ -237,7 +241,9 @@ def train(
     elif resume:
         raise invalid("out", "a run directory when resume=True", out)
 
-    start, wall0, state, meta = 0, 0.0, None, {}
+    start, wall0 = 0, 0.0
+    state: dict[str, Tensor] | None = None
+    meta: dict[str, Any] = {}
     if resume:
         assert writer is not None
         run = Run(writer.path)
@@ -369,7 +375,7 @@ def _existing_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _state(
-    model: TransformerBridge, named: dict[str, Tensor], opt: torch.optim.Optimizer, gf: GrokfastEMA | None
+    model: TransformerBridge, named: Mapping[str, Tensor], opt: torch.optim.Optimizer, gf: GrokfastEMA | None
 ) -> dict[str, Tensor]:
     state = {f"w.{k}": v.detach().cpu() for k, v in weights(model).items()}
     for name, p in named.items():
@@ -383,7 +389,7 @@ def _state(
 
 def _restore(
     model: TransformerBridge,
-    named: dict[str, Tensor],
+    named: Mapping[str, Tensor],
     opt: torch.optim.Optimizer,
     gf: GrokfastEMA | None,
     state: dict[str, Tensor],
