@@ -23,7 +23,7 @@ from mechwork.summary import evaluate_modadd
 from mechwork.tasks import ModularArithmetic
 from mechwork.training import TrainConfig, recipe, train
 
-STEPS = 8000
+STEPS = 5000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="output stem: writes DEST.safetensors and DEST.json")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
     task = ModularArithmetic(p=113, op="add", train_frac=0.3, seed=args.seed)
     cfg = TrainConfig.from_dict(recipe(task).to_dict() | {"steps": args.steps, "seed": args.seed})
     res = train(task, ToyConfig(seed=args.seed), cfg, out=args.run_dir, force=True, quiet=args.quiet, device="cpu")

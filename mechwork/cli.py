@@ -78,7 +78,8 @@ def _common_train_options(f: Any) -> Any:
 @click.option("--op", type=click.Choice(OPS), default="add", show_default=True)
 @click.option("--train-frac", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               default=0.3, show_default=True, help="fraction of the p^2 pairs used for training")
-@click.option("--grokfast/--no-grokfast", default=None, help="Grokfast EMA gradient filter")
+@click.option("--grokfast/--no-grokfast", default=None,
+              help="Grokfast EMA gradient filter (alpha 0.98, lambda 2 unless given)")
 @click.option("--grokfast-alpha", type=click.FloatRange(0.0, 1.0, max_open=True), default=None)
 @click.option("--grokfast-lambda", type=click.FloatRange(min=0.0), default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="minibatch (default: full batch)")
@@ -95,17 +96,23 @@ def train_modadd(ctx: click.Context, **kw: Any) -> None:
 @train.command("induction")
 @click.option("--d-vocab", type=click.IntRange(min=4), default=64, show_default=True)
 @click.option("--seq-len", type=click.IntRange(min=8), default=48, show_default=True)
+@click.option("--min-len", type=click.IntRange(min=2), default=None, help="shortest repeat (default min(4, max-len))")
+@click.option("--max-len", type=click.IntRange(min=2), default=None, help="longest repeat (default min(12, seq-len/2))")
 @_common_train_options
 @click.pass_context
 def train_induction(ctx: click.Context, **kw: Any) -> None:
     """Train the 2-layer attention-only model on repeated random sequences."""
     from mechwork.tasks import InductionTask
 
-    task = InductionTask(d_vocab=kw["d_vocab"], seq_len=kw["seq_len"], seed=kw["seed"])
+    max_len = kw["max_len"] or min(12, kw["seq_len"] // 2)
+    min_len = kw["min_len"] or min(4, max_len)
+    task = InductionTask(
+        d_vocab=kw["d_vocab"], seq_len=kw["seq_len"], min_len=min_len, max_len=max_len, seed=kw["seed"]
+    )
     _run_training(ctx, task, kw, default_out=f"runs/induction-s{kw['seed']}")
 
 
-TASK_OPTIONS = {"p", "op", "train_frac", "d_vocab", "seq_len", "seed"}
+TASK_OPTIONS = {"p", "op", "train_frac", "d_vocab", "seq_len", "min_len", "max_len", "seed"}
 
 
 def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], default_out: str) -> None:
@@ -120,7 +127,8 @@ def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], default_out
         run = Run(out)
         stored_task, stored_train = run.task, TrainConfig.from_dict(run.config["train"])
         if stored_task.kind != task.kind:
-            raise click.UsageError(f"--out {str(out)!r} is a {stored_task.kind} run, not {task.kind}")
+            article = "an" if stored_task.kind[0] in "aeiou" else "a"
+            raise click.UsageError(f"--out {str(out)!r} is {article} {stored_task.kind} run, not {task.kind}")
         wanted = _train_config(task, kw)
         for name in sorted(explicit):
             field = _TRAIN_FIELDS.get(name)

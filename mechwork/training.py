@@ -57,7 +57,7 @@ __all__ = ["GrokfastEMA", "TrainConfig", "TrainResult", "checkpoint_steps", "rec
 class TrainConfig:
     """Optimiser and schedule. Defaults: mechwork's fast grokking recipe for modadd-113."""
 
-    lr: float = 3e-3  # peak AdamW learning rate
+    lr: float = 1e-2  # peak AdamW learning rate (Nanda et al.: 1e-3)
     weight_decay: float = 1.0  # decoupled AdamW weight decay, on every trained parameter
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas (Nanda et al. use (0.9, 0.98))
     warmup_steps: int = 10  # linear warmup to lr, then constant
@@ -66,7 +66,7 @@ class TrainConfig:
     eval_every: int = 50  # evaluate train/test loss and accuracy every N steps
     ckpt_every: int | None = None  # linear checkpoint spacing; None: steps // 40
     ckpt_log: int = 24  # log-spaced checkpoints on top (dense early, sparse later)
-    grokfast_alpha: float | None = 0.98  # Grokfast EMA decay; None turns the filter off
+    grokfast_alpha: float | None = None  # Grokfast EMA decay (paper: 0.98); None: filter off
     grokfast_lambda: float = 2.0  # Grokfast amplification of the slow gradient
     seed: int = 0  # seeds minibatch sampling
 
@@ -127,9 +127,7 @@ def recipe(task: Task) -> TrainConfig:
     compares with Nanda et al.'s). Induction gets plain AdamW on fresh batches.
     """
     if isinstance(task, InductionTask):
-        return TrainConfig(
-            lr=1e-3, weight_decay=0.01, warmup_steps=100, steps=3000, eval_every=100, grokfast_alpha=None
-        )
+        return TrainConfig(lr=3e-3, weight_decay=0.01, warmup_steps=100, steps=3000, eval_every=100)
     return TrainConfig()
 
 
@@ -304,12 +302,14 @@ def train(
             if writer is not None:
                 writer.log(row)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k.startswith(("train", "test"))})
-        if step in ckpts and writer is not None:
+        stop = step == train_cfg.steps or bool(
+            stop_when is not None and rows and rows[-1]["step"] == step and stop_when(rows[-1])
+        )
+        if writer is not None and (step in ckpts or stop):  # an early stop is checkpointed too
             writer.checkpoint(step, {k: v.detach().cpu() for k, v in weights(model).items()})
             meta = {"wall": time.perf_counter() - t0}
             writer.save_resume(step, _state(model, named, opt, grokfast), meta)
-        if step == train_cfg.steps or (stop_when is not None and rows and rows[-1]["step"] == step
-                                       and stop_when(rows[-1])):
+        if stop:
             break
         for group in opt.param_groups:
             group["lr"] = train_cfg.lr_at(step)

@@ -28,6 +28,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["train", "modadd", "--steps", "0"], "Invalid value for '--steps': 0 is not in the range x>=1"),
         (["train", "modadd", "--seed", "abc"], "Invalid value for '--seed': 'abc' is not a valid integer"),
         (["train", "induction", "--seq-len", "4"], "Invalid value for '--seq-len': 4 is not in the range x>=8"),
+        (["train", "induction", "--seq-len", "16", "--max-len", "9"], "'max_len' must be at most seq_len/2 = 8"),
         (["train", "sorting"], "No such command 'sorting'"),
         (["info", "no-such-run"], "'path_or_preset' must be"),
     ],
@@ -65,7 +66,7 @@ def test_train_info_resume_and_refusals(tmp_path, capsys):
 
     # --resume may extend --steps but not change the recipe
     assert main([*base, "--resume", "--lr", "0.1"]) == 2
-    assert "--lr cannot change on --resume (the run has 0.003, got 0.1); only --steps may" in capsys.readouterr().err
+    assert "--lr cannot change on --resume (the run has 0.01, got 0.1); only --steps may" in capsys.readouterr().err
     assert main([*base, "--resume", "--steps", "30"]) == 0
     assert "step 30" in capsys.readouterr().out
 
@@ -113,3 +114,20 @@ def test_help_and_version():
     res = run_cli("--help")
     assert res.returncode == 0 and "train" in res.stdout and "info" in res.stdout
     assert run_cli("--version").returncode == 0
+
+
+def test_train_induction_and_grokfast_flags(tmp_path, capsys):
+    out = tmp_path / "ind"
+    args = ["train", "induction", "--seq-len", "16", "--d-vocab", "16", "--steps", "4", "--eval-every", "2",
+            "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["task"]["kind"] == "induction" and cfg["model"]["n_layers"] == 2 and cfg["model"]["d_mlp"] is None
+    assert main(["train", "modadd", "--out", str(out), "--resume", "--quiet"]) == 2
+    assert "is an induction run, not modadd" in capsys.readouterr().err
+
+    gf = tmp_path / "gf"
+    assert main(["train", "modadd", "--p", "11", "--train-frac", "0.5", "--steps", "2", "--grokfast",
+                 "--grokfast-lambda", "3", "--out", str(gf), "--quiet"]) == 0
+    train_cfg = json.loads((gf / "config.json").read_text())["train"]
+    assert train_cfg["grokfast_alpha"] == 0.98 and train_cfg["grokfast_lambda"] == 3.0

@@ -54,3 +54,14 @@ def test_support_matrix():
     assert not supports_fast_path(ToyConfig.for_task(task, normalization="LN"), task)
     ind = InductionTask()
     assert not supports_fast_path(ToyConfig.for_task(ind), ind)
+
+
+def test_shape_annotations_are_checked_at_run_time():
+    # the suite runs with jaxtyping's import hook: a [batch, 5] token tensor violates "batch 3"
+    import jaxtyping
+    import pytest
+
+    pre = preset("modadd-113")
+    model = build_model(pre.model, "cpu")
+    with pytest.raises(jaxtyping.TypeCheckError):
+        modadd_logits(weights(model), pre.model, torch.zeros(4, 5, dtype=torch.long))

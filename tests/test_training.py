@@ -123,5 +123,15 @@ def test_model_must_fit_task(tiny_task):
 
 
 def test_recipes():
-    assert recipe(ModularArithmetic()).grokfast_alpha == 0.98
-    assert recipe(InductionTask()).grokfast_alpha is None
+    assert recipe(ModularArithmetic()) == TrainConfig()
+    assert recipe(InductionTask()).weight_decay == 0.01
+
+
+def test_early_stop_is_checkpointed(tmp_path, tiny_task):
+    cfg = TrainConfig(steps=100, eval_every=7, ckpt_every=50, ckpt_log=0)
+    res = train(tiny_task, train_cfg=cfg, out=tmp_path / "r", quiet=True, device="cpu",
+                stop_when=lambda row: row["step"] >= 20)
+    assert res.rows[-1]["step"] == 21
+    assert res.run.steps == [0, 21]
+    for k, v in save_tensors(res.model).items():
+        assert torch.equal(v, res.run.weights_at(21)[k])
