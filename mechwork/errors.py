@@ -22,6 +22,7 @@ __all__ = [
     "ConfigError",
     "MechworkError",
     "RunDirError",
+    "check_known_fields",
     "invalid",
 ]
 
@@ -49,3 +50,20 @@ def invalid(name: str, valid: str, got: object) -> ConfigError:
     "'p' must be a prime >= 3 (got 12)"
     """
     return ConfigError(f"'{name}' must be {valid} (got {got!r})")
+
+
+def check_known_fields(d: dict[str, object], cls: type, what: str) -> None:
+    """Refuse keys of ``d`` that are not fields of the dataclass ``cls``.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class C:
+    ...     a: int = 0
+    >>> check_known_fields({"b": 1}, C, "C")
+    Traceback (most recent call last):
+    mechwork.errors.ConfigError: unknown C fields ['b']; valid: ['a']
+    """
+    names = set(getattr(cls, "__dataclass_fields__", {}))
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown {what} fields {sorted(unknown)}; valid: {sorted(names)}")

@@ -36,13 +36,13 @@ Example::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
 import torch
 from torch import Tensor, nn
 
-from mechwork.errors import CheckpointError, ConfigError, invalid
+from mechwork.errors import CheckpointError, check_known_fields, invalid
 from mechwork.tasks import InductionTask, ModularArithmetic, Task
 
 if TYPE_CHECKING:  # pragma: no cover - import for annotations only
@@ -115,10 +115,7 @@ class ToyConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ToyConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown model fields {sorted(unknown)}; valid: {sorted(names)}")
+        check_known_fields(d, cls, "model")
         return cls(**d)
 
     @classmethod

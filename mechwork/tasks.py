@@ -31,7 +31,7 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from mechwork.errors import ConfigError, invalid
+from mechwork.errors import check_known_fields, invalid
 
 __all__ = ["OPS", "Batch", "InductionTask", "ModularArithmetic", "Task", "task_from_dict"]
 
@@ -312,9 +312,6 @@ def task_from_dict(d: dict[str, Any]) -> Task:
     if kind not in _KINDS:
         raise invalid("task.kind", f"one of {', '.join(_KINDS)}", kind)
     cls = _KINDS[kind]
-    names = {f for f in cls.__dataclass_fields__}
-    unknown = set(d) - names
-    if unknown:
-        raise ConfigError(f"unknown {kind} task fields {sorted(unknown)}; valid: {sorted(names)}")
+    check_known_fields(d, cls, f"{kind} task")
     return cls(**d)
 

@@ -30,7 +30,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
 
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechwork.errors import ConfigError, invalid
+from mechwork.errors import ConfigError, check_known_fields, invalid
 from mechwork.fastpath import modadd_logits, supports_fast_path
 from mechwork.models import ToyConfig, build_model, default_device, load_weights, native_module, weights
 from mechwork.runs import Run, RunWriter, package_versions
@@ -109,10 +109,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown train fields {sorted(unknown)}; valid: {sorted(names)}")
+        check_known_fields(d, cls, "train")
         d = dict(d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
@@ -135,7 +132,7 @@ def checkpoint_steps(steps: int, ckpt_every: int | None = None, ckpt_log: int = 
     """Log-spaced plus linear checkpoint steps in ``[0, steps]``.
 
     >>> checkpoint_steps(1000, ckpt_every=250, ckpt_log=5)
-    [0, 1, 6, 32, 178, 250, 500, 750, 1000]
+    [0, 1, 4, 16, 63, 250, 251, 500, 750, 1000]
     """
     every = ckpt_every or max(1, steps // 40)
     out = set(range(0, steps + 1, every)) | {0, steps}
