@@ -58,6 +58,8 @@ def _common_train_options(f: Any) -> Any:
         click.option("--lr", type=_POS_FLOAT, default=None, help="peak AdamW learning rate"),
         click.option("--wd", type=click.FloatRange(min=0.0), default=None, help="AdamW weight decay"),
         click.option("--warmup", type=click.IntRange(min=0), default=None, help="linear warmup steps"),
+        click.option("--decay-steps", type=click.IntRange(min=0), default=None,
+                     help="linear lr decay to 0 over the last N steps"),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="seeds the init, the data split and sampling"),
         click.option("--eval-every", type=click.IntRange(min=1), default=None, help="steps between evals"),
@@ -166,6 +168,7 @@ _TRAIN_FIELDS = {
     "lr": "lr",
     "wd": "weight_decay",
     "warmup": "warmup_steps",
+    "decay_steps": "decay_steps",
     "eval_every": "eval_every",
     "batch_size": "batch_size",
     "grokfast": "grokfast_alpha",
@@ -196,6 +199,36 @@ def info(run_or_preset: str) -> None:
     from mechwork.summary import describe
 
     click.echo(describe(run_or_preset))
+
+
+@cli.group()
+def analyze() -> None:
+    """Analyse a run directory or a preset."""
+
+
+@analyze.command("fourier")
+@click.argument("run_or_preset")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="also write every figure to this JSON file")
+@click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="for a run: progress measures over every checkpoint, and the phases")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+def analyze_fourier(
+    run_or_preset: str, json_out: Path | None, step: int | None, progress: bool, device: str | None
+) -> None:
+    """Key frequencies, neuron clusters, trig-identity fit and restricted/excluded loss."""
+    from mechwork.report import fourier_report
+
+    if json_out is not None and json_out.is_dir():
+        raise click.BadParameter(f"must be a file path, not a directory (got {str(json_out)!r})", param_hint="'--json'")
+    text, data = fourier_report(run_or_preset, step=step, progress=progress, device=device)
+    click.echo(text)
+    if json_out is not None:
+        from mechwork.io import write_json_atomic
+
+        write_json_atomic(data, json_out)
+        click.echo(f"wrote {json_out}")
 
 
 @cli.command()

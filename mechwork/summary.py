@@ -75,6 +75,7 @@ def _recipe(train: dict[str, Any]) -> str:
     return (
         f"AdamW lr {train['lr']:g}, wd {train['weight_decay']:g}, betas {tuple(train['betas'])}, "
         f"warmup {train['warmup_steps']}, {batch}, {gf}, {train['steps']} steps"
+        + (f" (lr decays to 0 over the last {train['decay_steps']})" if train.get("decay_steps") else "")
     )
 
 

@@ -62,6 +62,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas (Nanda et al. use (0.9, 0.98))
     warmup_steps: int = 10  # linear warmup to lr, then constant
     steps: int = 3000  # optimiser updates
+    decay_steps: int = 0  # linear decay of lr to 0 over the last N steps (0: constant to the end)
     batch_size: int | None = None  # None: full batch (modadd); induction draws task.batch_size
     eval_every: int = 50  # evaluate train/test loss and accuracy every N steps
     ckpt_every: int | None = None  # linear checkpoint spacing; None: steps // 40
@@ -87,7 +88,8 @@ class TrainConfig:
             or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas)
         ):
             raise invalid("betas", "two numbers in [0, 1)", self.betas)
-        for name, lo in (("warmup_steps", 0), ("steps", 1), ("eval_every", 1), ("ckpt_log", 0), ("seed", 0)):
+        for name, lo in (("warmup_steps", 0), ("steps", 1), ("decay_steps", 0), ("eval_every", 1), ("ckpt_log", 0),
+                         ("seed", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise invalid(name, f"an integer >= {lo}", v)
@@ -100,7 +102,16 @@ class TrainConfig:
             num("grokfast_lambda", 0.0)
 
     def lr_at(self, step: int) -> float:
-        return self.lr * min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else self.lr
+        """Learning rate for the update at ``step``: warmup, constant, then the optional decay.
+
+        >>> cfg = TrainConfig(lr=1.0, warmup_steps=2, steps=10, decay_steps=4)
+        >>> [cfg.lr_at(s) for s in (0, 1, 5, 6, 8, 9)]
+        [0.5, 1.0, 1.0, 1.0, 0.5, 0.25]
+        """
+        lr = self.lr * min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else self.lr
+        if self.decay_steps and step >= self.steps - self.decay_steps:
+            lr *= (self.steps - step) / self.decay_steps
+        return lr
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -131,3 +131,37 @@ def test_train_induction_and_grokfast_flags(tmp_path, capsys):
                  "--grokfast-lambda", "3", "--out", str(gf), "--quiet"]) == 0
     train_cfg = json.loads((gf / "config.json").read_text())["train"]
     assert train_cfg["grokfast_alpha"] == 0.98 and train_cfg["grokfast_lambda"] == 3.0
+
+
+def test_analyze_fourier_preset_and_json(tmp_path, capsys):
+    out = tmp_path / "f.json"
+    assert main(["analyze", "fourier", "modadd-113", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "key frequencies" in text and "trig-identity logit fit" in text and "restricted loss" in text
+    data = json.loads(out.read_text())
+    assert data["key_frequencies"]["freqs"] and 0 < data["trig_fit"]["fve"] <= 1
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_analyze_fourier_bad_inputs(tmp_path, capsys):
+    assert main(["analyze", "fourier", "nope"]) == 2
+    assert "'path_or_preset' must be a run directory" in capsys.readouterr().err
+    assert main(["analyze", "fourier", "modadd-113", "--json", str(tmp_path)]) == 2
+    assert "must be a file path, not a directory" in capsys.readouterr().err
+    ind = tmp_path / "ind"
+    assert main(["train", "induction", "--seq-len", "8", "--d-vocab", "8", "--steps", "1", "--out", str(ind),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", "fourier", str(ind)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs a ModularArithmetic task (got InductionTask)" in err and len(err.splitlines()) == 1
+
+
+def test_analyze_fourier_run_reports_phases(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "modadd", "--p", "11", "--train-frac", "0.6", "--steps", "60", "--out", str(out),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", "fourier", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    assert "phase: end memorisation" in capsys.readouterr().out
+    assert "progress" in json.loads((tmp_path / "r.json").read_text())

@@ -57,7 +57,7 @@ def test_regenerate_at_reduced_scale(tmp_path):
     """The README's regeneration command, at reduced scale: it must grok and export a loadable model."""
     dest = tmp_path / "modadd-113"
     subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "embed_modadd.py"), "--steps", "3000",
+        [sys.executable, str(ROOT / "experiments" / "embed_modadd.py"), "--recipe", "default", "--steps", "3000",
          "--run-dir", str(tmp_path / "run"), "--dest", str(dest), "--quiet"],
         check=True, timeout=1800,
     )

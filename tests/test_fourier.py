@@ -1,12 +1,26 @@
-"""The Fourier basis of Z_p, checked against torch.fft (an independent computation)."""
+"""Fourier analyses, checked against independent computations (torch.fft, hand derivations)."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from mechwork.errors import ConfigError
-from mechwork.fourier import fourier_basis
+from mechwork.fourier import (
+    NotApplicable,
+    embedding_spectrum,
+    fourier_basis,
+    gini,
+    key_frequencies,
+    neuron_frequencies,
+    neuron_frequencies_of,
+    spectrum_of,
+)
+from mechwork.models import ToyConfig, build_model
+from mechwork.tasks import InductionTask, ModularArithmetic
+from mechwork.trig import losses_of, split_logits, trig_fit_of
 
 
 @pytest.mark.parametrize("p", [3, 7, 23, 113])
@@ -22,16 +36,159 @@ def test_coefficients_match_fft(p):
     x = torch.randn(p, 5, dtype=torch.float64)
     coef = fourier_basis(p).transform(x.float()).double()
     spec = torch.fft.rfft(x, dim=0)  # spec[k] = sum_n x_n exp(-2 pi i k n / p)
-    # |coef of cos k|^2 + |coef of sin k|^2 = 2 |spec[k]|^2 / p ; const coef = spec[0] / sqrt(p)
     torch.testing.assert_close(coef[0], spec[0].real / p**0.5, atol=1e-4, rtol=1e-4)
     for k in range(1, (p - 1) // 2 + 1):
-        power = coef[2 * k - 1] ** 2 + coef[2 * k] ** 2
-        torch.testing.assert_close(power, 2 * spec[k].abs() ** 2 / p, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(coef[2 * k - 1], spec[k].real * (2 / p) ** 0.5, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(coef[2 * k], -spec[k].imag * (2 / p) ** 0.5, atol=1e-4, rtol=1e-4)
+
+
+def test_spectrum_matches_brute_force_fft(embedded_model):
+    spec = embedding_spectrum(embedded_model)
+    w = embedded_model.W_E[:113].detach().double()
+    fft = torch.fft.rfft(w, dim=0)  # (57, d_model)
+    brute = (2 * fft[1:].abs().pow(2).sum(-1) / 113).sqrt()  # per-frequency norm, k = 1..56
+    torch.testing.assert_close(spec.freq_norms.double(), brute, atol=1e-4, rtol=1e-4)
+    assert abs(spec.gini - gini(brute.float())) < 1e-5
+    # and the unembed spectrum too: W_U columns over the output residue c
+    wu = embedded_model.W_U.detach().double().T
+    fft = torch.fft.rfft(wu, dim=0)
+    torch.testing.assert_close(embedding_spectrum(embedded_model, "W_U").freq_norms.double(),
+                               (2 * fft[1:].abs().pow(2).sum(-1) / 113).sqrt(), atol=1e-4, rtol=1e-4)
+
+
+def test_gini_hand_values():
+    assert gini(torch.ones(10)) == pytest.approx(0.0, abs=1e-12)
+    assert gini(torch.tensor([0.0, 0.0, 0.0, 4.0])) == pytest.approx(0.75)
+    assert gini(torch.tensor([1.0, 3.0])) == pytest.approx(0.25)  # (2*(1+6))/(2*4) - 3/2
+
+
+def _task(p=13, op="add"):
+    return ModularArithmetic(p=p, op=op, train_frac=0.5, seed=0)
+
+
+def _cos_logits(task, k, amp=1.0):
+    s = task.labels.double()[:, None]  # (a +- b) mod p, for add and sub alike
+    c = torch.arange(task.p, dtype=torch.float64)[None, :]
+    return amp * torch.cos(2 * math.pi * k * (s - c) / task.p)
+
+
+@pytest.mark.parametrize("op", ["add", "sub"])
+def test_restricted_plus_excluded_is_full(op):
+    task = _task(op=op)
+    logits = torch.randn(task.n_pairs, task.p)
+    r, e = split_logits(logits, task, [1, 4])
+    torch.testing.assert_close(r + e, logits)
+    # complementary orthogonal projections: applying again changes nothing, and they are orthogonal
+    r2, _ = split_logits(r, task, [1, 4])
+    torch.testing.assert_close(r2, r, atol=1e-5, rtol=1e-5)
+    assert abs(float((r * e).sum())) < 1e-2
+
+
+def test_excluding_nothing_is_the_plain_loss():
+    task = _task()
+    logits = torch.randn(task.n_pairs, task.p) * 3
+    res = losses_of(logits, task, [])
+    assert res.excluded_loss == pytest.approx(res.train_loss, rel=1e-6)
+    # zero restricted logits plus the per-output mean of the rest
+    assert res.restricted_loss == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits.mean(0, keepdim=True).expand_as(logits), task.labels)),
+        rel=1e-5)
+
+
+@pytest.mark.parametrize("op", ["add", "sub"])
+def test_restricted_and_excluded_on_hand_built_logits(op):
+    """Logits A cos(w_k(s - c)) + B cos(w_j(a + b) + w_j(a - b) terms) -- losses derived by hand."""
+    task, k, amp = _task(op=op), 3, 4.0
+    signal = _cos_logits(task, k, amp)
+    a, b = task.tokens[:, 0].double(), task.tokens[:, 1].double()
+    other = 5 * (a - b if op == "add" else a + b)  # varies across inputs but is constant over c
+    nuisance = 2.0 * torch.cos(2 * math.pi * 2 * other / task.p)[:, None].expand(-1, task.p)
+    res = losses_of((signal + nuisance).float(), task, [k])
+    # by hand: every input's correct logit is amp and the others amp*cos(2 pi k m / p), m = 1..p-1
+    by_hand = -amp + math.log(sum(math.exp(amp * math.cos(2 * math.pi * k * m / task.p)) for m in range(task.p)))
+    assert res.restricted_loss == pytest.approx(by_hand, rel=1e-4)
+    # the nuisance is constant over c (uniform softmax) and orthogonal to the key directions
+    assert res.excluded_loss == pytest.approx(math.log(task.p), rel=1e-4)
+
+
+def test_trig_fit_recovers_known_terms():
+    task = _task(p=17)
+    logits = _cos_logits(task, 2, 3.0) + _cos_logits(task, 5, 1.0) + torch.randn(task.n_pairs, 1)
+    fit = trig_fit_of(logits.float(), task, [2, 5])
+    assert fit.fve == pytest.approx(1.0, abs=1e-5)  # per-input shifts are ignored (softmax-invariant)
+    torch.testing.assert_close(fit.coef, torch.tensor([3.0, 1.0]), atol=1e-4, rtol=0)
+    assert trig_fit_of(logits.float(), task, [2]).fve == pytest.approx(0.9, abs=1e-4)  # 9 / (9 + 1)
+    # a per-output bias is outside fve but inside fve_raw: signal energy 10 (per cell 5), bias energy 1
+    bias = torch.cos(2 * math.pi * torch.arange(17.0) / 17)[None, :] * math.sqrt(2.0)  # mean 0, mean square 1
+    fit = trig_fit_of((logits + bias).float(), task, [2, 5])
+    assert fit.fve == pytest.approx(1.0, abs=1e-5)
+    assert fit.fve_raw == pytest.approx(5.0 / 6.0, abs=1e-4)
+
+
+def test_neuron_frequencies_on_synthetic_neurons():
+    p = 17
+    a = torch.arange(p).repeat_interleave(p).double()
+    b = torch.arange(p).repeat(p).double()
+    w = 2 * math.pi / p
+    acts = torch.stack([
+        torch.relu(torch.cos(w * 3 * (a + b))),        # quadratic terms of k=3, plus a constant
+        torch.cos(w * 5 * a) + torch.sin(w * 5 * b),    # linear terms of k=5
+        torch.cos(w * 2 * a) * torch.cos(w * 7 * b),    # mixes k=2 and k=7: no single frequency
+    ], dim=1).float()
+    nf = neuron_frequencies_of(acts, p)
+    assert nf.freq[:2].tolist() == [3, 5]
+    assert nf.fve[1] == pytest.approx(1.0, abs=1e-5)
+    assert 0.8 < nf.fve[0] < 0.9 and nf.fve[2] < 0.01  # relu adds harmonics of k=3; k=2 x k=7 is in no block
+    assert nf.cluster_sizes() == {5: 1}  # only the pure neuron clears 85%
+
+
+def test_embedded_model_reproduces_the_paper(embedded_model, modadd_preset):
+    from mechwork.trig import logit_trig_fit, restricted_excluded
+
+    task = modadd_preset.task
+    nf = neuron_frequencies(embedded_model, task)
+    kf = key_frequencies(embedded_model, task, neurons=nf)
+    assert 3 <= len(kf.freqs) <= 8
+    assert set(kf.from_neurons) <= set(kf.freqs) and len(set(kf.from_embedding) & set(kf.from_neurons)) >= 3
+    assert kf.embedding_share >= 0.85
+    assert nf.fraction_clustered(kf.freqs) >= 0.80
+    assert logit_trig_fit(embedded_model, task, kf.freqs).fve >= 0.80
+    rex = restricted_excluded(embedded_model, task, kf.freqs)
+    assert rex.restricted_loss <= rex.test_loss + 0.1
+    assert rex.excluded_loss > 1.0 and rex.train_loss < 0.01
+
+
+def test_bad_inputs_are_named():
+    model = build_model(ToyConfig(), "cpu")  # p=113 vocabulary
+    with pytest.raises(ConfigError, match=r"model vocabulary \(114 in, 113 out\) does not match the task's p=31"):
+        neuron_frequencies(model, ModularArithmetic(p=31))
+    with pytest.raises(NotApplicable, match="needs a ModularArithmetic task \\(got InductionTask\\)"):
+        key_frequencies(model, InductionTask())
+    with pytest.raises(NotApplicable, match="applies to op 'add' and 'sub' only \\(got 'mul'\\)"):
+        key_frequencies(model, ModularArithmetic(p=113, op="mul"))
+    with pytest.raises(ConfigError, match="'matrix' must be 'W_E' or 'W_U'"):
+        embedding_spectrum(model, "W_Q")
+    with pytest.raises(ConfigError, match="'freqs' must be frequencies in 1..6"):
+        split_logits(torch.zeros(169, 13), _task(), [7])
+    spec = spectrum_of(torch.randn(13, 4), "W_E", 13)
+    assert len(spec.freq_norms) == 6
 
 
 @pytest.mark.parametrize("p", [1, 2, 12])
 def test_bad_p(p):
     with pytest.raises(ConfigError, match=r"'p' must be an odd integer >= 3 \(got "):
         fourier_basis(p)
+
+
+def test_results_render(embedded_model, modadd_preset):
+    from mechwork.trig import logit_trig_fit
+
+    task = modadd_preset.task
+    spec = embedding_spectrum(embedded_model)
+    nf = neuron_frequencies(embedded_model, task)
+    for res in (spec, nf, key_frequencies(embedded_model, task, neurons=nf), logit_trig_fit(embedded_model, task)):
+        html = res._repr_html_()
+        assert type(res).__name__ in html and "<table" in html
+        assert len(res.to_frame()) > 0
+    for fig in (spec.figure(key=[5]), nf.figure()):
+        assert fig.to_dict()["data"]

@@ -1,0 +1,21 @@
+"""The probe notebook runs end to end on a real kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+NB = Path(__file__).resolve().parents[1] / "experiments" / "notebooks" / "probe_modadd.ipynb"
+
+
+def test_probe_notebook_executes(tmp_path):
+    nb = nbformat.read(NB, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "W_E spectrum over Z_113" in text and "restricted loss" in text
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "KeyFrequencies" in html and "TrigFit" in html
