@@ -317,6 +317,7 @@ class KeyFrequencies(Result):
     from_neurons: list[int]  # frequencies of clusters holding >= min_cluster of the neurons
     embedding_share: float  # fraction of W_E's squared Fourier norm carried by ``freqs``
     neuron_share: float  # fraction of neurons clustered (fve >= threshold) at one of ``freqs``
+    energy: Float[Tensor, " freq"] | None = None  # W_E's energy per frequency, for the figure
 
     @property
     def agree(self) -> bool:
@@ -338,6 +339,17 @@ class KeyFrequencies(Result):
             "in_embedding_gap": [k in self.from_embedding for k in self.freqs],
             "neuron_cluster": [k in self.from_neurons for k in self.freqs],
         })
+
+    def figure(self) -> Any:
+        import plotly.graph_objects as go
+
+        if self.energy is None:
+            raise NotImplementedError("this KeyFrequencies carries no spectrum to plot")
+        k = list(range(1, len(self.energy) + 1))
+        colors = ["#d62728" if f in self.freqs else "#1f77b4" for f in k]
+        fig = go.Figure(go.Bar(x=k, y=self.energy.tolist(), marker_color=colors))
+        return fig.update_layout(title=f"Key frequencies {self.freqs} (red) in W_E's Fourier energy",
+                                 xaxis_title="frequency k", yaxis_title="fraction of squared norm")
 
 
 def embedding_gap(energy: Float[Tensor, " freq"], max_keys: int = 12) -> list[int]:
@@ -364,7 +376,7 @@ def key_frequencies(
     n = len(nf.fve)
     from_neu = sorted(k for k, c in nf.cluster_sizes().items() if c >= max(2, min_cluster * n))
     freqs = sorted(set(from_emb) | set(from_neu))
-    return KeyFrequencies(freqs, from_emb, from_neu, spec.share(freqs), nf.fraction_clustered(freqs))
+    return KeyFrequencies(freqs, from_emb, from_neu, spec.share(freqs), nf.fraction_clustered(freqs), spec.energy)
 
 
 def __getattr__(name: str) -> Any:  # the logit analyses live in mechwork.trig, one import away

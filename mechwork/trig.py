@@ -121,6 +121,14 @@ class RestrictedExcluded(Result):
         names = ["full_loss", "train_loss", "test_loss", "restricted_loss", "excluded_loss"]
         return pd.DataFrame({"measure": names, "value": [getattr(self, n) for n in names]})
 
+    def figure(self) -> Any:
+        import plotly.graph_objects as go
+
+        df = self.to_frame()
+        fig = go.Figure(go.Bar(x=df["measure"].tolist(), y=df["value"].tolist()))
+        fig.update_yaxes(type="log")
+        return fig.update_layout(title=f"Restricted vs excluded loss, key frequencies {self.freqs}")
+
 
 def losses_of(
     logits: Float[Tensor, "n_pairs d_vocab_out"], task: ModularArithmetic, freqs: list[int]

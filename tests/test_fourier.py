@@ -190,5 +190,63 @@ def test_results_render(embedded_model, modadd_preset):
         html = res._repr_html_()
         assert type(res).__name__ in html and "<table" in html
         assert len(res.to_frame()) > 0
-    for fig in (spec.figure(key=[5]), nf.figure()):
+    from mechwork.trig import restricted_excluded
+
+    kf = key_frequencies(embedded_model, task, neurons=nf)
+    rex = restricted_excluded(embedded_model, task, kf.freqs)
+    assert "RestrictedExcluded" in rex._repr_html_()
+    for fig in (spec.figure(key=[5]), nf.figure(), kf.figure(), rex.figure(),
+                logit_trig_fit(embedded_model, task, kf.freqs).figure()):
         assert fig.to_dict()["data"]
+
+
+def test_sub_models_run_through_every_analysis():
+    """op='sub': the whole pipeline runs on a model of a - b (correctness is in the hand-built tests)."""
+    from mechwork.training import TrainConfig, train
+    from mechwork.trig import logit_trig_fit, restricted_excluded
+
+    task = ModularArithmetic(p=23, op="sub", train_frac=0.6, seed=0)
+    model = train(task, train_cfg=TrainConfig(steps=300, eval_every=100), quiet=True, device="cpu").model
+    nf = neuron_frequencies(model, task)
+    kf = key_frequencies(model, task, neurons=nf)
+    assert kf.freqs and all(1 <= k <= 11 for k in kf.freqs)
+    assert 0.0 <= logit_trig_fit(model, task, kf.freqs).fve <= 1.0
+    rex = restricted_excluded(model, task, kf.freqs)
+    assert math.isfinite(rex.restricted_loss) and math.isfinite(rex.excluded_loss)
+
+
+def test_restricted_and_excluded_on_a_hand_built_model():
+    """A model whose weights are set by hand: logits (cos w(a-c) + cos w(b-c)) / 3, nothing in a + b.
+
+    Uniform attention (zero q, k) averages the embeddings e(a) = (cos wa, sin wa), e(b) and e(=) = 0;
+    the MLP is zero; the unembed reads (cos wc, sin wc). So logit_c = (cos w(a-c) + cos w(b-c)) / 3:
+    linear in a and b, with no component along cos/sin(w(a + b)). By hand: the restricted logits are
+    zero plus the per-output mean (zero), so the restricted loss is ln p; the excluded logits are
+    the full logits, so the excluded loss is the train loss of that formula.
+    """
+    from mechwork.models import weights
+    from mechwork.trig import restricted_excluded
+
+    p, k = 13, 3
+    task = ModularArithmetic(p=p, op="add", train_frac=0.5, seed=0)
+    model = build_model(ToyConfig.for_task(task), "cpu")
+    w = weights(model)
+    ang = 2 * math.pi * k * torch.arange(p) / p
+    with torch.no_grad():
+        for t in w.values():
+            t.zero_()
+        w["tok_embed.weight"][:p, 0], w["tok_embed.weight"][:p, 1] = torch.cos(ang), torch.sin(ang)
+        w["layers.0.attn.v.weight"][0, 0] = w["layers.0.attn.v.weight"][1, 1] = 1.0  # head 0, dims 0-1
+        w["layers.0.attn.o.weight"][0, 0] = w["layers.0.attn.o.weight"][1, 1] = 1.0
+        w["head.weight"][:, 0], w["head.weight"][:, 1] = torch.cos(ang), torch.sin(ang)
+    a, b = task.tokens[:, 0], task.tokens[:, 1]
+    c = torch.arange(p)
+    wk = 2 * math.pi * k / p
+    by_hand = (torch.cos(wk * (a[:, None] - c)) + torch.cos(wk * (b[:, None] - c))) / 3
+    torch.testing.assert_close(model(task.tokens)[:, -1], by_hand.float(), atol=1e-5, rtol=1e-5)
+    tr = task.train_idx
+    train_loss = float(torch.nn.functional.cross_entropy(by_hand[tr], task.labels[tr]))
+    rex = restricted_excluded(model, task, [k])
+    assert rex.restricted_loss == pytest.approx(math.log(p), abs=1e-5)
+    assert rex.excluded_loss == pytest.approx(train_loss, rel=1e-5)
+    assert rex.train_loss == pytest.approx(train_loss, rel=1e-5)
