@@ -88,15 +88,20 @@ def modadd_logits(
     s01 = torch.einsum("svhe,he->svh", k01, q2) * scale  # (2, d_vocab, H)
     s2 = (k2 * q2).sum(-1) * scale  # (H,)
 
-    a, b = tokens[:, 0], tokens[:, 1]
-    scores = torch.stack([s01[0][a], s01[1][b], s2.expand(len(a), H)], dim=-1)  # (n, H, 3)
+    # Rows are picked with one-hot matmuls, not indexing: the backward of indexing is a
+    # multi-threaded index_add whose summation order (so the float result) varies run to
+    # run, while a matmul's does not. It costs little: the tables have d_vocab rows.
+    n, V = len(tokens), E.shape[0]
+    oh_a = F.one_hot(tokens[:, 0], V).to(E.dtype)  # (n, d_vocab)
+    oh_b = F.one_hot(tokens[:, 1], V).to(E.dtype)
+    scores = torch.stack([oh_a @ s01[0], oh_b @ s01[1], s2.expand(n, H)], dim=-1)  # (n, H, 3)
     pattern = scores.softmax(dim=-1)
     z = (
-        pattern[..., 0:1] * v01[0][a]
-        + pattern[..., 1:2] * v01[1][b]
+        pattern[..., 0:1] * (oh_a @ v01[0].reshape(V, H * dh)).view(n, H, dh)
+        + pattern[..., 1:2] * (oh_b @ v01[1].reshape(V, H * dh)).view(n, H, dh)
         + pattern[..., 2:3] * v2
     )  # (n, H, dh)
-    resid = x2 + lin(z.reshape(len(a), H * dh), "attn.o")
+    resid = x2 + lin(z.reshape(n, H * dh), "attn.o")
     post = _ACT[cfg.act_fn](lin(resid, "mlp.fc_in"))
     resid = resid + lin(post, "mlp.fc_out")
     return F.linear(resid, w["head.weight"])

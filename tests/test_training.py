@@ -135,3 +135,22 @@ def test_early_stop_is_checkpointed(tmp_path, tiny_task):
     assert res.run.steps == [0, 21]
     for k, v in save_tensors(res.model).items():
         assert torch.equal(v, res.run.weights_at(21)[k])
+
+
+def test_deterministic_with_two_threads(tmp_path):
+    """Bit-identical weights from two separate 2-thread processes (no racy index_add in backward)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, torch; torch.set_num_threads(2)\n"
+        "from mechwork.tasks import ModularArithmetic\n"
+        "from mechwork.training import TrainConfig, train\n"
+        "from mechwork.models import save_tensors\n"
+        "m = train(ModularArithmetic(p=23, train_frac=0.5), train_cfg=TrainConfig(steps=60, eval_every=30),"
+        " quiet=True, device='cpu').model\n"
+        "print(hashlib.sha1(b''.join(v.numpy().tobytes() for _, v in sorted(save_tensors(m).items()))).hexdigest())\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+            for _ in range(2)]
+    assert runs[0].stdout.strip() == runs[1].stdout.strip() != ""
