@@ -206,8 +206,9 @@ def embedding_spectrum(
     return spectrum_of(w.detach().float().cpu(), matrix, p)
 
 
-def spectrum_of(w: Float[Tensor, "p d"], name: str, p: int) -> Spectrum:
-    coef = fourier_basis(p).transform(w)  # (basis, d)
+def spectrum_of(w: Float[Tensor, "p d"], name: str, p: int, basis: FourierBasis | None = None) -> Spectrum:
+    """:func:`embedding_spectrum` of a ready matrix (pass ``basis`` to reuse one across calls)."""
+    coef = (basis or fourier_basis(p)).transform(w)  # (basis, d)
     comp = coef.norm(dim=-1)
     fn = (comp[1::2].pow(2) + comp[2::2].pow(2)).sqrt()
     return Spectrum(name, p, comp, fn, gini(fn))

@@ -45,12 +45,12 @@ from torch import Tensor
 
 from mechwork.errors import CheckpointError
 from mechwork.fastpath import modadd_logits, supports_fast_path
-from mechwork.fourier import check_task, fourier_basis, gini, key_frequencies
+from mechwork.fourier import check_task, fourier_basis, key_frequencies, spectrum_of
 from mechwork.io import load_tensors
 from mechwork.models import build_model, load_weights, weights
 from mechwork.results import Result
 from mechwork.runs import Run, ckpt_name
-from mechwork.trig import trig_directions
+from mechwork.trig import restricted_loss, trig_directions
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -153,7 +153,7 @@ def progress_measures(
     toks, labels = task.tokens.to(dev), task.labels.to(dev)
     tr, te = task.train_idx.to(dev), task.test_idx.to(dev)
     u = trig_directions(task, key_freqs).to(dev)  # validated and built once, not per checkpoint
-    basis = fourier_basis(task.p).matrix.to(dev)
+    basis = fourier_basis(task.p)
     fast = supports_fast_path(cfg, task)
     rows: dict[str, list[float]] = {k: [] for k in MEASURES}
     for step in steps:
@@ -167,10 +167,9 @@ def progress_measures(
         rows["test_loss"].append(float(-lp[te].mean()))
         rows["train_acc"].append(float(correct[tr].mean()))
         rows["test_acc"].append(float(correct[te].mean()))
-        rows["restricted_loss"].append(float(F.cross_entropy(restricted + excluded.mean(0, keepdim=True), labels)))
+        rows["restricted_loss"].append(restricted_loss(restricted, excluded, labels))
         rows["excluded_loss"].append(float(F.cross_entropy(excluded[tr], labels[tr])))
-        comp = (basis @ w["tok_embed.weight"][: task.p]).norm(dim=-1)  # = spectrum_of(W_E).gini
-        rows["gini"].append(gini((comp[1::2].pow(2) + comp[2::2].pow(2)).sqrt()))
+        rows["gini"].append(spectrum_of(w["tok_embed.weight"][: task.p].detach(), "W_E", task.p, basis).gini)
         rows["weight_norm"].append(float(sum(p.pow(2).sum() for p in w.values())))
     values = {k: torch.tensor(v) for k, v in rows.items()}
     step_t = torch.tensor(steps)

@@ -93,6 +93,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise invalid(name, f"an integer >= {lo}", v)
+        if self.decay_steps > self.steps:
+            raise invalid("decay_steps", f"an integer in [0, steps={self.steps}]", self.decay_steps)
         for name in ("batch_size", "ckpt_every"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):

@@ -130,6 +130,13 @@ class RestrictedExcluded(Result):
         return fig.update_layout(title=f"Restricted vs excluded loss, key frequencies {self.freqs}")
 
 
+def restricted_loss(
+    restricted: Float[Tensor, "n d_vocab_out"], excluded: Float[Tensor, "n d_vocab_out"], labels: Tensor
+) -> float:
+    """Cross-entropy of the restricted logits plus the excluded part's per-output mean (the bias)."""
+    return float(F.cross_entropy(restricted + excluded.mean(0, keepdim=True), labels))
+
+
 def losses_of(
     logits: Float[Tensor, "n_pairs d_vocab_out"], task: ModularArithmetic, freqs: list[int]
 ) -> RestrictedExcluded:
@@ -141,7 +148,7 @@ def losses_of(
         float(F.cross_entropy(logits, labels)),
         float(F.cross_entropy(logits[tr], labels[tr])),
         float(F.cross_entropy(logits[te], labels[te])),
-        float(F.cross_entropy(restricted + excluded.mean(0, keepdim=True), labels)),
+        restricted_loss(restricted, excluded, labels),
         float(F.cross_entropy(excluded[tr], labels[tr])),
     )
 

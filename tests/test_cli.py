@@ -30,6 +30,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["train", "induction", "--seq-len", "4"], "Invalid value for '--seq-len': 4 is not in the range x>=8"),
         (["train", "induction", "--seq-len", "16", "--max-len", "9"], "'max_len' must be at most seq_len/2 = 8"),
         (["train", "sorting"], "No such command 'sorting'"),
+        (["train", "modadd", "--decay-steps", "-1"], "Invalid value for '--decay-steps': -1 is not in the range"),
+        (["train", "modadd", "--steps", "5", "--decay-steps", "9"], "'decay_steps' must be an integer in [0, steps=5]"),
         (["info", "no-such-run"], "'path_or_preset' must be"),
     ],
 )
@@ -148,6 +150,10 @@ def test_analyze_fourier_bad_inputs(tmp_path, capsys):
     assert "'path_or_preset' must be a run directory" in capsys.readouterr().err
     assert main(["analyze", "fourier", "modadd-113", "--json", str(tmp_path)]) == 2
     assert "must be a file path, not a directory" in capsys.readouterr().err
+    assert main(["analyze", "fourier", "modadd-113", "--step", "5"]) == 2
+    assert "'step' must be None for preset 'modadd-113' (got 5)" in capsys.readouterr().err
+    assert main(["analyze", "fourier", "modadd-113", "--step", "-3"]) == 2
+    assert "Invalid value for '--step'" in capsys.readouterr().err
     ind = tmp_path / "ind"
     assert main(["train", "induction", "--seq-len", "8", "--d-vocab", "8", "--steps", "1", "--out", str(ind),
                  "--quiet"]) == 0

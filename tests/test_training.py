@@ -107,6 +107,7 @@ def test_checkpoint_schedule_dense_early_sparse_late():
         ({"steps": 0}, "'steps' must be an integer >= 1 (got 0)"),
         ({"batch_size": 0}, "'batch_size' must be an integer >= 1, or None (got 0)"),
         ({"grokfast_alpha": 1.0}, "'grokfast_alpha' must be a finite number >= 0.0 and < 1.0 (got 1.0)"),
+        ({"steps": 10, "decay_steps": 11}, "'decay_steps' must be an integer in [0, steps=10] (got 11)"),
     ],
 )
 def test_bad_train_config(kwargs, message):
