@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   -- create .venv, install CPU torch 2.13.0 first, then mechwork; run the main job
-#   make test   -- the same set-up, then the test suite
+#                  (prints the report and writes dashboards/modadd-113.html)
+#   make test   -- the same set-up plus Debian's chromium (for the browser test), then the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechwork-installed
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup browser demo test test-all lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +21,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# Debian's chromium for the dashboard browser test; without it (not root, say) that test skips, except in CI.
+browser:
+	@.ci/install-browser || echo "warning: no chromium: the browser test will skip (and fail under CI=1)" >&2
+
 demo: setup
 	$(BIN)/mechwork demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -n 2
 
-test-all: setup
+test-all: setup browser
 	$(BIN)/python -m pytest -n 2 -m "slow or not slow"
 
 lint: setup
@@ -36,6 +41,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_fastpath.py
 	$(BIN)/python benchmarks/bench_grok.py
+	$(BIN)/python benchmarks/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

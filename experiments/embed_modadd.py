@@ -1,8 +1,9 @@
 """Regenerate the embedded ``modadd-113`` model that ships in ``mechwork/data``.
 
 Trains p=113, 30% data, seed 0 into a run directory, past grokking and
-through cleanup, then exports the last checkpoint with a JSON summary
-(accuracy measured through the hooked bridge).
+through cleanup, then exports the last checkpoint with a JSON summary (accuracy measured
+through the hooked bridge) and the run's history: its metrics and its
+progress measures over every checkpoint, which the preset's dashboard plots.
 
 Recipes (all AdamW, betas (0.9, 0.98), warmup 10, full batch, no Grokfast):
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 from mechwork.models import ToyConfig
+from mechwork.progress import progress_measures
 from mechwork.runs import Run, embedded_path, export
 from mechwork.summary import evaluate_modadd
 from mechwork.tasks import ModularArithmetic
@@ -76,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     command = "python experiments/embed_modadd.py" + (f" --recipe {args.recipe}" if args.recipe != "embedded" else "")
     command += f" --steps {args.steps}" if args.steps else ""
     command += f" --seed {args.seed}" if args.seed else ""
-    w, m = export(run, args.dest, summary=summary, command=command)
+    # the training history travels with the weights, so the preset's dashboard has its curves
+    cols = ["step", "train_loss", "test_loss", "train_acc", "test_acc"]
+    history = {
+        "metrics": {c: [float(v) if c != "step" else int(v) for v in metrics[c]] for c in cols},
+        "progress": progress_measures(run).to_dict(),
+    }
+    w, m = export(run, args.dest, summary=summary, command=command, history=history)
     print(f"wrote {w} ({w.stat().st_size:,} bytes) and {m}")
     print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
     return 0

@@ -1,4 +1,4 @@
-"""The ``mechwork`` command line: ``train``, ``info`` and ``demo``.
+"""The ``mechwork`` command line: ``train``, ``info``, ``analyze``, ``dashboard`` and ``demo``.
 
 Bad input never half-writes anything: every argument is validated (and the
 task, model and train configs are built) before a run directory is touched.
@@ -13,6 +13,7 @@ Examples::
     mechwork train induction --steps 3000 --out runs/induction
     mechwork info runs/modadd
     mechwork info modadd-113
+    mechwork dashboard modadd-113 --out dashboards/modadd-113.html
     mechwork demo
 """
 
@@ -231,13 +232,50 @@ def analyze_fourier(
         click.echo(f"wrote {json_out}")
 
 
+@cli.command("dashboard")
+@click.argument("run_or_preset")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="HTML file to write; its directory must exist (default: dashboards/<name>.html)")
+@click.option("--assets", type=click.Choice(["inline", "cdn"]), default="inline", show_default=True,
+              help="inline: one file that works offline; cdn: small, loads plotly.js and circuitsvis from CDNs")
+@click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int | None, device: str | None) -> None:
+    """Write the standard dashboard (grokking or induction) of a run directory or a preset."""
+    from mechwork.dashboard.standard import check_out, dashboard
+    from mechwork.runs import resolve
+
+    kind, key = resolve(run_or_preset)
+    out = out or Path("dashboards") / f"{Path(key).name if kind == 'run' else key}.html"
+    try:
+        check_out(out)
+    except MechworkError as e:
+        raise click.BadParameter(str(e), param_hint="'--out'") from e
+    dashboard(key, out, assets=assets, step=step, device=device)
+    click.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")
+
+
 @cli.command()
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-def demo(device: str | None) -> None:
-    """The main job: load the embedded grokked model and report what it does."""
+@click.option("--out", type=click.Path(path_type=Path), default=Path("dashboards/modadd-113.html"),
+              show_default=True, help="where to write the dashboard")
+@click.option("--dashboard/--no-dashboard", "with_dashboard", default=True, show_default=True,
+              help="also write the grokking dashboard of the embedded model")
+def demo(device: str | None, out: Path, with_dashboard: bool) -> None:
+    """The main job: report what the embedded grokked model does, and write its dashboard."""
     from mechwork.summary import demo_report
 
     click.echo(demo_report(device))
+    if with_dashboard:
+        from mechwork.dashboard.standard import check_out, dashboard
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            check_out(out)
+        except MechworkError as e:
+            raise click.BadParameter(str(e), param_hint="'--out'") from e
+        dashboard("modadd-113", out, device=device)
+        click.echo(f"dashboard: {out.resolve()} ({out.stat().st_size:,} bytes; open it in a browser, offline)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "MechworkError",
+    "OutputError",
     "RunDirError",
     "check_known_fields",
     "invalid",
@@ -41,6 +42,10 @@ class RunDirError(MechworkError, FileExistsError):
 
 class CheckpointError(MechworkError, OSError):
     """A checkpoint or embedded model file is missing, truncated or corrupt."""
+
+
+class OutputError(MechworkError, OSError):
+    """An output file (a dashboard, say) cannot be written where asked; nothing was written."""
 
 
 def invalid(name: str, valid: str, got: object) -> ConfigError:

@@ -77,6 +77,17 @@ class ProgressMeasures(Result):
     def at(self, name: str, step: int) -> float:
         return float(self.values[name][int((self.steps == step).nonzero()[0, 0])])
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"steps": [...], "values": {name: [...]}, "key_freqs": [...], "phases": {...}}``."""
+        return {"steps": self.steps.tolist(), "values": {k: v.tolist() for k, v in self.values.items()},
+                "key_freqs": list(self.key_freqs), "phases": dict(self.phases)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProgressMeasures:
+        """Inverse of :meth:`to_dict` (how the embedded model's history is stored)."""
+        return cls(torch.tensor(d["steps"]), {k: torch.tensor(v, dtype=torch.float32) for k, v in d["values"].items()},
+                   list(d["key_freqs"]), dict(d["phases"]))
+
     def summary(self) -> str:
         ph = ", ".join(f"{k.replace('_', ' ')} at step {v}" for k, v in self.phases.items())
         return f"{len(self.steps)} checkpoints, key frequencies {self.key_freqs}; {ph}"

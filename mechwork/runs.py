@@ -254,11 +254,13 @@ def export(
     step: int | None = None,
     summary: dict[str, Any] | None = None,
     command: str | None = None,
+    history: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write one checkpoint of ``run`` as ``DEST.safetensors`` + ``DEST.json``.
 
     This is how the embedded presets are made; the JSON carries the run's
-    configs, the step, a summary and the command that regenerates it.
+    configs, the step, a summary, the command that regenerates it and,
+    optionally, a ``history`` (the metrics and progress measures, for dashboards).
     """
     dest = Path(dest)
     step = run.steps[-1] if step is None else step
@@ -266,5 +268,7 @@ def export(
     save_tensors_atomic(run.weights_at(step), weights_path, {"step": str(step)})
     meta = {k: run.config[k] for k in ("task", "model", "train", "versions")}
     meta |= {"step": step, "summary": summary or {}, "command": command}
+    if history is not None:
+        meta["history"] = history
     write_json_atomic(meta, meta_path)
     return weights_path, meta_path

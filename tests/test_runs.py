@@ -58,11 +58,14 @@ def test_corrupt_and_missing_checkpoints_name_the_file(run_dir):
         Run(run_dir)
 
 
-def test_not_a_run_and_bad_names(tmp_path):
+def test_not_a_run_and_bad_names(tmp_path, monkeypatch):
     with pytest.raises(RunDirError, match="not a run directory"):
         Run(tmp_path)
     with pytest.raises(ConfigError, match="'path_or_preset' must be a run directory or one of modadd-113"):
         mechwork.load(tmp_path / "missing")
+    from mechwork import runs as runs_module
+
+    monkeypatch.setattr(runs_module, "embedded_path", lambda name: tmp_path / f"{name}.safetensors")
     with pytest.raises(CheckpointError, match="preset 'induction-2l' has no embedded weights"):
         mechwork.load("induction-2l")
 

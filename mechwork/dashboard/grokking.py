@@ -1,0 +1,249 @@
+"""The standard grokking dashboard for a modular-arithmetic run or preset.
+
+One pass over all p^2 pairs (logits and MLP activations together) feeds every
+Fourier analysis; one more gives the attention patterns. The page has, in order:
+
+1. a generated summary of what the model does and how it learned it;
+2. the model and training recipe;
+3. training curves (log scale) with the three phases shaded;
+4. the progress measures (restricted / excluded loss, Gini, weight norm);
+5. W_E's Fourier spectrum with the key frequencies highlighted;
+6. the neuron clusters: dominant frequency against variance explained, the
+   cluster sizes, and one neuron per key frequency over the (a, b) grid;
+7. attention from ``=`` to ``a`` over the (a, b) grid, per head;
+8. circuitsvis attention views of a few example inputs;
+9. the trig-identity logit fit and the restricted / excluded losses.
+
+A preset or run with no training history gets a note in sections 3 and 4.
+
+Example::
+
+    >>> from mechwork.dashboard import grokking_dashboard
+    >>> page = grokking_dashboard("modadd-113")
+    >>> sum(b.kind == "plotly" for b in page.blocks) >= 7
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mechwork.dashboard.page import Page
+from mechwork.dashboard.standard import Source, open_source
+from mechwork.fourier import check_task, embedding_spectrum, grid_run, key_frequencies, neuron_frequencies_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from mechwork.progress import ProgressMeasures
+
+__all__ = ["grokking_dashboard", "grokking_page"]
+
+PHASE_NAMES = ("memorisation", "circuit formation", "cleanup")
+PHASE_COLOURS = ("#fde2e2", "#fff3c4", "#dff0d8")
+
+
+def grokking_dashboard(
+    run_or_preset: str | os.PathLike[str], *, step: int | None = None, device: str | None = None
+) -> Page:
+    """The grokking dashboard for a modular-arithmetic run directory or preset."""
+    return grokking_page(open_source(run_or_preset, step=step, device=device))
+
+
+def phase_spans(progress: ProgressMeasures | None, last_step: int) -> list[tuple[str, int, int]]:
+    """``(name, start, end)`` of each phase the run reached."""
+    if progress is None:
+        return []
+    ph = progress.phases
+    bounds = [0, ph.get("end_memorisation"), ph.get("start_cleanup"), ph.get("end_cleanup")]
+    spans = []
+    for name, lo, hi in zip(PHASE_NAMES, bounds[:-1], bounds[1:], strict=True):
+        if lo is None:
+            break
+        spans.append((name, int(lo), int(hi) if hi is not None else last_step))
+        if hi is None:
+            break
+    return spans
+
+
+def _shade(fig: Any, spans: list[tuple[str, int, int]], log_x: bool) -> None:
+    for (name, lo, hi), colour in zip(spans, PHASE_COLOURS, strict=False):
+        x0 = max(lo, 1) if log_x else lo
+        fig.add_vrect(x0=x0, x1=max(hi, x0), fillcolor=colour, opacity=0.6, line_width=0, layer="below",
+                      annotation_text=name, annotation_position="top left", annotation_font_size=10,
+                      row="all", col="all")
+
+
+def curves_figure(metrics: pd.DataFrame, spans: list[tuple[str, int, int]]) -> Any:
+    """Loss (log-log) and accuracy (log x) against step, phases shaded."""
+    from plotly.subplots import make_subplots
+
+    df = metrics[metrics["step"] >= 1]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    x = df["step"].tolist()
+    for col, colour in (("train", "#1f77b4"), ("test", "#d62728")):
+        if f"{col}_loss" in df:
+            fig.add_scatter(x=x, y=df[f"{col}_loss"].tolist(), name=f"{col} loss", line_color=colour, row=1, col=1)
+        if f"{col}_acc" in df:
+            fig.add_scatter(x=x, y=df[f"{col}_acc"].tolist(), name=f"{col} accuracy", line_color=colour,
+                            line_dash="dot", row=1, col=2)
+    fig.update_xaxes(type="log", title_text="step")
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    _shade(fig, spans, log_x=True)
+    return fig.update_layout(title="Training curves (log scale; phases shaded)", height=420)
+
+
+def neuron_grids_figure(acts: torch.Tensor, p: int, neurons: list[tuple[int, int, float]]) -> Any:
+    """One heatmap per (frequency, neuron, fve): the neuron's activation over the (a, b) grid."""
+    from plotly.subplots import make_subplots
+
+    cols = min(len(neurons), 4)
+    rows = -(-len(neurons) // cols)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.04, vertical_spacing=0.12,
+                        subplot_titles=[f"k={k}: neuron {n} (FVE {f:.0%})" for k, n, f in neurons])
+    for j, (_, n, _) in enumerate(neurons):
+        z = acts[:, n].reshape(p, p).numpy().astype("float32")
+        fig.add_heatmap(z=z, colorscale="RdBu", zmid=0, showscale=False, row=j // cols + 1, col=j % cols + 1,
+                        hovertemplate="a=%{y}, b=%{x}: %{z:.3g}<extra></extra>")
+    fig.update_xaxes(title_text="b", showticklabels=False)
+    fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
+    return fig.update_layout(title="One neuron per key frequency: activation over (a, b)",
+                             height=300 * rows + 80)
+
+
+def attention_grid_figure(pattern_eq: torch.Tensor, p: int) -> Any:
+    """Attention from ``=`` to ``a`` per head, over the (a, b) grid (the rest goes to ``b`` and ``=``)."""
+    from plotly.subplots import make_subplots
+
+    n_heads = pattern_eq.shape[1]
+    cols = min(n_heads, 4)
+    rows = -(-n_heads // cols)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.04,
+                        subplot_titles=[f"head {h}" for h in range(n_heads)])
+    for h in range(n_heads):
+        z = pattern_eq[:, h, 0].reshape(p, p).numpy().astype("float32")
+        fig.add_heatmap(z=z, zmin=0, zmax=1, coloraxis="coloraxis", row=h // cols + 1, col=h % cols + 1,
+                        hovertemplate="a=%{y}, b=%{x}: to a %{z:.2f}<extra></extra>")
+    fig.update_xaxes(title_text="b", showticklabels=False)
+    fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
+    return fig.update_layout(title="Attention from '=' to 'a' over (a, b)", coloraxis={"colorscale": "Viridis"},
+                             height=320 * rows + 60)
+
+
+def _examples(p: int) -> list[tuple[int, int]]:
+    return [(1, 2), (p // 3, p // 2), (p - 1, p - 2)]
+
+
+def grokking_page(src: Source) -> Page:
+    """Build the page from an opened :class:`Source` (see the module docstring for its sections)."""
+    from mechwork.attention import attention_patterns
+    from mechwork.summary import _arch, _recipe
+    from mechwork.trig import losses_of, trig_fit_of
+
+    model = src.model
+    task = check_task(model, src.task, "the grokking dashboard")
+    p = task.p
+    logits, acts = grid_run(model, task, "blocks.0.mlp.hook_post")
+    assert acts is not None
+    nf = neuron_frequencies_of(acts, p)
+    kf = key_frequencies(model, task, neurons=nf)
+    we = embedding_spectrum(model, "W_E", p)
+    fit = trig_fit_of(logits, task, kf.freqs)
+    rex = losses_of(logits, task, kf.freqs)
+    labels = task.labels
+    acc = float((logits.argmax(-1) == labels).float().mean())
+    tr_acc = float((logits[task.train_idx].argmax(-1) == labels[task.train_idx]).float().mean())
+    te_acc = float((logits[task.test_idx].argmax(-1) == labels[task.test_idx]).float().mean())
+    pats = attention_patterns(model, task.tokens).patterns[:, 0]  # (n_pairs, head, dest, src)
+
+    where = f"step {src.step} of run {src.name}" if src.kind == "run" else f"the {src.name} preset"
+    last_step = int(src.metrics["step"].iloc[-1]) if src.metrics is not None else (src.step or 0)
+    spans = phase_spans(src.progress, last_step)
+    symbol = {"add": "+", "sub": "-"}[task.op]
+    page = Page(f"Grokking dashboard: {src.name}",
+                subtitle=f"(a {symbol} b) mod {p}, {task.train_frac:.0%} of pairs for training; {where}")
+
+    # 1. summary
+    lines = [
+        f"The model gets **{acc:.2%}** of all {task.n_pairs:,} pairs right "
+        f"({tr_acc:.2%} on the {len(task.train_idx):,} training pairs, {te_acc:.2%} on the "
+        f"{len(task.test_idx):,} held out).",
+        f"It uses the **key frequencies {kf.freqs}**: they carry {kf.embedding_share:.1%} of W_E's Fourier energy, "
+        f"and {nf.fraction_clustered(kf.freqs):.1%} of the {len(nf.fve)} MLP neurons are explained "
+        f"(FVE >= {nf.threshold:.0%}) by a single key frequency. The embedding gap gives {kf.from_embedding}, "
+        f"the neuron clusters give {kf.from_neurons}; the two methods {'agree' if kf.agree else 'disagree'}.",
+        f"The trig identity cos(w_k(a {symbol} b - c)) over the key frequencies explains **{fit.fve:.1%}** of "
+        f"the logit variance. Keeping only the key-frequency directions of the logits gives a loss of "
+        f"{rex.restricted_loss:.3g} (test loss {rex.test_loss:.3g}); removing them gives {rex.excluded_loss:.3g} "
+        f"on the training pairs (train loss {rex.train_loss:.3g}).",
+    ]
+    if spans:
+        lines.append("Training went through " + ", ".join(
+            f"{name} (steps {lo:,}-{hi:,})" for name, lo, hi in spans) + ".")
+    else:
+        lines.append("There is no training history for this model, so the phases are not known.")
+    page.markdown("\n\n".join(lines), title="Summary")
+
+    # 2. model and recipe
+    info: list[tuple[str, Any]] = [("source", src.name), ("task", task.describe()), ("model", _arch(src.model_config))]
+    if src.train is not None:
+        info.append(("training", _recipe(src.train)))
+    if src.summary.get("grok_step") is not None:
+        info.append(("test accuracy >= 99% first at step", src.summary["grok_step"]))
+    info += [(f"phase: {name}", f"steps {lo:,}-{hi:,}") for name, lo, hi in spans]
+    page.kv(info, title="Model and training")
+
+    # 3-4. history
+    if src.metrics is not None:
+        page.plotly(curves_figure(src.metrics, spans), title="Training curves",
+                    caption="Shaded: memorisation (red), circuit formation (yellow), cleanup (green).")
+    else:
+        page.note("No training history: this model has no metrics to plot. Train one with "
+                  "`mechwork train modadd` and build the dashboard from its run directory.", title="Training curves")
+    if src.progress is not None:
+        page.plotly(src.progress.figure(), title="Progress measures",
+                    caption=f"Measured at every checkpoint with the final key frequencies {src.progress.key_freqs}.")
+    else:
+        page.note("No checkpoints to measure progress on (a preset without history, or a run with "
+                  "fewer than two checkpoints).", title="Progress measures")
+
+    # 5. spectrum
+    page.plotly(we.figure(key=kf.freqs), title="Fourier spectrum of the embedding",
+                caption=f"Key frequencies in red: {kf.freqs}.")
+    page.table(kf.to_frame(), title="Key frequencies")
+
+    # 6. neurons
+    page.plotly(nf.figure(), title="Neuron clusters", caption=nf.summary())
+    sizes = nf.cluster_sizes()
+    import plotly.graph_objects as go
+
+    ks = sorted(sizes)
+    bar = go.Figure(go.Bar(x=[str(k) for k in ks], y=[sizes[k] for k in ks],
+                           marker_color=["#d62728" if k in kf.freqs else "#1f77b4" for k in ks]))
+    page.plotly(bar.update_layout(title="Clustered neurons per frequency (key frequencies in red)",
+                                  xaxis_title="frequency k", yaxis_title="neurons", height=360))
+    best = []
+    for k in kf.freqs:
+        members = ((nf.freq == k) & nf.clustered).nonzero()[:, 0]
+        if len(members):
+            n = int(members[nf.fve[members].argmax()])
+            best.append((k, n, float(nf.fve[n])))
+    if best:
+        page.plotly(neuron_grids_figure(acts, p, best))
+
+    # 7-8. attention
+    page.plotly(attention_grid_figure(pats[:, :, 2, :], p), title="Attention from '=' over the (a, b) grid")
+    for a, b in _examples(p):
+        i = a * p + b
+        page.attention(pats[i], [a, b, "="], head_names=[f"head {h}" for h in range(pats.shape[1])],
+                       title=f"Attention on {a} {symbol} {b} =",
+                       caption=f"The model predicts {int(logits[i].argmax())} (correct: {int(labels[i])}).")
+
+    # 9. logits
+    page.plotly(fit.figure(), title="Trig-identity logit fit", caption=fit.summary())
+    page.plotly(rex.figure(), title="Restricted and excluded loss", caption=rex.summary())
+    return page

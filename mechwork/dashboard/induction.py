@@ -1,0 +1,124 @@
+"""The standard induction dashboard for an ``induction-2l`` run (or any induction-task run).
+
+Sections:
+
+1. a generated summary naming the previous-token and induction heads the
+   detectors find, and the accuracy inside and outside repeated segments;
+2. the model and training recipe, and the training curves when there is a history;
+3. head-detector scores (previous-token, induction, duplicate-token) for every head;
+4. loss per position on ``[r, r]`` sequences: an induction circuit makes the
+   second copy cheap to predict;
+5. circuitsvis attention views of every head on repeated sequences, and on
+   one of the task's own sequences (a repeat at a random offset).
+
+Example::
+
+    >>> from mechwork.dashboard import induction_dashboard
+    >>> page = induction_dashboard("runs/induction")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from mechwork.dashboard.page import Page
+from mechwork.dashboard.standard import Source, open_source
+from mechwork.errors import ConfigError
+
+__all__ = ["induction_dashboard", "induction_page", "repeat_accuracy"]
+
+THRESHOLD = 0.5  # detector score that names a head
+
+
+def induction_dashboard(
+    run_or_preset: str | os.PathLike[str], *, step: int | None = None, device: str | None = None
+) -> Page:
+    """The induction dashboard for an induction-task run directory or preset."""
+    return induction_page(open_source(run_or_preset, step=step, device=device))
+
+
+@torch.no_grad()
+def repeat_accuracy(model: Any, tokens: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """Next-token accuracy inside the repeated segments (``mask``) and elsewhere."""
+    device = next(model.parameters()).device
+    pred = model(tokens.to(device)).argmax(-1).cpu()
+    ok = pred == targets
+    inside = float(ok[mask].float().mean())
+    outside = float(ok[:, :-1][~mask[:, :-1]].float().mean())
+    return inside, outside
+
+
+@torch.no_grad()
+def position_loss_figure(model: Any, tokens: torch.Tensor) -> Any:
+    """Mean next-token loss at each position of ``[r, r]`` sequences."""
+    import plotly.graph_objects as go
+
+    device = next(model.parameters()).device
+    logits = model(tokens.to(device)).float().cpu()
+    lp = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    loss = (-lp).mean(0)
+    half = tokens.shape[1] // 2
+    fig = go.Figure(go.Scatter(x=list(range(1, tokens.shape[1])), y=loss.tolist(), mode="lines+markers",
+                               name="loss predicting token t"))
+    fig.add_vline(x=half - 0.5, line_dash="dash", annotation_text="second copy starts")
+    return fig.update_layout(title="Next-token loss by position on repeated random sequences",
+                             xaxis_title="position t of the predicted token", yaxis_title="loss (nats)",
+                             height=380)
+
+
+def induction_page(src: Source) -> Page:
+    from mechwork.attention import attention_patterns, head_detectors, repeated_tokens
+    from mechwork.dashboard.grokking import curves_figure
+    from mechwork.summary import _arch, _recipe
+    from mechwork.tasks import InductionTask
+
+    task = src.task
+    if not isinstance(task, InductionTask):
+        raise ConfigError(f"the induction dashboard needs an induction run (got a {task.kind} run: {src.name!r})")
+    model = src.model
+    scores = head_detectors(model)
+    prev, ind = scores.top("previous_token", THRESHOLD), scores.top("induction", THRESHOLD)
+    ev = task.eval_batches()["test"]
+    inside, outside = repeat_accuracy(model, ev.tokens, ev.targets, ev.mask)
+    where = f"step {src.step} of run {src.name}" if src.kind == "run" else f"the {src.name} preset"
+    page = Page(f"Induction dashboard: {src.name}", subtitle=f"{task.describe()}; {where}")
+
+    def names(heads: list[tuple[int, int, float]]) -> str:
+        return ", ".join(f"L{la}H{h} ({s:.2f})" for la, h, s in heads) or "none"
+
+    text = [
+        f"Previous-token heads (score >= {THRESHOLD}): **{names(prev)}**. "
+        f"Induction heads: **{names(ind)}**.",
+        f"On the task's held-out sequences the model predicts **{inside:.1%}** of the tokens inside repeated "
+        f"segments, against {outside:.1%} elsewhere (chance is {1 / task.d_vocab:.1%}).",
+    ]
+    if prev and ind and min(h[0] for h in prev) < max(h[0] for h in ind):
+        text.append("A previous-token head feeding a later induction head is the two-layer induction circuit "
+                    "(Olsson et al. 2022); the patching tools test that this path carries the effect.")
+    page.markdown("\n\n".join(text), title="Summary")
+    info: list[tuple[str, Any]] = [("source", src.name), ("task", task.describe()),
+                                   ("model", _arch(src.model_config))]
+    if src.train is not None:
+        info.append(("training", _recipe(src.train)))
+    page.kv(info, title="Model and training")
+    if src.metrics is not None:
+        page.plotly(curves_figure(src.metrics, []), title="Training curves")
+    else:
+        page.note("No training history for this model.", title="Training curves")
+
+    page.plotly(scores.figure(), title="Head detectors", caption=scores.summary())
+    page.table(scores.to_frame(), title="Head detector scores")
+    rep = repeated_tokens(task.d_vocab, task.seq_len // 2, batch=64, seed=1)
+    page.plotly(position_loss_figure(model, rep), title="Loss by position on repeated sequences")
+    pats = attention_patterns(model, rep[:2])
+    for i in range(2):
+        page.view(pats.view(i), title=f"Every head on a repeated sequence ({i + 1})",
+                  caption="Second half = first half. Induction heads attend to the token after the earlier copy; "
+                          "previous-token heads to the token just before.")
+    own = attention_patterns(model, ev.tokens[:1])
+    page.view(own.view(0), title="Every head on a task sequence",
+              caption="One held-out sequence of the task: one segment repeated at a random offset.")
+    return page
