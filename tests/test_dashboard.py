@@ -244,6 +244,32 @@ def test_induction_dashboard_of_the_embedded_model():
     assert "Induction heads: <strong>L1H" in html
 
 
+def test_every_result_figure_goes_on_a_page(embedded_model, modadd_preset, tmp_path, tiny_task, tiny_train_cfg):
+    from mechwork.attention import attention_patterns, head_detectors
+    from mechwork.fourier import embedding_spectrum, key_frequencies, neuron_frequencies
+    from mechwork.progress import progress_measures
+    from mechwork.training import train
+    from mechwork.trig import logit_trig_fit, restricted_excluded
+
+    task = modadd_preset.task
+    train(tiny_task, train_cfg=tiny_train_cfg, out=tmp_path / "run", quiet=True, device="cpu")
+    import mechwork
+
+    results = [
+        embedding_spectrum(embedded_model), neuron_frequencies(embedded_model, task),
+        key_frequencies(embedded_model, task), logit_trig_fit(embedded_model, task),
+        restricted_excluded(embedded_model, task), attention_patterns(embedded_model, task.tokens[:2]),
+        head_detectors(mechwork.load("induction-2l", device="cpu")), progress_measures(tmp_path / "run"),
+    ]
+    page = Page("every result")
+    for r in results:
+        fig = r.figure()
+        assert isinstance(fig, go.Figure) and len(fig.data) >= 1, type(r).__name__
+        page.result(r, table=True)
+    assert sum(b.kind == "plotly" for b in page.blocks) == len(results)
+    assert page.render("cdn").count('class="mw-fig"') == len(results)
+
+
 # -- the command line -------------------------------------------------------------------
 def test_cli_writes_a_dashboard(tmp_path, capsys):
     out = tmp_path / "m.html"

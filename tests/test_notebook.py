@@ -19,3 +19,8 @@ def test_probe_notebook_executes(tmp_path):
     assert "W_E spectrum over Z_113" in text and "restricted loss" in text
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "KeyFrequencies" in html and "TrigFit" in html
+    # every .figure() in the notebook renders as plotly's own notebook output
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == sum(".figure(" in c.source for c in nb.cells if c.cell_type == "code") >= 4
+    # the circuitsvis view carries its bundle (works offline) and mounts itself
+    assert "CircuitsVis.render(" in html and html.count("var CircuitsVis=") == 1
