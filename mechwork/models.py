@@ -2,7 +2,8 @@
 
 This is the one module that touches TransformerLens internals. Everything else
 in mechwork sees a bridge (hook names, ``run_with_cache``, ``run_with_hooks``)
-or the plain weight dict that :func:`weights` returns.
+or the plain weight dict that :func:`weights` returns (or, per attention
+head, the TransformerLens-layout matrices of :func:`head_weights`).
 
 A frozen :class:`ToyConfig` describes the architecture; :func:`build_model`
 boots it through ``TransformerBridge.boot_native``. Two presets:
@@ -40,6 +41,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from mechwork.errors import CheckpointError, check_known_fields, invalid
@@ -54,6 +56,7 @@ __all__ = [
     "ToyConfig",
     "build_model",
     "default_device",
+    "head_weights",
     "load_weights",
     "native_module",
     "preset",
@@ -241,6 +244,69 @@ def weights(model: TransformerBridge) -> dict[str, nn.Parameter]:
     out: dict[str, nn.Parameter] = {}
     for name, p in native_module(model).named_parameters():
         out[name.replace("_original_component.", "")] = p
+    return out
+
+
+def _heads_reading(
+    w: Float[Tensor, "out d_model"], n_heads: int, d_head: int
+) -> Float[Tensor, "n_heads d_model d_head"]:
+    """Split an ``nn.Linear`` q/k/v weight, ``(n_kv * d_head, d_model)``, into per-head ``x @ W`` matrices.
+
+    Grouped key/value heads (``n_kv < n_heads``) are repeated the way the native
+    forward repeats them (``repeat_interleave``), so every query head has its own.
+    """
+    n_kv = w.shape[0] // d_head
+    per = w.reshape(n_kv, d_head, w.shape[1]).transpose(-1, -2)
+    return per.repeat_interleave(n_heads // n_kv, dim=0)
+
+
+def _heads_bias(b: Float[Tensor, " out"], n_heads: int, d_head: int) -> Float[Tensor, "n_heads d_head"]:
+    n_kv = b.shape[0] // d_head
+    return b.reshape(n_kv, d_head).repeat_interleave(n_heads // n_kv, dim=0)
+
+
+def _heads_writing(
+    w: Float[Tensor, "d_model in"], n_heads: int, d_head: int
+) -> Float[Tensor, "n_heads d_head d_model"]:
+    """Split the ``nn.Linear`` output weight, ``(d_model, n_heads * d_head)``, into per-head ``z @ W_O``."""
+    return w.T.reshape(n_heads, d_head, w.shape[0])
+
+
+def head_weights(model: TransformerBridge) -> dict[str, Tensor]:
+    """Per-head attention weights in TransformerLens's layout, stacked over layers.
+
+    Read from the native parameters (:func:`weights`), detached copies:
+
+    * ``W_Q``, ``W_K``, ``W_V``: ``[n_layers, n_heads, d_model, d_head]``;
+    * ``W_O``: ``[n_layers, n_heads, d_head, d_model]``;
+    * ``b_Q``, ``b_K``, ``b_V``: ``[n_layers, n_heads, d_head]``; ``b_O``: ``[n_layers, d_model]``.
+
+    Row-vector convention, as in TransformerLens: head ``h`` of layer ``l`` computes
+    ``q = x @ W_Q[l, h] + b_Q[l, h]`` from its (normalised) input ``x``, and adds
+    ``z @ W_O[l, h]`` to the residual stream (``b_O[l]`` once per layer), so its
+    OV circuit is ``W_V[l, h] @ W_O[l, h]`` and its QK circuit ``W_Q[l, h] @ W_K[l, h].T``.
+    Grouped key/value heads are repeated so every query head has its own ``W_K``/``W_V``.
+
+    Example::
+
+        >>> import mechwork
+        >>> w = head_weights(mechwork.load("induction-2l"))
+        >>> tuple(w["W_Q"].shape), tuple(w["W_O"].shape)
+        ((2, 4, 64, 16), (2, 4, 16, 64))
+    """
+    c = model.cfg
+    n_layers, n_heads, d_head = int(c.n_layers), int(c.n_heads), int(c.d_head)
+    w = {k: v.detach() for k, v in weights(model).items()}
+    out: dict[str, Tensor] = {}
+    for name in ("q", "k", "v"):
+        up = name.upper()
+        out[f"W_{up}"] = torch.stack([
+            _heads_reading(w[f"layers.{la}.attn.{name}.weight"], n_heads, d_head) for la in range(n_layers)])
+        out[f"b_{up}"] = torch.stack([
+            _heads_bias(w[f"layers.{la}.attn.{name}.bias"], n_heads, d_head) for la in range(n_layers)])
+    out["W_O"] = torch.stack([_heads_writing(w[f"layers.{la}.attn.o.weight"], n_heads, d_head)
+                              for la in range(n_layers)])
+    out["b_O"] = torch.stack([w[f"layers.{la}.attn.o.bias"] for la in range(n_layers)])
     return out
 
 

@@ -1,0 +1,191 @@
+"""A functional forward of mechwork's toy transformers that reuses an unpatched run.
+
+Patching one cell changes nothing *before* it: not the layers below the
+patched site, and (attention being causal) not the positions before the
+patched position. TransformerLens still reruns the whole model for every cell.
+This engine runs the base input once, keeps each layer's residual stream and
+keys/values, and for a group of patched copies recomputes only
+
+* the layers from the patched one up, and
+* the positions from ``p0`` (the earliest patched position) on, with the
+  earlier positions' keys and values taken from the base run;
+
+inside the patched layer, everything before the patched site is computed once
+for the base batch and only then copied out to the patched copies.
+
+It is the native model's arithmetic written out (``x @ W.T + b``, scores
+scaled by ``sqrt(d_head)``, causal mask, softmax, ``pattern @ v``), on the
+live parameters of :func:`mechwork.models.weights`, with TransformerLens's hook
+semantics for the sites (``resid_pre``, ``q``/``k``/``v``, ``pattern``, ``z``,
+``attn_out``, ``resid_mid``, ``mlp_post``, ``mlp_out``). The tests hold its
+patching results to ``transformer_lens.patching``'s to 1e-5.
+:func:`supports` says whether a model fits (standard positions, no rotary, no
+gated MLP, no grouped keys, no soft caps, LayerNorm or none).
+
+Example::
+
+    >>> import mechwork, torch
+    >>> from mechwork.engine import BaseRun, supports
+    >>> model = mechwork.load("induction-2l")
+    >>> toks = torch.randint(0, 64, (2, 10))
+    >>> run = BaseRun(model, toks)
+    >>> bool(supports(model)), bool((run.logits - model(toks)).abs().max() < 1e-4)
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mechwork.models import weights
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["BaseRun", "Site", "supports"]
+
+_ACTS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu, "gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu,
+}
+# a site hook: (site name, activation) -> activation (possibly with a larger, copied-out batch)
+Site = Callable[[str, Tensor], Tensor]
+
+
+def supports(model: TransformerBridge) -> bool:
+    """True when the engine reproduces ``model``'s forward (see the module docstring)."""
+    c = model.cfg
+    norm = getattr(c, "normalization_type", None)
+    return (
+        getattr(c, "positional_embedding_type", "standard") == "standard"
+        and not getattr(c, "gated_mlp", False)
+        and getattr(c, "n_key_value_heads", None) in (None, c.n_heads)
+        and float(getattr(c, "attn_scores_soft_cap", -1.0) or -1.0) <= 0
+        and float(getattr(c, "output_logits_soft_cap", -1.0) or -1.0) <= 0
+        and norm in (None, "LN")
+        and (bool(getattr(c, "attn_only", False)) or (c.act_fn or "gelu") in _ACTS)
+        and getattr(c, "attention_dir", "causal") == "causal"
+        and not getattr(c, "final_rms", False)
+    )
+
+
+def _tile(x: Tensor, n: int) -> Tensor:
+    """``x`` (batch B) tiled to batch ``n`` (a multiple of B): copy c is rows [c*B, (c+1)*B)."""
+    return x if x.shape[0] == n else x.repeat(n // x.shape[0], *([1] * (x.ndim - 1)))
+
+
+def _align(*xs: Tensor) -> list[Tensor]:
+    n = max(x.shape[0] for x in xs)
+    return [_tile(x, n) for x in xs]
+
+
+class BaseRun:
+    """The unpatched forward of ``tokens``, kept per layer for patched reruns."""
+
+    def __init__(self, model: TransformerBridge, tokens: Tensor, record: set[str] | None = None):
+        c = model.cfg
+        self.w = {k: v.detach() for k, v in weights(model).items()}
+        self.n_layers, self.n_heads, self.d_head = int(c.n_layers), int(c.n_heads), int(c.d_head)
+        self.attn_only = bool(getattr(c, "attn_only", False))
+        self.ln = getattr(c, "normalization_type", None) == "LN"
+        self.eps = float(getattr(c, "eps", 1e-5))
+        scale = float(getattr(c, "attn_scale", -1.0) or -1.0)
+        self.scale = scale if getattr(c, "use_attn_scale", False) and scale > 0 else math.sqrt(self.d_head)
+        self.act = _ACTS[c.act_fn or "gelu"] if not self.attn_only else F.relu
+        self.tokens = tokens
+        n = tokens.shape[1]
+        self.mask = torch.triu(torch.ones(n, n, dtype=torch.bool, device=tokens.device), diagonal=1)
+        self.resid: list[Tensor] = []  # resid_pre of every layer, [B, P, D]
+        self.kv: list[tuple[Tensor, Tensor]] = []  # keys, values of every layer, [B, H, P, d_head]
+        self.recorded: dict[tuple[str, int], Tensor] = {}
+        record = record or set()
+        with torch.no_grad():
+            x = self.w["tok_embed.weight"][tokens] + self.w["pos.weight"][: tokens.shape[1]]
+            for layer in range(self.n_layers):
+                self.resid.append(x)
+
+                def rec(name: str, act: Tensor, layer: int = layer) -> Tensor:
+                    if name in record:
+                        self.recorded[(name, layer)] = act
+                    return act
+
+                x, kv = self.block(layer, x, 0, rec)
+                self.kv.append(kv)
+            self.logits = self.unembed(x)
+
+    # -- the arithmetic -------------------------------------------------------------
+    def _norm(self, name: str, x: Tensor) -> Tensor:
+        if not self.ln:
+            return x
+        return F.layer_norm(x, x.shape[-1:], self.w[f"{name}.weight"], self.w[f"{name}.bias"], self.eps)
+
+    def _linear(self, name: str, x: Tensor) -> Tensor:
+        return F.linear(x, self.w[f"{name}.weight"], self.w.get(f"{name}.bias"))
+
+    def block(self, layer: int, x: Tensor, p0: int, site: Site) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Layer ``layer`` for positions ``p0:`` of ``x`` (earlier keys/values from the base run)."""
+        pre = f"layers.{layer}"
+        s = x.shape[1]
+        h, dh = self.n_heads, self.d_head
+        x = site("resid_pre", x)
+        a = self._norm(f"{pre}.ln1", x)
+        q = site("q", self._linear(f"{pre}.attn.q", a).view(a.shape[0], s, h, dh))
+        k = site("k", self._linear(f"{pre}.attn.k", a).view(a.shape[0], s, h, dh))
+        v = site("v", self._linear(f"{pre}.attn.v", a).view(a.shape[0], s, h, dh))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if p0 > 0:
+            pk, pv = self.kv[layer]
+            k = torch.cat(_align(pk[:, :, :p0], k), dim=2)
+            v = torch.cat(_align(pv[:, :, :p0], v), dim=2)
+        q, k = _align(q, k)
+        scores = torch.matmul(q, k.transpose(-2, -1)) / self.scale
+        mask = self.mask[p0:p0 + s, : p0 + s]
+        pattern = F.softmax(scores.masked_fill(mask, float("-inf")), dim=-1).masked_fill(mask, 0.0)
+        pattern = site("pattern", pattern)
+        pattern, v = _align(pattern, v)
+        z = site("z", torch.matmul(pattern, v).transpose(1, 2))
+        attn_out = site("attn_out", self._linear(f"{pre}.attn.o", z.reshape(z.shape[0], s, h * dh)))
+        x, attn_out = _align(x, attn_out)
+        x = x + attn_out
+        if not self.attn_only:
+            # TransformerLens 4.3's bridge feeds a patched hook_resid_mid to the MLP only: the residual
+            # sum keeps the unpatched value. Its patching functions give those numbers; so does this.
+            mid = site("resid_mid", x)
+            post = site("mlp_post", self.act(self._linear(f"{pre}.mlp.fc_in", self._norm(f"{pre}.ln2", mid))))
+            out = site("mlp_out", self._linear(f"{pre}.mlp.fc_out", post))
+            x, out = _align(x, out)
+            x = x + out
+        return x, (k, v)
+
+    def unembed(self, x: Tensor) -> Tensor:
+        return F.linear(self._norm("ln_out", x), self.w["head.weight"])
+
+    # -- patched reruns ---------------------------------------------------------------
+    def rerun(self, layer: int, p0: int, site: Site) -> Tensor:
+        """Logits ``[C*B, P, vocab]`` with ``site`` applied in ``layer``, recomputing positions ``p0:`` only.
+
+        ``site`` tiles the batch out to the C copies where it patches; the
+        positions before ``p0`` keep the base run's logits.
+        """
+        with torch.no_grad():
+            x = self.resid[layer][:, p0:]
+            x, _ = self.block(layer, x, p0, site)
+            for later in range(layer + 1, self.n_layers):
+                x, _ = self.block(later, x, p0, _identity)
+            tail = self.unembed(x)
+            head = _tile(self.logits[:, :p0], tail.shape[0])
+            return torch.cat([head, tail], dim=1)
+
+
+def _identity(name: str, act: Tensor) -> Tensor:
+    return act
+
+
+def expand(act: Tensor, copies: int) -> Tensor:
+    """``act`` with its batch tiled out to ``copies`` copies (a fresh tensor, safe to write into)."""
+    return act.repeat(copies, *([1] * (act.ndim - 1)))

@@ -1,0 +1,113 @@
+"""Patching metrics: functions from logits ``[batch, pos, vocab]`` to a number.
+
+Each helper returns a metric (a callable). By default a metric returns the
+batch mean, a 0-d tensor, as TransformerLens's patching functions expect;
+``per_example=True`` returns the ``[batch]`` vector instead (the patcher then
+keeps per-example values and reports their mean).
+
+* :func:`logit_diff` -- logit of the answer minus logit of a wrong token;
+* :func:`normalized` -- rescales any metric so that the corrupted run is 0 and
+  the clean run is 1 (``normalized(logit_diff(...), clean_logits, corrupted_logits)``
+  is the normalised logit difference);
+* :func:`correct_prob` -- probability of the answer;
+* :func:`loss` -- cross-entropy of the targets, over all or masked positions;
+* :func:`accuracy` -- argmax accuracy over all or masked positions.
+
+Example::
+
+    >>> import torch
+    >>> from mechwork.metrics import logit_diff, normalized
+    >>> logits = torch.zeros(2, 3, 5); logits[:, -1, 1] = 2.0
+    >>> float(logit_diff(torch.tensor([1, 1]), torch.tensor([0, 0]))(logits))
+    2.0
+    >>> m = normalized(logit_diff(torch.tensor([1, 1]), torch.tensor([0, 0])), logits, torch.zeros(2, 3, 5))
+    >>> float(m(logits)), float(m(torch.zeros(2, 3, 5)))
+    (1.0, 0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mechwork.errors import ConfigError
+
+__all__ = ["Metric", "accuracy", "correct_prob", "logit_diff", "loss", "normalized"]
+
+Metric = Callable[[Tensor], Tensor]
+
+
+def _reduce(x: Tensor, per_example: bool) -> Tensor:
+    return x if per_example else x.mean()
+
+
+def _answers(answer: Tensor | int, logits: Tensor) -> Tensor:
+    a = torch.as_tensor(answer, device=logits.device)
+    return a.expand(logits.shape[0]) if a.ndim == 0 else a
+
+
+def logit_diff(answer: Tensor | int, wrong: Tensor | int, *, pos: int = -1, per_example: bool = False) -> Metric:
+    """logits[b, pos, answer[b]] - logits[b, pos, wrong[b]] (batch mean unless ``per_example``)."""
+
+    def metric(logits: Tensor) -> Tensor:
+        lg = logits[:, pos]
+        a, w = _answers(answer, logits), _answers(wrong, logits)
+        return _reduce(lg.gather(-1, a[:, None])[:, 0] - lg.gather(-1, w[:, None])[:, 0], per_example)
+
+    return metric
+
+
+def correct_prob(answer: Tensor | int, *, pos: int = -1, per_example: bool = False) -> Metric:
+    """Softmax probability of the answer at ``pos``."""
+
+    def metric(logits: Tensor) -> Tensor:
+        p = logits[:, pos].float().softmax(-1)
+        return _reduce(p.gather(-1, _answers(answer, logits)[:, None])[:, 0], per_example)
+
+    return metric
+
+
+def loss(targets: Tensor, mask: Tensor | None = None, *, per_example: bool = False) -> Metric:
+    """Cross-entropy of ``targets`` (``[batch]`` at the last position, or ``[batch, pos]``; ``mask`` selects)."""
+
+    def metric(logits: Tensor) -> Tensor:
+        if targets.ndim == 1:
+            ce = F.cross_entropy(logits[:, -1].float(), targets.to(logits.device), reduction="none")
+            return _reduce(ce, per_example)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), targets.to(logits.device), reduction="none")
+        m = torch.ones_like(ce) if mask is None else mask.to(ce.device).float()
+        per = (ce * m).sum(1) / m.sum(1).clamp_min(1)
+        return _reduce(per, per_example) if per_example else (ce * m).sum() / m.sum().clamp_min(1)
+
+    return metric
+
+
+def accuracy(targets: Tensor, mask: Tensor | None = None) -> Metric:
+    """Argmax accuracy of ``targets`` (``[batch]`` at the last position, or ``[batch, pos]`` under ``mask``)."""
+
+    def metric(logits: Tensor) -> Tensor:
+        t = targets.to(logits.device)
+        if t.ndim == 1:
+            return (logits[:, -1].argmax(-1) == t).float().mean()
+        ok = (logits.argmax(-1) == t).float()
+        m = torch.ones_like(ok) if mask is None else mask.to(ok.device).float()
+        return (ok * m).sum() / m.sum().clamp_min(1)
+
+    return metric
+
+
+def normalized(metric: Metric, clean_logits: Tensor, corrupted_logits: Tensor) -> Metric:
+    """``metric`` rescaled so the corrupted run gives 0 and the clean run 1."""
+    with torch.no_grad():
+        hi, lo = metric(clean_logits).float(), metric(corrupted_logits).float()
+    gap = hi - lo
+    if bool((gap.abs() < 1e-12).any()):
+        raise ConfigError("cannot normalise: the metric is the same on the clean and corrupted runs")
+
+    def norm(logits: Tensor) -> Tensor:
+        return (metric(logits) - lo) / gap
+
+    return norm

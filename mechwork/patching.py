@@ -1,0 +1,397 @@
+"""Activation patching: one generic patcher, many cells per forward pass.
+
+``patch(model, clean, corrupted, metric, site=..., by=...)`` patches one *cell*
+at a time -- a layer, a (layer, position), a head, a (layer, position, head) or
+a neuron -- and records ``metric`` of the patched run. TransformerLens runs one
+forward pass per cell. Here each cell gets its own copy of the base batch: the
+copies are stacked along the batch axis, a hook at every involved layer writes
+each copy's cell from the source run, and one forward pass evaluates a whole
+chunk of cells. Chunks are sized by a memory budget (``memory_mb``). The
+numbers are TransformerLens's (the tests compare them to
+``transformer_lens.patching`` to 1e-5); only the speed differs.
+
+* **Sites**: ``resid_pre``, ``resid_mid``, ``attn_out``, ``mlp_out`` (vectors at
+  a position); ``z``, ``q``, ``k``, ``v`` (per head); ``pattern`` (per head,
+  by destination position); ``mlp_post`` (per neuron). Note that in
+  TransformerLens 4.3's bridge a patched ``resid_mid`` reaches the MLP's input
+  only, not the residual sum after it; TransformerLens's patching functions
+  report that, and so does mechwork (patch ``attn_out``, or the next layer's
+  ``resid_pre``, to move the residual stream itself).
+* **by**: ``layer`` (all positions), ``layer_pos``, ``head`` (all positions),
+  ``head_pos``, ``neuron`` (all positions). Results are shaped by
+  :data:`DIMS`: ``head_pos`` is ``[layer, pos, head]``, as in TransformerLens.
+* **direction**: ``denoising`` runs the corrupted input and patches in clean
+  activations (TransformerLens's convention); ``noising`` runs the clean input
+  and patches in corrupted ones.
+* **metric**: logits ``[batch, pos, vocab]`` to a scalar, or to a ``[batch]``
+  vector (then per-example values are kept and the mean reported). Helpers
+  are in :mod:`mechwork.metrics`.
+* The model must be in eval mode: a model in training mode is refused with a
+  clear error (dropout would make patching noisy; TransformerLens refuses too).
+
+Example::
+
+    >>> import mechwork
+    >>> from mechwork.metrics import logit_diff
+    >>> from mechwork.patching import patch
+    >>> model = mechwork.load("modadd-113")
+    >>> toks = mechwork.preset("modadd-113").task.tokens
+    >>> clean, corrupted = toks[[5, 300]], toks[[6, 301]]
+    >>> res = patch(model, clean, corrupted, logit_diff((clean[:, 0] + clean[:, 1]) % 113,
+    ...             (corrupted[:, 0] + corrupted[:, 1]) % 113), site="resid_pre", by="layer_pos")
+    >>> tuple(res.values.shape), res.dims
+    ((1, 3), ('layer', 'pos'))
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from mechwork.engine import BaseRun, expand, supports
+from mechwork.errors import ConfigError, invalid
+from mechwork.results import Result
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["BY", "DIMS", "SITES", "PatchResult", "check_inputs", "evaluate_metric", "hook_name", "patch"]
+
+SITES: dict[str, tuple[str, str]] = {  # site -> (hook name template, activation kind)
+    "resid_pre": ("blocks.{layer}.hook_resid_pre", "pos"),
+    "resid_mid": ("blocks.{layer}.hook_resid_mid", "pos"),
+    "attn_out": ("blocks.{layer}.hook_attn_out", "pos"),
+    "mlp_out": ("blocks.{layer}.hook_mlp_out", "pos"),
+    "z": ("blocks.{layer}.attn.hook_z", "head"),
+    "q": ("blocks.{layer}.attn.hook_q", "head"),
+    "k": ("blocks.{layer}.attn.hook_k", "head"),
+    "v": ("blocks.{layer}.attn.hook_v", "head"),
+    "pattern": ("blocks.{layer}.attn.hook_pattern", "pattern"),
+    "mlp_post": ("blocks.{layer}.mlp.hook_post", "neuron"),
+}
+BY: dict[str, tuple[str, ...]] = {  # activation kind -> valid ``by``
+    "pos": ("layer", "layer_pos"),
+    "head": ("head", "head_pos"),
+    "pattern": ("head", "head_pos"),
+    "neuron": ("neuron", "layer", "layer_pos"),
+}
+DIMS: dict[str, tuple[str, ...]] = {
+    "layer": ("layer",),
+    "layer_pos": ("layer", "pos"),
+    "head": ("layer", "head"),
+    "head_pos": ("layer", "pos", "head"),
+    "neuron": ("layer", "neuron"),
+}
+DIRECTIONS = ("denoising", "noising")
+
+
+def hook_name(site: str, layer: int) -> str:
+    return SITES[site][0].format(layer=layer)
+
+
+def check_model(model: TransformerBridge, operation: str) -> None:
+    if model.training:
+        raise ConfigError(f"{operation} needs a model in eval mode (got one in training mode); call model.eval()")
+
+
+def check_inputs(model: TransformerBridge, clean: Tensor, corrupted: Tensor, operation: str = "patching") -> None:
+    """Eval mode, integer token batches of one shape that fit the context."""
+    check_model(model, operation)
+    for name, t in (("clean", clean), ("corrupted", corrupted)):
+        if not isinstance(t, Tensor) or t.ndim != 2 or t.dtype not in (torch.int64, torch.int32):
+            got = f"shape {tuple(t.shape)}, {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+            raise invalid(name, "a [batch, pos] integer token tensor", got)
+    if clean.shape != corrupted.shape:
+        raise ConfigError(f"'clean' and 'corrupted' must have the same shape (got {tuple(clean.shape)} and "
+                          f"{tuple(corrupted.shape)})")
+    if clean.shape[1] > model.cfg.n_ctx:
+        raise invalid("clean", f"at most n_ctx = {model.cfg.n_ctx} positions", clean.shape[1])
+
+
+def evaluate_metric(metric: Callable[[Tensor], Any], logits: Tensor, batch: int) -> Tensor:
+    """The metric as a 0-d tensor or a ``[batch]`` vector; anything else is a clear error."""
+    out = metric(logits)
+    if not isinstance(out, Tensor):
+        try:
+            out = torch.as_tensor(out)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"'metric' must return a scalar or a [batch] tensor (got {type(out).__name__})") from e
+    if out.ndim == 0 or (out.ndim == 1 and out.shape[0] == batch):
+        return out.detach().float().cpu()
+    raise ConfigError(f"'metric' must return a scalar or a [batch] tensor of length {batch} "
+                      f"(got shape {tuple(out.shape)})")
+
+
+def _sizes(model: TransformerBridge, site: str, n_pos: int) -> dict[str, int]:
+    cfg = model.cfg
+    return {"layer": int(cfg.n_layers), "pos": n_pos, "head": int(cfg.n_heads),
+            "neuron": int(cfg.d_mlp or 0) if site == "mlp_post" else 0}
+
+
+def _pick(name: str, chosen: Sequence[int] | None, size: int) -> list[int]:
+    if chosen is None:
+        return list(range(size))
+    out = [int(i) for i in chosen]
+    bad = [i for i in out if not 0 <= i < size]
+    if bad or not out:
+        raise invalid(name, f"indices in [0, {size})", bad[0] if bad else "an empty list")
+    return out
+
+
+def _check_site(model: TransformerBridge, site: str, by: str) -> None:
+    if site not in SITES:
+        raise invalid("site", f"one of {', '.join(SITES)}", site)
+    if hook_name(site, 0) not in model.hook_dict:
+        have = [s for s in SITES if hook_name(s, 0) in model.hook_dict]
+        raise invalid("site", f"one this model has: {', '.join(have)}", site)
+    kind = SITES[site][1]
+    if by not in BY[kind]:
+        raise invalid("by", f"one of {', '.join(BY[kind])} for site {site!r}", by)
+
+
+def _setter(kind: str, by: str) -> Callable[[Tensor, slice, tuple[int, ...], Tensor, int], Any]:
+    """Writes one cell of the source activation into one copy's slice of the batch.
+
+    ``act`` may hold only positions ``p0:`` (the engine's suffix); ``src`` holds all of them.
+    """
+    if by == "layer":
+        return lambda act, sl, cell, src, p0: act[sl].copy_(src[:, p0:])
+    if kind in ("pos", "neuron") and by == "layer_pos":
+        return lambda act, sl, cell, src, p0: act[sl, cell[1] - p0].copy_(src[:, cell[1]])
+    if kind == "neuron":  # by neuron: (layer, neuron), all positions
+        return lambda act, sl, cell, src, p0: act[sl, :, cell[1]].copy_(src[:, p0:, cell[1]])
+    if kind == "head":  # activations [batch, pos, head, d_head]
+        if by == "head":
+            return lambda act, sl, cell, src, p0: act[sl, :, cell[1]].copy_(src[:, p0:, cell[1]])
+        return lambda act, sl, cell, src, p0: act[sl, cell[1] - p0, cell[2]].copy_(src[:, cell[1], cell[2]])
+    # pattern [batch, head, dest, src]; head_pos cells are (layer, dest_pos, head)
+    if by == "head":
+        return lambda act, sl, cell, src, p0: act[sl, cell[1]].copy_(src[:, cell[1], p0:])
+    return lambda act, sl, cell, src, p0: act[sl, cell[2], cell[1] - p0].copy_(src[:, cell[2], cell[1]])
+
+
+def _chunk(model: TransformerBridge, batch: int, n_pos: int, memory_mb: float) -> int:
+    """Copies per forward pass: a generous estimate of one copy's live activations, against the budget."""
+    cfg = model.cfg
+    floats = n_pos * (int(cfg.n_layers) * (16 * int(cfg.d_model) + 4 * int(cfg.n_heads) * n_pos
+                                            + 3 * int(cfg.d_mlp or 0)) + 3 * int(cfg.d_vocab_out))
+    return max(1, int(memory_mb * 2**20 // (4 * floats * batch)))
+
+
+@torch.no_grad()
+def patch(
+    model: TransformerBridge,
+    clean: Tensor,
+    corrupted: Tensor,
+    metric: Callable[[Tensor], Any],
+    *,
+    site: str = "resid_pre",
+    by: str = "layer_pos",
+    direction: str = "denoising",
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    neurons: Sequence[int] | None = None,
+    memory_mb: float = 512.0,
+    engine: bool = True,
+) -> PatchResult:
+    """Patch every cell of ``site`` grouped ``by`` (optionally only some layers/positions/heads/neurons)."""
+    check_inputs(model, clean, corrupted)
+    _check_site(model, site, by)
+    if direction not in DIRECTIONS:
+        raise invalid("direction", " or ".join(DIRECTIONS), direction)
+    if memory_mb <= 0:
+        raise invalid("memory_mb", "a positive number of megabytes", memory_mb)
+    dims = DIMS[by]
+    sizes = _sizes(model, site, clean.shape[1])
+    chosen = {"layer": layers, "pos": positions, "head": heads, "neuron": neurons}
+    params = {"layer": "layers", "pos": "positions", "head": "heads", "neuron": "neurons"}
+    coords = {d: _pick(params[d], chosen[d], sizes[d]) for d in dims}
+    for d, sel in chosen.items():
+        if sel is not None and d not in dims:
+            raise ConfigError(f"'{params[d]}' does not apply to by={by!r} (its dimensions are {', '.join(dims)})")
+
+    device = next(model.parameters()).device
+    clean, corrupted = clean.to(device), corrupted.to(device)
+    base, source = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
+    b = clean.shape[0]
+    cells = list(itertools.product(*coords.values()))
+    use_engine = engine and supports(model)
+    if use_engine:
+        base_run = BaseRun(model, base)
+        src_run = BaseRun(model, source, record={site})
+        src = {layer: src_run.recorded[(site, layer)] for layer in coords["layer"]}
+        clean_logits, corrupt_logits = (src_run.logits, base_run.logits)[:: 1 if base is corrupted else -1]
+    else:
+        names = {hook_name(site, layer) for layer in coords["layer"]}
+        _, cache = model.run_with_cache(source, names_filter=lambda n: n in names)
+        src = {layer: cache[hook_name(site, layer)] for layer in coords["layer"]}
+        clean_logits, corrupt_logits = model(clean), model(corrupted)
+    clean_v = evaluate_metric(metric, clean_logits, b)
+    corrupt_v = evaluate_metric(metric, corrupt_logits, b)
+    per_example = clean_v.ndim == 1
+    values = torch.empty(len(cells), b) if per_example else torch.empty(len(cells))
+    setter = _setter(SITES[site][1], by)
+    cap = _chunk(model, b, clean.shape[1], memory_mb)
+    if use_engine:
+        _patch_engine(base_run, site, cells, "pos" in dims, src, setter, metric, values, b, cap)
+    else:
+        _patch_hooks(model, base, site, cells, src, setter, metric, values, b, cap)
+    shape = tuple(len(v) for v in coords.values())
+    per = values.reshape(*shape, b) if per_example else None
+    vals = per.mean(-1) if per is not None else values.reshape(shape)
+    return PatchResult(vals, dims, coords, site, by, direction, float(clean_v.mean()), float(corrupt_v.mean()), per)
+
+
+Cell = tuple[int, ...]
+Setter = Callable[[Tensor, slice, Cell, Tensor, int], Any]
+
+
+def _patch_hooks(model: TransformerBridge, base: Tensor, site: str, cells: list[Cell], src: dict[int, Tensor],
+                 setter: Setter, metric: Callable[[Tensor], Any], values: Tensor, b: int, cap: int) -> None:
+    """Any bridge model: copies stacked on the batch, one hook per layer, whole forward passes."""
+    for start in range(0, len(cells), cap):
+        part = cells[start:start + cap]
+        per_layer: dict[int, list[tuple[int, Cell]]] = defaultdict(list)
+        for c, cell in enumerate(part):
+            per_layer[cell[0]].append((c, cell))
+
+        def make_hook(todo: list[tuple[int, Cell]], s: Tensor) -> Callable[..., Tensor]:
+            def hook(act: Tensor, hook: Any = None) -> Tensor:
+                act = act.clone()  # as TransformerLens does: the bridge may keep using the unpatched tensor
+                for c, cell in todo:
+                    setter(act, slice(c * b, (c + 1) * b), cell, s, 0)
+                return act
+
+            return hook
+
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
+            (hook_name(site, layer), make_hook(todo, src[layer])) for layer, todo in per_layer.items()]
+        logits = model.run_with_hooks(base.repeat(len(part), 1), fwd_hooks=hooks)
+        for c in range(len(part)):
+            values[start + c] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)
+
+
+TARGET_ROWS = 1_024  # token rows per engine pass: fewer recomputed positions vs per-pass overhead (tuned)
+
+
+def _patch_engine(run: BaseRun, site: str, cells: list[Cell], has_pos: bool, src: dict[int, Tensor],
+                  setter: Setter, metric: Callable[[Tensor], Any], values: Tensor, b: int, cap: int) -> None:
+    """Native toy models: rerun only the patched layer and up, and only positions from the patch on."""
+    n_pos = run.tokens.shape[1]
+    order = sorted(range(len(cells)), key=lambda i: (cells[i][0], -(cells[i][1] if has_pos else 0)))
+    chunks: list[list[int]] = []
+    for i in order:
+        layer, p = cells[i][0], (cells[i][1] if has_pos else 0)
+        last = chunks[-1] if chunks else None
+        if last is not None and cells[last[0]][0] == layer and len(last) < cap \
+                and (len(last) + 1) * b * (n_pos - p) <= TARGET_ROWS:
+            last.append(i)
+        else:
+            chunks.append([i])
+    for chunk in chunks:
+        layer = cells[chunk[0]][0]
+        p0 = min(cells[i][1] for i in chunk) if has_pos else 0
+
+        def at_site(name: str, act: Tensor, chunk: list[int] = chunk, layer: int = layer, p0: int = p0) -> Tensor:
+            if name != site:
+                return act
+            act = expand(act, len(chunk))
+            for c, i in enumerate(chunk):
+                setter(act, slice(c * b, (c + 1) * b), cells[i], src[layer], p0)
+            return act
+
+        logits = run.rerun(layer, p0, at_site)
+        for c, i in enumerate(chunk):
+            values[i] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)
+
+
+@dataclass(frozen=True)
+class PatchResult(Result):
+    """Metric of the patched run for every cell; ``coords[dim]`` lists the indices along each dim."""
+
+    values: Tensor
+    dims: tuple[str, ...]
+    coords: dict[str, list[int]]
+    site: str
+    by: str
+    direction: str
+    clean_value: float  # metric of the clean run
+    corrupted_value: float  # metric of the corrupted run
+    per_example: Tensor | None = None  # [..., batch] when the metric returned a [batch] vector
+    method: str = "activation patching"
+
+    def effect(self) -> Tensor:
+        """Fraction of the clean-corrupted gap each cell accounts for (1 = all of it)."""
+        gap = self.clean_value - self.corrupted_value
+        if gap == 0:
+            return torch.full_like(self.values, float("nan"))
+        if self.direction == "denoising":
+            return (self.values - self.corrupted_value) / gap
+        return (self.clean_value - self.values) / gap
+
+    def label(self, idx: Sequence[int]) -> str:
+        parts = {d: self.coords[d][i] for d, i in zip(self.dims, idx, strict=True)}
+        if "head" in parts:
+            s = f"L{parts['layer']}H{parts['head']}"
+        elif "neuron" in parts:
+            s = f"L{parts['layer']}N{parts['neuron']}"
+        else:
+            s = f"L{parts['layer']}"
+        return s + (f" pos {parts['pos']}" if "pos" in parts else "")
+
+    def top(self, k: int = 5) -> list[tuple[str, float, float]]:
+        """The ``k`` cells with the largest absolute effect: ``(label, value, effect)``."""
+        eff = self.effect()
+        order = eff.abs().nan_to_num(-1).flatten().argsort(descending=True)[:k]
+        out = []
+        for flat in order.tolist():
+            idx = torch.unravel_index(torch.tensor(flat), self.values.shape)
+            out.append((self.label([int(i) for i in idx]), float(self.values.flatten()[flat]),
+                        float(eff.flatten()[flat])))
+        return out
+
+    def summary(self) -> str:
+        tops = ", ".join(f"{lab} {v:.3g} ({e:.0%})" for lab, v, e in self.top(3))
+        return (f"{self.method}, {self.site} by {self.by} ({self.direction}): clean {self.clean_value:.4g}, "
+                f"corrupted {self.corrupted_value:.4g}; top cells {tops}")
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        grids = torch.meshgrid(*[torch.tensor(self.coords[d]) for d in self.dims], indexing="ij")
+        cols = {d: g.flatten().tolist() for d, g in zip(self.dims, grids, strict=True)}
+        return pd.DataFrame({**cols, "value": self.values.flatten().tolist(),
+                             "effect": self.effect().flatten().tolist()})
+
+    def figure(self) -> Any:
+        import plotly.graph_objects as go
+
+        v = self.values
+        title = f"{self.method}: {self.site} by {self.by} ({self.direction}); clean {self.clean_value:.3g}, " \
+                f"corrupted {self.corrupted_value:.3g}"
+        if v.ndim == 1:
+            fig = go.Figure(go.Bar(x=[f"L{x}" for x in self.coords["layer"]], y=v.tolist()))
+            return fig.update_layout(title=title, yaxis_title="metric")
+        if v.ndim == 3:  # layer, pos, head -> rows L{l}H{h}, columns pos
+            rows = [f"L{la}H{h}" for la in self.coords["layer"] for h in self.coords["head"]]
+            z = v.permute(0, 2, 1).reshape(len(rows), -1)
+            x = [str(p) for p in self.coords["pos"]]
+        else:
+            d0, d1 = self.dims
+            prefix = {"layer": "L", "head": "H", "neuron": "N", "pos": ""}
+            rows = [f"{prefix[d0]}{i}" for i in self.coords[d0]]
+            x = [f"{prefix[d1]}{i}" for i in self.coords[d1]]
+            z = v
+        mid = self.corrupted_value if self.direction == "denoising" else self.clean_value
+        fig = go.Figure(go.Heatmap(z=z.tolist(), x=x, y=rows, colorscale="RdBu", zmid=mid,
+                                   hovertemplate="%{y} %{x}: %{z:.4g}<extra></extra>"))
+        fig.update_yaxes(autorange="reversed")
+        return fig.update_layout(title=title, height=max(320, 22 * len(rows) + 140))

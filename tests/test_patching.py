@@ -1,0 +1,162 @@
+"""Activation patching against TransformerLens 4.3's own ``transformer_lens.patching``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformer_lens.patching as tlp
+
+import mechwork
+from mechwork.attention import repeated_tokens
+from mechwork.errors import ConfigError
+from mechwork.metrics import correct_prob, logit_diff, loss, normalized
+from mechwork.patching import patch
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def induction():
+    model = mechwork.load("induction-2l", device="cpu")
+    half = 20
+    clean = repeated_tokens(64, half, batch=4, seed=1)
+    corrupted = clean.clone()
+    corrupted[:, :half] = torch.randint(0, 64, (4, half), generator=torch.Generator().manual_seed(2))
+
+    def metric(logits):  # mean log-prob of the repeated half's next tokens
+        return logits[:, half:-1].log_softmax(-1).gather(-1, clean[:, half + 1:, None]).mean()
+
+    return model, clean, corrupted, metric
+
+
+@pytest.fixture(scope="module")
+def modadd(embedded_model, modadd_preset):
+    toks = modadd_preset.task.tokens
+    g = torch.Generator().manual_seed(0)
+    clean = toks[torch.randint(0, len(toks), (6,), generator=g)]
+    corrupted = clean.clone()
+    corrupted[:, 1] = (clean[:, 1] + 7) % 113
+    right, wrong = (clean[:, 0] + clean[:, 1]) % 113, (corrupted[:, 0] + corrupted[:, 1]) % 113
+    return embedded_model, clean, corrupted, logit_diff(right, wrong)
+
+
+# (mechwork site, by, TL function, permutation of mechwork's dims into TL's order)
+VARIANTS = [
+    ("resid_pre", "layer_pos", tlp.get_act_patch_resid_pre, None),
+    ("resid_mid", "layer_pos", tlp.get_act_patch_resid_mid, None),
+    ("attn_out", "layer_pos", tlp.get_act_patch_attn_out, None),
+    ("mlp_out", "layer_pos", tlp.get_act_patch_mlp_out, None),
+    ("z", "head_pos", tlp.get_act_patch_attn_head_out_by_pos, None),
+    ("q", "head_pos", tlp.get_act_patch_attn_head_q_by_pos, None),
+    ("k", "head_pos", tlp.get_act_patch_attn_head_k_by_pos, None),
+    ("v", "head_pos", tlp.get_act_patch_attn_head_v_by_pos, None),
+    ("pattern", "head_pos", tlp.get_act_patch_attn_head_pattern_by_pos, (0, 2, 1)),
+    ("z", "head", tlp.get_act_patch_attn_head_out_all_pos, None),
+    ("q", "head", tlp.get_act_patch_attn_head_q_all_pos, None),
+    ("k", "head", tlp.get_act_patch_attn_head_k_all_pos, None),
+    ("v", "head", tlp.get_act_patch_attn_head_v_all_pos, None),
+    ("pattern", "head", tlp.get_act_patch_attn_head_pattern_all_pos, None),
+]
+
+
+@pytest.mark.parametrize("which", ["modadd", "induction"])
+@pytest.mark.parametrize("site, by, tl_fn, perm", VARIANTS, ids=[f"{s}-{b}" for s, b, _, _ in VARIANTS])
+def test_exactly_transformer_lens(request, which, site, by, tl_fn, perm):
+    model, clean, corrupted, metric = request.getfixturevalue(which)
+    if f"blocks.0.{'mlp.hook_post' if site == 'mlp_post' else 'hook_' + site}" not in model.hook_dict \
+            and site in ("resid_mid", "mlp_out"):
+        pytest.skip(f"{which} has no {site} (attention-only)")
+    _, cache = model.run_with_cache(clean)
+    ref = tl_fn(model, corrupted, cache, metric).cpu()
+    ours = patch(model, clean, corrupted, metric, site=site, by=by)
+    hooks = patch(model, clean, corrupted, metric, site=site, by=by, engine=False)
+    got = ours.values if perm is None else ours.values.permute(*perm)
+    assert got.shape == ref.shape
+    assert float((got - ref).abs().max()) <= TOL
+    assert float((hooks.values - ours.values).abs().max()) <= TOL  # both execution paths
+    # the sweep is not degenerate (modadd's answer reads q at '=' only, which the corruption leaves alone)
+    assert float(ref.std()) > 0 or (which, site) == ("modadd", "q")
+
+
+def test_noising_and_neurons_against_single_hooked_runs(modadd):
+    model, clean, corrupted, metric = modadd
+    res = patch(model, clean, corrupted, metric, site="mlp_post", by="neuron", direction="noising",
+                neurons=[0, 7, 300])
+    _, corr_cache = model.run_with_cache(corrupted)
+    for j, n in enumerate([0, 7, 300]):
+        def hook(act, hook, n=n):
+            act[:, :, n] = corr_cache["blocks.0.mlp.hook_post"][:, :, n]
+            return act
+
+        want = float(metric(model.run_with_hooks(clean, fwd_hooks=[("blocks.0.mlp.hook_post", hook)])))
+        assert abs(float(res.values[0, j]) - want) <= TOL
+    assert res.coords["neuron"] == [0, 7, 300] and res.direction == "noising"
+    hooks = patch(model, clean, corrupted, metric, site="mlp_post", by="neuron", direction="noising",
+                  neurons=[0, 7, 300], engine=False)
+    torch.testing.assert_close(hooks.values, res.values, atol=TOL, rtol=0)
+
+
+def test_per_example_metric_keeps_the_batch(induction):
+    model, clean, corrupted, _ = induction
+    tgt = clean[:, 1:]
+    mask = torch.zeros_like(tgt, dtype=torch.bool)
+    mask[:, 20:] = True
+    tgt = torch.cat([tgt, tgt[:, -1:]], 1)
+    mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+    per = patch(model, clean, corrupted, loss(tgt, mask, per_example=True), site="z", by="head", layers=[1])
+    assert per.per_example is not None and per.per_example.shape == (1, 4, 4)
+    torch.testing.assert_close(per.values, per.per_example.mean(-1))
+
+
+def test_metric_helpers(modadd):
+    model, clean, corrupted, metric = modadd
+    cl, co = model(clean), model(corrupted)
+    norm = normalized(metric, cl, co)
+    assert abs(float(norm(cl)) - 1) < 1e-6 and abs(float(norm(co))) < 1e-6
+    res = patch(model, clean, corrupted, norm, site="resid_pre", by="layer_pos")
+    assert abs(float(res.values[0, 1]) - 1) < 1e-4  # b sits at pos 1: patching it restores everything
+    right = (clean[:, 0] + clean[:, 1]) % 113
+    p = correct_prob(right)(cl)
+    assert 0.9 < float(p) <= 1.0
+    assert float(loss(right)(cl)) == pytest.approx(float(-cl[:, -1].log_softmax(-1).gather(1, right[:, None]).mean()))
+
+
+def test_result_is_labelled(induction):
+    model, clean, corrupted, metric = induction
+    res = patch(model, clean, corrupted, metric, site="z", by="head_pos", layers=[1], positions=range(20, 40))
+    assert res.dims == ("layer", "pos", "head") and res.values.shape == (1, 20, 4)
+    frame = res.to_frame()
+    assert list(frame.columns) == ["layer", "pos", "head", "value", "effect"] and len(frame) == 80
+    assert frame["pos"].min() == 20
+    top = res.top(3)
+    assert len(top) == 3 and top[0][0].startswith("L1H") and abs(top[0][2]) >= abs(top[-1][2])
+    assert "z by head_pos" in res.summary()
+    assert len(res.figure().data) == 1 and "<table" in res._repr_html_()
+
+
+# -- bad input -------------------------------------------------------------------------
+def test_bad_input_is_a_clear_error(induction):
+    model, clean, corrupted, metric = induction
+    with pytest.raises(ConfigError, match="same shape"):
+        patch(model, clean, corrupted[:, :30], metric)
+    with pytest.raises(ConfigError, match="'site' must be one of resid_pre, resid_mid, .*mlp_post"):
+        patch(model, clean, corrupted, metric, site="resid")
+    with pytest.raises(ConfigError, match="one this model has: resid_pre, attn_out, z, q, k, v, pattern"):
+        patch(model, clean, corrupted, metric, site="mlp_out")
+    with pytest.raises(ConfigError, match="'by' must be one of head, head_pos for site 'z'"):
+        patch(model, clean, corrupted, metric, site="z", by="layer_pos")
+    bad_metric = r"'metric' must return a scalar or a \[batch\] tensor .*\(got shape \(4, 40\)\)"
+    with pytest.raises(ConfigError, match=bad_metric):
+        patch(model, clean, corrupted, lambda lg: lg[..., 0], site="z", by="head")
+    with pytest.raises(ConfigError, match=r"'heads' must be indices in \[0, 4\) \(got 4\)"):
+        patch(model, clean, corrupted, metric, site="z", by="head", heads=[4])
+    with pytest.raises(ConfigError, match=r"'layers' must be indices in \[0, 2\) \(got 2\)"):
+        patch(model, clean, corrupted, metric, site="z", by="head", layers=[0, 2])
+    with pytest.raises(ConfigError, match="'direction' must be denoising or noising"):
+        patch(model, clean, corrupted, metric, direction="up")
+    model.train()
+    try:
+        with pytest.raises(ConfigError, match=r"eval mode .*call model.eval\(\)"):
+            patch(model, clean, corrupted, metric)
+    finally:
+        model.eval()
