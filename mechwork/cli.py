@@ -1,4 +1,4 @@
-"""The ``mechwork`` command line: ``train``, ``info``, ``analyze``, ``dashboard`` and ``demo``.
+"""The ``mechwork`` command line: ``train``, ``info``, ``analyze``, ``patch``, ``dashboard`` and ``demo``.
 
 Bad input never half-writes anything: every argument is validated (and the
 task, model and train configs are built) before a run directory is touched.
@@ -13,6 +13,7 @@ Examples::
     mechwork train induction --steps 3000 --out runs/induction
     mechwork info runs/modadd
     mechwork info modadd-113
+    mechwork patch induction-2l --site z --by head_pos --json z.json
     mechwork dashboard modadd-113 --out dashboards/modadd-113.html
     mechwork demo
 """
@@ -230,6 +231,76 @@ def analyze_fourier(
 
         write_json_atomic(data, json_out)
         click.echo(f"wrote {json_out}")
+
+
+SITE_NAMES = ("resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern", "mlp_post")
+BY_NAMES = ("layer", "layer_pos", "head", "head_pos", "neuron")
+
+
+@cli.command("patch")
+@click.argument("run_or_preset")
+@click.option("--site", type=click.Choice(SITE_NAMES), default="resid_pre", show_default=True)
+@click.option("--by", type=click.Choice(BY_NAMES), default="layer_pos", show_default=True)
+@click.option("--direction", type=click.Choice(["denoising", "noising"]), default="denoising", show_default=True)
+@click.option("--method", type=click.Choice(["exact", "attribution"]), default="exact", show_default=True,
+              help="exact activation patching, or its gradient approximation (one forward + one backward)")
+@click.option("--n", "n_prompts", type=click.IntRange(min=1), default=8, show_default=True, help="prompts")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="cells to print")
+@click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="write every cell as JSON")
+@click.option("--dashboard", "dash_out", type=click.Path(path_type=Path), default=None,
+              help="write the result as a dashboard page (.html)")
+def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: str, n_prompts: int, seed: int,
+              top: int, step: int | None, json_out: Path | None, dash_out: Path | None) -> None:
+    """Activation patching on the task's standard clean/corrupted prompts; prints the top cells."""
+    from mechwork.dashboard.standard import check_out
+    from mechwork.runs import Run, load, resolve
+
+    if json_out is not None and json_out.is_dir():
+        raise click.BadParameter(f"must be a file path, not a directory (got {str(json_out)!r})", param_hint="'--json'")
+    if dash_out is not None:
+        try:
+            check_out(dash_out)
+        except MechworkError as e:
+            raise click.BadParameter(str(e), param_hint="'--dashboard'") from e
+    kind, key = resolve(run_or_preset)
+    from mechwork.models import preset
+    from mechwork.probes import standard_probe
+
+    task = preset(key).task if kind == "preset" else Run(key).task
+    model = load(key, step=step)
+    probe = standard_probe(task, n=n_prompts, seed=seed)
+    if method == "exact":
+        from mechwork.patching import patch
+
+        res = patch(model, probe.clean, probe.corrupted, probe.metric, site=site, by=by, direction=direction)
+    else:
+        from mechwork.attribution import attribute
+
+        res = attribute(model, probe.clean, probe.corrupted, probe.metric, site=site, by=by, direction=direction)
+    click.echo(f"{res.method} of {key}: {site} by {by}, {direction}")
+    click.echo(f"  prompts: {probe.description}")
+    click.echo(f"  metric: clean {res.clean_value:.4g}, corrupted {res.corrupted_value:.4g}")
+    click.echo(f"  top {top} cells (value, share of the clean-corrupted gap):")
+    for label, value, eff in res.top(top):
+        click.echo(f"    {label:<16} {value:>10.4g}  {eff:>7.1%}")
+    if json_out is not None:
+        from mechwork.io import write_json_atomic
+
+        write_json_atomic({"source": key, "site": site, "by": by, "direction": direction, "method": method,
+                           "prompts": probe.description, "dims": list(res.dims), "coords": res.coords,
+                           "values": res.values.tolist(), "clean": res.clean_value,
+                           "corrupted": res.corrupted_value}, json_out)
+        click.echo(f"wrote {json_out}")
+    if dash_out is not None:
+        from mechwork.dashboard import Page
+
+        page = Page(f"{res.method}: {key}", subtitle=f"{site} by {by}, {direction}")
+        page.text(probe.description, title="Prompts and metric")
+        page.result(res, title=f"{site} by {by}", table=True)
+        page.save(dash_out)
+        click.echo(f"wrote {dash_out}")
 
 
 @cli.command("dashboard")

@@ -62,7 +62,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["BY", "DIMS", "SITES", "PatchResult", "check_inputs", "evaluate_metric", "hook_name", "patch"]
+__all__ = ["BY", "DIMS", "SITES", "PatchResult", "check_inputs", "check_model", "check_site", "evaluate_metric",
+           "hook_name", "patch", "pick_coords", "prepare"]
 
 SITES: dict[str, tuple[str, str]] = {  # site -> (hook name template, activation kind)
     "resid_pre": ("blocks.{layer}.hook_resid_pre", "pos"),
@@ -145,12 +146,12 @@ def _pick(name: str, chosen: Sequence[int] | None, size: int) -> list[int]:
     return out
 
 
-def _check_site(model: TransformerBridge, site: str, by: str) -> None:
+def check_site(model: TransformerBridge, site: str, by: str) -> None:
     if site not in SITES:
         raise invalid("site", f"one of {', '.join(SITES)}", site)
     if hook_name(site, 0) not in model.hook_dict:
         have = [s for s in SITES if hook_name(s, 0) in model.hook_dict]
-        raise invalid("site", f"one this model has: {', '.join(have)}", site)
+        raise invalid("site", f"one of the sites this model has: {', '.join(have)}", site)
     kind = SITES[site][1]
     if by not in BY[kind]:
         raise invalid("by", f"one of {', '.join(BY[kind])} for site {site!r}", by)
@@ -175,6 +176,34 @@ def _setter(kind: str, by: str) -> Callable[[Tensor, slice, tuple[int, ...], Ten
     if by == "head":
         return lambda act, sl, cell, src, p0: act[sl, cell[1]].copy_(src[:, cell[1], p0:])
     return lambda act, sl, cell, src, p0: act[sl, cell[2], cell[1] - p0].copy_(src[:, cell[2], cell[1]])
+
+
+def pick_coords(
+    model: TransformerBridge, site: str, by: str, n_pos: int, *, layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None, heads: Sequence[int] | None = None,
+    neurons: Sequence[int] | None = None,
+) -> dict[str, list[int]]:
+    """The indices along each dimension of ``by`` (all, or the chosen ones, checked against the model)."""
+    dims = DIMS[by]
+    sizes = _sizes(model, site, n_pos)
+    chosen = {"layer": layers, "pos": positions, "head": heads, "neuron": neurons}
+    params = {"layer": "layers", "pos": "positions", "head": "heads", "neuron": "neurons"}
+    for d, sel in chosen.items():
+        if sel is not None and d not in dims:
+            raise ConfigError(f"'{params[d]}' does not apply to by={by!r} (its dimensions are {', '.join(dims)})")
+    return {d: _pick(params[d], chosen[d], sizes[d]) for d in dims}
+
+
+def prepare(
+    model: TransformerBridge, clean: Tensor, corrupted: Tensor, site: str, by: str, direction: str, operation: str,
+    **chosen: Sequence[int] | None,
+) -> tuple[tuple[str, ...], dict[str, list[int]]]:
+    """Check every argument of a patching call; return the result's dims and coordinates."""
+    check_inputs(model, clean, corrupted, operation)
+    check_site(model, site, by)
+    if direction not in DIRECTIONS:
+        raise invalid("direction", " or ".join(DIRECTIONS), direction)
+    return DIMS[by], pick_coords(model, site, by, clean.shape[1], **chosen)
 
 
 def _chunk(model: TransformerBridge, batch: int, n_pos: int, memory_mb: float) -> int:
@@ -203,20 +232,10 @@ def patch(
     engine: bool = True,
 ) -> PatchResult:
     """Patch every cell of ``site`` grouped ``by`` (optionally only some layers/positions/heads/neurons)."""
-    check_inputs(model, clean, corrupted)
-    _check_site(model, site, by)
-    if direction not in DIRECTIONS:
-        raise invalid("direction", " or ".join(DIRECTIONS), direction)
     if memory_mb <= 0:
         raise invalid("memory_mb", "a positive number of megabytes", memory_mb)
-    dims = DIMS[by]
-    sizes = _sizes(model, site, clean.shape[1])
-    chosen = {"layer": layers, "pos": positions, "head": heads, "neuron": neurons}
-    params = {"layer": "layers", "pos": "positions", "head": "heads", "neuron": "neurons"}
-    coords = {d: _pick(params[d], chosen[d], sizes[d]) for d in dims}
-    for d, sel in chosen.items():
-        if sel is not None and d not in dims:
-            raise ConfigError(f"'{params[d]}' does not apply to by={by!r} (its dimensions are {', '.join(dims)})")
+    dims, coords = prepare(model, clean, corrupted, site, by, direction, "patching",
+                           layers=layers, positions=positions, heads=heads, neurons=neurons)
 
     device = next(model.parameters()).device
     clean, corrupted = clean.to(device), corrupted.to(device)

@@ -201,6 +201,7 @@ def test_grokking_dashboard_of_the_embedded_model():
     assert sum(b.kind == "plotly" for b in page.blocks) >= 7
     html = page.render("cdn")
     assert "key frequencies [1, 5, 10, 19, 47]" in html and "100.00%" in html
+    assert "Fourier ablation of the embedding" in h
 
 
 def test_preset_without_history_says_so_instead_of_failing():
@@ -237,6 +238,7 @@ def test_induction_dashboard_of_the_embedded_model():
     page = induction_dashboard("induction-2l")
     h = headings(page)
     assert "Head detectors" in h and "Every head on a repeated sequence (1)" in h
+    assert "Activation patching: every head at every position" in h and "Ablation and path patching" in h
     views = [b.body for b in page.blocks if b.kind == "view"]
     assert len(views) == 3
     assert all(len(v.props["attentionHeadNames"]) == 8 for v in views)  # every head of both layers

@@ -141,7 +141,7 @@ def test_bad_input_is_a_clear_error(induction):
         patch(model, clean, corrupted[:, :30], metric)
     with pytest.raises(ConfigError, match="'site' must be one of resid_pre, resid_mid, .*mlp_post"):
         patch(model, clean, corrupted, metric, site="resid")
-    with pytest.raises(ConfigError, match="one this model has: resid_pre, attn_out, z, q, k, v, pattern"):
+    with pytest.raises(ConfigError, match="one of the sites this model has: resid_pre, attn_out, z, q, k, v, pat"):
         patch(model, clean, corrupted, metric, site="mlp_out")
     with pytest.raises(ConfigError, match="'by' must be one of head, head_pos for site 'z'"):
         patch(model, clean, corrupted, metric, site="z", by="layer_pos")
@@ -160,3 +160,36 @@ def test_bad_input_is_a_clear_error(induction):
             patch(model, clean, corrupted, metric)
     finally:
         model.eval()
+
+
+# -- the command line ----------------------------------------------------------------------
+def test_cli_patch_prints_top_cells_and_writes_json_and_a_page(tmp_path, capsys):
+    import json
+
+    from mechwork.cli import main
+
+    js, page = tmp_path / "z.json", tmp_path / "z.html"
+    assert main(["patch", "induction-2l", "--site", "z", "--by", "head_pos", "--n", "4", "--top", "3",
+                 "--json", str(js), "--dashboard", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "top 3 cells" in out and out.count("    L1H") + out.count("    L0H") == 3
+    data = json.loads(js.read_text())
+    assert data["dims"] == ["layer", "pos", "head"] and len(data["values"]) == 2 and len(data["values"][0]) == 48
+    assert "activation patching: induction-2l" in page.read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["patch", "induction-2l", "--site", "nope"], "'nope' is not one of"),
+    (["patch", "induction-2l", "--site", "mlp_out"], "one of the sites this model has"),
+    (["patch", "induction-2l", "--site", "z", "--by", "layer"], "'by' must be one of head, head_pos"),
+    (["patch", "induction-2l", "--dashboard", "MISSING/x.html"], "directory 'MISSING' does not exist"),
+    (["patch", "nowhere"], "must be a run directory or one of modadd-113, induction-2l"),
+])
+def test_cli_patch_bad_input(tmp_path, monkeypatch, capsys, args, message):
+    from mechwork.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

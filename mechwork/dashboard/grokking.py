@@ -12,7 +12,8 @@ Fourier analysis; one more gives the attention patterns. The page has, in order:
    cluster sizes, and one neuron per key frequency over the (a, b) grid;
 7. attention from ``=`` to ``a`` over the (a, b) grid, per head;
 8. circuitsvis attention views of a few example inputs;
-9. the trig-identity logit fit and the restricted / excluded losses.
+9. the trig-identity logit fit and the restricted / excluded losses;
+10. the embedding with only the key frequencies kept, or with them removed.
 
 A preset or run with no training history gets a note in sections 3 and 4.
 
@@ -246,4 +247,14 @@ def grokking_page(src: Source) -> Page:
     # 9. logits
     page.plotly(fit.figure(), title="Trig-identity logit fit", caption=fit.summary())
     page.plotly(rex.figure(), title="Restricted and excluded loss", caption=rex.summary())
+
+    # 10. the hypothesis, tested by ablation
+    from mechwork.ablation import keep_frequencies, remove_frequencies
+
+    kept, removed = keep_frequencies(model, task, kf.freqs), remove_frequencies(model, task, kf.freqs)
+    abl = go.Figure(go.Bar(x=["unablated", "key frequencies only", "key frequencies removed"],
+                           y=[kept.base_accuracy, kept.accuracy, removed.accuracy],
+                           marker_color=["#7f7f7f", "#2ca02c", "#d62728"]))
+    abl.update_layout(title="Accuracy on all pairs with the embedding projected", yaxis_range=[0, 1], height=360)
+    page.plotly(abl, title="Fourier ablation of the embedding", caption=f"{kept.summary()}. {removed.summary()}.")
     return page

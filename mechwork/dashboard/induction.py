@@ -9,7 +9,11 @@ Sections:
 4. loss per position on ``[r, r]`` sequences: an induction circuit makes the
    second copy cheap to predict;
 5. circuitsvis attention views of every head on repeated sequences, and on
-   one of the task's own sequences (a repeat at a random offset).
+   one of the task's own sequences (a repeat at a random offset);
+6. activation patching of every head at every position, and attribution
+   patching against it;
+7. zero, mean and resample ablation of the previous-token heads the detectors
+   name, and path patching from them to the induction heads' q, k and v.
 
 Example::
 
@@ -121,4 +125,53 @@ def induction_page(src: Source) -> Page:
     own = attention_patterns(model, ev.tokens[:1])
     page.view(own.view(0), title="Every head on a task sequence",
               caption="One held-out sequence of the task: one segment repeated at a random offset.")
+    patching_sections(page, model, task, [(la, h) for la, h, _ in prev if la == 0],
+                      [(la, h) for la, h, _ in ind if la >= 1])
     return page
+
+
+def patching_sections(page: Page, model: Any, task: Any, prev: list[tuple[int, int]],
+                      ind: list[tuple[int, int]]) -> None:
+    """Patching, attribution, ablation and path patching of the induction circuit."""
+    import plotly.graph_objects as go
+
+    from mechwork.ablation import ablate
+    from mechwork.attribution import attribute, path_patch
+    from mechwork.metrics import accuracy
+    from mechwork.patching import patch
+    from mechwork.probes import standard_probe
+
+    probe = standard_probe(task, n=8, seed=0)
+    exact = patch(model, probe.clean, probe.corrupted, probe.metric, site="z", by="head_pos")
+    approx = attribute(model, probe.clean, probe.corrupted, probe.metric, site="z", by="head_pos")
+    page.plotly(exact.figure(), title="Activation patching: every head at every position",
+                caption=f"{probe.description}. {exact.summary()}")
+    x, y = exact.values.flatten(), approx.values.flatten()
+    r = float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+    labels = [exact.label(idx) for idx in torch.cartesian_prod(
+        *[torch.arange(n) for n in exact.values.shape]).tolist()]
+    scatter = go.Figure(go.Scatter(x=x.tolist(), y=y.tolist(), mode="markers", text=labels,
+                                   marker={"size": 5, "opacity": 0.6}))
+    scatter.update_layout(title=f"Attribution patching against exact patching (Pearson r = {r:.3f})",
+                          xaxis_title="exact patched metric", yaxis_title="attribution estimate", height=400)
+    page.plotly(scatter, title="Attribution patching",
+                caption="One forward and one backward pass estimate every cell of the sweep above.")
+    if not (prev and ind):
+        page.note("The detectors name no previous-token head in layer 0 and induction head above it, so there is "
+                  "no circuit to ablate or path-patch.", title="Ablation and path patching")
+        return
+    ev = task.eval_batches()["test"]
+    acc = accuracy(ev.targets, ev.mask)
+    base = float(acc(model(ev.tokens)))
+    rows = [("unablated", base)]
+    for how in ("zero", "mean", "resample"):
+        rows.append((f"{how}-ablate {', '.join(f'L{la}H{h}' for la, h in prev)}",
+                     float(acc(ablate(model, ev.tokens, heads=prev, how=how)))))
+    paths = {c: path_patch(model, ev.tokens, "mean", acc, senders=prev, receivers=ind, component=c) for c in "qkv"}
+    rows += [(f"path {c}: mean-ablate only via the induction heads' {c}", paths[c].value) for c in "qkv"]
+    bars = go.Figure(go.Bar(x=[v for _, v in rows], y=[n for n, _ in rows], orientation="h"))
+    bars.update_yaxes(autorange="reversed")
+    bars.update_layout(title="Accuracy inside repeated segments", xaxis_range=[0, 1], height=360,
+                       margin={"l": 360})
+    page.plotly(bars, title="Ablation and path patching",
+                caption=" ".join(p.summary() + "." for p in paths.values()))

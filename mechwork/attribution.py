@@ -1,0 +1,273 @@
+"""Attribution patching and path patching: the two patching variants that are not one cell per copy.
+
+* :func:`attribute` -- the linear approximation of :func:`mechwork.patching.patch`
+  for every cell of a site at once, from one forward and one backward pass
+  (Nanda 2023; Syed et al. 2023): the metric changes by about
+  ``(source - base) . d metric / d activation``, summed over the cell. It
+  returns the same labelled :class:`~mechwork.patching.PatchResult`, so it can
+  be compared cell for cell with exact patching.
+* :func:`path_patch` -- the effect of sender heads on a metric *only through*
+  receiver heads' queries, keys or values (Wang et al. 2022). Run 1 caches the
+  clean run. Run 2 runs the clean input with the senders' outputs (``z``) taken
+  from the corrupted run, every other head's output and every MLP output in
+  the layers below the receivers frozen to their clean values, and records the
+  receivers' q/k/v. Run 3 runs the clean input with only those receiver
+  inputs patched in. The corrupted sender values can come from corrupted
+  tokens, or be a ``"zero"`` or ``"mean"`` ablation of the clean ones.
+
+Example::
+
+    >>> import mechwork, torch
+    >>> from mechwork.attention import repeated_tokens
+    >>> from mechwork.attribution import path_patch
+    >>> model = mechwork.load("induction-2l")
+    >>> toks = repeated_tokens(64, 20, batch=8)
+    >>> def metric(logits):
+    ...     return logits[:, 20:-1].log_softmax(-1).gather(-1, toks[:, 21:, None]).mean()
+    >>> res = path_patch(model, toks, "mean", metric, senders=[(0, 0)], receivers=[(1, 3)], component="k")
+    >>> res.value < res.clean_value
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from mechwork.errors import ConfigError, invalid
+from mechwork.patching import SITES, PatchResult, check_inputs, check_model, evaluate_metric, hook_name, prepare
+from mechwork.results import Result
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["PathPatchResult", "attribute", "path_patch"]
+
+Hooks = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
+
+
+def _reduce(contrib: Tensor, kind: str, by: str) -> Tensor:
+    """Sum a ``(source - base) * grad`` tensor down to one number per cell, in :data:`DIMS` order (minus layer)."""
+    if kind == "pos":  # [b, pos, d]
+        return contrib.sum() if by == "layer" else contrib.sum(dim=(0, 2))
+    if kind == "head":  # [b, pos, head, d_head]
+        return contrib.sum(dim=(0, 1, 3)) if by == "head" else contrib.sum(dim=(0, 3))
+    if kind == "pattern":  # [b, head, dest, src]
+        return contrib.sum(dim=(0, 2, 3)) if by == "head" else contrib.sum(dim=(0, 3)).T
+    # neuron: [b, pos, neuron]
+    if by == "neuron":
+        return contrib.sum(dim=(0, 1))
+    return contrib.sum() if by == "layer" else contrib.sum(dim=(0, 2))
+
+
+def attribute(
+    model: TransformerBridge,
+    clean: Tensor,
+    corrupted: Tensor,
+    metric: Callable[[Tensor], Any],
+    *,
+    site: str = "resid_pre",
+    by: str = "layer_pos",
+    direction: str = "denoising",
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    neurons: Sequence[int] | None = None,
+) -> PatchResult:
+    """Attribution patching: the first-order estimate of :func:`~mechwork.patching.patch` for every cell.
+
+    ``values`` are the estimated patched metric (the base run's value plus the
+    estimated change), directly comparable with ``patch(...).values``.
+    """
+    dims, coords = prepare(model, clean, corrupted, site, by, direction, "attribution patching",
+                           layers=layers, positions=positions, heads=heads, neurons=neurons)
+    device = next(model.parameters()).device
+    clean, corrupted = clean.to(device), corrupted.to(device)
+    base, source = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
+    names = {layer: hook_name(site, layer) for layer in coords["layer"]}
+    with torch.no_grad():
+        src_logits, cache = model.run_with_cache(source, names_filter=lambda n: n in names.values())
+    acts: dict[int, Tensor] = {}
+    grads: dict[int, Tensor] = {}
+
+    def keep(layer: int) -> Callable[..., Tensor]:
+        def hook(act: Tensor, hook: Any = None) -> Tensor:
+            acts[layer] = act.detach()
+            if act.requires_grad:
+                act.register_hook(lambda g: grads.__setitem__(layer, g.detach()))
+            return act
+
+        return hook
+
+    b = clean.shape[0]
+    with torch.enable_grad():
+        hooks: Hooks = [(names[layer], keep(layer)) for layer in coords["layer"]]
+        logits = model.run_with_hooks(base, fwd_hooks=hooks)
+        out = metric(logits)
+        value = evaluate_metric(lambda _: out.detach() if isinstance(out, Tensor) else out, logits, b)
+        out_t = out if isinstance(out, Tensor) else torch.as_tensor(out)
+        if not out_t.requires_grad:
+            raise ConfigError("'metric' must be differentiable for attribution patching (its result has no grad)")
+        out_t.float().mean().backward()
+    base_v = float(value.mean())
+    src_v = float(evaluate_metric(metric, src_logits, b).mean())
+    kind = SITES[site][1]
+    rows = []
+    for layer in coords["layer"]:
+        if layer not in grads:  # pragma: no cover - every hooked site is on the gradient path
+            raise ConfigError(f"no gradient reached {names[layer]}")
+        red = _reduce((cache[names[layer]] - acts[layer]) * grads[layer], kind, by).float().cpu()
+        for d in dims[1:]:
+            red = red.index_select(dims[1:].index(d), torch.tensor(coords[d])) if red.ndim else red
+        rows.append(red)
+    delta = torch.stack(rows).reshape([len(coords[d]) for d in dims])
+    clean_v, corrupt_v = (src_v, base_v) if direction == "denoising" else (base_v, src_v)
+    return PatchResult(base_v + delta, dims, coords, site, by, direction, clean_v, corrupt_v,
+                       method="attribution patching")
+
+
+# -- path patching ------------------------------------------------------------------------
+ABLATIONS = ("zero", "mean")
+
+
+@dataclass(frozen=True)
+class PathPatchResult(Result):
+    """Metric when the senders act only through the receivers' ``component``."""
+
+    senders: list[tuple[int, int]]
+    receivers: list[tuple[int, int]]
+    component: str
+    value: float  # senders corrupted along the path to the receivers only
+    clean_value: float
+    corrupted_value: float  # senders corrupted along every path
+
+    @property
+    def fraction(self) -> float:
+        """Share of the senders' whole effect that goes through this path."""
+        gap = self.clean_value - self.corrupted_value
+        return float("nan") if gap == 0 else (self.clean_value - self.value) / gap
+
+    def summary(self) -> str:
+        s = ", ".join(f"L{la}H{h}" for la, h in self.senders)
+        r = ", ".join(f"L{la}H{h}" for la, h in self.receivers)
+        return (f"path {s} -> {r} ({self.component}): metric {self.value:.4g} (clean {self.clean_value:.4g}, "
+                f"senders corrupted on every path {self.corrupted_value:.4g}): {self.fraction:.0%} of the effect")
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame({"run": ["clean", "path patched", "senders corrupted"],
+                             "metric": [self.clean_value, self.value, self.corrupted_value]})
+
+    def figure(self) -> Any:
+        import plotly.graph_objects as go
+
+        df = self.to_frame()
+        fig = go.Figure(go.Bar(x=df["run"].tolist(), y=df["metric"].tolist()))
+        return fig.update_layout(title=self.summary(), yaxis_title="metric", height=360)
+
+
+def _check_heads(model: TransformerBridge, heads: Sequence[tuple[int, int]], name: str) -> list[tuple[int, int]]:
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    out = [(int(la), int(h)) for la, h in heads]
+    for la, h in out:
+        if not (0 <= la < n_layers and 0 <= h < n_heads):
+            raise invalid(name, f"(layer, head) pairs with layer in [0, {n_layers}) and head in [0, {n_heads})",
+                          (la, h))
+    if not out:
+        raise invalid(name, "at least one (layer, head)", "an empty list")
+    return out
+
+
+def _replace_heads(values: dict[int, Tensor], layer: int, heads: list[int]) -> Callable[..., Tensor]:
+    def hook(act: Tensor, hook: Any = None) -> Tensor:
+        act = act.clone()
+        act[:, :, heads] = values[layer][:, :, heads].to(act.dtype)
+        return act
+
+    return hook
+
+
+@torch.no_grad()
+def path_patch(
+    model: TransformerBridge,
+    clean: Tensor,
+    corrupted: Tensor | str,
+    metric: Callable[[Tensor], Any],
+    *,
+    senders: Sequence[tuple[int, int]],
+    receivers: Sequence[tuple[int, int]],
+    component: str = "k",
+) -> PathPatchResult:
+    """Senders' effect through the receivers' ``component`` (``q``, ``k`` or ``v``) only.
+
+    ``corrupted`` is a token batch shaped like ``clean``, or ``"zero"`` / ``"mean"``
+    to ablate the senders' outputs (mean: over the batch, at each position).
+    """
+    check_model(model, "path patching")
+    if isinstance(corrupted, str):
+        if corrupted not in ABLATIONS:
+            raise invalid("corrupted", f"a token batch or one of {', '.join(ABLATIONS)}", corrupted)
+        check_inputs(model, clean, clean, "path patching")
+    else:
+        check_inputs(model, clean, corrupted, "path patching")
+    if component not in ("q", "k", "v"):
+        raise invalid("component", "q, k or v", component)
+    snd, rcv = _check_heads(model, senders, "senders"), _check_heads(model, receivers, "receivers")
+    top = min(la for la, _ in rcv)
+    if any(la >= top for la, _ in snd):
+        raise ConfigError(f"every sender must sit below every receiver (senders {snd}, receivers {rcv})")
+    device = next(model.parameters()).device
+    clean = clean.to(device)
+    b = clean.shape[0]
+    below = range(top)
+    has_mlp = "blocks.0.hook_mlp_out" in model.hook_dict
+    z_names = {la: f"blocks.{la}.attn.hook_z" for la in below}
+    mlp_names = {la: f"blocks.{la}.hook_mlp_out" for la in below} if has_mlp else {}
+    wanted = set(z_names.values()) | set(mlp_names.values())
+    clean_logits, cache = model.run_with_cache(clean, names_filter=lambda n: n in wanted)
+    clean_z = {la: cache[n] for la, n in z_names.items()}
+    if isinstance(corrupted, str):
+        bad_z = {la: torch.zeros_like(z) if corrupted == "zero" else z.mean(0, keepdim=True).expand_as(z)
+                 for la, z in clean_z.items()}
+    else:
+        _, bad = model.run_with_cache(corrupted.to(device), names_filter=lambda n: n in set(z_names.values()))
+        bad_z = {la: bad[n] for la, n in z_names.items()}
+    by_layer: dict[int, list[int]] = {}
+    for la, h in snd:
+        by_layer.setdefault(la, []).append(h)
+    # senders corrupted on every path
+    full_hooks: Hooks = [(z_names[la], _replace_heads(bad_z, la, hs)) for la, hs in by_layer.items()]
+    corrupt_v = evaluate_metric(metric, model.run_with_hooks(clean, fwd_hooks=full_hooks), b)
+    # run 2: senders corrupted, every other head and MLP below the receivers frozen to clean; record receivers
+    mixed = {la: clean_z[la].clone() for la in below}
+    for la, hs in by_layer.items():
+        mixed[la][:, :, hs] = bad_z[la][:, :, hs]
+    n_heads = int(model.cfg.n_heads)
+    hooks: Hooks = [(z_names[la], _replace_heads(mixed, la, list(range(n_heads)))) for la in below]
+    hooks += [(name, (lambda act, hook=None, v=cache[name]: v.clone())) for name in mlp_names.values()]
+    rec_names = {la: f"blocks.{la}.attn.hook_{component}" for la, _ in rcv}
+    recorded: dict[int, Tensor] = {}
+
+    def record(la: int) -> Callable[..., Tensor]:
+        def hook(act: Tensor, hook: Any = None) -> Tensor:
+            recorded[la] = act.detach().clone()
+            return act
+
+        return hook
+
+    hooks += [(n, record(la)) for la, n in rec_names.items()]
+    model.run_with_hooks(clean, fwd_hooks=hooks)
+    # run 3: clean input, only the receivers' component patched
+    rcv_layer: dict[int, list[int]] = {}
+    for la, h in rcv:
+        rcv_layer.setdefault(la, []).append(h)
+    final: Hooks = [(rec_names[la], _replace_heads(recorded, la, hs)) for la, hs in rcv_layer.items()]
+    value = evaluate_metric(metric, model.run_with_hooks(clean, fwd_hooks=final), b)
+    clean_v = evaluate_metric(metric, clean_logits, b)
+    return PathPatchResult(snd, rcv, component, float(value.mean()), float(clean_v.mean()), float(corrupt_v.mean()))
