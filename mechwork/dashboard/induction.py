@@ -5,7 +5,8 @@ Sections:
 1. a generated summary naming the previous-token and induction heads the
    detectors find, and the accuracy inside and outside repeated segments;
 2. the model and training recipe, and the training curves when there is a history;
-3. head-detector scores (previous-token, induction, duplicate-token) for every head;
+3. head-detector scores (previous-token, induction, duplicate-token) for every head,
+   and the Q/K/V composition scores between the layers' heads;
 4. loss per position on ``[r, r]`` sequences: an induction circuit makes the
    second copy cheap to predict;
 5. circuitsvis attention views of every head on repeated sequences, and on
@@ -74,7 +75,7 @@ def position_loss_figure(model: Any, tokens: torch.Tensor) -> Any:
 
 
 def induction_page(src: Source) -> Page:
-    from mechwork.attention import attention_patterns, head_detectors, repeated_tokens
+    from mechwork.attention import attention_patterns, composition_scores, head_detectors, repeated_tokens
     from mechwork.dashboard.grokking import curves_figure
     from mechwork.summary import _arch, _recipe
     from mechwork.tasks import InductionTask
@@ -115,6 +116,8 @@ def induction_page(src: Source) -> Page:
 
     page.plotly(scores.figure(), title="Head detectors", caption=scores.summary())
     page.table(scores.to_frame(), title="Head detector scores")
+    comp = composition_scores(model)
+    page.plotly(comp.figure(), title="Q, K and V composition", caption=comp.summary())
     rep = repeated_tokens(task.d_vocab, task.seq_len // 2, batch=64, seed=1)
     page.plotly(position_loss_figure(model, rep), title="Loss by position on repeated sequences")
     pats = attention_patterns(model, rep[:2])
