@@ -193,3 +193,24 @@ def test_cli_patch_bad_input(tmp_path, monkeypatch, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_every_sweeps_and_per_example_reduction_match_transformer_lens(modadd):
+    model, clean, corrupted, metric = modadd
+    _, cache = model.run_with_cache(clean)
+    ref = tlp.get_act_patch_block_every(model, corrupted, cache, metric).cpu()  # [3, layer, pos]
+    ours = torch.stack([patch(model, clean, corrupted, metric, site=s, by="layer_pos").values
+                        for s in ("resid_pre", "attn_out", "mlp_out")])
+    assert float((ours - ref).abs().max()) <= TOL
+    ref = tlp.get_act_patch_attn_head_all_pos_every(model, corrupted, cache, metric).cpu()  # [5, layer, head]
+    ours = torch.stack([patch(model, clean, corrupted, metric, site=s, by="head").values
+                        for s in ("z", "q", "k", "v", "pattern")])
+    assert float((ours - ref).abs().max()) <= TOL
+    # a [batch] metric, averaged by TransformerLens's reduce="mean" and kept per example by mechwork
+    right = (clean[:, 0] + clean[:, 1]) % 113
+    wrong = (corrupted[:, 0] + corrupted[:, 1]) % 113
+    per = logit_diff(right, wrong, per_example=True)
+    ref = tlp.get_act_patch_resid_pre(model, corrupted, cache, per, reduce="mean").cpu()
+    ours = patch(model, clean, corrupted, per, site="resid_pre", by="layer_pos")
+    assert ours.per_example is not None and ours.per_example.shape == (1, 3, 6)
+    assert float((ours.values - ref).abs().max()) <= TOL
