@@ -196,7 +196,7 @@ def test_keep_and_remove_the_key_frequencies(embedded_model, modadd_preset):
 def test_train_induction_then_find_the_circuit(tmp_path):
     """`mechwork train induction` on the induction-2l preset; the detectors then find both halves of the circuit."""
     out = tmp_path / "ind"
-    assert main(["train", "induction", "--steps", "1200", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "induction", "--steps", "1600", "--out", str(out), "--quiet"]) == 0
     model = mechwork.load(out, device="cpu")
     scores = head_detectors(model)
     prev = [h for h in scores.top("previous_token", 0.5) if h[0] == 0]
