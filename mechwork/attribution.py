@@ -13,7 +13,11 @@
   the layers below the receivers frozen to their clean values, and records the
   receivers' q/k/v. Run 3 runs the clean input with only those receiver
   inputs patched in. The corrupted sender values can come from corrupted
-  tokens, or be a ``"zero"`` or ``"mean"`` ablation of the clean ones.
+  tokens, or be a ``"zero"`` or ``"mean"`` ablation of the clean ones. In the
+  ``denoising`` direction the corrupted input is run and the senders' clean
+  outputs are routed to the receivers; :func:`direct_path_sweep` does that for
+  every later head, as TransformerLens's ``get_act_patch_direct_path`` does
+  (the tests compare the two).
 
 Example::
 
@@ -25,7 +29,7 @@ Example::
     >>> def metric(logits):
     ...     return logits[:, 20:-1].log_softmax(-1).gather(-1, toks[:, 21:, None]).mean()
     >>> res = path_patch(model, toks, "mean", metric, senders=[(0, 0)], receivers=[(1, 3)], component="k")
-    >>> res.value < res.clean_value
+    >>> res.value < res.base_value
     True
 """
 
@@ -46,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["PathPatchResult", "attribute", "path_patch"]
+__all__ = ["PathPatchResult", "attribute", "direct_path_sweep", "path_patch"]
 
 Hooks = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
 
@@ -137,32 +141,34 @@ ABLATIONS = ("zero", "mean")
 
 @dataclass(frozen=True)
 class PathPatchResult(Result):
-    """Metric when the senders act only through the receivers' ``component``."""
+    """Metric when the senders' swapped outputs reach the receivers' ``component`` only."""
 
     senders: list[tuple[int, int]]
     receivers: list[tuple[int, int]]
     component: str
-    value: float  # senders corrupted along the path to the receivers only
-    clean_value: float
-    corrupted_value: float  # senders corrupted along every path
+    direction: str  # noising: base run clean, senders corrupted; denoising: base corrupted, senders clean
+    value: float  # senders swapped along the path to the receivers only
+    base_value: float  # the base run, nothing swapped
+    full_value: float  # senders swapped along every path
 
     @property
     def fraction(self) -> float:
         """Share of the senders' whole effect that goes through this path."""
-        gap = self.clean_value - self.corrupted_value
-        return float("nan") if gap == 0 else (self.clean_value - self.value) / gap
+        gap = self.full_value - self.base_value
+        return float("nan") if gap == 0 else (self.value - self.base_value) / gap
 
     def summary(self) -> str:
         s = ", ".join(f"L{la}H{h}" for la, h in self.senders)
         r = ", ".join(f"L{la}H{h}" for la, h in self.receivers)
-        return (f"path {s} -> {r} ({self.component}): metric {self.value:.4g} (clean {self.clean_value:.4g}, "
-                f"senders corrupted on every path {self.corrupted_value:.4g}): {self.fraction:.0%} of the effect")
+        return (f"path {s} -> {r} ({self.component}, {self.direction}): metric {self.value:.4g} (base run "
+                f"{self.base_value:.4g}, senders swapped on every path {self.full_value:.4g}): "
+                f"{self.fraction:.0%} of the effect")
 
     def to_frame(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.DataFrame({"run": ["clean", "path patched", "senders corrupted"],
-                             "metric": [self.clean_value, self.value, self.corrupted_value]})
+        return pd.DataFrame({"run": ["base", "path patched", "senders swapped on every path"],
+                             "metric": [self.base_value, self.value, self.full_value]})
 
     def figure(self) -> Any:
         import plotly.graph_objects as go
@@ -203,16 +209,24 @@ def path_patch(
     senders: Sequence[tuple[int, int]],
     receivers: Sequence[tuple[int, int]],
     component: str = "k",
+    direction: str = "noising",
 ) -> PathPatchResult:
     """Senders' effect through the receivers' ``component`` (``q``, ``k`` or ``v``) only.
 
-    ``corrupted`` is a token batch shaped like ``clean``, or ``"zero"`` / ``"mean"``
-    to ablate the senders' outputs (mean: over the batch, at each position).
+    ``noising`` (the default) runs ``clean`` with the senders' outputs from
+    ``corrupted``: a token batch shaped like ``clean``, or ``"zero"`` / ``"mean"``
+    to ablate them (mean: over the batch, at each position). ``denoising`` runs
+    ``corrupted`` tokens with the senders' clean outputs; with one sender, one
+    receiver and no LayerNorm between them this is TransformerLens's
+    ``get_act_patch_direct_path`` (see :func:`direct_path_sweep`).
     """
     check_model(model, "path patching")
+    if direction not in ("noising", "denoising"):
+        raise invalid("direction", "noising or denoising", direction)
     if isinstance(corrupted, str):
-        if corrupted not in ABLATIONS:
-            raise invalid("corrupted", f"a token batch or one of {', '.join(ABLATIONS)}", corrupted)
+        if corrupted not in ABLATIONS or direction == "denoising":
+            valid = f"a token batch or one of {', '.join(ABLATIONS)}" if direction == "noising" else "a token batch"
+            raise invalid("corrupted", f"{valid} (direction {direction})", corrupted)
         check_inputs(model, clean, clean, "path patching")
     else:
         check_inputs(model, clean, corrupted, "path patching")
@@ -225,29 +239,31 @@ def path_patch(
     device = next(model.parameters()).device
     clean = clean.to(device)
     b = clean.shape[0]
+    base = clean if direction == "noising" or isinstance(corrupted, str) else corrupted.to(device)
+    other = None if isinstance(corrupted, str) else (corrupted.to(device) if direction == "noising" else clean)
     below = range(top)
     has_mlp = "blocks.0.hook_mlp_out" in model.hook_dict
     z_names = {la: f"blocks.{la}.attn.hook_z" for la in below}
     mlp_names = {la: f"blocks.{la}.hook_mlp_out" for la in below} if has_mlp else {}
     wanted = set(z_names.values()) | set(mlp_names.values())
-    clean_logits, cache = model.run_with_cache(clean, names_filter=lambda n: n in wanted)
-    clean_z = {la: cache[n] for la, n in z_names.items()}
-    if isinstance(corrupted, str):
-        bad_z = {la: torch.zeros_like(z) if corrupted == "zero" else z.mean(0, keepdim=True).expand_as(z)
-                 for la, z in clean_z.items()}
+    base_logits, cache = model.run_with_cache(base, names_filter=lambda n: n in wanted)
+    base_z = {la: cache[n] for la, n in z_names.items()}
+    if other is None:
+        swap_z = {la: torch.zeros_like(z) if corrupted == "zero" else z.mean(0, keepdim=True).expand_as(z)
+                  for la, z in base_z.items()}
     else:
-        _, bad = model.run_with_cache(corrupted.to(device), names_filter=lambda n: n in set(z_names.values()))
-        bad_z = {la: bad[n] for la, n in z_names.items()}
+        _, oc = model.run_with_cache(other, names_filter=lambda n: n in set(z_names.values()))
+        swap_z = {la: oc[n] for la, n in z_names.items()}
     by_layer: dict[int, list[int]] = {}
     for la, h in snd:
         by_layer.setdefault(la, []).append(h)
-    # senders corrupted on every path
-    full_hooks: Hooks = [(z_names[la], _replace_heads(bad_z, la, hs)) for la, hs in by_layer.items()]
-    corrupt_v = evaluate_metric(metric, model.run_with_hooks(clean, fwd_hooks=full_hooks), b)
-    # run 2: senders corrupted, every other head and MLP below the receivers frozen to clean; record receivers
-    mixed = {la: clean_z[la].clone() for la in below}
+    # senders swapped on every path
+    full_hooks: Hooks = [(z_names[la], _replace_heads(swap_z, la, hs)) for la, hs in by_layer.items()]
+    full_v = evaluate_metric(metric, model.run_with_hooks(base, fwd_hooks=full_hooks), b)
+    # run 2: senders swapped, every other head and MLP below the receivers frozen to the base run; record receivers
+    mixed = {la: base_z[la].clone() for la in below}
     for la, hs in by_layer.items():
-        mixed[la][:, :, hs] = bad_z[la][:, :, hs]
+        mixed[la][:, :, hs] = swap_z[la][:, :, hs]
     n_heads = int(model.cfg.n_heads)
     hooks: Hooks = [(z_names[la], _replace_heads(mixed, la, list(range(n_heads)))) for la in below]
     hooks += [(name, (lambda act, hook=None, v=cache[name]: v.clone())) for name in mlp_names.values()]
@@ -262,12 +278,32 @@ def path_patch(
         return hook
 
     hooks += [(n, record(la)) for la, n in rec_names.items()]
-    model.run_with_hooks(clean, fwd_hooks=hooks)
-    # run 3: clean input, only the receivers' component patched
+    model.run_with_hooks(base, fwd_hooks=hooks)
+    # run 3: the base input, only the receivers' component patched
     rcv_layer: dict[int, list[int]] = {}
     for la, h in rcv:
         rcv_layer.setdefault(la, []).append(h)
     final: Hooks = [(rec_names[la], _replace_heads(recorded, la, hs)) for la, hs in rcv_layer.items()]
-    value = evaluate_metric(metric, model.run_with_hooks(clean, fwd_hooks=final), b)
-    clean_v = evaluate_metric(metric, clean_logits, b)
-    return PathPatchResult(snd, rcv, component, float(value.mean()), float(clean_v.mean()), float(corrupt_v.mean()))
+    value = evaluate_metric(metric, model.run_with_hooks(base, fwd_hooks=final), b)
+    base_v = evaluate_metric(metric, base_logits, b)
+    return PathPatchResult(snd, rcv, component, direction, float(value.mean()), float(base_v.mean()),
+                           float(full_v.mean()))
+
+
+def direct_path_sweep(
+    model: TransformerBridge, clean: Tensor, corrupted: Tensor, metric: Callable[[Tensor], Any], *,
+    sender: tuple[int, int], component: str = "q",
+) -> Tensor:
+    """Denoising path patching from one sender into every later head's ``component``: ``[n_layers, n_heads]``.
+
+    The layout of TransformerLens's ``get_act_patch_direct_path``; rows at or below the
+    sender's layer are NaN (TransformerLens fills them with 0.0 placeholders).
+    """
+    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    (sl, sh), = _check_heads(model, [sender], "sender")
+    out = torch.full((n_layers, n_heads), float("nan"))
+    for la in range(sl + 1, n_layers):
+        for h in range(n_heads):
+            out[la, h] = path_patch(model, clean, corrupted, metric, senders=[(sl, sh)], receivers=[(la, h)],
+                                    component=component, direction="denoising").value
+    return out

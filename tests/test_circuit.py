@@ -86,7 +86,7 @@ def test_the_induction_circuit_is_found_by_the_tools(induction, repeat_eval):
              for c in "qkv"}
     for r in paths.values():
         print(r.summary())
-        assert r.corrupted_value == pytest.approx(ablated, abs=1e-6)  # the same ablation, every path
+        assert r.full_value == pytest.approx(ablated, abs=1e-6)  # the same ablation, every path
     assert paths["k"].fraction >= 0.5  # most of the effect goes through the induction heads' keys
     assert paths["k"].fraction > max(paths["q"].fraction, paths["v"].fraction)
 
@@ -172,7 +172,7 @@ def test_bad_ablation_and_path_arguments(induction):
     with pytest.raises(ConfigError, match="'component' must be q, k or v"):
         path_patch(induction, toks, "mean", lambda lg: lg.mean(), senders=[(0, 0)], receivers=[(1, 3)],
                    component="z")
-    with pytest.raises(ConfigError, match="'corrupted' must be a token batch or one of zero, mean"):
+    with pytest.raises(ConfigError, match=r"'corrupted' must be a token batch or one of zero, mean \(direction"):
         path_patch(induction, toks, "resample", lambda lg: lg.mean(), senders=[(0, 0)], receivers=[(1, 3)])
 
 
@@ -203,3 +203,37 @@ def test_train_induction_then_find_the_circuit(tmp_path):
     ind = [h for h in scores.top("induction", 0.5) if h[0] == 1]
     print(scores.summary())
     assert prev and ind, scores.to_frame()
+
+
+@pytest.mark.parametrize("component", ["q", "k", "v"])
+def test_direct_path_sweep_is_transformer_lens_definition(induction, component):
+    """TransformerLens's get_act_patch_direct_path adds the sender's clean-minus-corrupted write (z @ W_O) to
+    each later head's own q/k/v input in the corrupted run. It refuses the native toy models (their attention
+    has no pre-q/k/v fork), so mechwork's sweep is checked against that definition, built by hand."""
+    import transformer_lens.patching as tlp
+
+    from mechwork.attribution import direct_path_sweep
+    from mechwork.models import head_weights
+
+    clean, corrupted, metric = sweep_inputs(batch=4)
+    _, cc = induction.run_with_cache(clean)
+    _, kc = induction.run_with_cache(corrupted)
+    with pytest.raises(NotImplementedError, match="pre-Q/K/V|use_split_qkv_input"):
+        tlp.get_act_patch_direct_path(induction, corrupted, cc, kc, metric, 0, 0, component=component, verbose=False)
+    w = head_weights(induction)
+    sl, sh = 0, 3
+    ours = direct_path_sweep(induction, clean, corrupted, metric, sender=(sl, sh), component=component)
+    assert torch.isnan(ours[0]).all()
+    delta = (cc["blocks.0.attn.hook_z"][:, :, sh] - kc["blocks.0.attn.hook_z"][:, :, sh]) @ w["W_O"][sl, sh]
+    mat = w[f"W_{component.upper()}"]
+    for h in range(4):
+        def add(act, hook, h=h):
+            act = act.clone()
+            act[:, :, h] = act[:, :, h] + delta @ mat[1, h]
+            return act
+
+        with torch.no_grad():
+            want = float(metric(induction.run_with_hooks(corrupted, fwd_hooks=[(f"blocks.1.attn.hook_{component}",
+                                                                               add)])))
+        assert abs(float(ours[1, h]) - want) <= 1e-4, (h, float(ours[1, h]), want)
+    assert float(ours[1].std()) > 0
