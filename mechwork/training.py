@@ -231,6 +231,8 @@ def train(
     device: torch.device | str | None = None,
     fast: bool = True,
     stop_when: Callable[[dict[str, Any]], bool] | None = None,
+    init: Mapping[str, Tensor] | None = None,
+    masks: Mapping[str, Tensor] | None = None,
 ) -> TrainResult:
     """Train a toy model on ``task``; write a run directory when ``out`` is given.
 
@@ -239,6 +241,9 @@ def train(
     may differ from the stored one only in ``steps`` (to extend a run).
     ``fast=False`` trains through the hooked bridge forward (for benchmarks).
     ``stop_when(row)`` may end training early after an evaluation.
+    ``init`` replaces the seeded initial weights (e.g. rewinding a lottery
+    ticket to an early checkpoint); ``masks`` (see :mod:`mechwork.prune`) zero
+    the pruned weights at the start and keep them at zero through training.
     """
     given = train_cfg is not None
     train_cfg = train_cfg or recipe(task)
@@ -267,7 +272,18 @@ def train(
     _check_fits(model_cfg, task)
 
     model = build_model(model_cfg, device)
+    if init is not None or masks is not None:
+        if resume:
+            raise ConfigError("'init' and 'masks' apply to a fresh run, not to resume=True")
+        if init is not None:
+            load_weights(model, dict(init), source="init")
     named = {k: p for k, p in weights(model).items() if p.requires_grad}
+    masked = None
+    if masks is not None:
+        from mechwork.prune import MaskedOptimizerHook
+
+        masked = MaskedOptimizerHook(weights(model), masks)
+        masked.after_step()
     opt = torch.optim.AdamW(
         list(named.values()), lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay
     )
@@ -329,7 +345,11 @@ def train(
         loss.backward()
         if grokfast is not None:
             grokfast()
+        if masked is not None:
+            masked.before_step()
         opt.step()
+        if masked is not None:
+            masked.after_step()
         bar.update(1)
     bar.close()
     model.eval()

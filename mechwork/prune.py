@@ -1,0 +1,146 @@
+"""Pruning masks for lottery-ticket experiments (Frankle & Carbin 2019).
+
+A mask is a dict from parameter name to a boolean tensor of the same shape
+(True = kept). :func:`magnitude_masks` keeps the largest-magnitude weights,
+ranked globally across the given tensors (or per tensor with
+``scope="layer"``), among those an earlier mask kept -- so iterative magnitude
+pruning is a loop of ``magnitude_masks(trained, sparsity_round(r), prev=mask)``.
+:func:`random_masks` prunes the same fraction at random (the control).
+:func:`apply_masks` zeroes pruned weights in place, and :class:`MaskedOptimizerHook`
+keeps them at zero through training (gradients masked before the step,
+weights re-zeroed after it, so weight decay and Adam's moments cannot revive
+them).
+
+Sparsity is the fraction *removed*, in ``[0, 1)``.
+
+Example::
+
+    >>> import torch
+    >>> from mechwork.prune import magnitude_masks, sparsity_of
+    >>> w = {"a": torch.tensor([0.1, -3.0, 0.5, 2.0])}
+    >>> m = magnitude_masks(w, 0.5)
+    >>> m["a"].tolist(), sparsity_of(m)
+    ([False, True, False, True], 0.5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mechwork.errors import ConfigError, invalid
+
+__all__ = ["MaskedOptimizerHook", "apply_masks", "check_masks", "imp_sparsity", "magnitude_masks", "random_masks",
+           "sparsity_of"]
+
+Masks = dict[str, Tensor]
+
+
+def _check_sparsity(sparsity: float) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+        raise invalid("sparsity", "a fraction in [0, 1)", sparsity)
+    return float(sparsity)
+
+
+def imp_sparsity(round_: int, rate: float = 0.2) -> float:
+    """Sparsity after ``round_`` rounds that each prune ``rate`` of the remaining weights: 1 - (1 - rate)^r."""
+    if not isinstance(round_, int) or round_ < 0:
+        raise invalid("round_", "a round number >= 0", round_)
+    _check_sparsity(rate)
+    return 1.0 - (1.0 - rate) ** round_
+
+
+def check_masks(params: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> None:
+    """Every mask names a parameter and matches its shape; a clear error otherwise."""
+    for name, m in masks.items():
+        if name not in params:
+            raise ConfigError(f"mask for unknown parameter {name!r}; the parameters are {', '.join(params)}")
+        if tuple(m.shape) != tuple(params[name].shape):
+            raise ConfigError(f"mask for {name!r} has shape {tuple(m.shape)}, but the parameter has shape "
+                              f"{tuple(params[name].shape)}")
+        if m.dtype != torch.bool:
+            raise ConfigError(f"mask for {name!r} must be a bool tensor (got {m.dtype})")
+
+
+def sparsity_of(masks: Mapping[str, Tensor]) -> float:
+    """Fraction of the masked entries that are pruned."""
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    return 1.0 - kept / total if total else 0.0
+
+
+def magnitude_masks(
+    params: Mapping[str, Tensor], sparsity: float, *, prev: Mapping[str, Tensor] | None = None,
+    scope: str = "global",
+) -> Masks:
+    """Keep the largest ``1 - sparsity`` of the weights by magnitude (among those ``prev`` kept)."""
+    s = _check_sparsity(sparsity)
+    if scope not in ("global", "layer"):
+        raise invalid("scope", "global or layer", scope)
+    if prev is not None:
+        check_masks(params, prev)
+        missing = set(params) - set(prev)
+        if missing:
+            raise ConfigError(f"'prev' has no mask for {sorted(missing)}")
+        if s < sparsity_of({k: prev[k] for k in params}) - 1e-9:
+            raise invalid("sparsity", f"at least the previous mask's {sparsity_of(prev):.4f} (pruning never "
+                          "restores weights)", sparsity)
+    scores = {k: v.detach().abs().float() for k, v in params.items()}
+    if prev is not None:  # weights pruned before rank below every kept one
+        scores = {k: v.masked_fill(~prev[k], -1.0) for k, v in scores.items()}
+
+    def keep_top(flat: Tensor, n_keep: int) -> Tensor:
+        mask = torch.zeros_like(flat, dtype=torch.bool)
+        if n_keep > 0:
+            mask[flat.topk(n_keep).indices] = True
+        return mask
+
+    if scope == "global":
+        flat = torch.cat([v.flatten() for v in scores.values()])
+        keep = keep_top(flat, round((1 - s) * flat.numel()))
+        out, i = {}, 0
+        for k, v in scores.items():
+            out[k] = keep[i:i + v.numel()].view_as(v)
+            i += v.numel()
+        return out
+    return {k: keep_top(v.flatten(), round((1 - s) * v.numel())).view_as(v) for k, v in scores.items()}
+
+
+def random_masks(params: Mapping[str, Tensor], sparsity: float, *, seed: int = 0, scope: str = "layer") -> Masks:
+    """Prune ``sparsity`` of each tensor's entries (or of all of them, ``scope="global"``) uniformly at random."""
+    s = _check_sparsity(sparsity)
+    g = torch.Generator().manual_seed(seed)
+    rand = {k: torch.rand(v.shape, generator=g) for k, v in params.items()}
+    return magnitude_masks(rand, s, scope=scope)
+
+
+def apply_masks(params: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> None:
+    """Zero the pruned entries of ``params`` in place."""
+    check_masks(params, masks)
+    with torch.no_grad():
+        for k, m in masks.items():
+            params[k].mul_(m.to(params[k].device, params[k].dtype))
+
+
+class MaskedOptimizerHook:
+    """Keeps pruned weights at zero through training: call ``before_step()`` and ``after_step()``."""
+
+    def __init__(self, params: Mapping[str, Tensor], masks: Mapping[str, Tensor]):
+        check_masks(params, masks)
+        self.params = params
+        self.masks = {k: m.to(params[k].device) for k, m in masks.items()}
+
+    def before_step(self) -> None:
+        for k, m in self.masks.items():
+            g = self.params[k].grad
+            if g is not None:
+                g.mul_(m.to(g.dtype))
+
+    def after_step(self) -> None:
+        apply_masks(self.params, self.masks)
+
+    def __call__(self, *_: Any) -> None:  # usable as a post-step callback
+        self.after_step()
