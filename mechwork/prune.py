@@ -25,7 +25,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -33,7 +33,8 @@ from torch import Tensor
 
 from mechwork.errors import ConfigError, invalid
 
-__all__ = ["MaskedOptimizerHook", "apply_masks", "check_masks", "imp_sparsity", "magnitude_masks", "random_masks",
+__all__ = ["MaskedOptimizerHook", "apply_masks", "check_masks", "imp_sparsity", "iterative_magnitude_pruning",
+           "magnitude_masks", "random_masks",
            "sparsity_of"]
 
 Masks = dict[str, Tensor]
@@ -144,3 +145,37 @@ class MaskedOptimizerHook:
 
     def __call__(self, *_: Any) -> None:  # usable as a post-step callback
         self.after_step()
+
+
+def iterative_magnitude_pruning(
+    train_from: Callable[[Masks | None], Mapping[str, Tensor]],
+    rounds: int,
+    rate: float | Mapping[str, float] = 0.2,
+) -> list[tuple[float, Masks | None, dict[str, Tensor]]]:
+    """Frankle & Carbin's loop: train, prune ``rate`` of the remaining weights by magnitude, rewind, retrain.
+
+    ``train_from(masks)`` trains from the (rewound) starting weights under
+    ``masks`` (None: dense) and returns the trained values of the prunable
+    tensors. A float ``rate`` ranks all of them together; a mapping gives each
+    tensor its own rate (e.g. 0.2 for hidden layers, 0.1 for the output layer),
+    ranked within the tensor. Returns ``(sparsity, masks, trained)`` per round,
+    round 0 being the dense network.
+    """
+    if not isinstance(rounds, int) or rounds < 0:
+        raise invalid("rounds", "a number of pruning rounds >= 0", rounds)
+    trained = dict(train_from(None))
+    history: list[tuple[float, Masks | None, dict[str, Tensor]]] = [(0.0, None, trained)]
+    masks: Masks | None = None
+    for r in range(1, rounds + 1):
+        if isinstance(rate, Mapping):
+            missing = set(trained) - set(rate)
+            if missing:
+                raise ConfigError(f"'rate' has no entry for {sorted(missing)}")
+            masks = {k: magnitude_masks({k: v}, imp_sparsity(r, rate[k]),
+                                        prev=None if masks is None else {k: masks[k]}, scope="layer")[k]
+                     for k, v in trained.items()}
+        else:
+            masks = magnitude_masks(trained, imp_sparsity(r, rate), prev=masks)
+        trained = dict(train_from(masks))
+        history.append((sparsity_of(masks), masks, trained))
+    return history

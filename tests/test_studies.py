@@ -1,0 +1,55 @@
+"""Every study script end to end on its tiny plan: results.json, and a dashboard that draws offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+from chromium_check import check_page, chromium_path
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+STUDIES = ["grokking_wd_data", "grokfast", "lottery_tickets", "progress_measures"]
+
+
+def load_study(name: str):
+    spec = importlib.util.spec_from_file_location(f"study_{name}", EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_runs_and_its_dashboard_draws(tmp_path, name):
+    study = load_study(name)
+    out, page = tmp_path / "study", tmp_path / f"{name}.html"
+    assert study.main(["--smoke", "--out", str(out), "--dashboard", str(page), "--workers", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    verdicts = [v for k, v in results.items() if k.startswith("verdict") and isinstance(v, str)]
+    assert verdicts and all(v.split(":")[0] in ("reproduced", "partly reproduced", "not reproduced")
+                            for v in verdicts)
+    html = page.read_text()
+    assert "Result" in html and "claim" in html
+    # resumable: a rerun finds every point done and rewrites the same verdicts
+    assert study.main(["--smoke", "--out", str(out), "--dashboard", str(page), "--workers", "1"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert [v for k, v in again.items() if k.startswith("verdict") and isinstance(v, str)] == verdicts
+    if chromium_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is not installed; .ci/run installs it")
+        return
+    r = check_page(page)
+    assert r.plotly_drawn == r.plotly_mounts and r.cv_drawn == r.cv_mounts, r
+    assert r.console_errors == [] and r.page_errors == [] and r.requests == [], r
+
+
+def test_study_command_line_rejects_bad_flags(tmp_path, capsys):
+    study = load_study("grokking_wd_data")
+    with pytest.raises(SystemExit) as e:
+        study.main(["--workers", "0"])
+    assert e.value.code == 2 and "--workers must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        study.main(["--smoke", "--dashboard", str(tmp_path / "missing" / "x.html")])
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
