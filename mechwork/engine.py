@@ -71,6 +71,7 @@ def supports(model: TransformerBridge) -> bool:
         and (bool(getattr(c, "attn_only", False)) or (c.act_fn or "gelu") in _ACTS)
         and getattr(c, "attention_dir", "causal") == "causal"
         and not getattr(c, "final_rms", False)
+        and float(getattr(model, "attn_rate", 1.0)) == 1.0  # a mixed-in constant pattern lives in a hook
     )
 
 

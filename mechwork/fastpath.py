@@ -96,6 +96,8 @@ def modadd_logits(
     oh_b = F.one_hot(tokens[:, 1], V).to(E.dtype)
     scores = torch.stack([oh_a @ s01[0], oh_b @ s01[1], s2.expand(n, H)], dim=-1)  # (n, H, 3)
     pattern = scores.softmax(dim=-1)
+    if cfg.attn_rate < 1.0:  # constant attention mixed in (see models._add_attention_rate)
+        pattern = cfg.attn_rate * pattern + (1 - cfg.attn_rate) / 3
     z = (
         pattern[..., 0:1] * (oh_a @ v01[0].reshape(V, H * dh)).view(n, H, dh)
         + pattern[..., 1:2] * (oh_b @ v01[1].reshape(V, H * dh)).view(n, H, dh)

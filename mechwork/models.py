@@ -92,6 +92,7 @@ class ToyConfig:
     attn_bias: bool = False  # train q/k/v/o biases (False: frozen at zero)
     mlp_bias: bool = True  # train MLP biases (Nanda's code does)
     seed: int = 0  # seeds the init
+    attn_rate: float = 1.0  # Zhong et al.'s attention rate: pattern = rate*softmax + (1-rate)*uniform
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "d_vocab_out", "n_ctx"):
@@ -108,6 +109,9 @@ class ToyConfig:
             raise invalid("init", "'nanda' or 'gpt2'", self.init)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise invalid("seed", "an integer >= 0", self.seed)
+        if isinstance(self.attn_rate, bool) or not isinstance(self.attn_rate, (int, float)) \
+                or not 0.0 <= self.attn_rate <= 1.0:
+            raise invalid("attn_rate", "a number in [0, 1]", self.attn_rate)
 
     @property
     def attn_only(self) -> bool:
@@ -204,6 +208,8 @@ def build_model(cfg: ToyConfig, device: torch.device | str | None = None) -> Tra
     model = boot(_bridge_config(cfg), device=device)
     if cfg.init == "nanda":
         _init_nanda(model, cfg)
+    if cfg.attn_rate < 1.0:
+        _add_attention_rate(model, cfg)
     for name, p in weights(model).items():
         if name.endswith(".bias"):
             in_attn = ".attn." in name
@@ -212,6 +218,26 @@ def build_model(cfg: ToyConfig, device: torch.device | str | None = None) -> Tra
                 with torch.no_grad():
                     p.zero_()
     return model.eval()
+
+
+def _add_attention_rate(model: TransformerBridge, cfg: ToyConfig) -> None:
+    """Mix every attention pattern with constant (uniform causal) attention, permanently (Zhong et al. 2023).
+
+    The hook sits on ``hook_pattern`` before the value product, so every bridge
+    forward, cache and patching run sees the mixed pattern; the training fast
+    path applies the same mix. ``model.attn_rate`` records it.
+    """
+    rate = float(cfg.attn_rate)
+    causal = torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx))
+    uniform = causal / causal.sum(-1, keepdim=True)
+
+    def mix(pattern: Tensor, hook: Any = None) -> Tensor:
+        n = pattern.shape[-1]
+        return rate * pattern + (1 - rate) * uniform[:n, :n].to(pattern)
+
+    for layer in range(cfg.n_layers):
+        model.add_hook(f"blocks.{layer}.attn.hook_pattern", mix, is_permanent=True)
+    model.attn_rate = rate  # type: ignore[assignment]
 
 
 def _init_nanda(model: TransformerBridge, cfg: ToyConfig) -> None:

@@ -270,6 +270,8 @@ def train(
         wall0 = float(meta.get("wall", 0.0))
     model_cfg = model_cfg or ToyConfig.for_task(task)
     _check_fits(model_cfg, task)
+    if model_cfg.attn_rate < 1.0 and not (fast and supports_fast_path(model_cfg, task)):
+        raise ConfigError("attn_rate < 1 trains on the fast path only (1 layer, no LayerNorm, [a, b, =] inputs)")
 
     model = build_model(model_cfg, device)
     if init is not None or masks is not None:

@@ -149,3 +149,46 @@ def test_digits_mlp_learns_and_respects_masks():
     assert (noisy.y_train != data.y_train).float().mean() > 0.3
     with pytest.raises(ConfigError, match="'sizes' must be at least two positive layer widths"):
         make_mlp([64])
+
+
+# -- clock and pizza ----------------------------------------------------------------------------------
+def test_attention_rate_mixes_in_constant_attention_on_both_paths():
+    from mechwork.fastpath import modadd_logits
+    from mechwork.models import ToyConfig, build_model, weights
+    from mechwork.tasks import ModularArithmetic
+
+    task = ModularArithmetic(p=13)
+    for rate in (0.0, 0.3):
+        cfg = ToyConfig.for_task(task, attn_rate=rate)
+        model = build_model(cfg)
+        _, cache = model.run_with_cache(task.tokens[:4])
+        pat = cache["blocks.0.attn.hook_pattern"]
+        plain = build_model(ToyConfig.for_task(task))  # same seed, same weights, learned attention only
+        _, c0 = plain.run_with_cache(task.tokens[:4])
+        uniform = torch.tril(torch.ones(3, 3)) / torch.arange(1, 4)[:, None]
+        torch.testing.assert_close(pat, rate * c0["blocks.0.attn.hook_pattern"] + (1 - rate) * uniform)
+        with torch.no_grad():
+            torch.testing.assert_close(modadd_logits(weights(model), cfg, task.tokens), model(task.tokens)[:, -1],
+                                       atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match=r"'attn_rate' must be a number in \[0, 1\]"):
+        ToyConfig(attn_rate=1.5)
+
+
+def test_symmetry_measures_on_known_cases():
+    from mechwork.models import ToyConfig, build_model, weights
+    from mechwork.symmetry import distance_irrelevance_of, gradient_symmetricity
+    from mechwork.tasks import ModularArithmetic
+
+    task = ModularArithmetic(p=13)
+    model = build_model(ToyConfig.for_task(task, attn_rate=0.0))
+    with torch.no_grad():  # a and b in the same position slot: the logits depend on E_a + E_b only
+        weights(model)["pos.weight"][1] = weights(model)["pos.weight"][0]
+    assert gradient_symmetricity(model, task, n=30) == pytest.approx(1.0, abs=1e-5)
+    p = 11
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    only_distance = torch.cos(2 * torch.pi * ((a - b) % p) / p)
+    assert distance_irrelevance_of(only_distance) == pytest.approx(0.0, abs=1e-6)
+    noise = torch.randn(200, 200, generator=torch.Generator().manual_seed(0))
+    assert distance_irrelevance_of(noise) == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ConfigError, match="square"):
+        distance_irrelevance_of(torch.zeros(3, 4))
