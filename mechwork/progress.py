@@ -111,7 +111,7 @@ class ProgressMeasures(Result):
         fig.update_yaxes(type="log", row=1, col=1)
         bounds = [s for s in self.phases.values() if s is not None]
         for lo, hi, color in zip([0, *bounds], [*bounds, x[-1]], ["#eee", "#dde", "#ded", "#fff"], strict=False):
-            fig.add_vrect(x0=lo, x1=hi, fillcolor=color, opacity=0.5, line_width=0, row=1, col="all")
+            fig.add_vrect(x0=lo, x1=hi, fillcolor=color, opacity=0.5, line_width=0, layer="below", row=1, col="all")
         return fig.update_layout(title="Progress measures (phases shaded)")
 
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["grokking_dashboard", "grokking_page"]
 
 PHASE_NAMES = ("memorisation", "circuit formation", "cleanup")
-PHASE_COLOURS = ("#fde2e2", "#fff3c4", "#dff0d8")
+PHASE_COLOURS = ("#f4a6a6", "#f6d66b", "#9fd39a")
 
 
 def grokking_dashboard(
@@ -70,31 +70,37 @@ def phase_spans(progress: ProgressMeasures | None, last_step: int) -> list[tuple
     return spans
 
 
-def _shade(fig: Any, spans: list[tuple[str, int, int]], log_x: bool) -> None:
+def _bands(fig: Any, spans: list[tuple[str, int, int]], col: int, y0: float, y1: float, legend: bool) -> None:
+    """Phase bands as filled traces (shapes misplace on log axes), drawn before the curves so they sit below."""
     for (name, lo, hi), colour in zip(spans, PHASE_COLOURS, strict=False):
-        x0 = max(lo, 1) if log_x else lo
-        fig.add_vrect(x0=x0, x1=max(hi, x0), fillcolor=colour, opacity=0.6, line_width=0, layer="below",
-                      annotation_text=name, annotation_position="top left", annotation_font_size=10,
-                      row="all", col="all")
+        x0, x1 = max(lo, 1), max(hi, lo, 1)
+        fig.add_scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], fill="toself", fillcolor=colour,
+                        opacity=0.35, mode="none", name=name, legendgroup=name, showlegend=legend,
+                        hoverinfo="name", row=1, col=col)
 
 
 def curves_figure(metrics: pd.DataFrame, spans: list[tuple[str, int, int]]) -> Any:
     """Loss (log-log) and accuracy (log x) against step, phases shaded."""
+    import math
+
     from plotly.subplots import make_subplots
 
     df = metrics[metrics["step"] >= 1]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
     x = df["step"].tolist()
+    losses = [v for c in ("train_loss", "test_loss") if c in df for v in df[c].tolist() if v > 0]
+    if spans and losses:
+        _bands(fig, spans, 1, min(losses) / 2, max(losses) * 2, legend=True)
+        _bands(fig, spans, 2, 0.0, 1.02, legend=False)
     for col, colour in (("train", "#1f77b4"), ("test", "#d62728")):
         if f"{col}_loss" in df:
             fig.add_scatter(x=x, y=df[f"{col}_loss"].tolist(), name=f"{col} loss", line_color=colour, row=1, col=1)
         if f"{col}_acc" in df:
             fig.add_scatter(x=x, y=df[f"{col}_acc"].tolist(), name=f"{col} accuracy", line_color=colour,
                             line_dash="dot", row=1, col=2)
-    fig.update_xaxes(type="log", title_text="step")
+    fig.update_xaxes(type="log", title_text="step", range=[math.log10(max(1, min(x))), math.log10(max(x))])
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    _shade(fig, spans, log_x=True)
     return fig.update_layout(title="Training curves (log scale; phases shaded)", height=420)
 
 
