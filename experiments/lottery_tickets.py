@@ -56,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     at20 = [c for c in curve if c["remaining"] >= 0.2 - 1e-9]
     matches = all(c["ticket"] is not None and c["ticket"] >= dense - 0.01 for c in at20)
     last = curve[-1]
-    later = last["reinit"] is not None and last["ticket"] is not None and last["ticket"] > last["reinit"]
+
+    def first_drop(key: str) -> float | None:  # remaining fraction where accuracy first falls 1 point below dense
+        return next((c["remaining"] for c in curve[1:] if c[key] is not None and c[key] < dense - 0.01), None)
+
+    drop_ticket, drop_reinit = first_drop("ticket"), first_drop("reinit")
+    # "degrades later": re-initialisation drops below dense - 1 point at a sparsity where the ticket has not
+    later = drop_reinit is not None and (drop_ticket is None or drop_ticket < drop_reinit)
     # (b) steps to grok
     gt = grok.frame()
     grok_rows = []
@@ -73,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     faster = all(sooner(r["median_ticket"], r["median_dense"]) and sooner(r["median_ticket"], r["median_random"])
                  for r in grok_rows)
     a_ok = matches and later
+    drops = ", ".join(f"{k} first 1 point below dense at {'never' if v is None else f'{v:.1%} remaining'}"
+                      for k, v in (("ticket", drop_ticket), ("reinit", drop_reinit),
+                                   ("random prune", first_drop("random_prune"))))
     verdict_a = ("reproduced" if a_ok else "partly reproduced" if (matches or later) else "not reproduced") + (
         f": tickets within 1 point of dense ({dense:.3f}) down to 20% remaining: {'yes' if matches else 'no'}; "
-        f"at {last['remaining']:.1%} remaining ticket {last['ticket']:.3f} vs reinit {last['reinit']:.3f}")
+        f"{drops} (down to {last['remaining']:.1%}: ticket {last['ticket']:.3f}, reinit {last['reinit']:.3f})")
     verdict_b = ("reproduced" if faster else "not reproduced") + ": " + "; ".join(
         f"sparsity {r['sparsity']}: ticket {r['median_ticket']}, dense {r['median_dense']}, random {r['median_random']}"
         f" steps" for r in grok_rows)
