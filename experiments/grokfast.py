@@ -72,7 +72,16 @@ def main(argv: list[str] | None = None) -> int:
                         anchor="Lee et al. 2024: 39,890 -> 910 iterations to 95% on x*y mod 97 (x43.8)",
                         ours=f"(A) {fmt(ra)}; (B) {fmt(rb)}", verdict=verdict, command=command)
     import pandas as pd
+    import plotly.graph_objects as go
 
+    fig = go.Figure()
+    for variant in ("baseline", "grokfast"):
+        ys = [r[variant] if r[variant] is not None else r["budget"] for r in rows.values()]
+        text = ["" if r[variant] is not None else "not reached" for r in rows.values()]
+        fig.add_bar(x=[f"({k})" for k in rows], y=ys, name=variant, text=text)
+    fig.update_layout(title="Median steps to the target accuracy (bars at the budget: not reached)",
+                      yaxis_title="steps", barmode="group", height=380)
+    page.plotly(fig, title="Steps to grok")
     page.table(pd.DataFrame([{"setting": k, **v} for k, v in rows.items()]), title="Steps to the target accuracy")
     page.table(a.frame(), title="(A) every run")
     page.table(b.frame(), title="(B) every run")
