@@ -64,10 +64,13 @@ def time_bench(repeats: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "modadd-113.html"
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "mechwork.cli", "dashboard", "modadd-113", "--out", str(out)],
-                       check=True, capture_output=True)
-        cold = time.perf_counter() - t0
+        colds = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "mechwork.cli", "dashboard", "modadd-113", "--out", str(out)],
+                           check=True, capture_output=True)
+            colds.append(time.perf_counter() - t0)
+        cold = statistics.median(colds)
         warm = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  the same page in CDN mode: {s['cdn_page']:,} B")
     t = time_bench(args.repeats)
     print("time, grokking dashboard of the embedded modadd-113 model:")
-    print(f"  cold (new process, imports included): {t['cold_s']:.2f} s   [target <= 10 s]")
+    print(f"  cold (new process, imports included), median of 3: {t['cold_s']:.2f} s   [target <= 10 s]")
     print(f"  warm: median {t['warm_median_s']:.2f} s, min {t['warm_min_s']:.2f} s over {args.repeats};"
           f" file {t['size']:,} B")
     return 0
