@@ -75,14 +75,17 @@ def main(argv: list[str] | None = None) -> int:
             if c["weight_decay"] in (0.0, 1.0)),
         verdict=verdict, command=command)
     import pandas as pd
-    import plotly.express as px
+    import plotly.graph_objects as go
 
     table = pd.DataFrame(cells)
     heat = table.pivot(index="weight_decay", columns="train_frac", values="median_grok_step")
-    fig = px.imshow(heat.to_numpy(dtype=float), x=[f"{c:g}" for c in heat.columns],
-                    y=[f"{i:g}" for i in heat.index], text_auto=True, color_continuous_scale="Viridis",
-                    labels={"x": "training fraction", "y": "weight decay", "color": "median steps to grok"})
-    fig.update_layout(title=f"Median steps to grok (blank: no run grokked within {plan['steps']} steps)")
+    z = [[None if v != v else float(v) for v in row] for row in heat.to_numpy(dtype=float)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[f"{c:g}" for c in heat.columns], y=[f"{i:g}" for i in heat.index], zmin=0, zmax=plan["steps"],
+        colorscale="Viridis", text=[["not grokked" if v is None else f"{v:g}" for v in row] for row in z],
+        texttemplate="%{text}", colorbar={"title": {"text": "steps"}}))
+    fig.update_layout(title=f"Median steps to grok (within {plan['steps']} steps)", xaxis_title="training fraction",
+                      yaxis_title="weight decay")
     page.plotly(fig, title="Steps to grok")
     page.table(table, title="Every cell")
     finish(args, results, page)
