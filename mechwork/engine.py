@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mechwork.fastpath import ACTIVATIONS
 from mechwork.models import weights
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,9 +51,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["BaseRun", "Site", "supports"]
 
-_ACTS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": F.relu, "gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu,
-}
 # a site hook: (site name, activation) -> activation (possibly with a larger, copied-out batch)
 Site = Callable[[str, Tensor], Tensor]
 
@@ -68,7 +66,7 @@ def supports(model: TransformerBridge) -> bool:
         and float(getattr(c, "attn_scores_soft_cap", -1.0) or -1.0) <= 0
         and float(getattr(c, "output_logits_soft_cap", -1.0) or -1.0) <= 0
         and norm in (None, "LN")
-        and (bool(getattr(c, "attn_only", False)) or (c.act_fn or "gelu") in _ACTS)
+        and (bool(getattr(c, "attn_only", False)) or (c.act_fn or "gelu") in ACTIVATIONS)
         and getattr(c, "attention_dir", "causal") == "causal"
         and not getattr(c, "final_rms", False)
         and float(getattr(model, "attn_rate", 1.0)) == 1.0  # a mixed-in constant pattern lives in a hook
@@ -97,7 +95,7 @@ class BaseRun:
         self.eps = float(getattr(c, "eps", 1e-5))
         scale = float(getattr(c, "attn_scale", -1.0) or -1.0)
         self.scale = scale if getattr(c, "use_attn_scale", False) and scale > 0 else math.sqrt(self.d_head)
-        self.act = _ACTS[c.act_fn or "gelu"] if not self.attn_only else F.relu
+        self.act = ACTIVATIONS[c.act_fn or "gelu"] if not self.attn_only else F.relu
         self.tokens = tokens
         n = tokens.shape[1]
         self.mask = torch.triu(torch.ones(n, n, dtype=torch.bool, device=tokens.device), diagonal=1)

@@ -43,7 +43,7 @@ from mechwork.tasks import ModularArithmetic, Task
 
 __all__ = ["modadd_logits", "supports_fast_path"]
 
-_ACT: dict[str, Callable[[Tensor], Tensor]] = {
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {  # the native model's MLP nonlinearities
     "relu": F.relu,
     "gelu": F.gelu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -104,6 +104,6 @@ def modadd_logits(
         + pattern[..., 2:3] * v2
     )  # (n, H, dh)
     resid = x2 + lin(z.reshape(n, H * dh), "attn.o")
-    post = _ACT[cfg.act_fn](lin(resid, "mlp.fc_in"))
+    post = ACTIVATIONS[cfg.act_fn](lin(resid, "mlp.fc_in"))
     resid = resid + lin(post, "mlp.fc_out")
     return F.linear(resid, w["head.weight"])
