@@ -6,7 +6,8 @@ runs it with :func:`mechwork.sweep.sweep`, reduces the points to a small
 :func:`finish`, which writes ``results.json`` (atomically) into the study's
 directory and a dashboard to ``dashboards/<name>.html``.
 
-* :func:`study_args` -- ``--quick``, ``--out``, ``--workers``, ``--dashboard``;
+* :func:`study_args` -- ``--quick``, ``--out``, ``--workers``, ``--dashboard``,
+  ``--ray ADDRESS`` (points become Ray tasks on that cluster; see :mod:`mechwork.raysweep`);
   ``--quick`` runs a reduced grid meant to finish in under 3 minutes here
   (and a hidden ``--smoke`` a tiny one, for the test suite).
 * :func:`grok_point` -- one modular-arithmetic training run as a sweep point:
@@ -43,10 +44,21 @@ def study_args(name: str, doc: str, argv: Sequence[str] | None = None) -> argpar
     ap.add_argument("--out", type=Path, default=None, help="study directory (points and results.json)")
     ap.add_argument("--dashboard", type=Path, default=None, help="dashboard file (default dashboards/<name>.html)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
+    ap.add_argument("--ray", metavar="ADDRESS", default=os.environ.get("MECHWORK_RAY_ADDRESS") or None,
+                    help="run the sweep's points as Ray tasks on this cluster ('auto', 'ray://host:10001', ...; "
+                         "default: $MECHWORK_RAY_ADDRESS, else local worker processes)")
     ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the test suite's tiny plan
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error(f"--workers must be >= 1 (got {args.workers})")
+    if args.ray is not None:
+        from mechwork.errors import ConfigError
+        from mechwork.raysweep import check_address
+
+        try:
+            check_address(args.ray)
+        except ConfigError as e:
+            ap.error(f"--ray: {e}")
     suffix = "-smoke" if args.smoke else "-quick" if args.quick else ""
     args.out = args.out or Path("runs/studies") / f"{name}{suffix}"
     args.dashboard = args.dashboard or Path("dashboards") / f"{name}{suffix}.html"

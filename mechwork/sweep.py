@@ -10,6 +10,10 @@ error and retried on the next run. Workers are separate processes (``spawn``),
 each with ``threads`` intra-op torch threads, so ``workers x threads`` should
 not exceed the cores.
 
+With ``ray="host:port"`` (or ``"ray://host:port"``, ``"auto"``) the same
+points run as Ray tasks on that cluster instead: see :mod:`mechwork.raysweep`.
+Points directory, resumption and results are the same.
+
 Grid names are checked against ``fn``'s signature before anything runs: an
 unknown name is a one-line error that lists the valid ones.
 
@@ -142,6 +146,7 @@ def sweep(
     fixed: Mapping[str, Any] | None = None,
     workers: int = 2,
     threads: int = 1,
+    ray: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run every point of ``grid`` not finished in ``out`` yet; see the module docstring."""
@@ -152,6 +157,10 @@ def sweep(
         raise invalid("workers", "a positive number of processes", workers)
     if not isinstance(threads, int) or threads < 1:
         raise invalid("threads", "a positive number of threads per worker", threads)
+    if ray is not None:  # an unreachable cluster fails here, before anything is written
+        from mechwork.raysweep import check_address
+
+        check_address(ray)
     root = Path(out)
     (root / "points").mkdir(parents=True, exist_ok=True)
     write_json_atomic({"fn": fn_name, "grid": {k: list(v) for k, v in grid.items()}, "fixed": fixed},
@@ -172,7 +181,11 @@ def sweep(
             status = res.get("error") or f"{res['seconds']:.1f} s"
             progress(f"{json.dumps(p, sort_keys=True)}: {status}")
 
-    if workers == 1:
+    if ray is not None:
+        from mechwork.raysweep import run_ray
+
+        run_ray(ray, fn_name, todo, fixed, threads, record)
+    elif workers == 1:
         for p, f in todo:
             record(p, f, _run_point(fn_name, {**p, **fixed}))
     elif todo:
