@@ -11,7 +11,8 @@ import pytest
 from chromium_check import check_page, chromium_path
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-STUDIES = ["grokking_wd_data", "grokfast", "lottery_tickets", "progress_measures", "clock_pizza"]
+STUDIES = ["grokking_wd_data", "grokfast", "lottery_tickets", "progress_measures", "clock_pizza", "infinite_width",
+           "scaling_laws", "optimisation"]
 
 
 def load_study(name: str):
