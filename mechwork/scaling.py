@@ -54,7 +54,7 @@ BESIROGLU = {"E": 1.8172, "A": 482.01, "alpha": 0.3478, "B": 2085.43, "beta": 0.
 CHINCHILLA_GRID = {"e": (-1.0, -0.5, 0.0, 0.5, 1.0), "a": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
                    "alpha": (0.0, 0.5, 1.0, 1.5, 2.0), "b": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
                    "beta": (0.0, 0.5, 1.0, 1.5, 2.0)}
-Values = Sequence[float] | np.ndarray
+Values = Sequence[float] | Sequence[int] | np.ndarray  # ints are valid counts (N, D)
 
 
 @dataclass(frozen=True)

@@ -54,3 +54,17 @@ def test_study_command_line_rejects_bad_flags(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         study.main(["--smoke", "--dashboard", str(tmp_path / "missing" / "x.html")])
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["scaling_laws", "infinite_width", "optimisation"])
+def test_studies_ii_quick_mode_runs(tmp_path, name):
+    """Studies II's --quick modes, as a user runs them (the whole reduced grid, not the smoke plan)."""
+    study = load_study(name)
+    out, page = tmp_path / "study", tmp_path / f"{name}.html"
+    assert study.main(["--quick", "--out", str(out), "--dashboard", str(page), "--workers", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["plan"] == json.loads(json.dumps(study.QUICK))  # the quick plan, not the smoke one
+    verdicts = [v for k, v in results.items() if k.startswith("verdict") and isinstance(v, str)]
+    assert verdicts and all(v.split(":")[0] in ("reproduced", "partly reproduced", "not reproduced")
+                            for v in verdicts)
+    assert page.stat().st_size > 0
