@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                       ("random_prune", "random mask")):
         pts = [(c["remaining"], c[key]) for c in curve if c[key] is not None]
         fig.add_scatter(x=[x for x, _ in pts], y=[y for _, y in pts], name=name, mode="lines+markers")
+    xs = [c["remaining"] for c in curve]
+    fig.add_scatter(x=[min(xs), max(xs)], y=[dense, dense], name="dense", mode="lines", line={"dash": "dot"})
     fig.update_xaxes(type="log", autorange="reversed", title_text="fraction of weights remaining")
     fig.update_layout(title=f"(a) Test accuracy on digits (median of {len(runs)} seeds)",
                       yaxis_title="test accuracy")
@@ -113,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     page.table(pd.DataFrame(curve), title="(a) Every round")
+    bars = go.Figure()
+    budget = g["steps"]
+    for key, name in (("dense", "dense"), ("ticket", "grokking ticket"), ("random", "random mask")):
+        ys = [r[f"median_{key}"] for r in grok_rows]
+        bars.add_bar(x=[f"{r['sparsity']:.0%} pruned" for r in grok_rows], y=[budget if y is None else y for y in ys],
+                     name=name, text=["not grokked" if y is None else f"{y:g}" for y in ys])
+    bars.update_layout(title=f"(b) Median steps to grok (budget {budget}; median of {len(g['seed'])} seeds)",
+                       yaxis_title="steps", barmode="group")
+    page.plotly(bars, title="(b) Steps to grok: dense, ticket, random mask")
     page.table(pd.DataFrame(grok_rows), title="(b) Median steps to grok")
     finish(args, results, page)
     print(results["verdict_mlp"])

@@ -88,7 +88,8 @@ def test_noising_and_neurons_against_single_hooked_runs(modadd):
             act[:, :, n] = corr_cache["blocks.0.mlp.hook_post"][:, :, n]
             return act
 
-        want = float(metric(model.run_with_hooks(clean, fwd_hooks=[("blocks.0.mlp.hook_post", hook)])))
+        with torch.no_grad():
+            want = float(metric(model.run_with_hooks(clean, fwd_hooks=[("blocks.0.mlp.hook_post", hook)])))
         assert abs(float(res.values[0, j]) - want) <= TOL
     assert res.coords["neuron"] == [0, 7, 300] and res.direction == "noising"
     hooks = patch(model, clean, corrupted, metric, site="mlp_post", by="neuron", direction="noising",
