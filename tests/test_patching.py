@@ -111,7 +111,8 @@ def test_per_example_metric_keeps_the_batch(induction):
 
 def test_metric_helpers(modadd):
     model, clean, corrupted, metric = modadd
-    cl, co = model(clean), model(corrupted)
+    with torch.no_grad():
+        cl, co = model(clean), model(corrupted)
     norm = normalized(metric, cl, co)
     assert abs(float(norm(cl)) - 1) < 1e-6 and abs(float(norm(co))) < 1e-6
     res = patch(model, clean, corrupted, norm, site="resid_pre", by="layer_pos")
