@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import sys
 
-from mechwork.study import finish, median_or_none, pick_plan, study_args, verdict_page
-from mechwork.sweep import sweep
+from mechwork.study import finish, median_or_none, pick_plan, run_sweep, study_args, verdict_page
 
 PAPER = {"pizza": {"symmetricity": 0.99, "distance_irrelevance": 0.32},
          "clock": {"symmetricity": 0.48, "distance_irrelevance": 0.85}}
@@ -32,8 +31,8 @@ SMOKE = {"attn_rate": [0.0, 1.0], "seed": [0], "steps": 100, "p": 11}
 def main(argv: list[str] | None = None) -> int:
     args = study_args("clock_pizza", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
-    res = sweep("mechwork.symmetry:clock_pizza_point", {"attn_rate": plan["attn_rate"], "seed": plan["seed"]},
-                args.out, fixed={"steps": plan["steps"], "p": plan["p"]}, workers=args.workers, progress=print)
+    res = run_sweep(args, "mechwork.symmetry:clock_pizza_point", {"attn_rate": plan["attn_rate"], "seed": plan["seed"]},
+                    fixed={"steps": plan["steps"], "p": plan["p"]})
     df = res.frame()
     rows = []
     for a in plan["attn_rate"]:

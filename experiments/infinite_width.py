@@ -43,8 +43,7 @@ import math
 import sys
 from typing import Any
 
-from mechwork.study import finish, pick_plan, study_args, verdict_page
-from mechwork.sweep import sweep
+from mechwork.study import finish, pick_plan, run_sweep, study_args, verdict_page
 from mechwork.width import check_widths
 from mechwork.width_study import loglog_slope
 
@@ -82,11 +81,7 @@ def _range(values: list[float | None]) -> list[float] | None:
 
 
 def _run(args: Any, name: str, fn: str, grid: dict[str, list[Any]], fixed: dict[str, Any]) -> Any:
-    res = sweep(f"mechwork.width_study:{fn}", grid, args.out / name, fixed=fixed, workers=args.workers,
-                ray=args.ray, progress=print)
-    if res.errors:  # rerunning retries them
-        raise RuntimeError(f"{len(res.errors)} {name} point(s) failed; the first: {res.errors[0]['error']}")
-    return res.frame()
+    return run_sweep(args, f"mechwork.width_study:{fn}", grid, args.out / name, fixed=fixed).frame()
 
 
 def coord_check(args: Any, plan: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -35,8 +35,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from mechwork.study import finish, pick_plan, study_args, verdict_page
-from mechwork.sweep import sweep
+from mechwork.study import finish, pick_plan, run_sweep, study_args, verdict_page
 
 GD = {"part": "gd", "lr": [0.1, 0.2], "layernorm": [False, True]}
 OMNI = [(1.0, 0.1), (8.0, 0.1), (8.0, 0.0)]  # (initialisation scale, weight decay)
@@ -197,11 +196,8 @@ def _sections(page: Any, results: dict[str, Any], ours: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = study_args("optimisation", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
-    res = sweep("mechwork.stability:run_point", {"run": _specs(plan)}, args.out, fixed={"seed": 0},
-                workers=args.workers, ray=args.ray, progress=lambda s: print(s[:160]))
-    if res.errors:
-        print(f"{len(res.errors)} run(s) failed; first: {res.errors[0]['error']}", file=sys.stderr)
-        return 1
+    res = run_sweep(args, "mechwork.stability:run_point", {"run": _specs(plan)}, fixed={"seed": 0},
+                    progress=lambda s: print(s[:160]))
     runs = [{**r["params"]["run"], **r["result"]} for r in res.records()]
     gd = sorted((r for r in runs if r["part"] == "gd"), key=lambda r: (r["layernorm"], r["lr"]))
     adam = sorted((r for r in runs if r["part"] == "adam"), key=lambda r: r["lr"])

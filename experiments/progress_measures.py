@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = study_args("progress_measures", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
+    if args.ray:
+        print("note: --ray is for sweeps; this study is one training run, so it runs on this machine")
     torch.set_num_threads(max(1, args.workers))
     task = ModularArithmetic(p=113, op="add", train_frac=0.3, seed=0)
     run_dir = args.out / "run"

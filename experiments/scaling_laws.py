@@ -30,8 +30,7 @@ import sys
 from typing import Any
 
 from mechwork.scaling import BESIROGLU, FitConfig, ScalingFit, fit_scaling
-from mechwork.study import finish, pick_plan, study_args, verdict_page
-from mechwork.sweep import sweep
+from mechwork.study import finish, pick_plan, run_sweep, study_args, verdict_page
 
 ALPHA = 0.4  # the task's Zipf exponent: p_i ∝ i^-(ALPHA + 1)
 PREDICTED = {"alpha_N": ALPHA, "alpha_D": ALPHA / (1 + ALPHA), "E": 0.0}
@@ -78,9 +77,8 @@ def _show(fit: ScalingFit | None) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     args = study_args("scaling_laws", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
-    res = sweep("mechwork.parity:parity_point", {"width": plan["width"], "n_train": plan["n_train"]}, args.out,
-                fixed={"steps": plan["steps"], "seed": 0, **TASK}, workers=args.workers, ray=args.ray,
-                progress=print)
+    res = run_sweep(args, "mechwork.parity:parity_point", {"width": plan["width"], "n_train": plan["n_train"]},
+                    fixed={"steps": plan["steps"], "seed": 0, **TASK})
     df = res.frame().sort_values(["width", "seen"])
     df["D"] = [int(d) if d == d and d is not None else int(s) for d, s in zip(df["n_train"], df["seen"], strict=True)]
     fresh = df[df["n_train"].isna()]

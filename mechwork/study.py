@@ -10,6 +10,9 @@ directory and a dashboard to ``dashboards/<name>.html``.
   ``--ray ADDRESS`` (points become Ray tasks on that cluster; see :mod:`mechwork.raysweep`);
   ``--quick`` runs a reduced grid meant to finish in under 3 minutes here
   (and a hidden ``--smoke`` a tiny one, for the test suite).
+* :func:`run_sweep` -- :func:`mechwork.sweep.sweep` with the command line's
+  ``--workers`` and ``--ray``; a point that failed stops the study (exit 1,
+  one line) instead of leaving a verdict computed from fewer points.
 * :func:`grok_point` -- one modular-arithmetic training run as a sweep point:
   steps to memorise (train acc >= 99%) and to grok (test acc >= the target),
   stopping early once grokked and held for ``hold`` evaluations.
@@ -34,7 +37,8 @@ from typing import Any
 
 from mechwork.errors import invalid
 
-__all__ = ["finish", "grok_point", "grokfast_point", "median_or_none", "pick_plan", "study_args", "verdict_page"]
+__all__ = ["finish", "grok_point", "grokfast_point", "median_or_none", "pick_plan", "run_sweep", "study_args",
+           "verdict_page"]
 
 
 def study_args(name: str, doc: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -65,6 +69,23 @@ def study_args(name: str, doc: str, argv: Sequence[str] | None = None) -> argpar
     if not args.dashboard.parent.is_dir():
         ap.error(f"--dashboard: directory {str(args.dashboard.parent)!r} does not exist")
     return args
+
+
+def run_sweep(args: argparse.Namespace, fn: str, grid: Mapping[str, Sequence[Any]], out: Path | None = None, *,
+              fixed: Mapping[str, Any] | None = None, progress: Any = print) -> Any:
+    """Run a study's sweep into ``out`` (default ``args.out``) on the flags' backend; exit 1 if points failed."""
+    import sys
+
+    from mechwork.sweep import sweep
+
+    res = sweep(fn, grid, args.out if out is None else out, fixed=fixed, workers=args.workers, ray=args.ray,
+                progress=progress)
+    if res.errors:  # a rerun retries them
+        first = res.errors[0]["error"].strip().splitlines()[0]
+        print(f"error: {len(res.errors)} point(s) of {fn} failed (a rerun retries them); the first: {first}",
+              file=sys.stderr)
+        raise SystemExit(1)
+    return res
 
 
 def grok_point(
