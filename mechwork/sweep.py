@@ -119,12 +119,12 @@ class SweepResult:
     path: Path
     ran: int  # points computed in this call
     skipped: int  # points already finished before this call
+    keys: frozenset[str] | None = None  # the call's point files; None: every point in the directory
 
     def records(self) -> list[dict[str, Any]]:
-        out = []
-        for f in sorted((self.path / "points").glob("*.json")):
-            out.append(load_json(f))
-        return out
+        """The call's points (a directory reused with other settings keeps its other points out of this)."""
+        files = sorted((self.path / "points").glob("*.json"))
+        return [load_json(f) for f in files if self.keys is None or f.stem in self.keys]
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -196,7 +196,7 @@ def sweep(
                 pool.submit(_run_point, fn_name, {**p, **fixed}): (p, f) for p, f in todo}
             for fut in as_completed(futures):
                 record(*futures[fut], fut.result())
-    return SweepResult(root, len(todo), skipped)
+    return SweepResult(root, len(todo), skipped, frozenset(point_key({**p, **fixed}) for p in points))
 
 
 def _demo_point(x: int, y: int) -> dict[str, Any]:
