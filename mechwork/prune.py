@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -127,24 +126,25 @@ def apply_masks(params: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> No
 
 
 class MaskedOptimizerHook:
-    """Keeps pruned weights at zero through training: call ``before_step()`` and ``after_step()``."""
+    """Keeps pruned weights at zero through training: call ``before_step()`` and ``after_step()``.
+
+    The masks are checked and converted to each parameter's device and dtype once, here, not every step."""
 
     def __init__(self, params: Mapping[str, Tensor], masks: Mapping[str, Tensor]):
         check_masks(params, masks)
         self.params = params
-        self.masks = {k: m.to(params[k].device) for k, m in masks.items()}
+        self.masks = {k: m.to(params[k].device, params[k].dtype) for k, m in masks.items()}
 
     def before_step(self) -> None:
         for k, m in self.masks.items():
             g = self.params[k].grad
             if g is not None:
-                g.mul_(m.to(g.dtype))
+                g.mul_(m)
 
+    @torch.no_grad()
     def after_step(self) -> None:
-        apply_masks(self.params, self.masks)
-
-    def __call__(self, *_: Any) -> None:  # usable as a post-step callback
-        self.after_step()
+        for k, m in self.masks.items():
+            self.params[k].mul_(m)
 
 
 def iterative_magnitude_pruning(

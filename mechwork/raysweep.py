@@ -113,11 +113,11 @@ def run_ray(
     fixed: dict[str, Any],
     threads: int,
     record: Callable[[dict[str, Any], Path, dict[str, Any]], None],
-    *,
-    connect_timeout: float = 10.0,
 ) -> None:
-    """Run every point of ``todo`` as a Ray task on the cluster at ``address``; ``record`` each as it ends."""
-    hp = check_address(address, connect_timeout=connect_timeout)
+    """Run every point of ``todo`` as a Ray task on the cluster at ``address``; ``record`` each as it ends.
+
+    :func:`mechwork.sweep.sweep` has checked ``address`` with :func:`check_address` before anything was written."""
+    hp = _host_port(address)
     ray = _import_ray(loopback=hp is not None and hp[0] in _LOOPBACK)
     started = not ray.is_initialized()
     if started:
