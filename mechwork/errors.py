@@ -57,6 +57,18 @@ def invalid(name: str, valid: str, got: object) -> ConfigError:
     return ConfigError(f"'{name}' must be {valid} (got {got!r})")
 
 
+def check_counts(**counts: object) -> None:
+    """Refuse any count (steps, batch size, ...) that is not a positive integer.
+
+    >>> check_counts(steps=0)
+    Traceback (most recent call last):
+    mechwork.errors.ConfigError: 'steps' must be a positive integer (got 0)
+    """
+    for name, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise invalid(name, "a positive integer", v)
+
+
 def check_known_fields(d: dict[str, object], cls: type, what: str) -> None:
     """Refuse keys of ``d`` that are not fields of the dataclass ``cls``.
 

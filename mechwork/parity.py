@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from mechwork.errors import invalid
+from mechwork.digits import make_mlp
+from mechwork.errors import check_counts, invalid
 
 __all__ = ["SparseParity", "param_count", "parity_mlp", "parity_point"]
 
@@ -111,8 +112,7 @@ def parity_mlp(d_in: int, width: int, *, seed: int = 0) -> nn.Sequential:
     """``d_in -> width -> 2``, ReLU, PyTorch's default init, seeded."""
     if not isinstance(width, int) or width < 1:
         raise invalid("width", "a positive hidden width", width)
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d_in, width), nn.ReLU(), nn.Linear(width, 2))
+    return make_mlp([d_in, width, 2], act="relu", seed=seed)
 
 
 def param_count(model: nn.Module) -> int:
@@ -137,6 +137,7 @@ def parity_point(
     eval_per_task: int = 256,
 ) -> dict[str, Any]:
     """Train one MLP (a sweep point); the frequency-weighted test loss at the best validation step."""
+    check_counts(steps=steps, batch_size=batch_size, eval_every=eval_every, eval_per_task=eval_per_task)
     if n_train is not None and (not isinstance(n_train, int) or n_train < 1):
         raise invalid("n_train", "a positive number of samples or None (fresh samples every step)", n_train)
     if not isinstance(steps, int) or steps < 1:

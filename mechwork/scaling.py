@@ -240,6 +240,8 @@ def fit_scaling(L: Values, N: Values, D: Values | None = None, *, config: FitCon
 
     ``variable`` names N in a one-variable fit's summary and figure (say "D" to fit ``L(D)``)."""
     cfg = config or FitConfig()
+    if variable not in ("N", "D"):
+        raise invalid("variable", "'N' or 'D' (what the fit's size variable is)", variable)
     loss = _values("L", L, None)
     n = _values("N", N, len(loss))
     d = None if D is None else _values("D", D, len(loss))

@@ -52,6 +52,10 @@ def plateau(steps: Sequence[int | float], values: Sequence[int | float], thresho
     ``frac * threshold``; ``{"reached": step or None, "median": value or None, "ratio": median / threshold}``."""
     if len(steps) != len(values):
         raise invalid("values", f"as many values as steps ({len(steps)})", len(values))
+    if not threshold > 0:
+        raise invalid("threshold", "a positive sharpness", threshold)
+    if not 0 < frac <= 1:
+        raise invalid("frac", "a fraction in (0, 1]", frac)
     first = next((i for i, v in enumerate(values) if v >= frac * threshold), None)
     if first is None:
         return {"reached": None, "median": None, "ratio": None, "n": 0}

@@ -40,7 +40,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechwork.digits import digits_data
-from mechwork.errors import invalid
+from mechwork.errors import check_counts, invalid
 from mechwork.width import ScaledLinear, WidthConfig, WidthMLP, make_optimizer
 
 __all__ = ["coord_point", "lazy_point", "loglog_slope", "tangent_kernel", "transfer_point"]
@@ -66,6 +66,7 @@ def _finite(v: float) -> float | None:
 def coord_point(*, param: str, width: int, seed: int, steps: int = 5, lr: float | int = 2 ** -6, depth: int = 3,
                 base_width: int = 64, batch: int = 256) -> dict[str, Any]:
     """Mean |pre-activation| of every layer on one fixed training batch, at init and after each Adam step."""
+    check_counts(steps=steps, batch=batch)
     data = digits_data(seed)
     model = WidthMLP(WidthConfig(param=param, width=width, base_width=base_width, depth=depth, seed=seed))
     opt = make_optimizer(model, "adam", lr)
@@ -92,6 +93,7 @@ def _loss(model: WidthMLP, x: Float[Tensor, "n d"], y: Int[Tensor, " n"]) -> tup
 def transfer_point(*, param: str, width: int, log2_lr: float | int, seed: int, steps: int = 300, batch_size: int = 64,
                    depth: int = 2, base_width: int = 64, label_noise: float = 0.0) -> dict[str, Any]:
     """Adam at ``lr = 2 ** log2_lr`` for ``steps`` minibatch steps; final train and test loss (None if diverged)."""
+    check_counts(steps=steps, batch_size=batch_size)
     data = digits_data(seed, label_noise=label_noise)
     model = WidthMLP(WidthConfig(param=param, width=width, base_width=base_width, depth=depth, seed=seed))
     opt = make_optimizer(model, "adam", 2.0 ** log2_lr)
@@ -133,6 +135,7 @@ def tangent_kernel(model: WidthMLP, x: Float[Tensor, "n d_in"], optimizer: str =
 def lazy_point(*, param: str, width: int, seed: int, lr: float | int, steps: int = 100, n_train: int = 256,
                n_kernel: int = 32, depth: int = 2, base_width: int = 64) -> dict[str, Any]:
     """Full-batch SGD on ``n_train`` digits; relative change of the tangent kernel and of the last features."""
+    check_counts(steps=steps, n_train=n_train, n_kernel=n_kernel)
     data = digits_data(seed)
     model = WidthMLP(WidthConfig(param=param, width=width, base_width=base_width, depth=depth, seed=seed,
                                  bias=False))

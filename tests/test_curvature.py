@@ -156,3 +156,12 @@ def test_points_are_json_ready_and_record_what_the_study_reads():
         adam_point(lr=-1.0, seed=0, steps=1, measure_every=1)
     with pytest.raises(ConfigError, match="'init_scale' must"):
         omnigrok_point(init_scale=0.0, weight_decay=0.0, seed=0, steps=1, measure_every=1)
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"threshold": 0.0}, "'threshold' must be a positive sharpness"),
+    ({"threshold": 20.0, "frac": -1.0}, r"'frac' must be a fraction in \(0, 1\]"),
+])
+def test_plateau_bad_input(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        plateau([0, 1], [1.0, 2.0], **kw)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mechwork.errors import ConfigError, MechworkError
+from mechwork.parity import parity_point
 from mechwork.scaling import BESIROGLU, FitConfig, fit_scaling
 
 # a 200-start seeded subsample of Chinchilla's 4,500-start grid keeps the tests fast
@@ -146,3 +147,15 @@ def test_parity_point_reports_a_frequency_weighted_loss():
     assert 0 < r["test_loss"] < 2 and 0 <= r["n_learned"] <= 4 and 1 <= r["best_step"] <= 30
     with pytest.raises(ConfigError, match="'n_train' must be"):
         parity_point(width=8, n_train=0, steps=5)
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: fit_scaling([1.0, 0.9, 0.8], [1, 2, 3], variable="Q"), "'variable' must be 'N' or 'D'"),
+    (lambda: parity_point(width=4, n_train=64, steps=0), r"'steps' must be a positive integer \(got 0\)"),
+    (lambda: parity_point(width=4, n_train=64, batch_size=0), r"'batch_size' must be a positive integer \(got 0\)"),
+    (lambda: parity_point(width=4, n_train=64, eval_every=0), r"'eval_every' must be a positive integer \(got 0\)"),
+])
+def test_bad_point_and_fit_arguments_are_one_line_errors(call, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        call()
+    assert "\n" not in str(e.value)

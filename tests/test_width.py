@@ -152,3 +152,16 @@ def test_study_smoke_plan_writes_every_verdict(tmp_path):
     res = json.loads((out / "results.json").read_text())
     for key in ("verdict_coord", "verdict_transfer", "verdict_lazy", "verdict"):
         assert res[key].split(":")[0] in ("reproduced", "partly reproduced", "not reproduced"), key
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: coord_point(param="sp", width=16, seed=0, steps=-1), r"'steps' must be a positive integer \(got -1\)"),
+    (lambda: coord_point(param="sp", width=16, seed=0, batch=0), r"'batch' must be a positive integer \(got 0\)"),
+    (lambda: transfer_point(param="sp", width=16, log2_lr=-6, seed=0, steps=0), r"'steps' must be a positive"),
+    (lambda: transfer_point(param="sp", width=16, log2_lr=-6, seed=0, batch_size=0), r"'batch_size' must be a po"),
+    (lambda: lazy_point(param="ntk", width=16, seed=0, lr=0.1, n_kernel=0), r"'n_kernel' must be a positive"),
+])
+def test_bad_point_arguments_are_one_line_errors(call, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        call()
+    assert "\n" not in str(e.value)
