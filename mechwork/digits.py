@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mechwork.errors import invalid
+from mechwork.errors import check_counts, invalid
 
 __all__ = ["Digits", "MLPResult", "digits_data", "make_mlp", "train_mlp"]
 
@@ -120,6 +120,9 @@ def train_mlp(
         raise invalid("optimizer", "adam or sgd", optimizer)
     if not isinstance(steps, int) or steps < 1:
         raise invalid("steps", "a positive number of steps", steps)
+    check_counts(eval_every=eval_every)
+    if batch_size is not None:  # None: full batch
+        check_counts(batch_size=batch_size)
     params = dict(model.named_parameters())
     hook = None
     if masks is not None:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from mechwork.digits import digits_data, make_mlp, train_mlp
 from mechwork.errors import ConfigError
 from mechwork.prune import (
     MaskedOptimizerHook,
@@ -196,3 +197,18 @@ def test_symmetry_measures_on_known_cases():
     assert distance_irrelevance_of(noise) == pytest.approx(1.0, abs=0.05)
     with pytest.raises(ConfigError, match="square"):
         distance_irrelevance_of(torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda d: digits_data(test_frac=1.0), r"'test_frac' must be a fraction in \(0, 1\) \(got 1.0\)"),
+    (lambda d: digits_data(label_noise=-0.1), r"'label_noise' must be a fraction in \[0, 1\) \(got -0.1\)"),
+    (lambda d: make_mlp([64, 10], act="swish"), "'act' must be one of relu, tanh, gelu"),
+    (lambda d: train_mlp(make_mlp([64, 10]), d, steps=0), "'steps' must be a positive number of steps"),
+    (lambda d: train_mlp(make_mlp([64, 10]), d, optimizer="lbfgs"), "'optimizer' must be adam or sgd"),
+    (lambda d: train_mlp(make_mlp([64, 10]), d, eval_every=0), r"'eval_every' must be a positive integer \(got 0\)"),
+    (lambda d: train_mlp(make_mlp([64, 10]), d, batch_size=0), r"'batch_size' must be a positive integer \(got 0\)"),
+])
+def test_digits_bad_input(call, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        call(digits_data())
+    assert "\n" not in str(e.value)
