@@ -20,9 +20,22 @@ Phase boundaries, from the measures (steps are checkpoint steps):
 * **end of memorisation** -- first checkpoint with train accuracy >= 99%;
 * **start of cleanup** -- first checkpoint with test accuracy >= 50%: the
   circuit now beats the lookup table on held-out pairs and test loss is in
-  free fall (circuit formation is the stretch between the two);
+  free fall (circuit formation is the stretch between the two). Claimed only
+  when the run goes on to generalise (test accuracy >= 99%, :data:`GROKKED`):
+  a run stopped at 79% test accuracy has no cleanup;
 * **end of cleanup** -- first checkpoint after that whose excluded loss is
   within 90% of its maximum over the rest of the run, with test accuracy >= 99%.
+
+Phases are reported only on evidence (:func:`phase_spans`): memorisation once
+train accuracy reaches 99%; circuit formation once the test loss, after
+memorisation, falls to half its value then or less (or the run generalises); cleanup
+as above. :func:`phase_sentence` says which phases happened and why the others
+did not.
+
+A **loss spike** (:func:`loss_spikes`) is an episode after grokking (test
+accuracy first >= 99%) in which the test loss rises above both 10 times its
+lowest value since grokking and 0.01; consecutive evaluations above that line
+are one spike.
 
 Example::
 
@@ -30,11 +43,15 @@ Example::
     >>> pm = progress_measures("runs/modadd")          # doctest: +SKIP
     >>> pm.phases                                      # doctest: +SKIP
     {'end_memorisation': 50, 'start_cleanup': 350, 'end_cleanup': 1250}
+    >>> [s.start for s in loss_spikes([0, 1, 2, 3, 4], [5.0, 1e-3, 1e-4, 0.5, 1e-4], [0.0, 1.0, 1.0, 0.7, 1.0])]
+    [3]
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,11 +72,17 @@ from mechwork.trig import restricted_loss, trig_directions
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["ProgressMeasures", "detect_phases", "progress_measures"]
+__all__ = [
+    "GROKKED", "PhaseSpan", "ProgressMeasures", "Spike", "detect_phases", "loss_spikes", "phase_sentence",
+    "phase_spans", "progress_measures", "spike_sentence",
+]
 
 MEASURES = (
     "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss", "gini", "weight_norm",
 )
+GROKKED = 0.99  # test accuracy that counts as generalised (and train accuracy that counts as memorised)
+SPIKE_FACTOR = 10.0  # a spike: test loss above this many times its lowest value since grokking ...
+SPIKE_FLOOR = 0.01  # ... and above this
 
 
 @dataclass(frozen=True)
@@ -85,11 +108,16 @@ class ProgressMeasures(Result):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProgressMeasures:
         """Inverse of :meth:`to_dict` (how the embedded model's history is stored)."""
-        return cls(torch.tensor(d["steps"]), {k: torch.tensor(v, dtype=torch.float32) for k, v in d["values"].items()},
-                   list(d["key_freqs"]), dict(d["phases"]))
+        steps = torch.tensor(d["steps"])
+        values = {k: torch.tensor(v, dtype=torch.float32) for k, v in d["values"].items()}
+        # the phases follow from the measures: re-detect them, so stored ones never outlive the rules
+        phases = detect_phases(steps, values) if {"train_acc", "test_acc", "excluded_loss"} <= set(values) \
+            else dict(d["phases"])
+        return cls(steps, values, list(d["key_freqs"]), phases)
 
     def summary(self) -> str:
-        ph = ", ".join(f"{k.replace('_', ' ')} at step {v}" for k, v in self.phases.items())
+        ph = ", ".join(f"{k.replace('_', ' ')} " + ("not reached" if v is None else f"at step {v}")
+                       for k, v in self.phases.items())
         return f"{len(self.steps)} checkpoints, key frequencies {self.key_freqs}; {ph}"
 
     def to_frame(self) -> pd.DataFrame:
@@ -109,10 +137,11 @@ class ProgressMeasures(Result):
         fig.add_scatter(x=x, y=self.values["weight_norm"].tolist(), name="sum of squared weights",
                         row=1, col=2, secondary_y=True)
         fig.update_yaxes(type="log", row=1, col=1)
-        bounds = [s for s in self.phases.values() if s is not None]
-        for lo, hi, color in zip([0, *bounds], [*bounds, x[-1]], ["#eee", "#dde", "#ded", "#fff"], strict=False):
-            fig.add_vrect(x0=lo, x1=hi, fillcolor=color, opacity=0.5, line_width=0, layer="below", row=1, col="all")
-        return fig.update_layout(title="Progress measures (phases shaded)")
+        spans = phase_spans(self)  # only the phases the run gave evidence for
+        for span, color in zip(spans, ["#eee", "#dde", "#ded"], strict=False):
+            fig.add_vrect(x0=span.start, x1=span.end, fillcolor=color, opacity=0.5, line_width=0, layer="below",
+                          row=1, col="all")
+        return fig.update_layout(title="Progress measures (phases shaded)" if spans else "Progress measures")
 
 
 def detect_phases(steps: Tensor, v: dict[str, Tensor]) -> dict[str, int | None]:
@@ -125,8 +154,10 @@ def detect_phases(steps: Tensor, v: dict[str, Tensor]) -> dict[str, int | None]:
         idx = ok.nonzero()
         return int(steps[idx[0, 0]]) if len(idx) else None
 
-    end_mem = first(v["train_acc"] >= 0.99)
-    start_clean = first(v["test_acc"] >= 0.5, end_mem)
+    end_mem = first(v["train_acc"] >= GROKKED)
+    # cleanup only when the run generalises after memorising; it starts where test accuracy passes 50%
+    grokked = first(v["test_acc"] >= GROKKED, end_mem) if end_mem is not None else None
+    start_clean = first(v["test_acc"] >= 0.5, end_mem) if grokked is not None else None
     end_clean = None
     if start_clean is not None:
         later = steps >= start_clean
@@ -136,6 +167,137 @@ def detect_phases(steps: Tensor, v: dict[str, Tensor]) -> dict[str, int | None]:
         suffix_max = ex.flip(0).cummax(0).values.flip(0)
         end_clean = first(later & (ex >= 0.9 * suffix_max) & (v["test_acc"] >= 0.99), start_clean)
     return {"end_memorisation": end_mem, "start_cleanup": start_clean, "end_cleanup": end_clean}
+
+
+PHASE_NAMES = ("memorisation", "circuit formation", "cleanup")
+
+
+@dataclass(frozen=True)
+class PhaseSpan:
+    """One phase the run reached: ``finished`` is False when it was still under way at ``end`` (the last step)."""
+
+    name: str
+    start: int
+    end: int
+    finished: bool
+
+
+def circuit_formed(steps: Tensor, v: dict[str, Tensor], end_mem: int | None) -> bool:
+    """Evidence of circuit formation: after memorisation ends, the test loss falls to half its value then or less."""
+    if end_mem is None:
+        return False
+    tl = v["test_loss"][steps >= end_mem]
+    return bool((tl[1:] <= 0.5 * tl[0]).any())
+
+
+def phase_spans(pm: ProgressMeasures, last_step: int | None = None) -> list[PhaseSpan]:
+    """The phases ``pm`` gives evidence for, in order; an unfinished phase ends at ``last_step``.
+
+    >>> steps = torch.tensor([0, 10, 20, 30])
+    >>> v = {"train_acc": torch.tensor([0.1, 1.0, 1.0, 1.0]), "test_acc": torch.tensor([0.0, 0.1, 0.6, 0.79]),
+    ...      "test_loss": torch.tensor([5.0, 9.0, 2.0, 1.0]), "excluded_loss": torch.zeros(4)}
+    >>> pm = ProgressMeasures(steps, v, [1], detect_phases(steps, v))
+    >>> [(s.name, s.start, s.end, s.finished) for s in phase_spans(pm)]
+    [('memorisation', 0, 10, True), ('circuit formation', 10, 30, False)]
+    """
+    ph = pm.phases
+    last = int(pm.steps[-1]) if last_step is None else max(int(last_step), int(pm.steps[-1]))
+    end_mem, start_clean, end_clean = ph.get("end_memorisation"), ph.get("start_cleanup"), ph.get("end_cleanup")
+    if end_mem is None:
+        return []
+    spans = [PhaseSpan("memorisation", 0, end_mem, True)]
+    if start_clean is None and not circuit_formed(pm.steps, pm.values, end_mem):
+        return spans
+    spans.append(PhaseSpan("circuit formation", end_mem, last if start_clean is None else start_clean,
+                           start_clean is not None))
+    if start_clean is not None:
+        spans.append(PhaseSpan("cleanup", start_clean, last if end_clean is None else end_clean,
+                               end_clean is not None))
+    return spans
+
+
+def phase_sentence(pm: ProgressMeasures, last_step: int | None = None) -> str:
+    """Which phases the run went through, and why the others were not reached (one or two sentences)."""
+    spans = phase_spans(pm, last_step)
+    v = pm.values
+    if not spans:
+        return (f"Memorisation did not finish: train accuracy peaked at {float(v['train_acc'].max()):.1%} "
+                f"(below {GROKKED:.0%}), so no phase is marked.")
+    parts = [f"{s.name} (steps {s.start:,}-{s.end:,}" + ("" if s.finished else ", still under way at the last "
+                                                          "checkpoint") + ")" for s in spans]
+    text = "Training went through " + (parts[0] if len(parts) == 1 else
+                                       ", ".join(parts[:-1]) + " and " + parts[-1]) + "."
+    if len(spans) == 1:
+        text += (" Circuit formation and cleanup were not reached: after memorisation ended at step "
+                 f"{spans[0].end:,}, the test loss never fell to half its value then.")
+    elif len(spans) == 2:
+        text += (f" Cleanup was not reached: test accuracy peaked at {float(v['test_acc'].max()):.1%} "
+                 f"(below {GROKKED:.0%}).")
+    return text
+
+
+@dataclass(frozen=True)
+class Spike:
+    """A loss spike after grokking: evaluations ``start``..``end`` (``end`` is the last one above the line)."""
+
+    start: int
+    end: int
+    peak_loss: float  # highest test loss in the spike
+    min_acc: float  # lowest test accuracy in the spike
+    before_loss: float  # test loss at the evaluation just before the spike
+
+
+def loss_spikes(
+    steps: Sequence[float | int], test_loss: Sequence[float | int], test_acc: Sequence[float | int], *,
+    factor: float = SPIKE_FACTOR, floor: float = SPIKE_FLOOR,
+) -> list[Spike]:
+    """Loss spikes after grokking (see the module docstring): one :class:`Spike` per episode."""
+    spikes: list[Spike] = []
+    low: float | None = None  # lowest test loss since grokking (None: not grokked yet)
+    cur: list[Any] | None = None
+    prev = math.nan
+    for s, loss, acc in zip(steps, test_loss, test_acc, strict=True):
+        s, loss, acc = int(s), float(loss), float(acc)
+        if not (math.isfinite(loss) and math.isfinite(acc)):
+            continue
+        if low is None:
+            if acc >= GROKKED:
+                low = loss
+            prev = loss
+            continue
+        if loss > factor * low and loss > floor:
+            if cur is None:
+                cur = [s, s, loss, acc, prev]
+            else:
+                cur[1], cur[2], cur[3] = s, max(cur[2], loss), min(cur[3], acc)
+            continue
+        if cur is not None:
+            spikes.append(Spike(*cur))
+            cur = None
+        low, prev = min(low, loss), loss
+    if cur is not None:
+        spikes.append(Spike(*cur))
+    return spikes
+
+
+def spike_sentence(
+    steps: Sequence[float | int], test_loss: Sequence[float | int], test_acc: Sequence[float | int]
+) -> str:
+    """How many loss spikes followed grokking and when, or that there were none, or that the run did not grok."""
+    grok = next((int(s) for s, a in zip(steps, test_acc, strict=True) if float(a) >= GROKKED), None)
+    if grok is None:
+        return f"Test accuracy never reached {GROKKED:.0%}, so there is no grokking to count loss spikes after."
+    spikes = loss_spikes(steps, test_loss, test_acc)
+    rule = (f"test loss above {SPIKE_FACTOR:g}x its lowest value since grokking and above {SPIKE_FLOOR:g}; "
+            f"test accuracy first reached {GROKKED:.0%} at step {grok:,}")
+    if not spikes:
+        return f"No loss spikes after grokking ({rule})."
+    each = "; ".join(
+        (f"step {sp.start:,}" if sp.start == sp.end else f"steps {sp.start:,}-{sp.end:,}")
+        + f" (test loss from {sp.before_loss:.1e} up to {sp.peak_loss:.1e}, test accuracy down to {sp.min_acc:.1%})"
+        for sp in spikes)
+    n = len(spikes)
+    return f"{n} loss spike{'s' if n > 1 else ''} after grokking ({rule}): {each}."
 
 
 @torch.no_grad()

@@ -72,14 +72,24 @@ def fourier_report(
                                                              strict=True))},
         "losses": rex.to_frame().set_index("measure")["value"].to_dict(),
     }
+    notes: list[str] = []
     if run is not None and progress:
-        from mechwork.progress import progress_measures
+        from dataclasses import asdict
+
+        from mechwork.progress import loss_spikes, phase_sentence, progress_measures, spike_sentence
 
         pm = progress_measures(run, kf.freqs)
-        rows += [(f"phase: {k.replace('_', ' ')}", f"step {v}") for k, v in pm.phases.items()]
+        rows += [(f"phase: {k.replace('_', ' ')}", "not reached" if v is None else f"step {v}")
+                 for k, v in pm.phases.items()]
         data["phases"] = pm.phases
         data["progress"] = pm.to_frame().to_dict("list")
+        df = run.metrics
+        notes.append(phase_sentence(pm, int(df["step"].iloc[-1]) if len(df) else None))
+        if len(df) and {"test_loss", "test_acc"} <= set(df.columns):
+            steps, loss, acc = df["step"].tolist(), df["test_loss"].tolist(), df["test_acc"].tolist()
+            notes.append(spike_sentence(steps, loss, acc))
+            data["loss_spikes"] = [asdict(s) for s in loss_spikes(steps, loss, acc)]
     width = max(len(r[0]) for r in rows)
     head = f"Fourier analysis of {key} ({task.describe()})"
-    text = "\n".join([head, *(f"  {name.ljust(width)}  {value}" for name, value in rows)])
+    text = "\n".join([head, *(f"  {name.ljust(width)}  {value}" for name, value in rows), *notes])
     return text, data

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from mechwork.models import ToyConfig, build_model, preset
 from mechwork.runs import Run, embedded_info, embedded_path, load, resolve
-from mechwork.tasks import ModularArithmetic
+from mechwork.tasks import InductionTask, ModularArithmetic, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
@@ -65,13 +65,26 @@ def _n_params(cfg: ToyConfig) -> tuple[int, int]:
     return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
 
 
-def _recipe(train: dict[str, Any]) -> str:
+def _batch(train: dict[str, Any], task: Task | None) -> str:
+    """How each step's batch was drawn (see ``training._train_batch``)."""
+    if isinstance(task, InductionTask):  # the task draws fresh sequences every step; batch_size is not used
+        return f"minibatches of {task.batch_size} fresh sequences per step"
+    size = train.get("batch_size")
+    if size is None:
+        return "full batch"
+    if isinstance(task, ModularArithmetic) and size >= len(task.train_idx):
+        return f"full batch (batch_size {size} >= {len(task.train_idx)} training pairs)"
+    return f"minibatches of {size}"
+
+
+def _recipe(train: dict[str, Any], task: Task | None = None) -> str:
+    """The training recipe in one line; ``task`` makes the batch description exact."""
     gf = (
         f"Grokfast alpha {train['grokfast_alpha']} lambda {train['grokfast_lambda']}"
         if train.get("grokfast_alpha") is not None
         else "no Grokfast"
     )
-    batch = "full batch" if train.get("batch_size") is None else f"batch {train['batch_size']}"
+    batch = _batch(train, task)
     return (
         f"AdamW lr {train['lr']:g}, wd {train['weight_decay']:g}, betas {tuple(train['betas'])}, "
         f"warmup {train['warmup_steps']}, {batch}, {gf}, {train['steps']} steps"
@@ -93,12 +106,10 @@ def describe(run_or_preset: str | os.PathLike[str]) -> str:
         ]
         if embedded_path(key).is_file():
             meta = embedded_info(key)
-            m = meta.get("summary", {})
             lines += [
                 f"  embedded weights: {embedded_path(key).name} ({embedded_path(key).stat().st_size:,} bytes)",
-                f"  trained: {_recipe(meta['train'])}",
-                f"  test acc >= 99% at step {m.get('grok_step')}; final train acc {m.get('train_acc', 0):.4f},"
-                f" test acc {m.get('test_acc', 0):.4f}",
+                f"  trained: {_recipe(meta['train'], pre.task)}",
+                *(f"  {line}" for line in _embedded_results(meta, pre.task)),
                 f"  regenerate: {meta.get('command', '?')}",
             ]
         else:
@@ -110,7 +121,7 @@ def describe(run_or_preset: str | os.PathLike[str]) -> str:
         f"run {run.path}",
         f"  task: {run.task.describe()}",
         f"  model: {_arch(run.model_config)}",
-        f"  train: {_recipe(run.config['train'])}",
+        f"  train: {_recipe(run.config['train'], run.task)}",
         f"  checkpoints: {len(steps)}" + (f" (steps {steps[0]}..{steps[-1]})" if steps else ""),
     ]
     df = run.metrics
@@ -121,11 +132,52 @@ def describe(run_or_preset: str | os.PathLike[str]) -> str:
             f"  last eval (step {int(last['step'])}, {last['wall']:.1f} s): "
             + ", ".join(f"{c} {last[c]:.4g}" for c in cols)
         )
-        hit = df[df["test_acc"] >= 0.99]
-        lines.append(
-            f"  test acc >= 99% first at step {int(hit['step'].iloc[0])}" if len(hit) else "  test acc < 99% so far"
-        )
+        lines += [f"  {line}" for line in _history_lines(df, run.task)]
     return "\n".join(lines)
+
+
+def _history_lines(df: Any, task: Task) -> list[str]:
+    """What a metrics table (``step``, ``test_acc``, ``test_loss``, ...) says about the run, one claim a line."""
+    from mechwork.progress import GROKKED, spike_sentence
+
+    if "test_acc" not in df or not len(df):
+        return []
+    if isinstance(task, InductionTask):
+        best = int(df["test_acc"].idxmax())
+        return [f"induction accuracy (next token inside the repeated segments of held-out sequences): "
+                f"{df['test_acc'].iloc[-1]:.2%} at step {int(df['step'].iloc[-1])}; best "
+                f"{df['test_acc'].loc[best]:.2%} at step {int(df['step'].loc[best])}"]
+    hit = df[df["test_acc"] >= GROKKED]
+    lines = [f"test acc >= {GROKKED:.0%} first at step {int(hit['step'].iloc[0])}" if len(hit) else
+             f"test acc < {GROKKED:.0%} so far (best {df['test_acc'].max():.2%})"]
+    if len(hit) and "test_loss" in df:
+        lines.append(spike_sentence(df["step"].tolist(), df["test_loss"].tolist(), df["test_acc"].tolist()))
+    return lines
+
+
+def _embedded_results(meta: dict[str, Any], task: Task) -> list[str]:
+    """Results lines for a preset's embedded model, from its stored summary and history."""
+    import pandas as pd
+
+    s = meta.get("summary", {})
+    hist = (meta.get("history") or {}).get("metrics")
+    df = pd.DataFrame(hist) if hist else None
+    step = meta.get("step", s.get("steps"))
+    if isinstance(task, InductionTask):
+        lines = []
+        if "repeat_acc" in s:
+            lines.append(f"induction accuracy (next token inside the repeated segments of held-out sequences) "
+                         f"{s['repeat_acc']:.2%} at step {step}"
+                         + (f"; {s['other_acc']:.2%} elsewhere" if "other_acc" in s else ""))
+        return lines if lines or df is None else _history_lines(df, task)
+    lines = []
+    if "train_acc" in s and "test_acc" in s:
+        lines.append(f"at step {step}: train acc {s['train_acc']:.4f}, test acc {s['test_acc']:.4f}")
+    if df is not None:
+        lines += _history_lines(df, task)
+    elif s.get("grok_step") is not None:
+        lines.append(f"test acc >= 99% first at step {s['grok_step']}")
+    return lines
 
 
 def demo_report(device: str | None = None) -> str:
@@ -137,6 +189,13 @@ def demo_report(device: str | None = None) -> str:
     ev = evaluate_modadd(model, pre.task)
     hooks = list(model.hook_dict)
     s = meta.get("summary", {})
+    grok = s.get("grok_step")
+    hist = (meta.get("history") or {}).get("metrics")
+    spikes = []
+    if hist and grok is not None:
+        from mechwork.progress import spike_sentence
+
+        spikes = [f"  {spike_sentence(hist['step'], hist['test_loss'], hist['test_acc'])}"]
     return "\n".join(
         [
             f"mechwork demo: the embedded {pre.name} model ({pre.description})",
@@ -145,8 +204,10 @@ def demo_report(device: str | None = None) -> str:
             f" (loss {ev['all_loss']:.2e})",
             f"  train split {len(pre.task.train_idx):,} pairs: acc {ev['train_acc']:.2%};"
             f" held-out {len(pre.task.test_idx):,} pairs: acc {ev['test_acc']:.2%}",
-            f"  trained by mechwork: {_recipe(meta['train'])};"
-            f" grokked (test acc >= 99%) at step {s.get('grok_step')}",
+            f"  trained by mechwork: {_recipe(meta['train'], pre.task)}"
+            + (f"; grokked (test acc >= 99%) at step {grok}" if grok is not None else
+               "; test acc never reached 99% in training"),
+            *spikes,
             f"  {len(hooks)} hook points, e.g. hook_embed, blocks.0.attn.hook_pattern,"
             " blocks.0.mlp.hook_post: use model.run_with_cache(tokens)",
         ]

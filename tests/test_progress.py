@@ -95,3 +95,39 @@ def test_vectorised_no_python_loop_over_inputs(p31_run, monkeypatch):
     pm = progress_measures(p31_run, key_freqs=[1])
     assert len(calls) == len(pm.steps)
     assert torch.isfinite(pm["excluded_loss"]).all()
+
+
+# -- phases only on evidence ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def p31_stopped(tmp_path_factory):
+    """The same task stopped at step 400, part-way to generalising (test accuracy between 50% and 99%)."""
+    out = tmp_path_factory.mktemp("p31s") / "run"
+    train(P31, train_cfg=TrainConfig(steps=400, eval_every=50), out=out, quiet=True, device="cpu")
+    return progress_measures(out)
+
+
+def test_a_run_stopped_before_generalising_gets_no_cleanup(p31_stopped):
+    from mechwork.progress import phase_sentence, phase_spans
+
+    pm = p31_stopped
+    best = float(pm["test_acc"].max())
+    assert 0.5 <= best < 0.99, best  # the situation under test: past 50%, not generalised
+    assert pm.phases["start_cleanup"] is None and pm.phases["end_cleanup"] is None
+    spans = phase_spans(pm)
+    assert [s.name for s in spans] == ["memorisation", "circuit formation"]
+    assert spans[-1].finished is False and spans[-1].end == 400
+    text = phase_sentence(pm)
+    assert "cleanup (steps" not in text and f"Cleanup was not reached: test accuracy peaked at {best:.1%}" in text
+    assert "still under way at the last checkpoint" in text
+    assert pm.figure().layout.title.text == "Progress measures (phases shaded)"  # two phases did happen
+
+
+def test_a_generalised_run_gets_all_three_phases(p31_measures):
+    from mechwork.progress import phase_sentence, phase_spans
+
+    spans = phase_spans(p31_measures)
+    assert [s.name for s in spans] == ["memorisation", "circuit formation", "cleanup"]
+    assert all(s.finished for s in spans)
+    text = phase_sentence(p31_measures)
+    assert "not reached" not in text and "under way" not in text
+    assert f"cleanup (steps {spans[2].start:,}-{spans[2].end:,})" in text

@@ -10,7 +10,9 @@ Sections:
 4. loss per position on ``[r, r]`` sequences: an induction circuit makes the
    second copy cheap to predict;
 5. circuitsvis attention views of every head on repeated sequences, and on
-   one of the task's own sequences (a repeat at a random offset);
+   one of the task's own sequences (a repeat at a random offset); the heads
+   the summary names come first (top induction head, then the other induction
+   heads, then the previous-token heads), so each view opens on the top one;
 6. activation patching of every head at every position, and attribution
    patching against it;
 7. zero, mean and resample ablation of the previous-token heads the detectors
@@ -74,6 +76,32 @@ def position_loss_figure(model: Any, tokens: torch.Tensor) -> Any:
                              height=380)
 
 
+def head_order(prev: list[tuple[int, int, float]], ind: list[tuple[int, int, float]], n_layers: int,
+               n_heads: int) -> list[tuple[int, int, str]]:
+    """Every head as ``(layer, head, label)``: induction heads (best first), previous-token heads, then the rest.
+
+    >>> head_order([(0, 1, 0.9)], [(1, 0, 0.8)], 2, 2)
+    [(1, 0, 'L1H0 induction 0.80'), (0, 1, 'L0H1 previous-token 0.90'), (0, 0, 'L0H0'), (1, 1, 'L1H1')]
+    """
+    out: list[tuple[int, int, str]] = []
+    seen: set[tuple[int, int]] = set()
+    for kind, heads in (("induction", ind), ("previous-token", prev)):
+        for la, h, s in heads:
+            if (la, h) not in seen:
+                seen.add((la, h))
+                out.append((la, h, f"L{la}H{h} {kind} {s:.2f}"))
+    out += [(la, h, f"L{la}H{h}") for la in range(n_layers) for h in range(n_heads) if (la, h) not in seen]
+    return out
+
+
+def ordered_view(patterns: torch.Tensor, labels: list[Any], order: list[tuple[int, int, str]]) -> Any:
+    """circuitsvis AttentionHeads of one example (``patterns[layer, head, dest, src]``) with heads in ``order``."""
+    from mechwork.dashboard.views import attention_heads
+
+    att = torch.stack([patterns[la, h] for la, h, _ in order])
+    return attention_heads(att, labels, head_names=[name for _, _, name in order])
+
+
 def induction_page(src: Source) -> Page:
     from mechwork.attention import attention_patterns, composition_scores, head_detectors, repeated_tokens
     from mechwork.dashboard.grokking import curves_figure
@@ -103,11 +131,14 @@ def induction_page(src: Source) -> Page:
     if prev and ind and min(h[0] for h in prev) < max(h[0] for h in ind):
         text.append("A previous-token head feeding a later induction head is the two-layer induction circuit "
                     "(Olsson et al. 2022); the patching tools test that this path carries the effect.")
+    else:
+        text.append("The detectors find no previous-token head below an induction head, so this model shows no "
+                    "two-layer induction circuit.")
     page.markdown("\n\n".join(text), title="Summary")
     info: list[tuple[str, Any]] = [("source", src.name), ("task", task.describe()),
                                    ("model", _arch(src.model_config))]
     if src.train is not None:
-        info.append(("training", _recipe(src.train)))
+        info.append(("training", _recipe(src.train, task)))
     page.kv(info, title="Model and training")
     if src.metrics is not None:
         page.plotly(curves_figure(src.metrics, []), title="Training curves")
@@ -121,13 +152,19 @@ def induction_page(src: Source) -> Page:
     rep = repeated_tokens(task.d_vocab, task.seq_len // 2, batch=64, seed=1)
     page.plotly(position_loss_figure(model, rep), title="Loss by position on repeated sequences")
     pats = attention_patterns(model, rep[:2])
+    order = head_order(prev, ind, pats.patterns.shape[1], pats.patterns.shape[2])
+    named = [name for _, _, name in order[: len({(la, h) for la, h, _ in prev + ind})]]
+    opens = (f" Heads the summary names come first ({', '.join(named)}); the view opens on {order[0][2]}."
+             if named else f" The detectors name no head, so the heads are in layer order (the view opens on "
+             f"{order[0][2]}).")
     for i in range(2):
-        page.view(pats.view(i), title=f"Every head on a repeated sequence ({i + 1})",
+        page.view(ordered_view(pats.patterns[i], pats.labels[i], order),
+                  title=f"Every head on a repeated sequence ({i + 1})",
                   caption="Second half = first half. Induction heads attend to the token after the earlier copy; "
-                          "previous-token heads to the token just before.")
+                          "previous-token heads to the token just before." + opens)
     own = attention_patterns(model, ev.tokens[:1])
-    page.view(own.view(0), title="Every head on a task sequence",
-              caption="One held-out sequence of the task: one segment repeated at a random offset.")
+    page.view(ordered_view(own.patterns[0], own.labels[0], order), title="Every head on a task sequence",
+              caption="One held-out sequence of the task: one segment repeated at a random offset." + opens)
     patching_sections(page, model, task, [(la, h) for la, h, _ in prev if la == 0],
                       [(la, h) for la, h, _ in ind if la >= 1])
     return page

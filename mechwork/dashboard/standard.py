@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechwork.progress import ProgressMeasures
     from mechwork.tasks import Task
 
-__all__ = ["Source", "dashboard", "open_source"]
+__all__ = ["Source", "dashboard", "fourier_applies", "open_source"]
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,19 @@ def open_source(
     metrics = run.metrics
     metrics = metrics if len(metrics) else None
     prog = None
-    if progress and run.task.kind == "modadd" and len(run.steps) >= 2:
+    if progress and run.task.kind == "modadd" and len(run.steps) >= 2 and fourier_applies(run.task, run.model_config):
         from mechwork.progress import progress_measures
 
         prog = progress_measures(run)
     return Source(key, "run", run.task, run.model_config, model, step if step is not None else run.steps[-1],
                   run.config["train"], {}, metrics, prog)
+
+
+def fourier_applies(task: Task, cfg: ToyConfig) -> bool:
+    """Whether the Fourier analyses (and so the progress measures) apply: add or sub, odd p, a model with an MLP."""
+    from mechwork.fourier import FOURIER_OPS
+
+    return getattr(task, "op", None) in FOURIER_OPS and getattr(task, "p", 0) % 2 == 1 and not cfg.attn_only
 
 
 def dashboard(

@@ -1,0 +1,340 @@
+"""Truthful pages: every sentence the summaries, reports and standard dashboards print comes from a condition,
+and each condition is checked here on a run where it holds and on one where it does not.
+
+Fabricated measures and metrics rows make a condition true or false cheaply; tiny real runs (p=11, a few
+steps) carry them into the pages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from mechwork.progress import (
+    MEASURES,
+    ProgressMeasures,
+    detect_phases,
+    loss_spikes,
+    phase_sentence,
+    phase_spans,
+    spike_sentence,
+)
+from mechwork.tasks import OPS, InductionTask, ModularArithmetic
+from mechwork.training import TrainConfig, train
+
+TINY_CFG = TrainConfig(steps=20, eval_every=10, ckpt_every=10, ckpt_log=4)
+TINY_INDUCTION = InductionTask(d_vocab=8, seq_len=8, min_len=2, max_len=4, batch_size=2, n_eval=8)
+
+
+def measures(train_acc, test_acc, test_loss, excluded=None) -> ProgressMeasures:
+    """Progress measures at checkpoints 0, 10, 20, ... with the given values (the rest constant)."""
+    n = len(train_acc)
+    steps = torch.arange(n) * 10
+    v = {k: torch.ones(n) for k in MEASURES}
+    v |= {"train_acc": torch.tensor(train_acc), "test_acc": torch.tensor(test_acc),
+          "test_loss": torch.tensor(test_loss), "excluded_loss": torch.tensor(excluded or [1.0] * n)}
+    return ProgressMeasures(steps, v, [1], detect_phases(steps, v))
+
+
+NOT_MEMORISED = measures([0.1, 0.5, 0.8], [0.0, 0.0, 0.1], [4.0, 5.0, 6.0])
+NO_CIRCUIT = measures([0.1, 1.0, 1.0, 1.0], [0.0, 0.1, 0.1, 0.1], [4.0, 8.0, 7.0, 6.0])
+STOPPED_AT_79 = measures([0.1, 1.0, 1.0, 1.0, 1.0], [0.0, 0.1, 0.3, 0.6, 0.79], [4.0, 8.0, 6.0, 2.0, 0.9])
+GROKKED = measures([0.1, 1.0, 1.0, 1.0, 1.0], [0.0, 0.1, 0.6, 1.0, 1.0], [4.0, 8.0, 2.0, 0.01, 0.001],
+                   excluded=[1.0, 1.0, 3.0, 6.0, 6.0])
+CLEANUP_UNFINISHED = measures([0.1, 1.0, 1.0, 1.0], [0.0, 0.6, 1.0, 0.9], [4.0, 1.0, 0.01, 0.2],
+                              excluded=[1.0, 1.0, 1.0, 5.0])
+
+
+# -- phases ----------------------------------------------------------------------------------
+def test_no_phase_is_marked_before_memorisation_finishes():
+    assert phase_spans(NOT_MEMORISED) == []
+    assert phase_sentence(NOT_MEMORISED) == ("Memorisation did not finish: train accuracy peaked at 80.0% "
+                                             "(below 99%), so no phase is marked.")
+    assert "Memorisation did not finish" not in phase_sentence(NO_CIRCUIT)
+
+
+def test_circuit_formation_needs_the_test_loss_to_fall():
+    assert [s.name for s in phase_spans(NO_CIRCUIT)] == ["memorisation"]
+    text = phase_sentence(NO_CIRCUIT)
+    assert text.startswith("Training went through memorisation (steps 0-10).")
+    assert "Circuit formation and cleanup were not reached" in text
+    assert [s.name for s in phase_spans(STOPPED_AT_79)] == ["memorisation", "circuit formation"]
+    assert "Circuit formation and cleanup were not reached" not in phase_sentence(STOPPED_AT_79)
+
+
+def test_cleanup_needs_the_run_to_generalise():
+    # the issue's case: test accuracy past 50% but stopped at 79% -- no cleanup, and the page says why
+    assert STOPPED_AT_79.phases["start_cleanup"] is None
+    text = phase_sentence(STOPPED_AT_79)
+    assert "cleanup (steps" not in text
+    assert "circuit formation (steps 10-40, still under way at the last checkpoint)" in text
+    assert "Cleanup was not reached: test accuracy peaked at 79.0% (below 99%)." in text
+    assert GROKKED.phases == {"end_memorisation": 10, "start_cleanup": 20, "end_cleanup": 30}
+    text = phase_sentence(GROKKED)
+    assert text == ("Training went through memorisation (steps 0-10), circuit formation (steps 10-20) and "
+                    "cleanup (steps 20-30).")
+
+
+def test_an_unfinished_cleanup_says_so():
+    spans = phase_spans(CLEANUP_UNFINISHED, last_step=35)
+    assert [(s.name, s.finished) for s in spans][-1] == ("cleanup", False) and spans[-1].end == 35
+    assert "cleanup (steps 10-35, still under way at the last checkpoint)" in phase_sentence(CLEANUP_UNFINISHED, 35)
+    assert "under way" not in phase_sentence(GROKKED)
+
+
+def test_progress_figure_shades_only_phases_that_happened():
+    assert NOT_MEMORISED.figure().layout.title.text == "Progress measures"
+    assert not NOT_MEMORISED.figure().layout.shapes
+    fig = STOPPED_AT_79.figure()
+    assert fig.layout.title.text == "Progress measures (phases shaded)"
+    assert sorted({(s.x0, s.x1) for s in fig.layout.shapes}) == [(0, 10), (10, 40)]
+
+
+def test_stored_phases_are_redetected_from_the_measures():
+    d = STOPPED_AT_79.to_dict() | {"phases": {"end_memorisation": 10, "start_cleanup": 30, "end_cleanup": 40}}
+    assert ProgressMeasures.from_dict(d).phases["start_cleanup"] is None
+    assert ProgressMeasures.from_dict(GROKKED.to_dict()).phases == GROKKED.phases
+    assert "start cleanup not reached" in STOPPED_AT_79.summary()
+    assert "start cleanup at step 20" in GROKKED.summary()
+
+
+# -- loss spikes -------------------------------------------------------------------------------
+STEPS = list(range(0, 130, 10))
+ACC = [0.1, 0.5, 1.0, 1.0, 0.6, 0.7, 1.0, 1.0, 1.0, 0.95, 1.0, 1.0, 1.0]
+LOSS = [5.0, 2.0, 0.01, 1e-4, 2.0, 0.5, 1e-3, 1e-4, 1e-4, 0.3, 2e-4, 1e-4, 1e-4]
+
+
+def test_spikes_are_separate_episodes_after_grokking():
+    spikes = loss_spikes(STEPS, LOSS, ACC)
+    assert [(s.start, s.end) for s in spikes] == [(40, 50), (90, 90)]
+    assert spikes[0].peak_loss == 2.0 and spikes[0].min_acc == 0.6 and spikes[0].before_loss == 1e-4
+    text = spike_sentence(STEPS, LOSS, ACC)
+    assert text.startswith("2 loss spikes after grokking (test loss above 10x its lowest value since grokking "
+                           "and above 0.01; test accuracy first reached 99% at step 20): steps 40-50 ")
+    assert "step 90 (test loss from 1.0e-04 up to 3.0e-01, test accuracy down to 95.0%)" in text
+
+
+def test_what_is_not_a_spike():
+    # a rise before grokking, a rise above 10x that stays under 0.01, a rise above 0.01 that stays under 10x
+    steps = [0, 10, 20, 30, 40, 50, 60]
+    acc = [0.1, 0.3, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert loss_spikes(steps, [1.0, 5.0, 1e-4, 5e-3, 1e-4, 1e-4, 1e-4], acc) == []
+    assert loss_spikes(steps, [1.0, 5.0, 0.005, 0.02, 0.004, 0.004, 0.004], acc) == []
+    assert spike_sentence(steps, [1.0, 5.0, 1e-4, 5e-3, 1e-4, 1e-4, 1e-4], acc).startswith(
+        "No loss spikes after grokking")
+    assert len(loss_spikes(steps, [1.0, 5.0, 1e-4, 0.02, 1e-4, 1e-4, 1e-4], acc)) == 1
+
+
+def test_a_run_that_never_grokked_has_no_spike_count():
+    text = spike_sentence(STEPS, LOSS, [min(a, 0.9) for a in ACC])
+    assert text == "Test accuracy never reached 99%, so there is no grokking to count loss spikes after."
+    assert "never reached" not in spike_sentence(STEPS, LOSS, ACC)
+
+
+def test_the_shipped_model_reports_its_three_spikes():
+    from mechwork.runs import embedded_info
+    from mechwork.summary import describe
+
+    m = embedded_info("modadd-113")["history"]["metrics"]
+    spikes = loss_spikes(m["step"], m["test_loss"], m["test_acc"])
+    assert [(s.start, s.end) for s in spikes] == [(2700, 2900), (4400, 4650), (7300, 7550)]
+    assert min(s.min_acc for s in spikes) < 0.61
+    text = describe("modadd-113")
+    assert "3 loss spikes after grokking" in text and "steps 7,300-7,550" in text
+
+
+# -- summaries: describe, demo, report -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("truth") / "add"
+    train(ModularArithmetic(p=11, op="add", train_frac=0.5, seed=0), train_cfg=TINY_CFG, out=out, quiet=True,
+          device="cpu")
+    return out
+
+
+def with_metrics(run, dest, acc, loss):
+    """A copy of ``run`` whose metrics.jsonl holds fabricated rows (test accuracy ``acc``, test loss ``loss``)."""
+    import shutil
+
+    shutil.copytree(run, dest)
+    rows = [{"step": s, "wall": 0.1 * i, "lr": 1e-3, "train_loss": 0.01, "train_acc": 1.0, "test_loss": lo,
+             "test_acc": a} for i, (s, a, lo) in enumerate(zip(STEPS, acc, loss, strict=True))]
+    (dest / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dest
+
+
+def test_describe_a_run_says_whether_it_grokked_and_counts_spikes(tiny_run, tmp_path):
+    from mechwork.summary import describe
+
+    grokked = describe(with_metrics(tiny_run, tmp_path / "g", ACC, LOSS))
+    assert "test acc >= 99% first at step 20" in grokked and "2 loss spikes after grokking" in grokked
+    assert "so far" not in grokked
+    never = describe(with_metrics(tiny_run, tmp_path / "n", [min(a, 0.9) for a in ACC], LOSS))
+    assert "test acc < 99% so far (best 90.00%)" in never
+    assert "loss spike" not in never and "first at step" not in never
+
+
+def test_info_on_induction_reports_the_induction_accuracy_and_its_step(tmp_path):
+    from mechwork.summary import describe
+
+    text = describe("induction-2l")
+    assert "induction accuracy (next token inside the repeated segments of held-out sequences) 94.63% at step " \
+           "3000; 1.65% elsewhere" in text
+    assert "None" not in text and "test acc 0.0000" not in text and "full batch" not in text
+    assert "minibatches of 64 fresh sequences per step" in text
+    modadd = describe("modadd-113")
+    assert "induction accuracy" not in modadd and "full batch" in modadd
+    assert "test acc >= 99% first at step 800" in modadd
+    # an induction run directory: its test accuracy is the induction accuracy; no grokking threshold
+    out = tmp_path / "ind"
+    train(TINY_INDUCTION, train_cfg=TrainConfig(steps=4, eval_every=2), out=out, quiet=True, device="cpu")
+    run_text = describe(out)
+    assert "induction accuracy (next token inside the repeated segments of held-out sequences): " in run_text
+    assert "at step 4; best" in run_text and "test acc >= 99%" not in run_text and "so far" not in run_text
+
+
+def test_recipe_describes_the_batches_that_were_drawn():
+    from mechwork.summary import _recipe
+
+    base = {"lr": 1e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 0, "steps": 10}
+    task = ModularArithmetic(p=11, train_frac=0.5)  # 60 training pairs
+    assert "full batch," in _recipe(base | {"batch_size": None}, task)
+    assert "minibatches of 16," in _recipe(base | {"batch_size": 16}, task)
+    assert "full batch (batch_size 64 >= 60 training pairs)" in _recipe(base | {"batch_size": 64}, task)
+    ind = _recipe(base | {"batch_size": None}, TINY_INDUCTION)
+    assert "minibatches of 2 fresh sequences per step" in ind and "full batch" not in ind
+
+
+def test_demo_report_claims_grokking_and_spikes_only_from_history(monkeypatch):
+    import mechwork.summary as summary
+
+    text = summary.demo_report("cpu")
+    assert "grokked (test acc >= 99%) at step 800" in text and "3 loss spikes after grokking" in text
+    real = summary.embedded_info("modadd-113")
+    fake = real | {"summary": real["summary"] | {"grok_step": None}, "history": {}}
+    monkeypatch.setattr(summary, "embedded_info", lambda name: fake)
+    text = summary.demo_report("cpu")
+    assert "test acc never reached 99% in training" in text
+    assert "grokked" not in text and "loss spike" not in text
+
+
+def test_fourier_report_marks_unreached_phases(tiny_run):
+    from mechwork.progress import progress_measures
+    from mechwork.report import fourier_report
+
+    text, data = fourier_report(tiny_run)
+    phases = progress_measures(tiny_run).phases
+    assert data["phases"] == phases
+    assert any(v is None for v in phases.values()) and any(v is not None for v in phases.values())
+    for k, v in phases.items():
+        want = "not reached" if v is None else f"step {v}"
+        assert any(line.strip().startswith(f"phase: {k.replace('_', ' ')}") and line.rstrip().endswith(want)
+                   for line in text.splitlines()), (k, text)
+    assert "step None" not in text
+    assert phase_sentence(progress_measures(tiny_run), TINY_CFG.steps) in text
+    assert "Test accuracy never reached 99%" in text or "loss spike" in text
+
+
+# -- the grokking dashboard ---------------------------------------------------------------------
+def page_text(page) -> str:
+    return page.render("cdn")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_dashboard_works_for_every_op(op, tmp_path):
+    from mechwork.dashboard import dashboard
+
+    run = tmp_path / "run"
+    train(ModularArithmetic(p=11, op=op, train_frac=0.5, seed=0), train_cfg=TINY_CFG, out=run, quiet=True,
+          device="cpu")
+    out = tmp_path / "d.html"
+    page = dashboard(run, out, assets="cdn")
+    titles = [b.title for b in page.blocks if b.title]
+    html = out.read_text()
+    fourier = op in ("add", "sub")
+    assert ("Fourier spectrum of the embedding" in titles) == fourier
+    assert ("Trig-identity logit fit" in titles) == fourier
+    assert ("The Fourier sections are left out: they assume a Fourier circuit" in html) == (not fourier)
+    assert ("Progress measures are left out" in html) == (not fourier)
+    kinds = {b.title: b.kind for b in page.blocks if b.title}
+    assert kinds["Progress measures"] == ("plotly" if fourier else "html")
+    assert kinds["Training curves"] == "plotly" and "Attention from '=' over the (a, b) grid" in titles
+    assert sum(b.kind == "view" for b in page.blocks) == 3
+    assert ("they are found from the Fourier progress measures, which do not apply here" in html) == (not fourier)
+
+
+def test_grokking_page_text_follows_the_history(tiny_run):
+    from mechwork.dashboard.grokking import grokking_page
+    from mechwork.dashboard.standard import open_source
+
+    base = open_source(tiny_run)
+    good = grokking_page(dataclasses.replace(
+        base, metrics=pd.DataFrame({"step": STEPS, "test_acc": ACC, "test_loss": LOSS}), progress=GROKKED))
+    curves = next(b for b in good.blocks if b.title == "Training curves")
+    assert curves.body["layout"]["title"]["text"] == "Training curves (log scale; phases shaded)"
+    assert curves.caption == "Shaded: memorisation (red), circuit formation (yellow), cleanup (green)."
+    html = page_text(good)
+    assert "Training went through memorisation (steps 0-10), circuit formation" in html
+    assert "2 loss spikes after grokking" in html
+
+    bad = grokking_page(dataclasses.replace(
+        base, metrics=pd.DataFrame({"step": STEPS, "test_acc": [min(a, 0.9) for a in ACC], "test_loss": LOSS}),
+        progress=NOT_MEMORISED))
+    curves = next(b for b in bad.blocks if b.title == "Training curves")
+    assert curves.body["layout"]["title"]["text"] == "Training curves (log scale)" and curves.caption is None
+    html = page_text(bad)
+    assert "phases shaded" not in html and "Shaded:" not in html and "phase: " not in html
+    assert "Memorisation did not finish" in html and "never reached 99%" in html
+
+    partial = page_text(grokking_page(dataclasses.replace(base, progress=STOPPED_AT_79)))
+    assert "Cleanup was not reached" in partial and "cleanup (steps" not in partial
+    assert "phase: circuit formation" in partial and "phase: cleanup" not in partial
+
+
+# -- the induction dashboard ----------------------------------------------------------------------
+def test_induction_page_opens_on_the_named_heads_and_says_nothing_untrue():
+    from mechwork.attention import head_detectors
+    from mechwork.dashboard import induction_dashboard
+    from mechwork.dashboard.induction import THRESHOLD
+
+    page = induction_dashboard("induction-2l")
+    scores = head_detectors(page_model := __import__("mechwork").load("induction-2l"))
+    del page_model
+    ind, prev = scores.top("induction", THRESHOLD), scores.top("previous_token", THRESHOLD)
+    assert ind and prev
+    views = [b.body for b in page.blocks if b.kind == "view"]
+    for v in views:
+        names = v.props["attentionHeadNames"]
+        assert names[0] == f"L{ind[0][0]}H{ind[0][1]} induction {ind[0][2]:.2f}"  # the view opens on it
+        named = len({(la, h) for la, h, _ in ind + prev})
+        assert [n.split()[0] for n in names[:named]] == [f"L{la}H{h}" for la, h, _ in ind + prev]
+        assert all(" " not in n for n in names[named:])
+    assert all(f"the view opens on L{ind[0][0]}H{ind[0][1]} induction" in b.caption
+               for b in page.blocks if b.kind == "view")
+    html = page_text(page)
+    assert "phases shaded" not in html and "full batch" not in html
+    assert "minibatches of 64 fresh sequences per step" in html
+    assert "two-layer induction circuit (Olsson et al. 2022)" in html
+    assert "shows no two-layer induction circuit" not in html
+
+
+def test_induction_page_without_a_circuit_says_so(tmp_path):
+    from mechwork.attention import head_detectors
+    from mechwork.dashboard import induction_dashboard
+    from mechwork.dashboard.induction import THRESHOLD
+    from mechwork.runs import Run
+
+    out = tmp_path / "ind"
+    train(TINY_INDUCTION, train_cfg=TrainConfig(steps=2, eval_every=1), out=out, quiet=True, device="cpu")
+    scores = head_detectors(Run(out).model_at(None, "cpu"))
+    assert not scores.top("induction", THRESHOLD)  # the situation under test: an untrained model
+    page = induction_dashboard(out)
+    html = page_text(page)
+    assert "shows no two-layer induction circuit" in html and "Olsson" not in html
+    views = [b for b in page.blocks if b.kind == "view"]
+    assert all(b.body.props["attentionHeadNames"][0] == "L0H0" for b in views)
+    assert all("in layer order (the view opens on L0H0)" in b.caption for b in views)
