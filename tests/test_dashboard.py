@@ -114,8 +114,12 @@ def test_notebook_view_inlines_the_bundle_and_never_probes(monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     html = attention_heads(torch.eye(2)[None], ["a", "b"])._repr_html_()
-    assert html.count(CV_MARK) == 1 and "typeof window.CircuitsVis" in html
+    assert html.count(CV_MARK) == 1 and "CircuitsVis.render(" in html
     assert "http" not in html.split(CV_MARK)[0]
+    # a sandboxed iframe: scripts run, but in an opaque origin, away from the notebook
+    assert html.startswith('<iframe sandbox="allow-scripts" srcdoc="') and "allow-same-origin" not in html
+    page_html = Page("x").text("y")._repr_html_()
+    assert page_html.startswith('<iframe sandbox="allow-scripts" srcdoc="') and "allow-same-origin" not in page_html
 
 
 # -- saving -------------------------------------------------------------------------

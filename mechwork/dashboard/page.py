@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mechwork.dashboard.assets import CIRCUITSVIS, PLOTLY, script_json
-from mechwork.dashboard.views import CircuitsView, attention_heads, colored_tokens
+from mechwork.dashboard.views import VIEW_CSS, CircuitsView, attention_heads, colored_tokens
 from mechwork.errors import OutputError, invalid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -224,7 +224,7 @@ class Page:
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f'<meta name="generator" content="mechwork {_version()}">\n'
-            f"<title>{esc(self.title)}</title>\n<style>{_CSS}</style>\n{scripts}</head>\n<body>\n<main>\n"
+            f"<title>{esc(self.title)}</title>\n<style>{_CSS}{VIEW_CSS}\n</style>\n{scripts}</head>\n<body>\n<main>\n"
             f"<header><h1>{esc(self.title)}</h1>{sub}</header>\n{nav}{''.join(parts)}"
             f'<footer>Made with mechwork {esc(_version())}{stamp}</footer>\n</main>\n{tmpl}'
             f"<script>\n{_DRAW}</script>\n</body>\n</html>\n"
@@ -271,9 +271,14 @@ class Page:
         return path
 
     def _repr_html_(self) -> str:
-        """In a notebook: the page in a sandboxed iframe (inline assets, works offline)."""
+        """In a notebook: the page in a sandboxed iframe (inline assets, works offline).
+
+        ``sandbox="allow-scripts"`` without ``allow-same-origin``: the page's scripts run in an opaque
+        origin and cannot reach the notebook, its cookies or its kernel.
+        """
         doc = esc(self.render("inline"), quote=True)
-        return f'<iframe srcdoc="{doc}" style="width:100%;height:900px;border:1px solid #ddd"></iframe>'
+        return (f'<iframe sandbox="allow-scripts" srcdoc="{doc}" '
+                'style="width:100%;height:900px;border:1px solid #ddd;resize:vertical"></iframe>')
 
 
 @cache

@@ -11,13 +11,24 @@ network) and defines ``CircuitsVis`` only if the page has not already got it.
 Token labels are strings; integer token ids are turned into their decimal
 strings, so a modular-arithmetic input shows as ``["12", "7", "="]``.
 
+Several circuitsvis components put token strings into the page as raw HTML
+(``dangerouslySetInnerHTML``: ColoredTokens, ColoredTokensMulti,
+AttentionPatterns, TextNeuronActivations, TokenLogProbs, TopkTokens,
+TopkSamples); :data:`HTML_PROPS` names those props, and
+:meth:`CircuitsView.props_json` HTML-escapes their strings, so a label such as
+``<img src=x onerror=...>`` shows as text. AttentionHeads and AttentionPattern
+draw tokens on a canvas or as React text, so their strings go unescaped (no
+``&lt;`` on screen). ``props`` itself always keeps the labels as given.
+
 Example::
 
     >>> import torch
-    >>> from mechwork.dashboard.views import attention_heads
+    >>> from mechwork.dashboard.views import attention_heads, colored_tokens
     >>> view = attention_heads(torch.eye(3)[None], [12, 7, "="], head_names=["L0H0"])
     >>> view.component, view.props["tokens"]
     ('AttentionHeads', ['12', '7', '='])
+    >>> print(colored_tokens(["<b>"], [1.0]).props_json())  # circuitsvis renders these tokens as HTML
+    {"tokens":["\\u0026lt;b\\u0026gt;"],"values":[1.0]}
 """
 
 from __future__ import annotations
@@ -32,11 +43,27 @@ from typing import Any
 from mechwork.dashboard.assets import CIRCUITSVIS, script_json
 from mechwork.errors import invalid
 
-__all__ = ["COMPONENTS", "CircuitsView", "attention_heads", "attention_pattern", "colored_tokens", "jsonable"]
+__all__ = ["COMPONENTS", "HTML_PROPS", "CircuitsView", "attention_heads", "attention_pattern", "colored_tokens",
+           "jsonable"]
 
 # The circuitsvis components mechwork builds views of (all exist in circuitsvis's bundle).
 COMPONENTS = ("AttentionHeads", "AttentionPattern", "AttentionPatterns", "ColoredTokens", "ColoredTokensMulti",
               "TextNeuronActivations", "TokenLogProbs", "TopkTokens", "TopkSamples")
+
+# Props whose strings circuitsvis inserts as HTML (dangerouslySetInnerHTML), per component; read from
+# circuitsvis's sources (src/tokens/utils/Token.tsx, TokenCustomTooltip.tsx, attention/components/
+# AttentionTokens.tsx, logits/TokenLogProbs.tsx, topk/TopkTokens.tsx and the components built on them).
+HTML_PROPS: dict[str, tuple[str, ...]] = {
+    "ColoredTokens": ("tokens",),
+    "ColoredTokensMulti": ("tokens",),
+    "AttentionPatterns": ("tokens",),
+    "TextNeuronActivations": ("tokens",),
+    "TokenLogProbs": ("prompt", "topKTokens"),
+    "TopkTokens": ("tokens",),
+    "TopkSamples": ("tokens",),
+}
+# Default notebook iframe heights (CSS) per component; a view's own ``height`` wins.
+_NOTEBOOK_HEIGHT = {"AttentionHeads": "760px", "AttentionPattern": "560px", "AttentionPatterns": "640px"}
 
 _displayed = itertools.count()
 _DIGITS = 5  # significant digits kept for floats in props: plenty for a colour scale, and small
@@ -57,6 +84,15 @@ def jsonable(x: Any, digits: int = _DIGITS) -> Any:
     if isinstance(x, (list, tuple)):
         return [jsonable(v, digits) for v in x]
     raise TypeError(f"cannot turn {type(x).__name__} into JSON")
+
+
+def _escape_text(x: Any) -> Any:
+    """Every string in ``x`` (nested lists) with ``&``, ``<`` and ``>`` escaped: safe as HTML element content."""
+    if isinstance(x, str):
+        return x.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if isinstance(x, list):
+        return [_escape_text(v) for v in x]
+    return x
 
 
 def token_labels(tokens: Iterable[Any]) -> list[str]:
@@ -82,19 +118,35 @@ class CircuitsView:
             raise invalid("component", f"one of {', '.join(COMPONENTS)}", self.component)
 
     def props_json(self) -> str:
-        return script_json(self.props)
+        """The props as script-safe JSON, with the strings circuitsvis renders as HTML escaped."""
+        html_props = HTML_PROPS.get(self.component, ())
+        props = {k: _escape_text(v) if k in html_props else v for k, v in self.props.items()}
+        return script_json(props)
 
     def _repr_html_(self) -> str:
-        """Self-contained notebook HTML: the bundle from the installed package, no internet probe."""
+        """Notebook HTML: a sandboxed iframe (scripts, but not the notebook's origin) holding the view and
+        the bundle from the installed package; no internet probe."""
+        import html
+
         digest = hashlib.sha1(f"{self.component}{self.props_json()}".encode()).hexdigest()[:10]
         mount = f"mw-cv-{digest}-{next(_displayed)}"  # unique even when one view is shown twice
         g = CIRCUITSVIS.global_name
-        return (
-            f'<div id="{mount}"></div>'
-            f"<script>if(typeof window.{g}==='undefined'){{\n{CIRCUITSVIS.source()}\nwindow.{g}={g};}}</script>"
+        doc = (
+            f'<!DOCTYPE html><html><head><meta charset="utf-8"><style>{VIEW_CSS}</style></head><body>'
+            f'<div id="{mount}" class="mw-cv"></div>'
+            f"<script>\n{CIRCUITSVIS.source()}\n</script>"
             f"<script>{g}.render({script_json(mount)},{g}[{script_json(self.component)}],{self.props_json()});"
-            "</script>"
+            "</script></body></html>"
         )
+        height = self.height or _NOTEBOOK_HEIGHT.get(self.component, "320px")
+        return (f'<iframe sandbox="allow-scripts" srcdoc="{html.escape(doc, quote=True)}" '
+                f'style="width:100%;height:{html.escape(height, quote=True)};border:0;resize:vertical"></iframe>')
+
+
+# circuitsvis sizes a zoomed attention head by its token count (at most 8em a token, width "initial") and
+# lets chart.js size the canvas to that box, so in a shrink-to-fit container a 3-token head can collapse to
+# a few pixels; the zoomed head's box gets a floor (the mount scrolls sideways when narrower).
+VIEW_CSS = ".mw-cv div[style*='aspect-ratio'][style*='max-width: min('] { min-width: 300px; }"
 
 
 def _check_square(attention: list[Any], n: int, what: str) -> None:
