@@ -306,7 +306,8 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
 @cli.command("dashboard")
 @click.argument("run_or_preset")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="HTML file to write; its directory must exist (default: dashboards/<name>.html)")
+              help="HTML file to write; its directory must exist "
+                   "(default: dashboards/<name>.html, or dashboards/<name>.cdn.html with --assets cdn)")
 @click.option("--assets", type=click.Choice(["inline", "cdn"]), default="inline", show_default=True,
               help="inline: one file that works offline; cdn: small, loads plotly.js and circuitsvis from CDNs")
 @click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
@@ -317,13 +318,18 @@ def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int |
     from mechwork.runs import resolve
 
     kind, key = resolve(run_or_preset)
-    out = out or Path("dashboards") / f"{Path(key).name if kind == 'run' else key}.html"
+    name = Path(key).resolve().name if kind == "run" else key
+    out = out or Path("dashboards") / f"{name}{'.cdn' if assets == 'cdn' else ''}.html"
     try:
         check_out(out)
     except MechworkError as e:
         raise click.BadParameter(str(e), param_hint="'--out'") from e
+    from mechwork.dashboard.page import saved_assets
+
+    before = saved_assets(out)  # replacing a page of the other mode is said, never silent
     dashboard(key, out, assets=assets, step=step, device=device)
-    click.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    note = f"; replaced the {before} page that was there" if before not in (None, assets) else ""
+    click.echo(f"wrote {out} ({out.stat().st_size:,} bytes, {assets} assets{note})")
 
 
 @cli.command()

@@ -305,3 +305,37 @@ def test_cli_unknown_run_path(tmp_path, capsys):
     assert main(["dashboard", str(notrun), "--out", str(tmp_path / "x.html")]) == 2
     assert "not a run directory" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_saved_assets_tells_inline_from_cdn_pages(tmp_path):
+    from mechwork.dashboard.page import saved_assets
+
+    page = busy_page(1)
+    assert saved_assets(page.save(tmp_path / "i.html")) == "inline"
+    assert saved_assets(page.save(tmp_path / "c.html", assets="cdn")) == "cdn"
+    assert saved_assets(Page("text only").text("x").save(tmp_path / "t.html")) is None
+    (tmp_path / "other.html").write_text("<html><head><script src='x.js'></script></head></html>")
+    assert saved_assets(tmp_path / "other.html") is None and saved_assets(tmp_path / "missing.html") is None
+
+
+def test_cli_dashboard_of_dot_and_cdn_page_beside_the_inline_one(tmp_path, monkeypatch, capsys, tiny_task,
+                                                                   tiny_train_cfg):
+    """`dashboard .` names the page after the run directory; --assets cdn has its own default name, and
+    replacing a page of the other mode is said in the output line."""
+    from mechwork.training import train
+
+    run = tmp_path / "myrun"
+    train(tiny_task, train_cfg=tiny_train_cfg, out=run, quiet=True, device="cpu")
+    (run / "dashboards").mkdir()
+    monkeypatch.chdir(run)
+    assert main(["dashboard", ".", "--device", "cpu"]) == 0
+    inline = run / "dashboards" / "myrun.html"
+    line = capsys.readouterr().out
+    assert "wrote dashboards/myrun.html" in line and "inline assets" in line and "replaced" not in line
+    before = inline.read_bytes()
+    assert main(["dashboard", ".", "--device", "cpu", "--assets", "cdn"]) == 0
+    line = capsys.readouterr().out
+    assert "wrote dashboards/myrun.cdn.html" in line and "replaced" not in line
+    assert inline.read_bytes() == before  # the inline page is untouched
+    assert main(["dashboard", ".", "--device", "cpu", "--assets", "cdn", "--out", "dashboards/myrun.html"]) == 0
+    assert "replaced the inline page that was there" in capsys.readouterr().out

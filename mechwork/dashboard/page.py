@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from mechwork.results import Result
 
-__all__ = ["ASSET_MODES", "Page"]
+__all__ = ["ASSET_MODES", "Page", "saved_assets"]
 
 ASSET_MODES = ("inline", "cdn")
 esc = html.escape
@@ -279,6 +279,25 @@ class Page:
         doc = esc(self.render("inline"), quote=True)
         return (f'<iframe sandbox="allow-scripts" srcdoc="{doc}" '
                 'style="width:100%;height:900px;border:1px solid #ddd;resize:vertical"></iframe>')
+
+
+def saved_assets(path: str | os.PathLike[str]) -> str | None:
+    """``"inline"`` or ``"cdn"`` for a page mechwork saved at ``path``; None for anything else (or nothing).
+
+    Read from the page's head: a CDN page links its bundles (``<script src=...>``), an inline page
+    embeds them. A page without figures or views carries no bundle either way and gives None.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(65536)
+    except OSError:
+        return None
+    head = head.split("</head>", 1)[0]
+    if '<meta name="generator" content="mechwork' not in head:
+        return None
+    if '<script src="' in head:
+        return "cdn"
+    return "inline" if "<script>" in head else None
 
 
 @cache
