@@ -290,6 +290,11 @@ def test_grokking_page_text_follows_the_history(tiny_run):
     assert "phases shaded" not in html and "Shaded:" not in html and "phase: " not in html
     assert "Memorisation did not finish" in html and "never reached 99%" in html
 
+    unmeasured = page_text(grokking_page(dataclasses.replace(base, progress=None)))
+    assert "The phases are not marked: they need the progress measures of at least two checkpoints." in unmeasured
+    assert "phase: " not in unmeasured and "phases shaded" not in unmeasured
+    assert "they need the progress measures" not in page_text(good)
+
     partial = page_text(grokking_page(dataclasses.replace(base, progress=STOPPED_AT_79)))
     assert "Cleanup was not reached" in partial and "cleanup (steps" not in partial
     assert "phase: circuit formation" in partial and "phase: cleanup" not in partial
@@ -320,6 +325,7 @@ def test_induction_page_opens_on_the_named_heads_and_says_nothing_untrue():
     assert "minibatches of 64 fresh sequences per step" in html
     assert "two-layer induction circuit (Olsson et al. 2022)" in html
     assert "shows no two-layer induction circuit" not in html
+    assert "Induction heads: <strong>none" not in html and "no circuit to ablate" not in html
 
 
 def test_induction_page_without_a_circuit_says_so(tmp_path):
@@ -335,6 +341,32 @@ def test_induction_page_without_a_circuit_says_so(tmp_path):
     page = induction_dashboard(out)
     html = page_text(page)
     assert "shows no two-layer induction circuit" in html and "Olsson" not in html
+    assert "Induction heads: <strong>none</strong>" in html
+    assert "so there is no circuit to ablate or path-patch" in html
     views = [b for b in page.blocks if b.kind == "view"]
     assert all(b.body.props["attentionHeadNames"][0] == "L0H0" for b in views)
     assert all("in layer order (the view opens on L0H0)" in b.caption for b in views)
+
+
+def test_key_frequency_methods_agree_or_disagree_as_measured(tiny_run, monkeypatch):
+    import mechwork.dashboard.grokking as grokking
+    from mechwork.dashboard.standard import open_source
+
+    src = open_source(tiny_run, progress=False)
+    seen = []
+    real = grokking.key_frequencies
+
+    def spy(*a, **k):
+        seen.append(real(*a, **k))
+        return seen[-1]
+
+    monkeypatch.setattr(grokking, "key_frequencies", spy)
+    html = page_text(grokking.grokking_page(src))
+    want = "agree" if seen[-1].agree else "disagree"
+    assert f"the two methods {want}." in html
+    forced = dataclasses.replace(seen[-1], from_neurons=list(seen[-1].from_embedding),
+                                 freqs=list(seen[-1].from_embedding)) if not seen[-1].agree else \
+        dataclasses.replace(seen[-1], from_neurons=[*seen[-1].from_embedding, 99])
+    monkeypatch.setattr(grokking, "key_frequencies", lambda *a, **k: forced)
+    other = "disagree" if want == "agree" else "agree"
+    assert f"the two methods {other}." in page_text(grokking.grokking_page(src))
