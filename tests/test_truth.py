@@ -370,3 +370,22 @@ def test_key_frequency_methods_agree_or_disagree_as_measured(tiny_run, monkeypat
     monkeypatch.setattr(grokking, "key_frequencies", lambda *a, **k: forced)
     other = "disagree" if want == "agree" else "agree"
     assert f"the two methods {other}." in page_text(grokking.grokking_page(src))
+
+
+def test_describe_a_preset_claims_only_what_its_stored_files_hold(monkeypatch, tmp_path):
+    import mechwork.summary as summary
+
+    real = summary.embedded_info("modadd-113")
+    no_history = real | {"history": {}}
+    monkeypatch.setattr(summary, "embedded_info", lambda name: no_history)
+    text = summary.describe("modadd-113")
+    assert "test acc >= 99% first at step 800" in text and "loss spike" not in text
+    assert "at step 8000: train acc 1.0000, test acc 1.0000" in text
+    bare = real | {"history": {}, "summary": {}}
+    monkeypatch.setattr(summary, "embedded_info", lambda name: bare)
+    text = summary.describe("modadd-113")
+    assert "first at step" not in text and "train acc" not in text and "None" not in text
+    assert "embedded weights: none" not in text
+    monkeypatch.setattr(summary, "embedded_path", lambda name: tmp_path / "missing.safetensors")
+    text = summary.describe("modadd-113")
+    assert "embedded weights: none (train with `mechwork train`)" in text and "trained:" not in text
