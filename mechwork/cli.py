@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from mechwork.errors import CheckpointError, MechworkError
+from mechwork.errors import CheckpointError, MechworkError, NonFiniteError, RunBusyError
 
 __all__ = ["main"]
 
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         click.echo(f"{prog}: error: {e.format_message()}", err=True)
         return e.exit_code
-    except CheckpointError as e:
+    except (CheckpointError, NonFiniteError, RunBusyError) as e:  # a bad file, a diverged run, a busy run
         click.echo(f"{prog}: error: {e}", err=True)
         return 1
     except MechworkError as e:

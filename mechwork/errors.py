@@ -21,7 +21,9 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "MechworkError",
+    "NonFiniteError",
     "OutputError",
+    "RunBusyError",
     "RunDirError",
     "check_known_fields",
     "invalid",
@@ -38,6 +40,25 @@ class ConfigError(MechworkError, ValueError):
 
 class RunDirError(MechworkError, FileExistsError):
     """A run directory cannot be used as asked (exists, is not a run, ...)."""
+
+
+class RunBusyError(RunDirError):
+    """Another process holds the run directory's lock (it is training or writing into it)."""
+
+
+class NonFiniteError(MechworkError, FloatingPointError):
+    """Training reached a NaN or inf loss or weight and stopped; the run keeps its last finite checkpoint.
+
+    ``step`` is the step where it was found, ``last_checkpoint`` the last
+    finite checkpointed step written (None without a run directory).
+    """
+
+    def __init__(self, message: str, step: int, last_checkpoint: int | None):
+        super().__init__(message)
+        self.step, self.last_checkpoint = step, last_checkpoint
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, int | None]]:  # survives a sweep worker's pickling
+        return type(self), (str(self), self.step, self.last_checkpoint)
 
 
 class CheckpointError(MechworkError, OSError):

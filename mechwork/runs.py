@@ -7,10 +7,16 @@ A run directory holds everything needed to rebuild, resume and analyse a run::
       metrics.jsonl                     one JSON line per evaluation
       checkpoints/step_0000000.safetensors   weights only, dense early, sparse later
       resume.safetensors                weights + optimiser + filter state of the last checkpoint
+      .lock, .lock.json                 the writers' lock, and who holds it (pid, host, command)
 
-Every file is written atomically (see :mod:`mechwork.io`); nothing is pickled.
-``Run(path)`` reads a run; :func:`load` returns an eval-mode bridge model for a
-run (any checkpointed step) or for a preset with embedded weights.
+Every file is written atomically (see :mod:`mechwork.io`); nothing is pickled;
+every safetensors file carries a content hash that is checked on load.
+A writer (training, resuming, exporting) holds the directory's exclusive lock;
+a second writer is refused with one line naming the holder.
+``Run(path)`` reads a run and checks its ``config.json`` strictly (complete
+task, model and train sections of valid types: nothing falls back to a
+default); :func:`load` returns an eval-mode bridge model for a run (any
+checkpointed step) or for a preset with embedded weights.
 
 Example::
 
@@ -25,7 +31,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -33,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mechwork.errors import CheckpointError, ConfigError, RunDirError
+from mechwork.errors import CheckpointError, ConfigError, RunBusyError, RunDirError
 from mechwork.io import atomic_open, load_json, load_tensors, save_tensors_atomic, write_json_atomic
 from mechwork.models import PRESETS, ToyConfig, build_model, load_weights
 from mechwork.tasks import Task, task_from_dict
@@ -42,9 +53,11 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["Run", "RunWriter", "embedded_path", "export", "load", "package_versions", "resolve"]
+__all__ = ["Run", "RunWriter", "embedded_path", "export", "load", "package_versions", "resolve", "run_lock"]
 
 _CKPT = re.compile(r"^step_(\d{7,})\.safetensors$")
+LOCK_NAME, LOCK_INFO = ".lock", ".lock.json"
+_OWN_FILES = ("config.json", "metrics.jsonl", "resume.safetensors")  # mechwork's files at the top of a run
 
 
 def ckpt_name(step: int) -> str:
@@ -71,11 +84,12 @@ class RunWriter:
 
     @staticmethod
     def check_target(path: str | os.PathLike[str], *, resume: bool, force: bool) -> None:
-        """Refuse a non-empty ``path`` unless resuming or forcing; write nothing."""
+        """Refuse a non-empty ``path`` unless resuming or forcing, or one we cannot write; write nothing."""
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise RunDirError(f"'--out' must be a directory (got file {str(p)!r})")
-        nonempty = p.is_dir() and any(p.iterdir())
+        _check_writable(p)
+        nonempty = p.is_dir() and any(f.name not in (LOCK_NAME, LOCK_INFO) for f in p.iterdir())
         if resume:
             if not (p / "config.json").is_file():
                 raise RunDirError(f"cannot resume: {str(p)!r} is not a run directory (no config.json)")
@@ -84,18 +98,49 @@ class RunWriter:
                 f"'--out' {str(p)!r} exists and is not empty; pass --resume to continue it or --force"
             )
 
-    def start(self, config: dict[str, Any], *, force: bool) -> None:
-        if force and self.path.is_dir():
-            ckdir = self.path / "checkpoints"
-            if ckdir.is_dir():
-                for ck in ckdir.iterdir():
-                    ck.unlink()
-            for name in ("metrics.jsonl", "resume.safetensors", "config.json"):
-                (self.path / name).unlink(missing_ok=True)
+    def start(self, config: dict[str, Any], *, force: bool) -> list[str]:
+        """Begin a fresh run; with ``force``, first delete mechwork's own files (only those).
+
+        Returns what ``force`` left in place: the entries mechwork did not
+        write (paths relative to the run, folders ending in ``/``).
+        """
+        kept = self.clear() if force else []
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_json_atomic(config, self.path / "config.json")
         with atomic_open(self.path / "metrics.jsonl", "w"):
             pass
+        return kept
+
+    def clear(self) -> list[str]:
+        """Delete mechwork's own files in the run (config, metrics, checkpoints, resume state,
+        leftovers of interrupted atomic writes); keep everything else and return its names."""
+
+        def own(name: str, names: tuple[str, ...], pattern: re.Pattern[str] | None = None) -> bool:
+            base = name[len(".tmp-"):].rsplit(".", 1)[0] if name.startswith(".tmp-") else name
+            return base in names or bool(pattern and pattern.match(base))
+
+        kept: list[str] = []
+        if not self.path.is_dir():
+            return kept
+        for f in sorted(self.path.iterdir()):
+            if f.name in (LOCK_NAME, LOCK_INFO, "checkpoints") and (f.name != "checkpoints" or f.is_dir()):
+                continue
+            if f.is_file() and own(f.name, _OWN_FILES):
+                f.unlink()
+            else:
+                kept.append(f.name + ("/" if f.is_dir() else ""))
+        ckdir = self.path / "checkpoints"
+        if ckdir.is_dir():
+            for f in sorted(ckdir.iterdir()):
+                if f.is_file() and own(f.name, (), _CKPT):
+                    f.unlink()
+                else:
+                    kept.append(f"checkpoints/{f.name}" + ("/" if f.is_dir() else ""))
+        return kept
+
+    def lock(self, command: str | None = None) -> RunLock:
+        """The run directory's exclusive writer lock (a context manager; refuses if it is held)."""
+        return RunLock(self.path, command)
 
     def update_config(self, config: dict[str, Any]) -> None:
         write_json_atomic(config, self.path / "config.json")
@@ -133,15 +178,164 @@ class RunWriter:
 
 
 def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl``, checked: one line naming the file and line for a bad row.
+
+    Each row must be a JSON object with an integer ``step`` >= 0, steps must
+    increase, and every other value must be a number (or null). Only a torn
+    last line (a crash mid-append; resume rewrites the file) is skipped.
+    """
     rows: list[dict[str, Any]] = []
     if not path.is_file():
         return rows
-    for line in path.read_text().splitlines():
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"corrupt metrics {path}: not UTF-8 text") from None
+    last = -1
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"corrupt metrics {path} line {i}:"
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a torn last line from a crash
+            if i == len(lines):
+                continue  # a torn last line from a crash
+            raise CheckpointError(f"{where} not JSON") from None
+        if not isinstance(row, dict):
+            raise CheckpointError(f"{where} a row must be a JSON object (got {type(row).__name__})")
+        step = row.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(f"{where} 'step' must be an integer >= 0 (got {step!r})")
+        if step <= last:
+            raise CheckpointError(f"{where} step {step} follows step {last} (rows must be in increasing step order)")
+        for k, v in row.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise CheckpointError(f"{where} {k!r} must be a number (got {v!r})")
+        rows.append(row)
+        last = step
     return rows
+
+
+def _check_writable(p: Path) -> None:
+    """Refuse a run directory we cannot create or write into (nothing is written to find out)."""
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    what = "is not writable" if probe == p else f"cannot be created ({str(probe)!r} is not writable)"
+    if not probe.is_dir():
+        raise RunDirError(f"'--out' {str(p)!r} cannot be created ({str(probe)!r} is a file)")
+    try:  # an unnamed temporary file: the only honest test of writability (root ignores modes)
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError:
+        raise RunDirError(f"'--out' {str(p)!r} {what}") from None
+    ck = p / "checkpoints"
+    if ck.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=ck):
+                pass
+        except OSError:
+            raise RunDirError(f"'--out' {str(p)!r} is not writable ({str(ck)!r} is read-only)") from None
+
+
+class RunLock:
+    """The exclusive writer lock of a run directory (``RUN/.lock``, held with ``flock``).
+
+    Taking it writes ``RUN/.lock.json`` (pid, host, command, since) so that a
+    second writer is refused with one line naming the holder; the OS frees
+    the lock when its holder exits, even on SIGKILL. If nothing else was
+    written, releasing removes the lock file (and the directory, if taking
+    the lock created it).
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with RunLock(d, "first"):
+    ...     try:
+    ...         RunLock(d, "second").acquire()
+    ...     except RunBusyError as e:
+    ...         print(str(e).split(" by pid")[0].endswith("is in use"), "'first'" in str(e))
+    True True
+    """
+
+    def __init__(self, path: str | os.PathLike[str], command: str | None = None):
+        self.path = Path(path)
+        self.command = command if command is not None else " ".join(sys.argv)
+        self._lock: Any = None
+        self._created = False
+
+    def acquire(self) -> RunLock:
+        from filelock import FileLock, Timeout
+
+        self._created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"'--out' {str(self.path)!r} cannot be created ({e.strerror})") from None
+        lock = FileLock(str(self.path / LOCK_NAME), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RunBusyError(_holder_message(self.path)) from None
+        self._lock = lock
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        try:
+            write_json_atomic(info, self.path / LOCK_INFO)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        if self._lock is None:
+            return
+        lock, self._lock = self._lock, None
+        (self.path / LOCK_INFO).unlink(missing_ok=True)
+        empty = not any(f.name != LOCK_NAME for f in self.path.iterdir())
+        if empty:  # nothing was written: leave no trace (a run's lock file stays, for its next writer)
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+        lock.release()
+        if empty and self._created:
+            with suppress(OSError):  # someone else is using it now
+                self.path.rmdir()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire() if self._lock is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _holder_message(path: Path) -> str:
+    info: dict[str, Any] = {}
+    for _ in range(20):  # the holder writes .lock.json just after taking the lock
+        try:
+            loaded = json.loads((path / LOCK_INFO).read_text())
+        except (OSError, ValueError):
+            time.sleep(0.05)
+            continue
+        if isinstance(loaded, dict):
+            info = loaded
+        break
+    if not info:
+        return f"run directory {str(path)!r} is in use by another process (no {LOCK_INFO}); wait for it to finish"
+    command = " ".join(str(info.get("command", "?")).split())
+    if len(command) > 160:
+        command = command[:157] + "..."
+    return (
+        f"run directory {str(path)!r} is in use by pid {info.get('pid', '?')} on {info.get('host', '?')}"
+        f" since {info.get('since', '?')} ({command!r}); wait for it to finish"
+    )
+
+
+@contextmanager
+def run_lock(path: str | os.PathLike[str], command: str | None = None) -> Iterator[RunLock]:
+    """Hold the writer lock of the run directory ``path`` for a ``with`` block."""
+    with RunLock(path, command) as lock:
+        yield lock
 
 
 def embedded_path(name: str) -> Path:
@@ -161,9 +355,46 @@ class Run:
         if not (self.path / "config.json").is_file():
             raise RunDirError(f"not a run directory (no config.json): {str(self.path)!r}")
         self.config: dict[str, Any] = load_json(self.path / "config.json")
+        self._check_config()
+
+    def _check_config(self) -> None:
+        """Every field of the task, model and train sections present and valid; one line if not."""
+        from mechwork.tasks import _KINDS
+        from mechwork.training import TrainConfig
+
+        where = self.path / "config.json"
+        if not isinstance(self.config, dict):
+            raise CheckpointError(f"bad run config {where}: must hold a JSON object (got {type(self.config).__name__})")
         for key in ("task", "model", "train"):
             if key not in self.config:
-                raise CheckpointError(f"{self.path / 'config.json'} has no '{key}' section")
+                raise CheckpointError(f"{where} has no '{key}' section")
+            if not isinstance(self.config[key], dict):
+                got = type(self.config[key]).__name__
+                raise CheckpointError(f"bad run config {where}: '{key}' must be a JSON object (got {got})")
+        kind = self.config["task"].get("kind")
+        cls = _KINDS.get(kind) if isinstance(kind, str) else None
+        needs: dict[str, set[str]] = {
+            "task": {"kind"} | (set(cls.__dataclass_fields__) if cls is not None else set()),
+            "model": set(ToyConfig.__dataclass_fields__),
+            "train": set(TrainConfig.__dataclass_fields__),
+        }
+        for key, fields in needs.items():
+            missing = sorted(fields - set(self.config[key]))
+            if missing:
+                raise CheckpointError(
+                    f"bad run config {where}: '{key}' lacks {missing} (a run's config must be complete;"
+                    " no defaults are assumed)"
+                )
+        build = {"task": task_from_dict, "model": ToyConfig.from_dict, "train": TrainConfig.from_dict}
+        built: dict[str, Any] = {}
+        for key, make in build.items():
+            try:
+                built[key] = make(self.config[key])
+            except (ConfigError, TypeError, ValueError) as e:
+                msg = str(e).replace("\n", " ")
+                raise CheckpointError(f"bad run config {where}: {key}: {msg}") from None
+        self.__dict__["task"], self.__dict__["model_config"] = built["task"], built["model"]
+        self.train_config = built["train"]
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, steps={len(self.steps)})"
@@ -234,7 +465,13 @@ def resolve(path_or_preset: str | os.PathLike[str]) -> tuple[str, str]:
 
     An existing path wins over a preset of the same name.
     """
+    if not isinstance(path_or_preset, (str, os.PathLike)):
+        raise ConfigError(
+            f"'path_or_preset' must be a run directory or one of {', '.join(PRESETS)} (got {path_or_preset!r})"
+        )
     key = os.fspath(path_or_preset)
+    if not isinstance(key, str):
+        raise ConfigError(f"'path_or_preset' must be a run directory or one of {', '.join(PRESETS)} (got {key!r})")
     if Path(key).exists():
         return "run", key
     if key in PRESETS:
@@ -263,12 +500,23 @@ def export(
     optionally, a ``history`` (the metrics and progress measures, for dashboards).
     """
     dest = Path(dest)
-    step = run.steps[-1] if step is None else step
-    weights_path, meta_path = dest.with_suffix(".safetensors"), dest.with_suffix(".json")
-    save_tensors_atomic(run.weights_at(step), weights_path, {"step": str(step)})
-    meta = {k: run.config[k] for k in ("task", "model", "train", "versions")}
-    meta |= {"step": step, "summary": summary or {}, "command": command}
-    if history is not None:
-        meta["history"] = history
-    write_json_atomic(meta, meta_path)
+    with _lock_unless_read_only(run.path, command):  # no writer may change the run while it is exported
+        step = run.steps[-1] if step is None else step
+        weights_path, meta_path = dest.with_suffix(".safetensors"), dest.with_suffix(".json")
+        save_tensors_atomic(run.weights_at(step), weights_path, {"step": str(step)})
+        meta = {k: run.config[k] for k in ("task", "model", "train", "versions")}
+        meta |= {"step": step, "summary": summary or {}, "command": command}
+        if history is not None:
+            meta["history"] = history
+        write_json_atomic(meta, meta_path)
     return weights_path, meta_path
+
+
+@contextmanager
+def _lock_unless_read_only(path: Path, command: str | None) -> Iterator[None]:
+    """The run's writer lock; a run directory we cannot write is read as it is (no writer of ours can change it)."""
+    if not os.access(path, os.W_OK | os.X_OK):
+        yield
+        return
+    with RunLock(path, command):
+        yield

@@ -11,9 +11,13 @@ the bridge; other tasks use the bridge's plain module with hooks bypassed.
 Either way the weights live in the bridge, so the trained model is the
 hookable TransformerLens model with no conversion step.
 
-The loop is deterministic on CPU for a fixed seed, and ``resume=True``
+The loop is deterministic on CPU for a fixed seed (on one machine, at one thread
+count; not across machines), and ``resume=True``
 continues from ``resume.safetensors`` (weights, AdamW moments, Grokfast EMA)
-to exactly the weights an uninterrupted run reaches.
+to exactly the weights an uninterrupted run reaches; a resume file that lacks
+any of that state is refused. Training holds the run directory's lock, and
+stops with :class:`~mechwork.errors.NonFiniteError` at the first NaN or inf
+loss or weight, leaving the run at its last finite checkpoint.
 
 Example::
 
@@ -26,23 +30,27 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, no_type_check
+from typing import TYPE_CHECKING, Any, ParamSpec, no_type_check
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechwork.errors import ConfigError, check_known_fields, invalid
+from mechwork.errors import CheckpointError, ConfigError, NonFiniteError, check_known_fields, invalid
 from mechwork.fastpath import modadd_logits, supports_fast_path
+from mechwork.io import first_non_finite
 from mechwork.models import ToyConfig, build_model, default_device, load_weights, native_module, weights
-from mechwork.runs import Run, RunWriter, package_versions
+from mechwork.runs import Run, RunLock, RunWriter, package_versions
 from mechwork.tasks import Batch, InductionTask, ModularArithmetic, Task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -219,6 +227,29 @@ def _make_forward(
     return forward
 
 
+_P = ParamSpec("_P")
+
+
+def _holding_run_lock(fn: Callable[_P, TrainResult]) -> Callable[_P, TrainResult]:
+    """Run ``fn`` holding the writer lock of its ``out`` run directory (a second writer is refused)."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> TrainResult:
+        bound = sig.bind(*args, **kwargs)
+        out = bound.arguments.get("out")
+        if out is None:
+            return fn(*args, **kwargs)
+        # refuse a bad target before the lock creates the directory; fn checks again under the lock
+        opts = {k: bool(bound.arguments.get(k, False)) for k in ("resume", "force")}
+        RunWriter.check_target(out, **opts)
+        with RunLock(out):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_holding_run_lock
 def train(
     task: Task,
     model_cfg: ToyConfig | None = None,
@@ -244,6 +275,12 @@ def train(
     ``init`` replaces the seeded initial weights (e.g. rewinding a lottery
     ticket to an early checkpoint); ``masks`` (see :mod:`mechwork.prune`) zero
     the pruned weights at the start and keep them at zero through training.
+
+    With ``out``, training holds the run directory's lock (another writer gets
+    :class:`~mechwork.errors.RunBusyError`). A NaN or inf loss, evaluation loss
+    or weight stops training with :class:`~mechwork.errors.NonFiniteError`; no
+    non-finite checkpoint is written, and the run stays resumable from its
+    last finite checkpoint.
     """
     given = train_cfg is not None
     train_cfg = train_cfg or recipe(task)
@@ -304,11 +341,15 @@ def train(
     if writer is not None:
         if resume:
             assert state is not None
-            _restore(model, named, opt, grokfast, state, str(writer.path / "resume.safetensors"))
+            _restore(model, named, opt, grokfast, state, str(writer.path / "resume.safetensors"), start)
             writer.truncate_metrics(start - 1)
             writer.update_config(config)
         else:
-            writer.start(config, force=force)
+            kept = writer.start(config, force=force)
+            if kept:
+                shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
+                print(f"mechwork: force removed only mechwork's own files from {writer.path}; kept {len(kept)}"
+                      f" other entr{'y' if len(kept) == 1 else 'ies'}: {shown}", file=sys.stderr)
     rows = [] if writer is None else _existing_rows(writer.path)
 
     forward = _make_forward(model, model_cfg, task, fast)
@@ -321,11 +362,25 @@ def train(
 
     bar = tqdm(total=train_cfg.steps, initial=start, disable=quiet, desc="train", dynamic_ncols=True)
     t0 = time.perf_counter() - wall0
+    last_ckpt = start if resume else None
+
+    def diverged(step: int, what: str) -> NonFiniteError:
+        bar.close()
+        kept = (
+            "no run directory was written" if writer is None
+            else f"{writer.path} keeps its last finite checkpoint, step {last_ckpt}" if last_ckpt is not None
+            else f"no checkpoint of {writer.path} was finite"
+        )
+        return NonFiniteError(f"training stopped at step {step}: {what}; {kept}", step, last_ckpt)
+
     model.train()
     for step in range(start, train_cfg.steps + 1):
         batch = _train_batch(task, train_cfg, step, full_batch, gen, device)
         if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
             row = _evaluate(forward, batch, evals, step, train_cfg.lr_at(step), time.perf_counter() - t0)
+            bad = next((k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)), None)
+            if bad is not None:
+                raise diverged(step, f"the evaluated {bad} is {row[bad]}")
             rows.append(row)
             if writer is not None:
                 writer.log(row)
@@ -334,15 +389,24 @@ def train(
             stop_when is not None and rows and rows[-1]["step"] == step and stop_when(rows[-1])
         )
         if writer is not None and (step in ckpts or stop):  # an early stop is checkpointed too
-            writer.checkpoint(step, {k: v.detach().cpu() for k, v in weights(model).items()})
+            ckpt = {k: v.detach().cpu() for k, v in weights(model).items()}
+            state = _state(model, named, opt, grokfast)
+            bad_w, bad_s = first_non_finite(ckpt), first_non_finite(state)
+            if bad_w is not None or bad_s is not None:  # never write a non-finite checkpoint
+                what = f"weight {bad_w!r}" if bad_w is not None else f"optimiser state {bad_s!r}"
+                raise diverged(step, f"{what} holds NaN or inf")
+            writer.checkpoint(step, ckpt)
             meta = {"wall": time.perf_counter() - t0}
-            writer.save_resume(step, _state(model, named, opt, grokfast), meta)
+            writer.save_resume(step, state, meta)
+            last_ckpt = step
         if stop:
             break
         for group in opt.param_groups:
             group["lr"] = train_cfg.lr_at(step)
         logits, targets = forward(batch)
         loss = F.cross_entropy(logits, targets)
+        if not bool(torch.isfinite(loss)):
+            raise diverged(step, f"the training loss is {float(loss.detach())}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grokfast is not None:
@@ -426,8 +490,20 @@ def _restore(
     gf: GrokfastEMA | None,
     state: dict[str, Tensor],
     source: str,
+    step: int,
 ) -> None:
     load_weights(model, {k[2:]: v for k, v in state.items() if k.startswith("w.")}, source=source)
+    if step > 0:  # AdamW (and Grokfast) state exists from the first update on: all of it is needed
+        needed = [f"opt.{key}.{name}" for name in named for key in ("exp_avg", "exp_avg_sq", "step")]
+        if gf is not None:
+            needed += [f"ema.{name}" for name in named]
+        missing = [k for k in needed if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"cannot resume from {source}: it lacks {len(missing)} of the {len(needed)} optimiser"
+                f" state tensors ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''});"
+                " resuming without them would restart AdamW's moments"
+            )
     for name, p in named.items():
         s = {key: state[f"opt.{key}.{name}"] for key in ("step", "exp_avg", "exp_avg_sq")
              if f"opt.{key}.{name}" in state}
