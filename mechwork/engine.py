@@ -153,7 +153,8 @@ class BaseRun:
         x = x + attn_out
         if not self.attn_only:
             # TransformerLens 4.3's bridge feeds a patched hook_resid_mid to the MLP only: the residual
-            # sum keeps the unpatched value. Its patching functions give those numbers; so does this.
+            # sum keeps the unpatched value. Its patching functions give those numbers with gradients
+            # enabled (under torch.no_grad() their patch also reaches the residual stream); so does this.
             mid = site("resid_mid", x)
             post = site("mlp_post", self.act(self._linear(f"{pre}.mlp.fc_in", self._norm(f"{pre}.ln2", mid))))
             out = site("mlp_out", self._linear(f"{pre}.mlp.fc_out", post))

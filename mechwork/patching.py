@@ -8,15 +8,19 @@ copies are stacked along the batch axis, a hook at every involved layer writes
 each copy's cell from the source run, and one forward pass evaluates a whole
 chunk of cells. Chunks are sized by a memory budget (``memory_mb``). The
 numbers are TransformerLens's (the tests compare them to
-``transformer_lens.patching`` to 1e-5); only the speed differs.
+``transformer_lens.patching``, run with gradients enabled, to 1e-5); only the
+speed differs.
 
 * **Sites**: ``resid_pre``, ``resid_mid``, ``attn_out``, ``mlp_out`` (vectors at
   a position); ``z``, ``q``, ``k``, ``v`` (per head); ``pattern`` (per head,
   by destination position); ``mlp_post`` (per neuron). Note that in
-  TransformerLens 4.3's bridge a patched ``resid_mid`` reaches the MLP's input
-  only, not the residual sum after it; TransformerLens's patching functions
-  report that, and so does mechwork (patch ``attn_out``, or the next layer's
-  ``resid_pre``, to move the residual stream itself).
+  TransformerLens 4.3's bridge ``hook_resid_mid`` is the MLP's input
+  (``ln2.hook_in``): mechwork's patched ``resid_mid`` reaches the MLP's input
+  only, not the residual sum after it. TransformerLens's
+  ``get_act_patch_resid_mid`` gives the same numbers with gradients enabled;
+  under ``torch.no_grad()`` its patch also reaches the residual stream, and
+  the numbers differ (patch ``attn_out``, or the next layer's ``resid_pre``,
+  to move the residual stream itself).
 * **by**: ``layer`` (all positions), ``layer_pos``, ``head`` (all positions),
   ``head_pos``, ``neuron`` (all positions). Results are shaped by
   :data:`DIMS`: ``head_pos`` is ``[layer, pos, head]``, as in TransformerLens.

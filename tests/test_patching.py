@@ -43,7 +43,7 @@ def modadd(embedded_model, modadd_preset):
 # (mechwork site, by, TL function, permutation of mechwork's dims into TL's order)
 VARIANTS = [
     ("resid_pre", "layer_pos", tlp.get_act_patch_resid_pre, None),
-    ("resid_mid", "layer_pos", tlp.get_act_patch_resid_mid, None),
+    ("resid_mid", "layer_pos", tlp.get_act_patch_resid_mid, None),  # gradients on: see the test below
     ("attn_out", "layer_pos", tlp.get_act_patch_attn_out, None),
     ("mlp_out", "layer_pos", tlp.get_act_patch_mlp_out, None),
     ("z", "head_pos", tlp.get_act_patch_attn_head_out_by_pos, None),
@@ -77,6 +77,57 @@ def test_exactly_transformer_lens(request, which, site, by, tl_fn, perm):
     # the sweep is not degenerate (modadd's answer reads q at '=' only, which the corruption leaves alone)
     assert float(ref.std()) > 0 or (which, site) == ("modadd", "q")
 
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_resid_mid_reaches_the_mlp_input_only(direction):
+    """The exact condition of the resid_mid equality: TransformerLens run with gradients enabled.
+
+    In TransformerLens 4.3's bridge ``hook_resid_mid`` is the MLP's input (``ln2.hook_in``). mechwork's
+    patched resid_mid reaches the MLP's input only; the residual sum after the MLP keeps the unpatched
+    value. ``get_act_patch_resid_mid`` gives the same numbers with gradients enabled (its default use);
+    under ``torch.no_grad()`` its patch also reaches the residual stream, so it measures patching the
+    whole residual stream between attention and MLP, and differs.
+    """
+    from mechwork.models import ToyConfig, build_model
+    from mechwork.tasks import ModularArithmetic
+
+    task = ModularArithmetic(p=23, op="add", train_frac=0.3, seed=0)
+    model = build_model(ToyConfig.for_task(task, seed=0, n_layers=2), device="cpu").eval()
+    toks = task.tokens
+    clean = toks[torch.randint(0, len(toks), (6,), generator=torch.Generator().manual_seed(0))]
+    corrupted = clean.clone()
+    corrupted[:, 1] = (clean[:, 1] + 7) % 23
+    metric = logit_diff((clean[:, 0] + clean[:, 1]) % 23, (corrupted[:, 0] + corrupted[:, 1]) % 23)
+    source, base = (clean, corrupted) if direction == "denoising" else (corrupted, clean)
+    ours = patch(model, clean, corrupted, metric, site="resid_mid", by="layer_pos", direction=direction).values
+    _, src_cache = model.run_with_cache(source)
+    with torch.enable_grad():
+        tl_grad = tlp.get_act_patch_resid_mid(model, base, src_cache, metric)
+    with torch.no_grad():
+        tl_no_grad = tlp.get_act_patch_resid_mid(model, base, src_cache, metric)
+    assert float((tl_grad - ours).abs().max()) <= TOL
+    assert float((tl_no_grad - ours).abs().max()) > 100 * TOL  # the MLP-input-only patch is not the same thing
+
+    # what TransformerLens measures under no_grad: the residual stream itself set to the source's resid_mid
+    whole = torch.zeros_like(ours)
+    pre: dict[str, torch.Tensor] = {}
+    for layer in range(2):
+        for pos in range(toks.shape[1]):
+            def keep_pre(x, hook, pre=pre):
+                pre["x"] = x.clone()
+                return x
+
+            def set_resid(attn_out, hook, layer=layer, pos=pos, pre=pre):
+                out = attn_out.clone()
+                out[:, pos] = src_cache[f"blocks.{layer}.hook_resid_mid"][:, pos] - pre["x"][:, pos]
+                return out
+
+            with torch.no_grad():
+                logits = model.run_with_hooks(base, fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", keep_pre),
+                                                               (f"blocks.{layer}.hook_attn_out", set_resid)])
+            whole[layer, pos] = metric(logits)
+    assert float((tl_no_grad - whole).abs().max()) <= TOL
 
 def test_noising_and_neurons_against_single_hooked_runs(modadd):
     model, clean, corrupted, metric = modadd
