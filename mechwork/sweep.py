@@ -8,7 +8,8 @@ arrives, so an interrupted sweep loses at most the points in flight, and a
 rerun skips every finished point. A point that raised is recorded with its
 error and retried on the next run. Workers are separate processes (``spawn``),
 each with ``threads`` intra-op torch threads, so ``workers x threads`` should
-not exceed the cores.
+not exceed the cores. Workers end with the process that runs the sweep, even
+when it is killed with SIGKILL (see :mod:`mechwork.lifeline`).
 
 With ``ray="host:port"`` (or ``"ray://host:port"``, ``"auto"``) the same
 points run as Ray tasks on that cluster instead: see :mod:`mechwork.raysweep`.
@@ -43,8 +44,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mechwork.bars import counter
 from mechwork.errors import ConfigError, invalid
 from mechwork.io import load_json, write_json_atomic
+from mechwork.lifeline import init_worker
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -91,12 +94,6 @@ def _check_grid(fn: Callable[..., Any], grid: Mapping[str, Sequence[Any]], fixed
     both = set(grid) & set(fixed)
     if both:
         raise ConfigError(f"parameter(s) {sorted(both)} are both in the grid and fixed")
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _run_point(fn_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -175,27 +172,31 @@ def sweep(
         else:
             todo.append((p, f))
 
-    def record(p: dict[str, Any], f: Path, res: dict[str, Any]) -> None:
-        write_json_atomic({"params": p, **res}, f)
-        if progress is not None:
-            status = res.get("error") or f"{res['seconds']:.1f} s"
-            progress(f"{json.dumps(p, sort_keys=True)}: {status}")
+    with counter("sweep points", len(todo), unit="point") as tick:  # a bar only inside a command
 
-    if ray is not None:
-        from mechwork.raysweep import run_ray
+        def record(p: dict[str, Any], f: Path, res: dict[str, Any]) -> None:
+            write_json_atomic({"params": p, **res}, f)
+            tick()
+            if progress is not None:
+                status = res.get("error") or f"{res['seconds']:.1f} s"
+                progress(f"{json.dumps(p, sort_keys=True)}: {status}")
 
-        run_ray(ray, fn_name, todo, fixed, threads, record)
-    elif workers == 1:
-        for p, f in todo:
-            record(p, f, _run_point(fn_name, {**p, **fixed}))
-    elif todo:
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
-            futures: dict[Future[dict[str, Any]], tuple[dict[str, Any], Path]] = {
-                pool.submit(_run_point, fn_name, {**p, **fixed}): (p, f) for p, f in todo}
-            for fut in as_completed(futures):
-                record(*futures[fut], fut.result())
+        if ray is not None:
+            from mechwork.raysweep import run_ray
+
+            run_ray(ray, fn_name, todo, fixed, threads, record)
+        elif workers == 1:
+            for p, f in todo:
+                record(p, f, _run_point(fn_name, {**p, **fixed}))
+        elif todo:
+            ctx = get_context("spawn")
+            # workers die with this process, even when it is SIGKILLed (see mechwork.lifeline)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
+                                     initargs=(threads, os.getpid())) as pool:
+                futures: dict[Future[dict[str, Any]], tuple[dict[str, Any], Path]] = {
+                    pool.submit(_run_point, fn_name, {**p, **fixed}): (p, f) for p, f in todo}
+                for fut in as_completed(futures):
+                    record(*futures[fut], fut.result())
     return SweepResult(root, len(todo), skipped, frozenset(point_key({**p, **fixed}) for p in points))
 
 
