@@ -168,7 +168,8 @@ class FourierAblation(Result):
 
         df = self.to_frame()
         fig = go.Figure(go.Bar(x=df["run"].tolist(), y=df["accuracy"].tolist()))
-        return fig.update_layout(title=self.summary(), yaxis_title="accuracy on all pairs", yaxis_range=[0, 1],
+        return fig.update_layout(title=self.summary(), xaxis_title="embedding", yaxis_title="accuracy on all pairs",
+                                 yaxis_range=[0, 1],
                                  height=360)
 
 

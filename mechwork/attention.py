@@ -123,9 +123,11 @@ class AttentionPatterns(Result):
             for h in range(n_heads):
                 fig.add_heatmap(z=self.patterns[i, la, h].tolist(), x=ticks, y=ticks, zmin=0, zmax=1,
                                 coloraxis="coloraxis", row=la + 1, col=h + 1)
-        fig.update_yaxes(autorange="reversed")
+        fig.update_yaxes(autorange="reversed", title_text="destination")
+        fig.update_xaxes(title_text="source")
         return fig.update_layout(title=f"Attention patterns, example {i} (rows: destination, columns: source)",
-                                 coloraxis={"colorscale": "Blues"}, height=300 * n_layers + 100)
+                                 coloraxis={"colorscale": "Blues", "colorbar": {"title": {"text": "attention"}}},
+                                 height=300 * n_layers + 100)
 
 
 @torch.no_grad()
@@ -208,9 +210,11 @@ class HeadScores(Result):
                             y=[f"L{la}" for la in range(s.shape[0])], zmin=0, zmax=1, coloraxis="coloraxis",
                             text=[[f"{float(v):.2f}" for v in row] for row in s], texttemplate="%{text}",
                             row=1, col=j + 1)
-        fig.update_yaxes(autorange="reversed")
+        fig.update_yaxes(autorange="reversed", title_text="layer")
+        fig.update_xaxes(title_text="head")
         return fig.update_layout(title=f"Head detector scores (repeated random halves of {self.half} tokens)",
-                                 coloraxis={"colorscale": "Viridis", "cmin": 0, "cmax": 1}, height=320)
+                                 coloraxis={"colorscale": "Viridis", "cmin": 0, "cmax": 1,
+                                            "colorbar": {"title": {"text": "score"}}}, height=320)
 
 
 def head_detectors(
@@ -300,11 +304,13 @@ class CompositionScores(Result):
                             zmin=0, zmax=top, coloraxis="coloraxis",
                             text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
                             texttemplate="%{text}", row=1, col=j + 1)
-        fig.update_yaxes(autorange="reversed")
+        fig.update_yaxes(autorange="reversed", title_text="writing head")
+        fig.update_xaxes(title_text="reading head")
         return fig.update_layout(
             title=f"Composition scores (rows: earlier head writing, columns: later head reading); "
                   f"random baseline {self.baseline:.3f}",
-            coloraxis={"colorscale": "Viridis", "cmin": 0, "cmax": top}, height=120 + 40 * max(len(senders), 4))
+            coloraxis={"colorscale": "Viridis", "cmin": 0, "cmax": top, "colorbar": {"title": {"text": "score"}}},
+            height=120 + 40 * max(len(senders), 4))
 
 
 def _frobenius(m: Float[Tensor, "*batch rows cols"]) -> Float[Tensor, "*batch"]:

@@ -175,7 +175,7 @@ class PathPatchResult(Result):
 
         df = self.to_frame()
         fig = go.Figure(go.Bar(x=df["run"].tolist(), y=df["metric"].tolist()))
-        return fig.update_layout(title=self.summary(), yaxis_title="metric", height=360)
+        return fig.update_layout(title=self.summary(), xaxis_title="run", yaxis_title="metric", height=360)
 
 
 def _check_heads(model: TransformerBridge, heads: Sequence[tuple[int, int]], name: str) -> list[tuple[int, int]]:

@@ -400,21 +400,35 @@ class PatchResult(Result):
         v = self.values
         title = f"{self.method}: {self.site} by {self.by} ({self.direction}); clean {self.clean_value:.3g}, " \
                 f"corrupted {self.corrupted_value:.3g}"
+        metric = f"patched metric ({self.direction})"
         if v.ndim == 1:
             fig = go.Figure(go.Bar(x=[f"L{x}" for x in self.coords["layer"]], y=v.tolist()))
-            return fig.update_layout(title=title, yaxis_title="metric")
+            return fig.update_layout(title=title, xaxis_title="layer", yaxis_title=metric)
+        if self.dims == ("layer", "neuron"):
+            # hundreds of neurons: one line per layer over the neuron index (a heatmap would be a 1-row strip)
+            fig = go.Figure()
+            for j, la in enumerate(self.coords["layer"]):
+                fig.add_scatter(x=self.coords["neuron"], y=v[j].tolist(), mode="lines+markers", marker_size=3,
+                                name=f"L{la}", hovertemplate=f"L{la}" + " N%{x}: %{y:.4g}<extra></extra>")
+            for value, what in ((self.clean_value, "clean"), (self.corrupted_value, "corrupted")):
+                fig.add_hline(y=value, line_dash="dot", line_color="#777", annotation_text=what)
+            return fig.update_layout(title=title, xaxis_title="neuron index", yaxis_title=metric, height=380)
         if v.ndim == 3:  # layer, pos, head -> rows L{l}H{h}, columns pos
             rows = [f"L{la}H{h}" for la in self.coords["layer"] for h in self.coords["head"]]
             z = v.permute(0, 2, 1).reshape(len(rows), -1)
             x = [str(p) for p in self.coords["pos"]]
+            names = ("head", "position")
         else:
             d0, d1 = self.dims
             prefix = {"layer": "L", "head": "H", "neuron": "N", "pos": ""}
             rows = [f"{prefix[d0]}{i}" for i in self.coords[d0]]
             x = [f"{prefix[d1]}{i}" for i in self.coords[d1]]
             z = v
+            names = (d0, "position" if d1 == "pos" else d1)
         mid = self.corrupted_value if self.direction == "denoising" else self.clean_value
         fig = go.Figure(go.Heatmap(z=z.tolist(), x=x, y=rows, colorscale="RdBu", zmid=mid,
+                                   colorbar={"title": {"text": "metric"}},
                                    hovertemplate="%{y} %{x}: %{z:.4g}<extra></extra>"))
         fig.update_yaxes(autorange="reversed")
-        return fig.update_layout(title=title, height=max(320, 22 * len(rows) + 140))
+        return fig.update_layout(title=title, yaxis_title=names[0], xaxis_title=names[1],
+                                 height=max(320, 22 * len(rows) + 140))

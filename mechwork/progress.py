@@ -73,8 +73,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = [
-    "GROKKED", "PhaseSpan", "ProgressMeasures", "Spike", "detect_phases", "loss_spikes", "phase_sentence",
-    "phase_spans", "progress_measures", "spike_sentence",
+    "GROKKED", "PHASE_COLOURS", "PhaseSpan", "ProgressMeasures", "Spike", "detect_phases", "loss_spikes",
+    "phase_sentence", "phase_spans", "progress_measures", "spike_sentence",
 ]
 
 MEASURES = (
@@ -136,11 +136,14 @@ class ProgressMeasures(Result):
         fig.add_scatter(x=x, y=self.values["gini"].tolist(), name="W_E Gini", row=1, col=2)
         fig.add_scatter(x=x, y=self.values["weight_norm"].tolist(), name="sum of squared weights",
                         row=1, col=2, secondary_y=True)
-        fig.update_yaxes(type="log", row=1, col=1)
+        fig.update_yaxes(type="log", title_text="loss (log scale)", row=1, col=1)
+        fig.update_yaxes(title_text="Gini coefficient of W_E's Fourier norms", row=1, col=2, secondary_y=False)
+        fig.update_yaxes(title_text="sum of squared weights", row=1, col=2, secondary_y=True, showgrid=False)
+        fig.update_xaxes(title_text="step")
         spans = phase_spans(self)  # only the phases the run gave evidence for
-        for span, color in zip(spans, ["#eee", "#dde", "#ded"], strict=False):
-            fig.add_vrect(x0=span.start, x1=span.end, fillcolor=color, opacity=0.5, line_width=0, layer="below",
-                          row=1, col="all")
+        for span in spans:
+            fig.add_vrect(x0=span.start, x1=span.end, fillcolor=PHASE_COLOURS[span.name], line_width=0,
+                          layer="below", name=span.name, row=1, col="all")
         return fig.update_layout(title="Progress measures (phases shaded)" if spans else "Progress measures")
 
 
@@ -170,6 +173,9 @@ def detect_phases(steps: Tensor, v: dict[str, Tensor]) -> dict[str, int | None]:
 
 
 PHASE_NAMES = ("memorisation", "circuit formation", "cleanup")
+# The one palette for phase bands, in every figure that shades phases (red, yellow, green; translucent).
+PHASE_COLOURS = {"memorisation": "rgba(232, 93, 93, 0.25)", "circuit formation": "rgba(240, 200, 60, 0.3)",
+                 "cleanup": "rgba(90, 180, 90, 0.25)"}
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,8 @@ class RestrictedExcluded(Result):
         df = self.to_frame()
         fig = go.Figure(go.Bar(x=df["measure"].tolist(), y=df["value"].tolist()))
         fig.update_yaxes(type="log")
-        return fig.update_layout(title=f"Restricted vs excluded loss, key frequencies {self.freqs}")
+        return fig.update_layout(title=f"Restricted vs excluded loss, key frequencies {self.freqs}",
+                                 xaxis_title="measure", yaxis_title="cross-entropy loss (log scale)")
 
 
 def restricted_loss(

@@ -50,7 +50,6 @@ __all__ = ["grokking_dashboard", "grokking_page"]
 
 PHASE_NAMES = ("memorisation", "circuit formation", "cleanup")
 SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-PHASE_COLOURS = ("#f4a6a6", "#f6d66b", "#9fd39a")
 
 
 def grokking_dashboard(
@@ -91,10 +90,12 @@ def fourier_reason(task: ModularArithmetic, cfg: Any) -> str | None:
 
 def _bands(fig: Any, spans: list[tuple[str, int, int]], col: int, y0: float, y1: float, legend: bool) -> None:
     """Phase bands as filled traces (shapes misplace on log axes), drawn before the curves so they sit below."""
-    for (name, lo, hi), colour in zip(spans, PHASE_COLOURS, strict=False):
+    from mechwork.progress import PHASE_COLOURS  # the palette every phase-shaded figure uses
+
+    for name, lo, hi in spans:
         x0, x1 = max(lo, 1), max(hi, lo, 1)
-        fig.add_scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], fill="toself", fillcolor=colour,
-                        opacity=0.35, mode="none", name=name, legendgroup=name, showlegend=legend,
+        fig.add_scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], fill="toself", fillcolor=PHASE_COLOURS[name],
+                        mode="none", name=name, legendgroup=name, showlegend=legend,
                         hoverinfo="name", row=1, col=col)
 
 
@@ -118,8 +119,8 @@ def curves_figure(metrics: pd.DataFrame, spans: list[tuple[str, int, int]]) -> A
             fig.add_scatter(x=x, y=df[f"{col}_acc"].tolist(), name=f"{col} accuracy", line_color=colour,
                             line_dash="dot", row=1, col=2)
     fig.update_xaxes(type="log", title_text="step", range=[math.log10(max(1, min(x))), math.log10(max(x))])
-    fig.update_yaxes(type="log", row=1, col=1)
-    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_yaxes(type="log", title_text="cross-entropy loss (log scale)", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], title_text="accuracy", row=1, col=2)
     title = "Training curves (log scale; phases shaded)" if spans else "Training curves (log scale)"
     return fig.update_layout(title=title, height=420)
 
@@ -157,7 +158,8 @@ def attention_grid_figure(pattern_eq: torch.Tensor, p: int) -> Any:
                         hovertemplate="a=%{y}, b=%{x}: to a %{z:.2f}<extra></extra>")
     fig.update_xaxes(title_text="b", showticklabels=False)
     fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
-    return fig.update_layout(title="Attention from '=' to 'a' over (a, b)", coloraxis={"colorscale": "Viridis"},
+    return fig.update_layout(title="Attention from '=' to 'a' over (a, b)",
+                             coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": "attention to a"}}},
                              height=320 * rows + 60)
 
 
@@ -326,6 +328,7 @@ def grokking_page(src: Source) -> Page:
     abl = go.Figure(go.Bar(x=["unablated", "key frequencies only", "key frequencies removed"],
                            y=[kept.base_accuracy, kept.accuracy, removed.accuracy],
                            marker_color=["#7f7f7f", "#2ca02c", "#d62728"]))
-    abl.update_layout(title="Accuracy on all pairs with the embedding projected", yaxis_range=[0, 1], height=360)
+    abl.update_layout(title="Accuracy on all pairs with the embedding projected", yaxis_range=[0, 1], height=360,
+                      xaxis_title="embedding", yaxis_title="accuracy on all pairs")
     page.plotly(abl, title="Fourier ablation of the embedding", caption=f"{kept.summary()}. {removed.summary()}.")
     return page

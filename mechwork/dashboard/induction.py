@@ -212,6 +212,7 @@ def patching_sections(page: Page, model: Any, task: Any, prev: list[tuple[int, i
     bars = go.Figure(go.Bar(x=[v for _, v in rows], y=[n for n, _ in rows], orientation="h"))
     bars.update_yaxes(autorange="reversed")
     bars.update_layout(title="Accuracy inside repeated segments", xaxis_range=[0, 1], height=360,
+                       xaxis_title="accuracy inside repeated segments", yaxis_title="heads ablated or path patched",
                        margin={"l": 360})
     page.plotly(bars, title="Ablation and path patching",
                 caption=" ".join(p.summary() + "." for p in paths.values()))
