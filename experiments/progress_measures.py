@@ -20,6 +20,7 @@ import sys
 
 import torch
 
+from mechwork import bars
 from mechwork.study import finish, pick_plan, study_args, verdict_page
 
 PAPER = {"end_memorisation": 1400, "start_cleanup": 9400, "end_cleanup": 14000, "neurons_single_freq": 0.846}
@@ -49,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (run_dir / "checkpoints").is_dir() or not Run(run_dir).steps or Run(run_dir).steps[-1] != cfg.steps:
         resume = (run_dir / "resume.safetensors").is_file()
         train(task, None if resume else ToyConfig(seed=0), cfg, run_dir, resume=resume, force=not resume,
-              quiet=True, device="cpu")
-    src = open_source(run_dir)
+              quiet=bars.silenced(args.quiet), device="cpu")
+    with bars.command("progress_measures", quiet=args.quiet):  # a bar over the checkpoints, on stderr
+        bars.stage("progress measures of the run")
+        src = open_source(run_dir)
     assert src.progress is not None
     pm = src.progress
     nf = neuron_frequencies(src.model, task)

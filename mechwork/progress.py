@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechwork.bars import track
 from mechwork.errors import CheckpointError
 from mechwork.fastpath import modadd_logits, supports_fast_path
 from mechwork.fourier import check_task, fourier_basis, key_frequencies, spectrum_of
@@ -335,7 +336,7 @@ def progress_measures(
     basis = fourier_basis(task.p)
     fast = supports_fast_path(cfg, task)
     rows: dict[str, list[float]] = {k: [] for k in MEASURES}
-    for step in steps:
+    for step in track(steps, "progress measures", unit="checkpoint"):  # a bar only inside a command
         load(step)
         logits = modadd_logits(w, cfg, toks) if fast else model(toks)[:, -1]
         restricted = u.T @ (u @ logits)  # = split_logits(logits, task, key_freqs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mechwork.bars import stage
 from mechwork.fourier import check_task, embedding_spectrum, key_frequencies, neuron_frequencies
 from mechwork.models import preset
 from mechwork.runs import Run, load, resolve
@@ -36,8 +37,10 @@ def fourier_report(
     kind, key = resolve(run_or_preset)
     run = Run(key) if kind == "run" else None
     task = run.task if run is not None else preset(key).task
+    stage("loading the model")  # progress bars: only inside a command (mechwork.bars)
     model = load(key, step=step, device=device)
     task = check_task(model, task, "analyze fourier")
+    stage("Fourier analyses")
     we, wu = embedding_spectrum(model, "W_E", task.p), embedding_spectrum(model, "W_U", task.p)
     nf = neuron_frequencies(model, task)
     kf = key_frequencies(model, task, neurons=nf)
@@ -78,6 +81,7 @@ def fourier_report(
 
         from mechwork.progress import loss_spikes, phase_sentence, progress_measures, spike_sentence
 
+        stage("progress measures over the checkpoints")
         pm = progress_measures(run, kf.freqs)
         rows += [(f"phase: {k.replace('_', ' ')}", "not reached" if v is None else f"step {v}")
                  for k, v in pm.phases.items()]

@@ -7,11 +7,13 @@ runs it with :func:`mechwork.sweep.sweep`, reduces the points to a small
 directory and a dashboard to ``dashboards/<name>.html``.
 
 * :func:`study_args` -- ``--quick``, ``--out``, ``--workers``, ``--dashboard``,
-  ``--ray ADDRESS`` (points become Ray tasks on that cluster; see :mod:`mechwork.raysweep`);
+  ``--ray ADDRESS`` (points become Ray tasks on that cluster; see :mod:`mechwork.raysweep`),
+  ``--quiet`` (no progress bar and no line per finished point);
   ``--quick`` runs a reduced grid meant to finish in under 3 minutes here
   (and a hidden ``--smoke`` a tiny one, for the test suite).
 * :func:`run_sweep` -- :func:`mechwork.sweep.sweep` with the command line's
-  ``--workers`` and ``--ray``; a point that failed stops the study (exit 1,
+  ``--workers`` and ``--ray``, under a progress bar of finished points on stderr
+  (see :mod:`mechwork.bars`); a point that failed stops the study (exit 1,
   one line) instead of leaving a verdict computed from fewer points.
 * :func:`grok_point` -- one modular-arithmetic training run as a sweep point:
   steps to memorise (train acc >= 99%) and to grok (test acc >= the target),
@@ -51,8 +53,10 @@ def study_args(name: str, doc: str, argv: Sequence[str] | None = None) -> argpar
     ap.add_argument("--ray", metavar="ADDRESS", default=os.environ.get("MECHWORK_RAY_ADDRESS") or None,
                     help="run the sweep's points as Ray tasks on this cluster ('auto', 'ray://host:10001', ...; "
                          "default: $MECHWORK_RAY_ADDRESS, else local worker processes)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar (stderr) and no line per finished point")
     ap.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the test suite's tiny plan
     args = ap.parse_args(argv)
+    args.study = name
     if args.workers < 1:
         ap.error(f"--workers must be >= 1 (got {args.workers})")
     if args.ray is not None:
@@ -73,13 +77,19 @@ def study_args(name: str, doc: str, argv: Sequence[str] | None = None) -> argpar
 
 def run_sweep(args: argparse.Namespace, fn: str, grid: Mapping[str, Sequence[Any]], out: Path | None = None, *,
               fixed: Mapping[str, Any] | None = None, progress: Any = print) -> Any:
-    """Run a study's sweep into ``out`` (default ``args.out``) on the flags' backend; exit 1 if points failed."""
+    """Run a study's sweep into ``out`` (default ``args.out``) on the flags' backend; exit 1 if points failed.
+
+    Unless ``args.quiet``, a bar on stderr counts the finished points and ``progress`` gets a line per point."""
     import sys
 
+    from mechwork import bars
     from mechwork.sweep import sweep
 
-    res = sweep(fn, grid, args.out if out is None else out, fixed=fixed, workers=args.workers, ray=args.ray,
-                progress=progress)
+    quiet = bool(getattr(args, "quiet", False))
+    with bars.command(getattr(args, "study", "study"), quiet=quiet):
+        bars.stage(f"sweeping {fn}" + ("" if args.ray is None else f" on Ray at {args.ray}"))
+        res = sweep(fn, grid, args.out if out is None else out, fixed=fixed, workers=args.workers, ray=args.ray,
+                    progress=None if quiet else progress)
     if res.errors:  # a rerun retries them
         first = res.errors[0]["error"].strip().splitlines()[0]
         print(f"error: {len(res.errors)} point(s) of {fn} failed (a rerun retries them); the first: {first}",

@@ -11,6 +11,10 @@ import torch
 # two cores are never oversubscribed (OpenMP spin-waits make that very slow).
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
+# No progress bars (mechwork.bars) in the suite, in this process or the commands it starts: stderr then holds
+# only what a test looks at, however long a command takes. tests/test_bars.py turns them on where it tests them.
+os.environ["MECHWORK_QUIET"] = "1"
+
 
 @pytest.fixture(scope="session")
 def modadd_preset():

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mechwork.bars import stage
 from mechwork.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,7 +116,9 @@ def dashboard(
         raise ConfigError(f"'assets' must be one of {', '.join(ASSET_MODES)} (got {assets!r})")
     if out is not None:
         check_out(out)
+    stage("loading the model and its history")  # progress bars: only inside a command (mechwork.bars)
     src = open_source(run_or_preset, step=step, device=device)
+    stage(f"building the {src.task.kind} page")
     if src.task.kind == "modadd":
         from mechwork.dashboard.grokking import grokking_page
 
@@ -127,6 +130,7 @@ def dashboard(
     else:  # pragma: no cover - every task kind has a page
         raise ConfigError(f"no standard dashboard for task kind {src.task.kind!r}")
     if out is not None:
+        stage(f"writing {out}")
         page.save(out, assets=assets)
     return page
 
