@@ -60,8 +60,11 @@ _STATE_JS = """() => {
 }"""
 
 
+LOAD_BOUND_S = 600.0  # seconds a loaded machine may take to open a page (a bound, not a timing)
+
+
 def check_page(path: str | os.PathLike[str], screenshot: str | os.PathLike[str] | None = None,
-               timeout_s: float = 60.0) -> PageReport:
+               timeout_s: float = 600.0) -> PageReport:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -89,7 +92,8 @@ def check_page(path: str | os.PathLike[str], screenshot: str | os.PathLike[str] 
             page.on("request", lambda req: report.requests.append(req.url)
                     if not req.url.startswith(("file:", "data:", "blob:")) and req.url not in report.requests
                     else None)
-            page.goto(url, wait_until="load", timeout=timeout_s * 1000)
+            # loading a local file is never the thing under test: a generous bound, whatever timeout_s
+            page.goto(url, wait_until="load", timeout=max(timeout_s, LOAD_BOUND_S) * 1000)
             # wait until everything is drawn, or the timeout: then report what was drawn; the caller asserts
             with contextlib.suppress(PlaywrightTimeout):
                 page.wait_for_function(

@@ -13,7 +13,7 @@ from mechwork.cli import main
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mechwork.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "mechwork.cli", *args], capture_output=True, text=True
     )
 
 

@@ -48,7 +48,7 @@ def test_embedded_model_offline_in_a_fresh_process():
         "import os, torch; os.environ['HF_HUB_OFFLINE']='1'; import mechwork; "
         "m = mechwork.load('modadd-113'); print(m.training, m(torch.tensor([[3, 5, 113]]))[0, -1].argmax().item())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "8"]
 
 

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from mechwork.sweep import sweep
 GRID = {"seed": [0, 1, 2]}
 FIXED = {"p": 11, "op": "add", "train_frac": 0.6, "weight_decay": 1.0, "lr": 1e-2, "steps": 60}
 ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+BOUND_S = 1800  # only against a hung `ray start`/`ray stop`: they take seconds, or minutes on a loaded machine
 
 
 def free_port() -> int:
@@ -50,7 +50,7 @@ def ray_head():
     temp = tempfile.mkdtemp(prefix="mwray")  # short: Ray's socket paths must stay under 108 characters
     cmd = head_command(port, temp, num_cpus=2)
     before = listeners()
-    started = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+    started = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=BOUND_S)
     assert started.returncode == 0, started.stderr[-2000:]
     try:
         opened = listeners() - before
@@ -59,7 +59,7 @@ def ray_head():
         assert all(addr in LOOPBACK for addr, _ in opened), opened
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([cmd[0], "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+        subprocess.run([cmd[0], "stop", "--force"], env=ENV, capture_output=True, timeout=BOUND_S)
 
 
 def test_ray_backend_matches_local_and_resumes(ray_head, tmp_path):
@@ -81,12 +81,17 @@ def test_ray_backend_records_a_failing_point(ray_head, tmp_path):
     assert res.ran == 1 and len(res.errors) == 1 and "p" in res.errors[0]["error"]
 
 
-def test_unreachable_address_is_a_quick_clear_error(tmp_path):
+def test_unreachable_address_is_a_quick_clear_error(tmp_path, monkeypatch):
+    from mechwork import raysweep
+
+    def no_ray(loopback):  # quick: refused by the TCP check alone, never through Ray's own retry loop
+        raise AssertionError("Ray was imported for an unreachable address")
+
+    monkeypatch.setattr(raysweep, "_import_ray", no_ray)
     port = free_port()  # nothing listens there
-    t0 = time.perf_counter()
     with pytest.raises(ConfigError, match=rf"cannot reach a Ray cluster at '127.0.0.1:{port}'") as e:
         sweep("mechwork.sweep:_demo_point", {"x": [1]}, tmp_path / "s", fixed={"y": 1}, ray=f"127.0.0.1:{port}")
-    assert time.perf_counter() - t0 < 15 and "\n" not in str(e.value)
+    assert "\n" not in str(e.value)
     assert not (tmp_path / "s").exists()  # nothing written
     for bad in ("nonsense", "host:notaport", "ray://:10001", "127.0.0.1:70000"):
         with pytest.raises(ConfigError, match="'host:port', 'ray://host:port' or 'auto'"):
