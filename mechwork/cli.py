@@ -26,12 +26,33 @@ from typing import Any
 
 import click
 
+from mechwork import limits
 from mechwork.errors import CheckpointError, MechworkError, NonFiniteError, RunBusyError
 
 __all__ = ["main"]
 
-OPS = ("add", "sub", "mul", "div", "x2+y2")
+OPS = limits.OPS
 _POS_FLOAT = click.FloatRange(min=0.0, min_open=True)
+
+
+def _source(run_or_preset: str, step: int | None = None, device: str | None = None) -> tuple[str, str]:
+    """Check a run/preset argument, its --step and --device from files and names alone (torch not imported)."""
+    kind, key = limits.resolve(run_or_preset)
+    limits.check_step(kind, key, step)
+    limits.check_device(device)
+    return kind, key
+
+
+def _writable(path: Path | None, option: str, *, html: bool = False, make_parents: bool = False) -> None:
+    """Refuse an output file that cannot be written, before any work (torch not imported)."""
+    if path is None:
+        return
+    if html and path.suffix.lower() not in (".html", ".htm"):
+        raise click.BadParameter(f"must end in .html (got {str(path)!r})", param_hint=f"'{option}'")
+    try:
+        limits.check_writable(path, option, make_parents=make_parents)
+    except MechworkError as e:
+        raise click.BadParameter(str(e), param_hint=f"'{option}'") from e
 
 
 def _explicit(ctx: click.Context) -> set[str]:
@@ -91,6 +112,8 @@ def _common_train_options(f: Any) -> Any:
 @click.pass_context
 def train_modadd(ctx: click.Context, **kw: Any) -> None:
     """Train the 1-layer modular-arithmetic model (Nanda et al. 2023)."""
+    _check_train(kw, {"kind": "modadd", "p": kw["p"], "op": kw["op"], "train_frac": kw["train_frac"]},
+                 f"runs/modadd-p{kw['p']}-{kw['op']}-s{kw['seed']}")
     from mechwork.tasks import ModularArithmetic
 
     task = ModularArithmetic(p=kw["p"], op=kw["op"], train_frac=kw["train_frac"], seed=kw["seed"])
@@ -106,14 +129,42 @@ def train_modadd(ctx: click.Context, **kw: Any) -> None:
 @click.pass_context
 def train_induction(ctx: click.Context, **kw: Any) -> None:
     """Train the 2-layer attention-only model on repeated random sequences."""
-    from mechwork.tasks import InductionTask
-
     max_len = kw["max_len"] or min(12, kw["seq_len"] // 2)
     min_len = kw["min_len"] or min(4, max_len)
+    limits.check_induction(kw["d_vocab"], kw["seq_len"], min_len, max_len, 64, 512, kw["seed"])
+    _check_train(kw, {"kind": "induction", "d_vocab": kw["d_vocab"], "seq_len": kw["seq_len"]},
+                 f"runs/induction-s{kw['seed']}")
+    from mechwork.tasks import InductionTask
+
     task = InductionTask(
         d_vocab=kw["d_vocab"], seq_len=kw["seq_len"], min_len=min_len, max_len=max_len, seed=kw["seed"]
     )
     _run_training(ctx, task, kw, default_out=f"runs/induction-s{kw['seed']}")
+
+
+def _check_train(kw: dict[str, Any], task: dict[str, Any], default_out: str) -> None:
+    """Device, run directory, task arguments and memory, all before torch is imported."""
+    limits.check_device(kw["device"])
+    out = kw["out"] or Path(default_out)
+    limits.check_run_target(out, resume=kw["resume"], force=kw["force"])
+    if kw["resume"]:
+        stored = limits.source_config("run", str(out))
+        if stored is None:
+            return  # the full load names the broken file
+        task, model = stored["task"], stored["model"]
+        batch = (stored.get("train") or {}).get("batch_size") if isinstance(stored.get("train"), dict) else None
+    else:
+        if task["kind"] == "modadd":
+            limits.check_modadd(task["p"], task["op"], task["train_frac"], kw["seed"])
+            vocab = {"d_vocab": task["p"] + 1, "d_vocab_out": task["p"], "n_ctx": 3}
+        else:
+            vocab = {"d_vocab": task["d_vocab"], "d_vocab_out": task["d_vocab"], "n_ctx": task["seq_len"]}
+        preset = limits.source_config("preset", "modadd-113" if task["kind"] == "modadd" else "induction-2l")
+        model = (preset["model"] if preset else {}) | vocab
+        batch = kw.get("batch_size")
+    n = limits.model_params(model)
+    limits.check_fits(f"training a model of {n:,} parameters on the {task.get('kind')} task",
+                      limits.train_bytes(task, model, batch if isinstance(batch, int) else None))
 
 
 TASK_OPTIONS = {"p", "op", "train_frac", "d_vocab", "seq_len", "min_len", "max_len", "seed"}
@@ -198,6 +249,7 @@ def _train_config(task: Any, kw: dict[str, Any]) -> Any:
 @click.argument("run_or_preset")
 def info(run_or_preset: str) -> None:
     """Describe a run directory or a preset."""
+    _source(run_or_preset)
     from mechwork.summary import describe
 
     click.echo(describe(run_or_preset))
@@ -220,10 +272,10 @@ def analyze_fourier(
     run_or_preset: str, json_out: Path | None, step: int | None, progress: bool, device: str | None
 ) -> None:
     """Key frequencies, neuron clusters, trig-identity fit and restricted/excluded loss."""
+    _writable(json_out, "--json")
+    _source(run_or_preset, step, device)
     from mechwork.report import fourier_report
 
-    if json_out is not None and json_out.is_dir():
-        raise click.BadParameter(f"must be a file path, not a directory (got {str(json_out)!r})", param_hint="'--json'")
     text, data = fourier_report(run_or_preset, step=step, progress=progress, device=device)
     click.echo(text)
     if json_out is not None:
@@ -254,11 +306,13 @@ BY_NAMES = ("layer", "layer_pos", "head", "head_pos", "neuron")
 def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: str, n_prompts: int, seed: int,
               top: int, step: int | None, json_out: Path | None, dash_out: Path | None) -> None:
     """Activation patching on the task's standard clean/corrupted prompts; prints the top cells."""
+    _writable(json_out, "--json")
+    _writable(dash_out, "--dashboard", html=True)
+    light_kind, light_key = _source(run_or_preset, step)
+    limits.patch_check(light_kind, light_key, n_prompts)
     from mechwork.dashboard.standard import check_out
     from mechwork.runs import Run, load, resolve
 
-    if json_out is not None and json_out.is_dir():
-        raise click.BadParameter(f"must be a file path, not a directory (got {str(json_out)!r})", param_hint="'--json'")
     if dash_out is not None:
         try:
             check_out(dash_out)
@@ -314,12 +368,14 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int | None, device: str | None) -> None:
     """Write the standard dashboard (grokking or induction) of a run directory or a preset."""
+    kind, key = _source(run_or_preset, step, device)
+    name = Path(key).resolve().name if kind == "run" else key
+    out = out or Path("dashboards") / f"{name}{'.cdn' if assets == 'cdn' else ''}.html"
+    _writable(out, "--out", html=True)
     from mechwork.dashboard.standard import check_out, dashboard
     from mechwork.runs import resolve
 
     kind, key = resolve(run_or_preset)
-    name = Path(key).resolve().name if kind == "run" else key
-    out = out or Path("dashboards") / f"{name}{'.cdn' if assets == 'cdn' else ''}.html"
     try:
         check_out(out)
     except MechworkError as e:
@@ -340,6 +396,9 @@ def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int |
               help="also write the grokking dashboard of the embedded model")
 def demo(device: str | None, out: Path, with_dashboard: bool) -> None:
     """The main job: report what the embedded grokked model does, and write its dashboard."""
+    limits.check_device(device)
+    if with_dashboard:
+        _writable(out, "--out", html=True, make_parents=True)
     from mechwork.summary import demo_report
 
     click.echo(demo_report(device))

@@ -44,7 +44,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from mechwork.errors import CheckpointError, check_known_fields, invalid
+from mechwork.errors import CheckpointError, ConfigError, check_known_fields, invalid
+from mechwork.limits import build_bytes, check_device, check_fits, format_bytes, model_bytes, model_params
 from mechwork.tasks import InductionTask, ModularArithmetic, Task
 
 if TYPE_CHECKING:  # pragma: no cover - import for annotations only
@@ -60,6 +61,7 @@ __all__ = [
     "load_weights",
     "native_module",
     "preset",
+    "resolve_device",
     "save_tensors",
     "weights",
 ]
@@ -71,6 +73,28 @@ ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as a ``torch.device`` (default: :func:`default_device`); one line when it cannot be used.
+
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    mechwork.errors.ConfigError: 'device' must be cpu, cuda, cuda:N or mps (got 'tpu')
+    """
+    if device is None:
+        return default_device()
+    if not isinstance(device, torch.device):
+        check_device(str(device))
+        device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"'device' {str(device)!r} is not available: torch {torch.__version__} sees no CUDA "
+                          "device; use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise invalid("device", f"cuda:N with N < {torch.cuda.device_count()}", str(device))
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"'device' {str(device)!r} is not available on this machine; use cpu")
+    return device
 
 
 @no_type_check  # validates its own fields, with one-line messages
@@ -200,10 +224,13 @@ def build_model(cfg: ToyConfig, device: torch.device | str | None = None) -> Tra
     Training code calls ``.train()`` itself; everything else (patching,
     attribution) needs eval mode, which TransformerLens insists on.
     """
+    device = resolve_device(device)
+    n = model_params(cfg)
+    check_fits(f"a model of {n:,} parameters ({format_bytes(model_bytes(cfg))} of weights, d_vocab {cfg.d_vocab}, "
+               f"d_model {cfg.d_model})", build_bytes(cfg))
     import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
     from transformer_lens.model_bridge import TransformerBridge
 
-    device = torch.device(device) if device is not None else default_device()
     boot = TransformerBridge.boot_native  # type: ignore[attr-defined]  # attached by sources.native
     model = boot(_bridge_config(cfg), device=device)
     if cfg.init == "nanda":

@@ -32,10 +32,10 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from mechwork.errors import check_known_fields, invalid
+from mechwork.limits import OPS, check_induction, check_modadd, is_prime  # noqa: F401  (is_prime: public here too)
 
 __all__ = ["OPS", "Batch", "InductionTask", "ModularArithmetic", "Task", "task_from_dict"]
 
-OPS = ("add", "sub", "mul", "div", "x2+y2")
 Op = Literal["add", "sub", "mul", "div", "x2+y2"]
 
 
@@ -52,31 +52,6 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(self.tokens.to(device), self.targets.to(device), self.mask.to(device))
-
-
-def is_prime(n: int) -> bool:
-    """Trial division; fine for the p of a toy task.
-
-    >>> [n for n in range(20) if is_prime(n)]
-    [2, 3, 5, 7, 11, 13, 17, 19]
-    """
-    if n < 2:
-        return False
-    i = 2
-    while i * i <= n:
-        if n % i == 0:
-            return False
-        i += 1
-    return True
-
-
-def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo
-    if ok and hi is not None:
-        ok = value <= hi  # type: ignore[operator]
-    if not ok:
-        valid = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
-        raise invalid(name, valid, value)
 
 
 @no_type_check  # validates its own fields, with one-line messages
@@ -97,18 +72,7 @@ class ModularArithmetic:
     kind: ClassVar[str] = "modadd"
 
     def __post_init__(self) -> None:
-        _check_int("p", self.p, 3)
-        if self.op not in OPS:
-            raise invalid("op", f"one of {', '.join(OPS)}", self.op)
-        if self.op == "div" and not is_prime(self.p):
-            raise invalid("p", "a prime >= 3 for op 'div' (it needs a field)", self.p)
-        frac = self.train_frac
-        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 < frac < 1.0:
-            raise invalid("train_frac", "a number in (0, 1)", frac)
-        n = self.n_pairs
-        if int(frac * n) < 1 or int(frac * n) >= n:
-            raise invalid("train_frac", f"large enough for >= 1 train pair of {n}", frac)
-        _check_int("seed", self.seed, 0)
+        check_modadd(self.p, self.op, self.train_frac, self.seed)  # and that its pairs fit in memory
 
     # -- vocabulary ---------------------------------------------------------
     @property
@@ -240,15 +204,8 @@ class InductionTask:
     kind: ClassVar[str] = "induction"
 
     def __post_init__(self) -> None:
-        _check_int("d_vocab", self.d_vocab, 4)
-        _check_int("seq_len", self.seq_len, 8)
-        _check_int("min_len", self.min_len, 2)
-        _check_int("max_len", self.max_len, self.min_len)
-        if 2 * self.max_len > self.seq_len:
-            raise invalid("max_len", f"at most seq_len/2 = {self.seq_len // 2}", self.max_len)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("n_eval", self.n_eval, 1)
-        _check_int("seed", self.seed, 0)
+        check_induction(self.d_vocab, self.seq_len, self.min_len, self.max_len, self.batch_size, self.n_eval,
+                        self.seed)
 
     @property
     def d_vocab_out(self) -> int:

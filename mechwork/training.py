@@ -49,7 +49,8 @@ from torch import Tensor
 from mechwork.errors import CheckpointError, ConfigError, NonFiniteError, check_known_fields, invalid
 from mechwork.fastpath import modadd_logits, supports_fast_path
 from mechwork.io import first_non_finite
-from mechwork.models import ToyConfig, build_model, default_device, load_weights, native_module, weights
+from mechwork.limits import check_fits, model_params, train_bytes
+from mechwork.models import ToyConfig, build_model, load_weights, native_module, resolve_device, weights
 from mechwork.runs import Run, RunLock, RunWriter, package_versions
 from mechwork.tasks import Batch, InductionTask, ModularArithmetic, Task
 
@@ -284,7 +285,7 @@ def train(
     """
     given = train_cfg is not None
     train_cfg = train_cfg or recipe(task)
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     writer = RunWriter(out) if out is not None else None
     if writer is not None:
         RunWriter.check_target(writer.path, resume=resume, force=force)
@@ -307,6 +308,8 @@ def train(
         wall0 = float(meta.get("wall", 0.0))
     model_cfg = model_cfg or ToyConfig.for_task(task)
     _check_fits(model_cfg, task)
+    check_fits(f"training a model of {model_params(model_cfg):,} parameters on the {task.kind} task",
+               train_bytes(task.to_dict(), model_cfg, train_cfg.batch_size))
     if model_cfg.attn_rate < 1.0 and not (fast and supports_fast_path(model_cfg, task)):
         raise ConfigError("attn_rate < 1 trains on the fast path only (1 layer, no LayerNorm, [a, b, =] inputs)")
 
