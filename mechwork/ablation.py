@@ -35,13 +35,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from torch import Tensor
 
 from mechwork.errors import ConfigError, invalid
-from mechwork.patching import check_model
+from mechwork.patching import check_model, check_pairs, check_tokens
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +67,7 @@ def _replacement(act: Tensor, ref: Tensor, how: str, perm: Tensor | None) -> Ten
     return ref[perm]
 
 
+@no_type_check  # validates its own arguments, with one-line messages
 def ablation_hooks(
     model: TransformerBridge,
     tokens: Tensor,
@@ -84,13 +85,11 @@ def ablation_hooks(
         raise invalid("how", f"one of {', '.join(HOW)}", how)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     d_mlp = int(model.cfg.d_mlp or 0) if "blocks.0.mlp.hook_post" in model.hook_dict else 0
-    for la, h in heads:
-        if not (0 <= la < n_layers and 0 <= h < n_heads):
-            raise invalid("heads", f"(layer, head) with layer in [0, {n_layers}) and head in [0, {n_heads})", (la, h))
-    for la, n in neurons:
-        if not (0 <= la < n_layers and 0 <= n < d_mlp):
-            raise invalid("neurons", f"(layer, neuron) with layer in [0, {n_layers}) and neuron in [0, {d_mlp})",
-                          (la, n))
+    check_tokens(model, tokens, "tokens")
+    if reference is not None:
+        check_tokens(model, reference, "reference")
+    heads = check_pairs("heads", heads, ("layer", n_layers), ("head", n_heads))
+    neurons = check_pairs("neurons", neurons, ("layer", n_layers), ("neuron", d_mlp))
     directions = dict(directions or {})
     for name in directions:
         if name not in model.hook_dict:
@@ -131,6 +130,7 @@ def ablation_hooks(
     return hooks
 
 
+@no_type_check  # validates its own arguments, with one-line messages
 @torch.no_grad()
 def ablate(model: TransformerBridge, tokens: Tensor, **kw: Any) -> Tensor:
     """Logits of ``tokens`` with the ablations of :func:`ablation_hooks` (same keyword arguments)."""

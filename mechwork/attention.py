@@ -43,6 +43,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechwork.errors import invalid
+from mechwork.patching import check_tokens
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,8 +138,7 @@ def attention_patterns(
     labels: Sequence[Sequence[str]] | None = None,
 ) -> AttentionPatterns:
     """Every layer's attention pattern on ``tokens`` (one forward pass, cache filtered to the patterns)."""
-    if tokens.ndim != 2:
-        raise invalid("tokens", "a [batch, pos] integer tensor", f"shape {tuple(tokens.shape)}")
+    check_tokens(model, tokens, "tokens")
     n_layers, _, _, n_ctx = _cfg(model)
     if tokens.shape[1] > n_ctx:
         raise invalid("tokens", f"at most n_ctx = {n_ctx} positions", tokens.shape[1])

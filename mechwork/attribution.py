@@ -37,13 +37,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from torch import Tensor
 
 from mechwork.errors import ConfigError, invalid
-from mechwork.patching import SITES, PatchResult, check_inputs, check_model, evaluate_metric, hook_name, prepare
+from mechwork.patching import (
+    SITES,
+    PatchResult,
+    check_head_pairs,
+    check_inputs,
+    check_model,
+    evaluate_metric,
+    hook_name,
+    prepare,
+)
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,6 +78,7 @@ def _reduce(contrib: Tensor, kind: str, by: str) -> Tensor:
     return contrib.sum() if by == "layer" else contrib.sum(dim=(0, 2))
 
 
+@no_type_check  # validates its own arguments, with one-line messages
 def attribute(
     model: TransformerBridge,
     clean: Tensor,
@@ -178,13 +188,8 @@ class PathPatchResult(Result):
         return fig.update_layout(title=self.summary(), xaxis_title="run", yaxis_title="metric", height=360)
 
 
-def _check_heads(model: TransformerBridge, heads: Sequence[tuple[int, int]], name: str) -> list[tuple[int, int]]:
-    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    out = [(int(la), int(h)) for la, h in heads]
-    for la, h in out:
-        if not (0 <= la < n_layers and 0 <= h < n_heads):
-            raise invalid(name, f"(layer, head) pairs with layer in [0, {n_layers}) and head in [0, {n_heads})",
-                          (la, h))
+def _check_heads(model: TransformerBridge, heads: Any, name: str) -> list[tuple[int, int]]:  # any value: one line
+    out = check_head_pairs(model, heads, name)
     if not out:
         raise invalid(name, "at least one (layer, head)", "an empty list")
     return out
@@ -199,6 +204,7 @@ def _replace_heads(values: dict[int, Tensor], layer: int, heads: list[int]) -> C
     return hook
 
 
+@no_type_check  # validates its own arguments, with one-line messages
 @torch.no_grad()
 def path_patch(
     model: TransformerBridge,

@@ -50,24 +50,26 @@ Example::
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from torch import Tensor
 
 from mechwork.engine import BaseRun, expand, supports
 from mechwork.errors import ConfigError, invalid
+from mechwork.limits import check_fits, finite_positive, patch_bytes
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["BY", "DIMS", "SITES", "PatchResult", "check_inputs", "check_model", "check_site", "evaluate_metric",
-           "hook_name", "patch", "pick_coords", "prepare"]
+__all__ = ["BY", "DIMS", "SITES", "PatchResult", "check_head_pairs", "check_inputs", "check_model", "check_pairs",
+           "check_site", "check_tokens", "evaluate_metric", "hook_name", "patch", "pick_coords", "prepare"]
 
 SITES: dict[str, tuple[str, str]] = {  # site -> (hook name template, activation kind)
     "resid_pre": ("blocks.{layer}.hook_resid_pre", "pos"),
@@ -106,13 +108,68 @@ def check_model(model: TransformerBridge, operation: str) -> None:
         raise ConfigError(f"{operation} needs a model in eval mode (got one in training mode); call model.eval()")
 
 
+def check_tokens(model: TransformerBridge, tokens: Tensor, name: str = "tokens") -> None:
+    """Refuse a token batch that is not ``[batch, pos]`` integers, is empty, or holds an id outside the vocabulary.
+
+    The one check every analysis entry point that takes tokens calls: a bad id is
+    named with its position and the valid range, in one line (an id of -1 would
+    otherwise index the last embedding row silently).
+    """
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
+        got = f"shape {tuple(tokens.shape)}, {tokens.dtype}" if isinstance(tokens, Tensor) else type(tokens).__name__
+        raise invalid(name, "a [batch, pos] integer token tensor", got)
+    if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+        raise invalid(name, "a non-empty [batch, pos] token batch", f"shape {tuple(tokens.shape)}")
+    d_vocab = int(model.cfg.d_vocab)
+    bad = (tokens < 0) | (tokens >= d_vocab)
+    if bool(bad.any()):
+        row, pos = (int(i) for i in bad.nonzero()[0])
+        raise ConfigError(f"'{name}' has token id {int(tokens[row, pos])} at [{row}, {pos}] (batch {row}, "
+                          f"position {pos}); token ids must be in [0, {d_vocab - 1}] (d_vocab {d_vocab})")
+
+
+def _index(name: str, value: Any, valid: str, shown: Any = None) -> int:
+    """An integer (Python, numpy or 0-d tensor), not a bool; else one line."""
+    if isinstance(value, bool):
+        raise invalid(name, valid, value if shown is None else shown)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise invalid(name, valid, value if shown is None else shown) from None
+
+
+def check_pairs(name: str, value: Any, first: tuple[str, int], second: tuple[str, int]) -> list[tuple[int, int]]:
+    """``value`` as a list of integer pairs inside ``[0, size)`` each (``first``, ``second`` = (label, size)).
+
+    >>> check_pairs("heads", [(0,)], ("layer", 1), ("head", 4))
+    Traceback (most recent call last):
+    mechwork.errors.ConfigError: 'heads' must be (layer, head) pairs with layer in [0, 1) and head in [0, 4) (got (0,))
+    """
+    (a, na), (b, nb) = first, second
+    valid = f"({a}, {b}) pairs with {a} in [0, {na}) and {b} in [0, {nb})"
+    if isinstance(value, (str, bytes, Tensor)) or not isinstance(value, Sequence):
+        raise invalid(name, f"a list of {valid}", value)
+    out = []
+    for pair in value:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise invalid(name, valid, pair)
+        i, j = (_index(name, v, valid, pair) for v in pair)
+        if not (0 <= i < na and 0 <= j < nb):
+            raise invalid(name, valid, (i, j))
+        out.append((i, j))
+    return out
+
+
+def check_head_pairs(model: TransformerBridge, heads: Any, name: str = "heads") -> list[tuple[int, int]]:
+    """``heads`` as a list of ``(layer, head)`` integer pairs of this model; anything else is one line."""
+    return check_pairs(name, heads, ("layer", int(model.cfg.n_layers)), ("head", int(model.cfg.n_heads)))
+
+
 def check_inputs(model: TransformerBridge, clean: Tensor, corrupted: Tensor, operation: str = "patching") -> None:
-    """Eval mode, integer token batches of one shape that fit the context."""
+    """Eval mode, non-empty integer token batches of one shape, ids in the vocabulary, that fit the context."""
     check_model(model, operation)
     for name, t in (("clean", clean), ("corrupted", corrupted)):
-        if not isinstance(t, Tensor) or t.ndim != 2 or t.dtype not in (torch.int64, torch.int32):
-            got = f"shape {tuple(t.shape)}, {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
-            raise invalid(name, "a [batch, pos] integer token tensor", got)
+        check_tokens(model, t, name)
     if clean.shape != corrupted.shape:
         raise ConfigError(f"'clean' and 'corrupted' must have the same shape (got {tuple(clean.shape)} and "
                           f"{tuple(corrupted.shape)})")
@@ -140,14 +197,17 @@ def _sizes(model: TransformerBridge, site: str, n_pos: int) -> dict[str, int]:
             "neuron": int(cfg.d_mlp or 0) if site == "mlp_post" else 0}
 
 
-def _pick(name: str, chosen: Sequence[int] | None, size: int) -> list[int]:
+def _pick(name: str, chosen: Any, size: int) -> list[int]:  # checked here: any value gets one line
     if chosen is None:
         return list(range(size))
-    out = [int(i) for i in chosen]
-    bad = [i for i in out if not 0 <= i < size]
-    if bad or not out:
+    if isinstance(chosen, (str, bytes)) or not isinstance(chosen, (Sequence, Tensor, range)):
+        raise invalid(name, f"a list of indices in [0, {size})", chosen)
+    items = [_index(name, i, f"integer indices in [0, {size})")
+             for i in (chosen.tolist() if isinstance(chosen, Tensor) else chosen)]
+    bad = [i for i in items if not 0 <= i < size]
+    if bad or not items:
         raise invalid(name, f"indices in [0, {size})", bad[0] if bad else "an empty list")
-    return out
+    return items
 
 
 def check_site(model: TransformerBridge, site: str, by: str) -> None:
@@ -182,6 +242,7 @@ def _setter(kind: str, by: str) -> Callable[[Tensor, slice, tuple[int, ...], Ten
     return lambda act, sl, cell, src, p0: act[sl, cell[2], cell[1] - p0].copy_(src[:, cell[2], cell[1]])
 
 
+@no_type_check  # validates its own arguments, with one-line messages
 def pick_coords(
     model: TransformerBridge, site: str, by: str, n_pos: int, *, layers: Sequence[int] | None = None,
     positions: Sequence[int] | None = None, heads: Sequence[int] | None = None,
@@ -198,6 +259,7 @@ def pick_coords(
     return {d: _pick(params[d], chosen[d], sizes[d]) for d in dims}
 
 
+@no_type_check  # validates its own arguments, with one-line messages
 def prepare(
     model: TransformerBridge, clean: Tensor, corrupted: Tensor, site: str, by: str, direction: str, operation: str,
     **chosen: Sequence[int] | None,
@@ -218,6 +280,7 @@ def _chunk(model: TransformerBridge, batch: int, n_pos: int, memory_mb: float) -
     return max(1, int(memory_mb * 2**20 // (4 * floats * batch)))
 
 
+@no_type_check  # validates its own arguments, with one-line messages
 @torch.no_grad()
 def patch(
     model: TransformerBridge,
@@ -235,11 +298,19 @@ def patch(
     memory_mb: float = 512.0,
     engine: bool = True,
 ) -> PatchResult:
-    """Patch every cell of ``site`` grouped ``by`` (optionally only some layers/positions/heads/neurons)."""
-    if memory_mb <= 0:
-        raise invalid("memory_mb", "a positive number of megabytes", memory_mb)
+    """Patch every cell of ``site`` grouped ``by`` (optionally only some layers/positions/heads/neurons).
+
+    Refuses, before running anything, a sweep whose estimated memory
+    (:func:`mechwork.limits.patch_bytes`) exceeds the machine's available memory.
+    """
+    memory_mb = finite_positive("memory_mb", memory_mb)
     dims, coords = prepare(model, clean, corrupted, site, by, direction, "patching",
                            layers=layers, positions=positions, heads=heads, neurons=neurons)
+    cfg = {k: getattr(model.cfg, k, None) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab",
+                                                    "d_vocab_out", "n_ctx")}
+    cfg["d_mlp"] = None if getattr(model.cfg, "attn_only", False) else getattr(model.cfg, "d_mlp", None)
+    check_fits(f"patching {clean.shape[0]:,} prompts of {clean.shape[1]} tokens",
+               patch_bytes(cfg, clean.shape[0], clean.shape[1], memory_mb))
 
     device = next(model.parameters()).device
     clean, corrupted = clean.to(device), corrupted.to(device)
