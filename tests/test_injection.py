@@ -240,6 +240,9 @@ def open_page(browser, path: Path, interact: bool = True) -> Outcome:
             for el in page.query_selector_all(".mw-cv .colored-tokens > span, .mw-cv button")[:60]:
                 el.scroll_into_view_if_needed()
                 el.hover(force=True)
+            # close the last tooltip: ColoredTokens' hover tooltip prints the token as text, so it shows the
+            # escaped form (circuitsvis hands one string both to innerHTML and to a text node)
+            page.mouse.move(0, 0)
         page.wait_for_timeout(500)
         res = page.evaluate(_PROBE_JS)
         texts = page.evaluate("() => Object.fromEntries([...document.querySelectorAll('section')].map("

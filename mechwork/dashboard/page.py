@@ -14,7 +14,10 @@ table of contents). Nothing is rendered until :meth:`Page.render` or
 * ids are ``mw-1``, ``mw-2``, ... in block order, and there is no timestamp
   unless the caller passes ``stamp``: the same page renders byte-identically;
 * every string the caller supplies (titles, captions, table cells, labels,
-  token strings) is HTML-escaped; markdown is rendered with raw HTML disabled;
+  token strings) is HTML-escaped; markdown is rendered with raw HTML disabled
+  and ``javascript:`` links refused; figure text is drawn by plotly's SVG text
+  renderer, which knows a few formatting tags and runs no script
+  (``tests/test_injection.py`` tries them all in Chromium);
 * :meth:`save` writes atomically into an existing directory, or raises
   :class:`~mechwork.errors.OutputError` having written nothing.
 

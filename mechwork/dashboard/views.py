@@ -18,7 +18,9 @@ TopkSamples); :data:`HTML_PROPS` names those props, and
 :meth:`CircuitsView.props_json` HTML-escapes their strings, so a label such as
 ``<img src=x onerror=...>`` shows as text. AttentionHeads and AttentionPattern
 draw tokens on a canvas or as React text, so their strings go unescaped (no
-``&lt;`` on screen). ``props`` itself always keeps the labels as given.
+``&lt;`` on screen). ``props`` itself always keeps the labels as given. One
+seam remains: ColoredTokens' hover tooltip prints the same (escaped) string as
+text, so a label holding ``<``, ``>`` or ``&`` shows as ``&lt;`` there.
 
 Example::
 
