@@ -6,7 +6,9 @@ variable ``MECHWORK_RAY_ADDRESS``) it hands the same points to this module,
 which submits each as a Ray task and records results as they finish, so the
 points directory, resumption and retries behave exactly as with local
 workers. A task runs the same ``_run_point`` with the same torch thread
-count, so for the same seeds the results are identical to the local backend's.
+count, so for the same seeds the results are identical to the local backend's on
+nodes of the same kind of machine (determinism holds on one machine at one thread
+count, not across machines).
 
 Addresses:
 
