@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from mechwork import limits
+from mechwork import bars, limits
 from mechwork.errors import CheckpointError, MechworkError, NonFiniteError, RunBusyError
 
 __all__ = ["main"]
@@ -204,7 +204,7 @@ def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], default_out
     model_cfg = None if kw["resume"] else ToyConfig.for_task(task, seed=kw["seed"])
     res = train(
         task, model_cfg, train_cfg, out,
-        resume=kw["resume"], force=kw["force"], quiet=kw["quiet"], device=kw["device"],
+        resume=kw["resume"], force=kw["force"], quiet=bars.silenced(kw["quiet"]), device=kw["device"],
     )
     last = res.rows[-1]
     grok = res.first_step("test_acc", 0.99)
@@ -247,11 +247,13 @@ def _train_config(task: Any, kw: dict[str, Any]) -> Any:
 
 @cli.command()
 @click.argument("run_or_preset")
+@bars.quiet_option
 def info(run_or_preset: str) -> None:
     """Describe a run directory or a preset."""
     _source(run_or_preset)
     from mechwork.summary import describe
 
+    bars.stage("reading")
     click.echo(describe(run_or_preset))
 
 
@@ -268,12 +270,13 @@ def analyze() -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="for a run: progress measures over every checkpoint, and the phases")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+@bars.quiet_option
 def analyze_fourier(
     run_or_preset: str, json_out: Path | None, step: int | None, progress: bool, device: str | None
 ) -> None:
     """Key frequencies, neuron clusters, trig-identity fit and restricted/excluded loss."""
     _writable(json_out, "--json")
-    _source(run_or_preset, step, device)
+    limits.check_fourier_source(*_source(run_or_preset, step, device))
     from mechwork.report import fourier_report
 
     text, data = fourier_report(run_or_preset, step=step, progress=progress, device=device)
@@ -303,6 +306,7 @@ BY_NAMES = ("layer", "layer_pos", "head", "head_pos", "neuron")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="write every cell as JSON")
 @click.option("--dashboard", "dash_out", type=click.Path(path_type=Path), default=None,
               help="write the result as a dashboard page (.html)")
+@bars.quiet_option
 def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: str, n_prompts: int, seed: int,
               top: int, step: int | None, json_out: Path | None, dash_out: Path | None) -> None:
     """Activation patching on the task's standard clean/corrupted prompts; prints the top cells."""
@@ -323,8 +327,10 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
     from mechwork.probes import standard_probe
 
     task = preset(key).task if kind == "preset" else Run(key).task
+    bars.stage("loading the model")
     model = load(key, step=step)
     probe = standard_probe(task, n=n_prompts, seed=seed)
+    bars.stage(f"{method} patching of {site} by {by} over {n_prompts} prompts")
     if method == "exact":
         from mechwork.patching import patch
 
@@ -366,6 +372,7 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
               help="inline: one file that works offline; cdn: small, loads plotly.js and circuitsvis from CDNs")
 @click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+@bars.quiet_option
 def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int | None, device: str | None) -> None:
     """Write the standard dashboard (grokking or induction) of a run directory or a preset."""
     kind, key = _source(run_or_preset, step, device)
@@ -394,6 +401,7 @@ def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int |
               show_default=True, help="where to write the dashboard")
 @click.option("--dashboard/--no-dashboard", "with_dashboard", default=True, show_default=True,
               help="also write the grokking dashboard of the embedded model")
+@bars.quiet_option
 def demo(device: str | None, out: Path, with_dashboard: bool) -> None:
     """The main job: report what the embedded grokked model does, and write its dashboard."""
     limits.check_device(device)
@@ -401,6 +409,7 @@ def demo(device: str | None, out: Path, with_dashboard: bool) -> None:
         _writable(out, "--out", html=True, make_parents=True)
     from mechwork.summary import demo_report
 
+    bars.stage("evaluating the embedded model")
     click.echo(demo_report(device))
     if with_dashboard:
         from mechwork.dashboard.standard import check_out, dashboard
