@@ -215,6 +215,7 @@ class Outcome:
     cvs: int
     errors: list[str]
     texts: dict[str, str]
+    hovered: int = 0  # figure traces whose hover label was shown
 
 
 def open_page(browser, path: Path, interact: bool = True) -> Outcome:
@@ -234,9 +235,10 @@ def open_page(browser, path: Path, interact: bool = True) -> Outcome:
             timeout=120_000)
         if interact:
             # hover labels and tooltips are built on demand: show each figure's and each token's
-            page.evaluate("""() => document.querySelectorAll('.mw-fig').forEach(el => {
-                (el.data || []).forEach((t, i) => { try { Plotly.Fx.hover(el, [{curveNumber: i, pointNumber: 0}]); }
-                                                    catch (e) {} }); })""")
+            hovered = page.evaluate("""() => { let n = 0; document.querySelectorAll('.mw-fig').forEach(el => {
+                (el.data || []).forEach((t, i) => { try { Plotly.Fx.hover(el, [{curveNumber: i, pointNumber: 0}]);
+                    n += el.querySelectorAll('.hoverlayer .hovertext').length > 0; } catch (e) {} }); });
+                return n; }""")
             for el in page.query_selector_all(".mw-cv .colored-tokens > span, .mw-cv button")[:60]:
                 el.scroll_into_view_if_needed()
                 el.hover(force=True)
@@ -247,7 +249,8 @@ def open_page(browser, path: Path, interact: bool = True) -> Outcome:
         res = page.evaluate(_PROBE_JS)
         texts = page.evaluate("() => Object.fromEntries([...document.querySelectorAll('section')].map("
                               "s => [s.id, s.textContent]))")
-        return Outcome(dialogs, res["pwned"], res["bad"], res["scripts"], res["figs"], res["cvs"], errors, texts)
+        return Outcome(dialogs, res["pwned"], res["bad"], res["scripts"], res["figs"], res["cvs"], errors, texts,
+                       hovered if interact else 0)
     finally:
         ctx.close()
 
@@ -267,6 +270,7 @@ def test_no_payload_runs_in_any_block_kind(browser, tmp_path):
     n_cv = sum(b.kind == "view" for b in page.blocks)
     assert o.figs == n_fig and o.cvs == n_cv, (o.figs, n_fig, o.cvs, n_cv)
     assert o.errors == [], o.errors[:3]
+    assert o.hovered >= n_fig  # hover labels (payloads in hover text) were drawn, and nothing ran
     # what a reader sees is the label as typed: escaped once for HTML-rendering views, not at all elsewhere
     for i, b in enumerate(page.blocks, start=1):
         text = norm(o.texts[f"mw-{i}"])
