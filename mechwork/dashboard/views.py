@@ -145,10 +145,11 @@ class CircuitsView:
                 f'style="width:100%;height:{html.escape(height, quote=True)};border:0;resize:vertical"></iframe>')
 
 
-# circuitsvis sizes a zoomed attention head by its token count (at most 8em a token, width "initial") and
-# lets chart.js size the canvas to that box, so in a shrink-to-fit container a 3-token head can collapse to
-# a few pixels; the zoomed head's box gets a floor (the mount scrolls sideways when narrower).
-VIEW_CSS = ".mw-cv div[style*='aspect-ratio'][style*='max-width: min('] { min-width: 300px; }"
+# circuitsvis gives a zoomed attention head's box width "initial" (its content's width, capped at 8em a
+# token) while chart.js sizes the canvas to the box: once laid out narrow (a notebook output or iframe
+# drawn before it is shown) a 3-token head stays collapsed at a few pixels. The box fills its row up to
+# circuitsvis's cap instead, and never goes below 300 px (the mount scrolls sideways when narrower).
+VIEW_CSS = ".mw-cv div[style*='aspect-ratio'][style*='max-width: min('] { width: 100% !important; min-width: 300px; }"
 
 
 def _check_square(attention: list[Any], n: int, what: str) -> None:
