@@ -3,7 +3,8 @@
 Each bad argument runs as its own ``python -m mechwork.cli ...`` process (as a
 user would type it); the baseline is ``python -c pass`` and, for scale,
 ``python -c "import torch"``. Commands are interleaved over ``--repeats``
-rounds; the figures are medians. Every refusal must exit 2 with one line.
+rounds; the figures are medians of wall time and of CPU time (user + system, which
+a loaded machine changes less). Every refusal must exit 2 with one line.
 
     python benchmarks/bench_cli.py [--repeats 7]
 """
@@ -11,6 +12,8 @@ rounds; the figures are medians. Every refusal must exit 2 with one line.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,14 +35,20 @@ BAD = {
 BASE = {"python -c pass": [PY, "-c", "pass"], 'python -c "import torch"': [PY, "-c", "import torch"]}
 
 
-def _time(cmd: list[str], cwd: str, refusal: bool) -> float:
-    t = time.perf_counter()
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _time(cmd: list[str], cwd: str, refusal: bool) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one process."""
+    t, c = time.perf_counter(), _cpu()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
-    dt = time.perf_counter() - t
+    dt, dc = time.perf_counter() - t, _cpu() - c
     if refusal:
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1, (cmd, res.returncode, res.stderr)
-    return dt
+    return dt, dc
 
 
 def main() -> None:
@@ -50,19 +59,24 @@ def main() -> None:
     cmds = {name: ([PY, "-m", "mechwork.cli", *a], True) for name, a in BAD.items()}
     cmds |= {name: (c, False) for name, c in BASE.items()}
     times: dict[str, list[float]] = {name: [] for name in cmds}
-    for name, (c, refusal) in cmds.items():  # warm the file cache once
+    cpu: dict[str, list[float]] = {name: [] for name in cmds}
+    for c, refusal in cmds.values():  # warm the file cache once
         _time(c, cwd, refusal)
     for _ in range(args.repeats):
         for name, (c, refusal) in cmds.items():
-            times[name].append(_time(c, cwd, refusal))
+            wall, used = _time(c, cwd, refusal)
+            times[name].append(wall)
+            cpu[name].append(used)
     base = statistics.median(times["python -c pass"])
-    print(f"{'command':<34} {'median s':>9} {'minus python -c pass':>21}")
+    print(f"{'command':<34} {'median wall s':>13} {'minus python -c pass':>21} {'median CPU s':>13}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:<34} {med:>9.3f} {med - base:>21.3f}")
+        print(f"{name:<34} {med:>13.3f} {med - base:>21.3f} {statistics.median(cpu[name]):>13.3f}")
     refusals = [statistics.median(times[n]) for n in BAD]
-    print(f"refusal: median {statistics.median(refusals):.3f} s, slowest {max(refusals):.3f} s "
-          f"({len(BAD)} bad arguments x {args.repeats} runs); python -c pass {base:.3f} s")
+    cpus = [statistics.median(cpu[n]) for n in BAD]
+    print(f"refusal: median {statistics.median(refusals):.3f} s wall ({statistics.median(cpus):.3f} s CPU), "
+          f"slowest {max(refusals):.3f} s ({len(BAD)} bad arguments x {args.repeats} runs); "
+          f"python -c pass {base:.3f} s; load average {os.getloadavg()[0]:.1f}")
     Path(cwd).rmdir()
 
 

@@ -42,11 +42,13 @@ from typing import Any
 from mechwork.errors import CheckpointError, ConfigError, OutputError, RunDirError, invalid
 
 __all__ = [
+    "FOURIER_OPS",
     "OPS",
     "PRESET_NAMES",
     "build_bytes",
     "check_device",
     "check_fits",
+    "check_fourier_source",
     "check_induction",
     "check_modadd",
     "check_run_target",
@@ -459,6 +461,22 @@ def patch_check(kind: str, key: str, n: int, memory_mb: int | float = 512.0) -> 
     n_pos = 3 if task.get("kind") == "modadd" else 2 * (int(task.get("seq_len", 48)) // 2)
     need = probe_bytes(n, n_pos) + patch_bytes(cfg["model"], n, n_pos, memory_mb)
     check_fits(f"patching {n:,} prompts of {n_pos} tokens on {key}", need)
+
+
+FOURIER_OPS = ("add", "sub")  # as mechwork.fourier.FOURIER_OPS (a test checks)
+
+
+def check_fourier_source(kind: str, key: str) -> None:
+    """Refuse, from its JSON, a run or preset whose task has no Fourier circuit (as mechwork.fourier.check_task)."""
+    cfg = source_config(kind, key)
+    if cfg is None:
+        return
+    task = cfg["task"]
+    if task.get("kind") != "modadd":
+        raise ConfigError(f"'analyze fourier' needs a modular-arithmetic run or preset (got {key!r}, whose task is "
+                          f"{task.get('kind')}); Fourier analysis is for modular arithmetic")
+    if task.get("op", "add") not in FOURIER_OPS:
+        raise ConfigError(f"'analyze fourier' applies to op 'add' and 'sub' only (got {task.get('op')!r} in {key!r})")
 
 
 def finite_positive(name: str, value: Any) -> float:

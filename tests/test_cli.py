@@ -160,7 +160,8 @@ def test_analyze_fourier_bad_inputs(tmp_path, capsys):
     capsys.readouterr()
     assert main(["analyze", "fourier", str(ind)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "needs a ModularArithmetic task (got InductionTask)" in err and len(err.splitlines()) == 1
+    assert "needs a modular-arithmetic run or preset" in err and "whose task is induction" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_analyze_fourier_run_reports_phases(tmp_path, capsys):

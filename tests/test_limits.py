@@ -30,6 +30,9 @@ def _fake_run(path: Path, steps: tuple[int, ...] = (0, 10)) -> Path:
 
 def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
     run = _fake_run(tmp / "run")
+    mul = _fake_run(tmp / "mul")
+    cfg = json.loads((mul / "config.json").read_text())
+    (mul / "config.json").write_text(json.dumps(cfg | {"task": cfg["task"] | {"op": "mul"}}))
     a_file = tmp / "a-file.txt"
     a_file.write_text("x")
     full = tmp / "full"
@@ -66,6 +69,8 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["dashboard", "modadd-113", "--out", str(tmp / "missing" / "d.html")], "does not exist"),
         (["demo", "--out", "/proc/mechwork-test/d.html"], "not writable"),
         (["demo", "--out", str(a_file / "sub" / "d.html")], "is a file, not a directory"),
+        (["analyze", "fourier", "induction-2l"], "whose task is induction"),
+        (["analyze", "fourier", str(mul)], "applies to op 'add' and 'sub' only (got 'mul'"),
     ]
     if CPU_ONLY_TORCH:
         cases.append((["train", "modadd", "--device", "cuda", "--out", str(tmp / "r6")], "is not available"))
@@ -175,8 +180,12 @@ def test_train_and_patch_refuse_before_allocating_or_writing(tmp_path, monkeypat
         patch(model, probe.clean, probe.corrupted, probe.metric)
 
 
-def test_preset_names_match_models():
+def test_preset_names_and_fourier_ops_match_their_modules():
+    from mechwork.fourier import FOURIER_OPS
     from mechwork.models import PRESETS
+    from mechwork.tasks import OPS
+
+    assert limits.FOURIER_OPS == FOURIER_OPS and limits.OPS == OPS
 
     assert tuple(PRESETS) == limits.PRESET_NAMES
     for name, pre in PRESETS.items():
