@@ -2,6 +2,8 @@
 #   make demo   -- create .venv, install CPU torch 2.13.0 first, then mechwork; run the main job
 #                  (prints the report and writes dashboards/modadd-113.html)
 #   make test   -- the same set-up plus Debian's chromium (for the browser test), then the test suite
+#                  (two workers; tests marked slow are left out: `make test-all` runs them too)
+#   make lint   -- ruff and mypy (mypy keeps its cache in .mypy_cache); CI (.ci/run) runs it before make test
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -28,11 +30,12 @@ browser:
 demo: setup
 	$(BIN)/mechwork demo
 
+# worksteal: an idle worker takes queued tests from the busy one, so a few long tests do not serialise the end
 test: setup browser
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=20
 
 test-all: setup browser
-	$(BIN)/python -m pytest -n 2 -m "slow or not slow"
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=20 -m "slow or not slow"
 
 lint: setup
 	$(BIN)/ruff check mechwork tests benchmarks experiments
