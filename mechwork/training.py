@@ -270,7 +270,8 @@ def train(
 
     ``resume`` continues the run at ``out`` from its last checkpoint: its stored
     task, model and train configs are used, and a ``train_cfg`` passed along
-    may differ from the stored one only in ``steps`` (to extend a run).
+    may differ from the stored one only in ``steps`` (to extend a run); without
+    one, the stored configs are used as they are (nothing falls back to a recipe).
     ``fast=False`` trains through the hooked bridge forward (for benchmarks).
     ``stop_when(row)`` may end training early after an evaluation.
     ``init`` replaces the seeded initial weights (e.g. rewinding a lottery
@@ -303,7 +304,7 @@ def train(
         changed = {k for k, v in train_cfg.to_dict().items() if k != "steps" and stored.to_dict()[k] != v}
         if given and changed:
             raise ConfigError(f"cannot change {sorted(changed)} on resume; only 'steps' may change")
-        train_cfg = TrainConfig.from_dict(stored.to_dict() | {"steps": train_cfg.steps})
+        train_cfg = TrainConfig.from_dict(stored.to_dict() | ({"steps": train_cfg.steps} if given else {}))
         start, state, meta = writer.load_resume()
         wall0 = float(meta.get("wall", 0.0))
     model_cfg = model_cfg or ToyConfig.for_task(task)

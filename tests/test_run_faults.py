@@ -122,6 +122,36 @@ def test_second_writer_process_is_refused_naming_the_holder(tmp_path):
         res.run.weights_at(s)  # every checkpoint loads: hash and finiteness hold
 
 
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
+    """The lock dies with a SIGKILLed writer; resuming reaches exactly the uninterrupted weights."""
+    out = tmp_path / "k"
+    args = ["train", "modadd", "--p", "11", "--train-frac", "0.5", "--steps", "600", "--eval-every", "10",
+            "--out", str(out), "--quiet"]
+    env_threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([sys.executable, "-m", "mechwork.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ | env_threads)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(int(f.name[5:12]) >= 100 for f in (out / "checkpoints").glob("step_*.safetensors")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    killed_at = Run(out).steps[-1]
+    assert 100 <= killed_at < 600
+    cfg = Run(out).train_config
+    resumed = train(TASK, out=out, resume=True, quiet=True, device="cpu")  # the stored configs, as they are
+    assert resumed.run.train_config == cfg
+    from mechwork.models import ToyConfig
+
+    full = train(TASK, ToyConfig.for_task(TASK, seed=0), cfg, quiet=True, device="cpu")
+    for k, v in save_tensors(full.model).items():
+        assert torch.equal(v, save_tensors(resumed.model)[k]), k
+    strip = [{k: v for k, v in r.items() if k != "wall"} for r in resumed.run.metrics.to_dict("records")]
+    assert strip == [{k: v for k, v in r.items() if k != "wall"} for r in full.rows]
+
+
 def test_lock_records_the_holder_and_releases(tmp_path):
     d = tmp_path / "r"
     with RunLock(d, "mechwork train modadd --out r") as lock:
