@@ -193,6 +193,10 @@ def test_every_readme_block_runs(tmp_path, monkeypatch, capsys):
     # what the README says the blocks leave behind
     assert (tmp_path / "dashboards" / "modadd-113.html").stat().st_size > 1_000_000
     assert (tmp_path / "runs" / "mine" / "config.json").is_file()
+    # the cdn page sits beside the inline one, much smaller (the README says so)
+    inline, cdn = tmp_path / "dashboards" / "mine.html", tmp_path / "dashboards" / "mine.cdn.html"
+    assert cdn.stat().st_size * 5 < inline.stat().st_size
+    assert (tmp_path / "dashboards" / "div97.html").is_file()
 
 
 # -- experiments/README.md: the study figures are what the results files say ------------------
@@ -230,3 +234,18 @@ def test_single_seed_studies_say_so():
     for study in ("`progress_measures.py`", "`scaling_laws.py`", "`optimisation.py` (a)"):
         assert "1 seed, spread" in rows[study] and "not measured" in rows[study], study
     assert "seed 0 (1 seed, spread not measured)" in rows["`grokfast.py`"]
+
+
+def test_readme_reports_the_embedded_models_loss_spikes():
+    """The README's spike sentence is what loss_spikes finds in the shipped model's own history."""
+    from mechwork.progress import loss_spikes
+    from mechwork.runs import embedded_info
+
+    m = embedded_info("modadd-113")["history"]["metrics"]
+    spikes = loss_spikes(m["step"], m["test_loss"], m["test_acc"])
+    text = " ".join(README.read_text().split())
+    assert f"after grokking its test loss spiked {len(spikes)} times" in text
+    for sp in spikes:
+        assert f"{sp.start:,}-{sp.end:,}" in text
+    low = min(spikes, key=lambda sp: sp.min_acc)
+    assert f"down to {100 * low.min_acc:.1f}%" in text
