@@ -8,8 +8,9 @@ progress measures over every checkpoint, which the preset's dashboard plots.
 Recipes (all AdamW, betas (0.9, 0.98), warmup 10, full batch, no Grokfast):
 
 * ``embedded`` (the shipped model): lr 3e-3, wd 3, 8,000 steps. The shipped run
-  grokked (test accuracy >= 99%) at step 800 and then cleaned up; the shipped run's test loss spiked 3 times after
-  grokking, the last (steps 7,300-7,550) taking test accuracy down to 60.5%.
+  grokked (test accuracy >= 99%) at step 800 and then cleaned up; its test loss
+  spiked 3 times after grokking, the last (steps 7,300-7,550) taking test
+  accuracy down to 60.5%.
 * ``default``: mechwork's fastest recipe (lr 1e-2, wd 1, 3,000 steps). It groks
   in ~500 steps but keeps cycling through loss spikes afterwards, so its
   neurons never settle as cleanly; good for a quick reduced-scale rerun.
