@@ -167,6 +167,15 @@ def test_lock_records_the_holder_and_releases(tmp_path):
     assert lock.path == d
 
 
+def test_export_holds_the_lock_and_writes_a_hashed_file(run, tmp_path):
+    w, meta = export(Run(run), tmp_path / "exp")
+    tensors, smeta = load_tensors(w)
+    assert smeta[HASH_KEY] == tensors_digest(tensors) and json.loads(meta.read_text())["step"] == 30
+    assert not (run / LOCK_INFO).exists()  # released
+    with RunLock(run, "a trainer"), pytest.raises(RunBusyError, match="'a trainer'"):
+        export(Run(run), tmp_path / "exp2")
+
+
 def test_failed_fresh_run_leaves_no_directory(tmp_path):
     from mechwork.models import ToyConfig
 
@@ -197,6 +206,10 @@ def test_divergence_stops_at_first_non_finite_and_keeps_last_finite_checkpoint(t
     assert "\n" not in msg and msg.startswith(f"training stopped at step {e.value.step}: ")
     assert f"keeps its last finite checkpoint, step {e.value.last_checkpoint}" in msg
     assert e.value.step < DIVERGE.steps
+    import pickle  # a sweep worker sends it to its parent
+
+    back = pickle.loads(pickle.dumps(e.value))
+    assert (str(back), back.step, back.last_checkpoint) == (msg, e.value.step, e.value.last_checkpoint)
     run = Run(out)
     assert run.steps[-1] == e.value.last_checkpoint <= e.value.step
     for s in run.steps:  # nothing non-finite was written
