@@ -69,6 +69,8 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["dashboard", "modadd-113", "--out", str(tmp / "missing" / "d.html")], "does not exist"),
         (["demo", "--out", "/proc/mechwork-test/d.html"], "not writable"),
         (["demo", "--out", str(a_file / "sub" / "d.html")], "is a file, not a directory"),
+        (["train", "modadd", "--out", "/proc/mechwork-test-run"], "is not writable"),
+        (["dashboard", "modadd-113", "--out", "/proc/mechwork-test.html"], "is not writable"),
         (["analyze", "fourier", "induction-2l"], "whose task is induction"),
         (["analyze", "fourier", str(mul)], "applies to op 'add' and 'sub' only (got 'mul'"),
     ]
@@ -178,6 +180,9 @@ def test_train_and_patch_refuse_before_allocating_or_writing(tmp_path, monkeypat
     assert not (tmp_path / "run").exists()  # nothing half-written blocks a retry
     with pytest.raises(ConfigError, match=r"^patching 4 prompts of 3 tokens needs about .* MB of memory"):
         patch(model, probe.clean, probe.corrupted, probe.metric)
+    monkeypatch.setattr(limits, "machine_memory", lambda: (100, 2**30))  # 100 bytes: not even 4 prompts
+    with pytest.raises(ConfigError, match=r"^4 standard prompts of 3 tokens needs about 576 B of memory"):
+        standard_probe(mechwork.preset("modadd-113").task, n=4)
 
 
 def test_preset_names_and_fourier_ops_match_their_modules():
@@ -247,6 +252,11 @@ _RSS = textwrap.dedent("""
         big = standard_probe(task, n=3000)
         out["patch"] = (limits.patch_bytes(limits.source_config("preset", "modadd-113")["model"], 3000, 3),
                         growth(lambda: patch(model, big.clean, big.corrupted, big.metric)))
+    elif sys.argv[1] == "model":
+        from mechwork.models import build_model
+        build_model(ToyConfig(), "cpu")  # warm up
+        big = ToyConfig(d_vocab=100_000, d_vocab_out=100_000)
+        out["model"] = (limits.build_bytes(big), growth(lambda: build_model(big, "cpu")))
     else:
         cfg = lambda t: TrainConfig.from_dict(recipe(t).to_dict() | {"steps": 2, "eval_every": 1})
         tiny = ModularArithmetic(p=11)
@@ -259,8 +269,8 @@ _RSS = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs /proc to read memory use")
-@pytest.mark.parametrize("what", ["patch", "train"])
-def test_patch_and_train_estimates_are_within_2x_of_the_measured_peak(what):
+@pytest.mark.parametrize("what", ["patch", "train", "model"])
+def test_patch_train_and_model_estimates_are_within_2x_of_the_measured_peak(what):
     """Each in a fresh process: the peak resident memory a real run adds, against the estimate."""
     res = subprocess.run([sys.executable, "-c", _RSS, what], capture_output=True, text=True, timeout=900,
                          env=os.environ | {"OMP_NUM_THREADS": "1"})
