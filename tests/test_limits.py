@@ -114,6 +114,18 @@ def test_bad_arguments_refused_in_one_line_before_torch_is_imported(tmp_path):
     assert not list(tmp_path.glob("**/.mechwork-check-*"))
 
 
+def test_the_console_entry_point_imports_no_torch_on_a_bad_argument(tmp_path):
+    """``python -X importtime -m mechwork.cli``: the modules a refusal imports, as Python reports them."""
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "mechwork.cli", "train", "modadd", "--p", "100003"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    imported = {ln.split("|")[-1].strip() for ln in res.stderr.splitlines() if ln.startswith("import time:")}
+    errors = [ln for ln in res.stderr.splitlines() if not ln.startswith("import time:")]
+    assert res.returncode == 2 and len(errors) == 1 and "needs about" in errors[0], res.stderr[-2000:]
+    assert "mechwork.limits" in imported and "click" in imported  # the listing is real
+    assert not {"torch", "transformer_lens", "plotly"} & imported
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_probe_sees_torch_when_a_command_does_run(tmp_path):
     """The check above could fail: a good argument does import torch."""
     (r,) = _probe([["info", "modadd-113"]], tmp_path)
