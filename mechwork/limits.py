@@ -22,9 +22,9 @@ Example::
     >>> from mechwork.limits import check_fits, modadd_task_bytes
     >>> modadd_task_bytes(113) < 2**21            # the 12,769 pairs of p = 113 take about 1.4 MB
     True
-    >>> check_fits("modular arithmetic with p = 100003", modadd_task_bytes(100003))
+    >>> check_fits("modular arithmetic with p = 100003", modadd_task_bytes(100003))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    mechwork.errors.ConfigError: modular arithmetic with p = 100003 needs about 1.0 TB of memory; ...
+    mechwork.errors.ConfigError: modular arithmetic with p = 100003 needs about 997 GB of memory; this machine has ...
 """
 
 from __future__ import annotations
