@@ -6,6 +6,10 @@ A bad argument prints one line, ``mechwork: error: ...`` naming the value and
 what would be valid, and exits with code 2. A missing or corrupt checkpoint
 prints the file's name and exits with code 1.
 
+The checks that need no model (runs, presets, --step, --device, output paths,
+task arguments and memory estimates, see :mod:`mechwork.limits`) run before
+torch is imported, so a bad argument is refused in a fraction of a second.
+
 Examples::
 
     mechwork train modadd --p 113 --steps 3000 --out runs/modadd
