@@ -169,6 +169,7 @@ def test_every_readme_block_runs(tmp_path, monkeypatch, capsys):
     namespace: dict[str, object] = {"__name__": "__readme__"}
     ran = 0
     seconds: list[tuple[int, float, float]] = []
+    shell_out = []
     for block in blocks:
         if block.skip:
             continue
@@ -183,6 +184,7 @@ def test_every_readme_block_runs(tmp_path, monkeypatch, capsys):
         else:
             proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], cwd=tmp_path,
                                   env={**env, **block.env}, capture_output=True, text=True)
+            shell_out.append(proc.stdout)
             assert proc.returncode == 0, f"{where} failed (exit {proc.returncode}):\n{code}\n" \
                                          f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
         ran += 1
@@ -193,6 +195,12 @@ def test_every_readme_block_runs(tmp_path, monkeypatch, capsys):
     # what the README says the blocks leave behind
     assert (tmp_path / "dashboards" / "modadd-113.html").stat().st_size > 1_000_000
     assert (tmp_path / "runs" / "mine" / "config.json").is_file()
+    # the demo's output shown under "The main job" is what `mechwork demo` printed (bar the dashboard's path)
+    shown = re.search(r"^```\n(mechwork demo: .*?)^```", README.read_text(), re.M | re.S)
+    assert shown is not None
+    printed = "\n".join(shell_out)
+    for line in shown.group(1).splitlines():
+        assert line.startswith("dashboard: ") or line in printed, f"README shows a line demo no longer prints: {line}"
     # the cdn page sits beside the inline one, much smaller (the README says so)
     inline, cdn = tmp_path / "dashboards" / "mine.html", tmp_path / "dashboards" / "mine.cdn.html"
     assert cdn.stat().st_size * 5 < inline.stat().st_size
