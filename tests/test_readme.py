@@ -157,7 +157,7 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def test_every_readme_block_runs(tmp_path, monkeypatch, capsys):
+def test_every_readme_block_runs(tmp_path, monkeypatch):
     """Every python and shell block of README.md, in order, with the README's small-settings markers."""
     blocks = parse(README.read_text())
     (tmp_path / "dashboards").mkdir()
