@@ -56,6 +56,7 @@ def test_study_command_line_rejects_bad_flags(tmp_path, capsys):
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 5-11 minutes each on a loaded 2-core machine; the smoke plan above runs the same code by default
 @pytest.mark.parametrize("name", ["scaling_laws", "infinite_width", "optimisation"])
 def test_studies_ii_quick_mode_runs(tmp_path, name):
     """Studies II's --quick modes, as a user runs them (the whole reduced grid, not the smoke plan)."""
