@@ -32,6 +32,7 @@ from mechwork.dashboard.page import Block
 from mechwork.dashboard.views import COMPONENTS, HTML_PROPS, CircuitsView
 from mechwork.results import Result
 
+WAIT_MS = 600_000  # a bound on waiting for a page to load and draw on a loaded machine, not a timing
 PWN = "window.__pwned=(window.__pwned||0)+1;alert(1)"
 PAYLOADS = [
     f"<script>{PWN}</script>",
@@ -228,11 +229,11 @@ def open_page(browser, path: Path, interact: bool = True) -> Outcome:
         page = ctx.new_page()
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(path.resolve().as_uri(), wait_until="load", timeout=120_000)
+        page.goto(path.resolve().as_uri(), wait_until="load", timeout=WAIT_MS)
         page.wait_for_function(
             "() => [...document.querySelectorAll('.mw-fig')].every(f => f.querySelector('svg.main-svg'))"
             " && [...document.querySelectorAll('.mw-cv')].every(c => c.querySelector('*:not(script)'))",
-            timeout=120_000)
+            timeout=WAIT_MS)
         if interact:
             # hover labels and tooltips are built on demand: show each figure's and each token's
             hovered = page.evaluate("""() => { let n = 0; document.querySelectorAll('.mw-fig').forEach(el => {
@@ -333,15 +334,15 @@ def test_notebook_iframes_are_sandboxed_without_same_origin(browser, tmp_path):
         p = ctx.new_page()
         dialogs: list[str] = []
         p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        p.goto(nb.resolve().as_uri(), wait_until="load", timeout=120_000)
+        p.goto(nb.resolve().as_uri(), wait_until="load", timeout=WAIT_MS)
         frames = [f for f in p.frames if f is not p.main_frame]
         assert len(frames) == 2
         for f in frames:
-            f.wait_for_function("() => document.querySelector('svg.main-svg, .mw-cv *:not(script)')", timeout=120_000)
+            f.wait_for_function("() => document.querySelector('svg.main-svg, .mw-cv *:not(script)')", timeout=WAIT_MS)
             assert f.evaluate("() => window.origin") == "null"  # opaque origin: no access to the notebook
         assert frames[0].evaluate("() => document.title") == "blocked"
         # the notebook view draws its zoomed head at a readable size too
-        frames[1].wait_for_function("() => document.querySelectorAll('canvas').length >= 2", timeout=120_000)
+        frames[1].wait_for_function("() => document.querySelectorAll('canvas').length >= 2", timeout=WAIT_MS)
         frames[1].wait_for_timeout(500)
         widths = frames[1].evaluate("() => [...document.querySelectorAll('canvas')].map("
                                     "c => c.getBoundingClientRect().width)")
@@ -359,8 +360,8 @@ def test_zoomed_view_of_three_tokens_keeps_a_readable_size(browser, tmp_path):
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         p = ctx.new_page()
-        p.goto(out.resolve().as_uri(), wait_until="load", timeout=120_000)
-        p.wait_for_function("() => document.querySelectorAll('.mw-cv canvas').length >= 3", timeout=120_000)
+        p.goto(out.resolve().as_uri(), wait_until="load", timeout=WAIT_MS)
+        p.wait_for_function("() => document.querySelectorAll('.mw-cv canvas').length >= 3", timeout=WAIT_MS)
         p.wait_for_timeout(500)
         p.evaluate("() => { document.querySelector('main').style.width = ''; }")  # now shown at full width
         p.wait_for_timeout(1000)
