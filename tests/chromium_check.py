@@ -33,6 +33,18 @@ def chromium_path() -> str | None:
     return shutil.which(CHROMIUM) or (CHROMIUM if os.access(CHROMIUM, os.X_OK) else None)
 
 
+def require_chromium() -> bool:
+    """True when Chromium is installed; without it, fail under CI and skip elsewhere."""
+    if chromium_path() is not None:
+        return True
+    import pytest
+
+    msg = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 @dataclass
 class PageReport:
     plotly_mounts: int = 0

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from chromium_check import check_page, chromium_path
+from chromium_check import check_page, require_chromium
 
 from mechwork.dashboard import Page, dashboard
 
@@ -19,11 +19,7 @@ ARTIFACTS = Path(os.environ.get("MECHWORK_ARTIFACTS", Path(__file__).parent / "a
 
 @pytest.fixture(scope="module", autouse=True)
 def need_chromium():
-    if chromium_path() is None:
-        msg = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_chromium()
 
 
 def assert_fully_drawn(r):

@@ -15,7 +15,6 @@ In CI (``CI`` set) a missing browser fails the test; elsewhere it skips.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
-from chromium_check import FLAGS, chromium_path
+from chromium_check import FLAGS, chromium_path, require_chromium
 
 from mechwork.dashboard import Page, attention_heads, attention_pattern, colored_tokens, views
 from mechwork.dashboard.page import Block
@@ -167,11 +166,7 @@ def hostile_page(payloads: list[str]) -> Page:
 # -- the browser ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
-    if chromium_path() is None:
-        msg = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
