@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         fig.add_scatter(x=[r["attn_rate"] for r in rows], y=[r[key] for r in rows], mode="lines",
                         name=f"{key} (median)")
     fig.update_layout(title="Both measures against the attention rate", xaxis_title="attention rate alpha",
-                      yaxis_range=[0, 1.05])
+                      yaxis_title="measure (0 to 1)", yaxis_range=[0, 1.05])
     page.plotly(fig, title="Measures against the attention rate")
     import pandas as pd
 

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         text = ["" if r[variant] is not None else "not reached" for r in rows.values()]
         fig.add_bar(x=[f"({k})" for k in rows], y=ys, name=variant, text=text)
     fig.update_layout(title="Median steps to the target accuracy (bars at the budget: not reached)",
-                      yaxis_title="steps", barmode="group", height=380)
+                      xaxis_title="setting", yaxis_title="steps", barmode="group", height=380)
     page.plotly(fig, title="Steps to grok")
     page.table(pd.DataFrame([{"setting": k, **v} for k, v in rows.items()]), title="Steps to the target accuracy")
     page.table(a.frame(), title="(A) every run")

@@ -185,7 +185,7 @@ def _figures(page: Any, coord: dict[str, Any], transfer: dict[str, Any], lazy: d
         for layer, ys in coord[param]["mean_abs_final"].items():
             fig.add_scatter(x=coord["widths"], y=ys, mode="lines+markers", name=f"{param} {layer}", row=1, col=col)
     fig.update_xaxes(type="log", title_text="width")
-    fig.update_yaxes(type="log", title_text="mean |pre-activation| after the last step", col=1)
+    fig.update_yaxes(type="log", title_text="mean |pre-activation| after the last step")
     page.plotly(fig, title="(a) Coordinate check", caption="flat lines: the layer's scale does not change with width")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["SP", "muP"], shared_yaxes=True)
     for col, param in enumerate(("sp", "mup"), start=1):
@@ -193,7 +193,7 @@ def _figures(page: Any, coord: dict[str, Any], transfer: dict[str, Any], lazy: d
             fig.add_scatter(x=transfer["log2_lr"], y=ys, mode="lines+markers", name=f"{param} width {w}", row=1,
                             col=col)
     fig.update_xaxes(title_text="log2 learning rate")
-    fig.update_yaxes(type="log", title_text="final training loss (seed mean)", col=1)
+    fig.update_yaxes(type="log", title_text="final training loss (seed mean)")
     page.plotly(fig, title="(b) Learning-rate transfer", caption="gaps in a line: at least one seed diverged")
     fig = go.Figure()
     for param in ("ntk", "mup"):

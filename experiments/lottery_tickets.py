@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         bars.add_bar(x=[f"{r['sparsity']:.0%} pruned" for r in grok_rows], y=[budget if y is None else y for y in ys],
                      name=name, text=["not grokked" if y is None else f"{y:g}" for y in ys])
     bars.update_layout(title=f"(b) Median steps to grok (budget {budget}; median of {len(g['seed'])} seeds)",
-                       yaxis_title="steps", barmode="group")
+                       xaxis_title="share of weights pruned", yaxis_title="steps", barmode="group")
     page.plotly(bars, title="(b) Steps to grok: dense, ticket, random mask")
     page.table(pd.DataFrame(grok_rows), title="(b) Median steps to grok")
     finish(args, results, page)

@@ -5,14 +5,36 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from chromium_check import check_page, chromium_path
+from test_figures import untitled
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 STUDIES = ["grokking_wd_data", "grokfast", "lottery_tickets", "progress_measures", "clock_pizza", "infinite_width",
            "scaling_laws", "optimisation"]
+
+
+def page_figures(html: str) -> list[tuple[str, dict]]:
+    """(figure id and title, plotly spec) of every figure a saved page holds, read back from its HTML."""
+    out = []
+    for bid, data in re.findall(r'<script type="application/json" id="([^"]+)-fig-data">(.*?)</script>', html, re.S):
+        spec = json.loads(data)
+        out.append((f"{bid} {(spec['layout'].get('title') or {}).get('text', '')}", spec))
+    return out
+
+
+def test_page_figures_reads_back_what_the_page_holds():
+    """The walk over saved pages sees each figure, and an untitled axis in one."""
+    import plotly.graph_objects as go
+
+    from mechwork.dashboard import Page
+
+    fig = go.Figure(go.Bar(x=["a"], y=[1])).update_layout(title="t", yaxis_title="y")
+    figs = page_figures(Page("p").plotly(fig).plotly(fig.update_layout(xaxis_title="x")).render(assets="cdn"))
+    assert [untitled(f) for _, f in figs] == [["xaxis"], []]
 
 
 def load_study(name: str):
@@ -33,6 +55,8 @@ def test_study_runs_and_its_dashboard_draws(tmp_path, name):
                             for v in verdicts)
     html = page.read_text()
     assert "Result" in html and "claim" in html
+    figs = page_figures(html)
+    assert figs and {title: untitled(f) for title, f in figs if untitled(f)} == {}
     # resumable: a rerun finds every point done and rewrites the same verdicts
     assert study.main(["--smoke", "--out", str(out), "--dashboard", str(page), "--workers", "1"]) == 0
     again = json.loads((out / "results.json").read_text())
