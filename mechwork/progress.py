@@ -74,8 +74,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = [
-    "GROKKED", "PHASE_COLOURS", "PhaseSpan", "ProgressMeasures", "Spike", "detect_phases", "loss_spikes",
-    "phase_sentence", "phase_spans", "progress_measures", "spike_sentence",
+    "GROKKED", "PHASE_COLOURS", "SMALL_TEST", "PhaseSpan", "ProgressMeasures", "Spike", "detect_phases",
+    "held_out_caveat", "loss_spikes", "phase_sentence", "phase_spans", "progress_measures", "spike_sentence",
 ]
 
 MEASURES = (
@@ -230,8 +230,9 @@ def phase_sentence(pm: ProgressMeasures, last_step: int | None = None) -> str:
     if not spans:
         return (f"Memorisation did not finish: train accuracy peaked at {float(v['train_acc'].max()):.1%} "
                 f"(below {GROKKED:.0%}), so no phase is marked.")
-    parts = [f"{s.name} (steps {s.start:,}-{s.end:,}" + ("" if s.finished else ", still under way at the last "
-                                                          "checkpoint") + ")" for s in spans]
+    parts = [f"{s.name} (at step {s.start:,}: over within one checkpoint interval)" if s.finished and s.start == s.end
+             else f"{s.name} (steps {s.start:,}-{s.end:,}" + ("" if s.finished else ", still under way at the last "
+                                                            "checkpoint") + ")" for s in spans]
     text = "Training went through " + (parts[0] if len(parts) == 1 else
                                        ", ".join(parts[:-1]) + " and " + parts[-1]) + "."
     if len(spans) == 1:
@@ -241,6 +242,27 @@ def phase_sentence(pm: ProgressMeasures, last_step: int | None = None) -> str:
         text += (f" Cleanup was not reached: test accuracy peaked at {float(v['test_acc'].max()):.1%} "
                  f"(below {GROKKED:.0%}).")
     return text
+
+
+SMALL_TEST = 20  # fewer held-out pairs than this: each one is more than 5% of test accuracy
+
+
+def held_out_caveat(n_test: int) -> str | None:
+    """A warning when the held-out split is too small for test accuracy to time grokking or phases, else None.
+
+    >>> print(held_out_caveat(2))  # doctest: +NORMALIZE_WHITESPACE
+    Only 2 pairs are held out, so test accuracy moves in steps of 50.0%: the grok step and the phases
+    rest on those 2 pairs.
+    >>> held_out_caveat(85) is None
+    True
+    """
+    if n_test >= SMALL_TEST:
+        return None
+    if n_test == 0:
+        return "No pair is held out, so test accuracy, the grok step and the phases are not measured."
+    return (f"Only {n_test} pair{'s are' if n_test > 1 else ' is'} held out, so test accuracy moves in steps of "
+            f"{1 / n_test:.1%}: the grok step and the phases rest on {'those' if n_test > 1 else 'that'} "
+            f"{n_test} pair{'s' if n_test > 1 else ''}.")
 
 
 @dataclass(frozen=True)

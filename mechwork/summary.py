@@ -138,7 +138,7 @@ def describe(run_or_preset: str | os.PathLike[str]) -> str:
 
 def _history_lines(df: Any, task: Task) -> list[str]:
     """What a metrics table (``step``, ``test_acc``, ``test_loss``, ...) says about the run, one claim a line."""
-    from mechwork.progress import GROKKED, spike_sentence
+    from mechwork.progress import GROKKED, held_out_caveat, spike_sentence
 
     if "test_acc" not in df or not len(df):
         return []
@@ -150,6 +150,9 @@ def _history_lines(df: Any, task: Task) -> list[str]:
     hit = df[df["test_acc"] >= GROKKED]
     lines = [f"test acc >= {GROKKED:.0%} first at step {int(hit['step'].iloc[0])}" if len(hit) else
              f"test acc < {GROKKED:.0%} so far (best {df['test_acc'].max():.2%})"]
+    caveat = held_out_caveat(len(task.test_idx)) if isinstance(task, ModularArithmetic) else None
+    if caveat is not None:
+        lines.append(caveat)
     if len(hit) and "test_loss" in df:
         lines.append(spike_sentence(df["step"].tolist(), df["test_loss"].tolist(), df["test_acc"].tolist()))
     return lines

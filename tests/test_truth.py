@@ -389,3 +389,57 @@ def test_describe_a_preset_claims_only_what_its_stored_files_hold(monkeypatch, t
     monkeypatch.setattr(summary, "embedded_path", lambda name: tmp_path / "missing.safetensors")
     text = summary.describe("modadd-113")
     assert "embedded weights: none (train with `mechwork train`)" in text and "trained:" not in text
+
+
+# -- claims that need more evidence than a run may give ----------------------------------------
+SAME_CHECKPOINT = measures([0.1, 1.0, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0], [4.0, 0.01, 0.005, 0.001],
+                           excluded=[1.0, 6.0, 6.0, 6.0])
+
+
+def test_a_phase_over_within_one_checkpoint_interval_is_not_given_a_span():
+    """Memorised and generalised at one checkpoint: circuit formation has no measurable span ("steps 10-10")."""
+    text = phase_sentence(SAME_CHECKPOINT)
+    assert "circuit formation (at step 10: over within one checkpoint interval)" in text
+    assert "steps 10-10" not in text
+    assert "within one checkpoint interval" not in phase_sentence(GROKKED)
+    assert "circuit formation (steps 10-20)" in phase_sentence(GROKKED)
+
+
+def test_a_tiny_held_out_split_is_flagged_in_info_and_on_the_page(tiny_run, tmp_path):
+    import shutil
+
+    from mechwork.dashboard.grokking import grokking_page
+    from mechwork.dashboard.standard import open_source
+    from mechwork.progress import SMALL_TEST, held_out_caveat
+    from mechwork.summary import describe
+
+    assert held_out_caveat(SMALL_TEST) is None and held_out_caveat(SMALL_TEST - 1) is not None
+    assert "1 pair is held out" in held_out_caveat(1) and "No pair is held out" in held_out_caveat(0)
+    tiny = ModularArithmetic(p=11, op="add", train_frac=0.99, seed=0)
+    n = len(tiny.test_idx)
+    assert 0 < n < SMALL_TEST
+    dest = shutil.copytree(tiny_run, tmp_path / "tiny-split")
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg["task"]["train_frac"] = 0.99
+    (dest / "config.json").write_text(json.dumps(cfg))
+    assert f"Only {n} pairs are held out" in describe(dest)
+    assert "held out, so test accuracy moves" not in describe(tiny_run)
+
+    base = open_source(tiny_run, progress=False)
+    assert f"Only {n} pairs are held out" in page_text(grokking_page(dataclasses.replace(base, task=tiny)))
+    assert "held out, so test accuracy moves" not in page_text(grokking_page(base))
+
+
+@pytest.mark.parametrize("fve", [0.9, 0.1])
+def test_the_page_says_the_model_uses_key_frequencies_only_when_the_trig_fit_explains_the_logits(
+        tiny_run, monkeypatch, fve):
+    """An untrained or barely trained model has candidate frequencies, not a Fourier circuit."""
+    import mechwork.trig as trig
+    from mechwork.dashboard.grokking import FOURIER_EVIDENT, grokking_page
+    from mechwork.dashboard.standard import open_source
+
+    real = trig.trig_fit_of
+    monkeypatch.setattr(trig, "trig_fit_of", lambda *a, **k: dataclasses.replace(real(*a, **k), fve=fve))
+    html = page_text(grokking_page(open_source(tiny_run, progress=False)))
+    assert ("It uses the <strong>key frequencies" in html) == (fve >= FOURIER_EVIDENT)
+    assert ("No Fourier circuit is evident" in html) == (fve < FOURIER_EVIDENT)

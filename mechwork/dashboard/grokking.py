@@ -59,6 +59,9 @@ def grokking_dashboard(
     return grokking_page(open_source(run_or_preset, step=step, device=device))
 
 
+FOURIER_EVIDENT = 0.5  # trig-fit FVE from which the summary says the model uses its key frequencies
+
+
 def phase_spans(progress: ProgressMeasures | None, last_step: int) -> list[tuple[str, int, int]]:
     """``(name, start, end)`` of each phase the run reached (see :func:`mechwork.progress.phase_spans`)."""
     if progress is None:
@@ -213,8 +216,12 @@ def grokking_page(src: Source) -> Page:
         we = embedding_spectrum(model, "W_E", p)
         fit = trig_fit_of(logits, task, kf.freqs)
         rex = losses_of(logits, task, kf.freqs)
+        # "uses" only on evidence: the trig identity over the key frequencies explains most of the logits
+        lead = (f"It uses the **key frequencies {kf.freqs}**" if fit.fve >= FOURIER_EVIDENT else
+                f"No Fourier circuit is evident (the trig-identity fit below explains under {FOURIER_EVIDENT:.0%} "
+                f"of the logit variance); the candidate key frequencies are {kf.freqs}")
         lines += [
-            f"It uses the **key frequencies {kf.freqs}**: they carry {kf.embedding_share:.1%} of W_E's Fourier "
+            f"{lead}: they carry {kf.embedding_share:.1%} of W_E's Fourier "
             f"energy, and {nf.fraction_clustered(kf.freqs):.1%} of the {len(nf.fve)} MLP neurons are explained "
             f"(FVE >= {nf.threshold:.0%}) by a single key frequency. The embedding gap gives {kf.from_embedding}, "
             f"the neuron clusters give {kf.from_neurons}; the two methods {'agree' if kf.agree else 'disagree'}.",
@@ -225,6 +232,11 @@ def grokking_page(src: Source) -> Page:
         ]
     else:
         lines.append(f"The Fourier sections are left out: {reason}.")
+    from mechwork.progress import held_out_caveat
+
+    caveat = held_out_caveat(len(task.test_idx))
+    if caveat is not None:
+        lines.append(caveat)
     if src.progress is not None:
         from mechwork.progress import phase_sentence
 
