@@ -407,6 +407,9 @@ def _patch_engine(run: BaseRun, site: str, cells: list[Cell], has_pos: bool, src
             values[i] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)
 
 
+NEGLIGIBLE_GAP = 1e-3  # a clean-corrupted gap under this share of the metric's scale is treated as none
+
+
 @dataclass(frozen=True)
 class PatchResult(Result):
     """Metric of the patched run for every cell; ``coords[dim]`` lists the indices along each dim."""
@@ -452,10 +455,19 @@ class PatchResult(Result):
                         float(eff.flatten()[flat])))
         return out
 
+    def gap_is_negligible(self) -> bool:
+        """True when clean and corrupted differ by under 1e-3 of their scale (at least 1): shares of it are noise."""
+        gap = abs(self.clean_value - self.corrupted_value)
+        return not gap >= NEGLIGIBLE_GAP * max(1.0, abs(self.clean_value), abs(self.corrupted_value))
+
     def summary(self) -> str:
+        head = (f"{self.method}, {self.site} by {self.by} ({self.direction}): clean {self.clean_value:.4g}, "
+                f"corrupted {self.corrupted_value:.4g}")
+        if self.gap_is_negligible():
+            return (f"{head}; the corruption barely moves the metric (gap "
+                    f"{abs(self.clean_value - self.corrupted_value):.2g}), so no cell's share of it is meaningful")
         tops = ", ".join(f"{lab} {v:.3g} ({e:.0%})" for lab, v, e in self.top(3))
-        return (f"{self.method}, {self.site} by {self.by} ({self.direction}): clean {self.clean_value:.4g}, "
-                f"corrupted {self.corrupted_value:.4g}; top cells {tops}")
+        return f"{head}; top cells {tops}"
 
     def to_frame(self) -> pd.DataFrame:
         import pandas as pd

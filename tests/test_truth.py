@@ -443,3 +443,17 @@ def test_the_page_says_the_model_uses_key_frequencies_only_when_the_trig_fit_exp
     html = page_text(grokking_page(open_source(tiny_run, progress=False)))
     assert ("It uses the <strong>key frequencies" in html) == (fve >= FOURIER_EVIDENT)
     assert ("No Fourier circuit is evident" in html) == (fve < FOURIER_EVIDENT)
+
+
+@pytest.mark.parametrize("corrupted", [-0.01211, -5.8])
+def test_patching_names_shares_of_the_gap_only_when_the_corruption_moves_the_metric(corrupted):
+    """clean -0.0123 against corrupted -0.01211 (an untrained induction model): a '61%' share would be noise."""
+    from mechwork.patching import PatchResult
+
+    values = torch.tensor([[-0.0122, -0.0123, corrupted]])
+    res = PatchResult(values, ("layer", "pos"), {"layer": [0], "pos": [0, 1, 2]}, "resid_pre", "layer_pos",
+                      "denoising", -0.0123, corrupted)
+    moved = abs(corrupted + 0.0123) > 1e-2
+    assert res.gap_is_negligible() == (not moved)
+    assert ("top cells L0 pos" in res.summary()) == moved
+    assert ("the corruption barely moves the metric (gap 0.00019)" in res.summary()) == (not moved)
