@@ -15,6 +15,7 @@ In CI (``CI`` set) a missing browser fails the test; elsewhere it skips.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,3 +366,28 @@ def test_zoomed_view_of_three_tokens_keeps_a_readable_size(browser, tmp_path):
         assert max(sizes) >= 300, sizes
     finally:
         ctx.close()
+
+
+def test_a_run_directory_named_with_a_payload_reaches_its_pages_as_text(browser, tmp_path):
+    """Strings that do not come through Page's API: the run's path (title, subtitle, table) in `mechwork dashboard`
+    and `mechwork patch --dashboard`."""
+    from click.testing import CliRunner
+
+    from mechwork.cli import cli
+    from mechwork.tasks import ModularArithmetic
+    from mechwork.training import TrainConfig, train
+
+    name = f'run"><img src=x onerror="{PWN}"><svg onload={PWN}>'
+    run = tmp_path / name
+    train(ModularArithmetic(p=11, op="add", train_frac=0.5, seed=0), train_cfg=TrainConfig(steps=4, eval_every=2),
+          out=run, quiet=True, device="cpu")
+    pages = [tmp_path / "dash.html", tmp_path / "patch.html"]
+    for args in (["dashboard", str(run), "--out", str(pages[0]), "--quiet"],
+                 ["patch", str(run), "--dashboard", str(pages[1]), "--quiet"]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+    for out in pages:
+        o = open_page(browser, out, interact=False)
+        assert o.dialogs == [] and o.pwned == 0 and o.bad == [] and o.errors == [], (out.name, o)
+        title = re.search(r"<title>(.*?)</title>", out.read_text(), re.S)
+        assert title and name in html.unescape(title.group(1))  # shown as typed, not parsed
