@@ -346,9 +346,13 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
     click.echo(f"{res.method} of {key}: {site} by {by}, {direction}")
     click.echo(f"  prompts: {probe.description}")
     click.echo(f"  metric: clean {res.clean_value:.4g}, corrupted {res.corrupted_value:.4g}")
-    click.echo(f"  top {top} cells (value, share of the clean-corrupted gap):")
+    negligible = res.gap_is_negligible()
+    if negligible:
+        click.echo(f"  the corruption barely moves the metric (gap {abs(res.clean_value - res.corrupted_value):.2g}),"
+                   " so no cell's share of it is meaningful")
+    click.echo(f"  top {top} cells (value" + ("" if negligible else ", share of the clean-corrupted gap") + "):")
     for label, value, eff in res.top(top):
-        click.echo(f"    {label:<16} {value:>10.4g}  {eff:>7.1%}")
+        click.echo(f"    {label:<16} {value:>10.4g}" + ("" if negligible else f"  {eff:>7.1%}"))
     if json_out is not None:
         from mechwork.io import write_json_atomic
 

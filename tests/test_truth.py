@@ -457,3 +457,18 @@ def test_patching_names_shares_of_the_gap_only_when_the_corruption_moves_the_met
     assert res.gap_is_negligible() == (not moved)
     assert ("top cells L0 pos" in res.summary()) == moved
     assert ("the corruption barely moves the metric (gap 0.00019)" in res.summary()) == (not moved)
+
+
+@pytest.mark.parametrize("negligible", [True, False])
+def test_patch_command_prints_shares_of_the_gap_only_when_it_is_not_negligible(tiny_run, monkeypatch, negligible):
+    from click.testing import CliRunner
+
+    from mechwork.cli import cli
+    from mechwork.patching import PatchResult
+
+    monkeypatch.setattr(PatchResult, "gap_is_negligible", lambda self: negligible)
+    res = CliRunner().invoke(cli, ["patch", str(tiny_run), "--top", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert ("share of the clean-corrupted gap" in res.output) == (not negligible)
+    assert ("the corruption barely moves the metric" in res.output) == negligible
+    assert ("%" in res.output.split("top 3 cells")[1]) == (not negligible)
