@@ -87,7 +87,7 @@ def _common_train_options(f: Any) -> Any:
         click.option("--warmup", type=click.IntRange(min=0), default=None, help="linear warmup steps"),
         click.option("--decay-steps", type=click.IntRange(min=0), default=None,
                      help="linear lr decay to 0 over the last N steps"),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+        click.option("--seed", type=click.IntRange(0, limits.SEED_MAX), default=0, show_default=True,
                      help="seeds the init, the data split and sampling"),
         click.option("--eval-every", type=click.IntRange(min=1), default=None, help="steps between evals"),
         click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -304,7 +304,7 @@ BY_NAMES = ("layer", "layer_pos", "head", "head_pos", "neuron")
 @click.option("--method", type=click.Choice(["exact", "attribution"]), default="exact", show_default=True,
               help="exact activation patching, or its gradient approximation (one forward + one backward)")
 @click.option("--n", "n_prompts", type=click.IntRange(min=1), default=8, show_default=True, help="prompts")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, limits.SEED_MAX), default=0, show_default=True)
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="cells to print")
 @click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="write every cell as JSON")

@@ -52,6 +52,7 @@ __all__ = [
     "check_induction",
     "check_modadd",
     "check_run_target",
+    "check_seed",
     "check_step",
     "check_writable",
     "cuda_unavailable",
@@ -275,6 +276,21 @@ def is_prime(n: int) -> bool:
     return True
 
 
+#: The largest seed: every seed mechwork derives (``seed * 1_000_003 + step`` for minibatches)
+#: stays inside torch's 64-bit generator state.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: Any, name: str = "seed") -> None:
+    """A seed is an integer in ``[0, SEED_MAX]``.
+
+    >>> check_seed(2**40)
+    Traceback (most recent call last):
+    mechwork.errors.ConfigError: 'seed' must be an integer in [0, 4294967295] (got 1099511627776)
+    """
+    _check_int(name, seed, 0, SEED_MAX)
+
+
 def check_modadd(p: Any, op: Any, train_frac: Any, seed: Any) -> None:
     """Every argument of :class:`~mechwork.tasks.ModularArithmetic`, and that its pairs fit in memory."""
     _check_int("p", p, 3)
@@ -288,7 +304,7 @@ def check_modadd(p: Any, op: Any, train_frac: Any, seed: Any) -> None:
     n = _n_pairs(p, op)
     if int(train_frac * n) < 1 or int(train_frac * n) >= n:
         raise invalid("train_frac", f"large enough for >= 1 train pair of {n}", train_frac)
-    _check_int("seed", seed, 0)
+    check_seed(seed)
 
 
 def check_induction(d_vocab: Any, seq_len: Any, min_len: Any, max_len: Any, batch_size: Any, n_eval: Any,
@@ -297,12 +313,14 @@ def check_induction(d_vocab: Any, seq_len: Any, min_len: Any, max_len: Any, batc
     _check_int("d_vocab", d_vocab, 4)
     _check_int("seq_len", seq_len, 8)
     _check_int("min_len", min_len, 2)
+    if 2 * min_len > seq_len:
+        raise invalid("min_len", f"at most seq_len/2 = {seq_len // 2}", min_len)
     _check_int("max_len", max_len, min_len)
     if 2 * max_len > seq_len:
         raise invalid("max_len", f"at most seq_len/2 = {seq_len // 2}", max_len)
     _check_int("batch_size", batch_size, 1)
     _check_int("n_eval", n_eval, 1)
-    _check_int("seed", seed, 0)
+    check_seed(seed)
     check_fits(f"an induction task of {batch_size} + {n_eval} sequences of {seq_len} tokens",
                induction_task_bytes(seq_len, batch_size, n_eval))
 
@@ -449,7 +467,19 @@ def source_config(kind: str, key: str) -> dict[str, Any] | None:
         return None  # the full load reports it, with its file name
     if not isinstance(d, dict) or not isinstance(d.get("task"), dict) or not isinstance(d.get("model"), dict):
         return None
+    if not all(_size_or_absent(d["model"], k) for k in _MODEL_SIZES) \
+            or not all(_size_or_absent(d["task"], k) for k in _TASK_SIZES):
+        return None  # a size that is not an integer: the full load names it, with its file
     return d
+
+
+_MODEL_SIZES = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "d_vocab_out", "n_ctx")
+_TASK_SIZES = ("p", "d_vocab", "seq_len", "batch_size", "n_eval")
+
+
+def _size_or_absent(cfg: Mapping[str, Any], key: str) -> bool:
+    v = cfg.get(key)
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
 
 
 def patch_check(kind: str, key: str, n: int, memory_mb: int | float = 512.0) -> None:

@@ -45,7 +45,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from mechwork.errors import CheckpointError, ConfigError, check_known_fields, invalid
-from mechwork.limits import build_bytes, check_device, check_fits, format_bytes, model_bytes, model_params
+from mechwork.limits import build_bytes, check_device, check_fits, check_seed, format_bytes, model_bytes, model_params
 from mechwork.tasks import InductionTask, ModularArithmetic, Task
 
 if TYPE_CHECKING:  # pragma: no cover - import for annotations only
@@ -131,8 +131,7 @@ class ToyConfig:
             raise invalid("normalization", "None or 'LN'", self.normalization)
         if self.init not in ("nanda", "gpt2"):
             raise invalid("init", "'nanda' or 'gpt2'", self.init)
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise invalid("seed", "an integer >= 0", self.seed)
+        check_seed(self.seed)
         if isinstance(self.attn_rate, bool) or not isinstance(self.attn_rate, (int, float)) \
                 or not 0.0 <= self.attn_rate <= 1.0:
             raise invalid("attn_rate", "a number in [0, 1]", self.attn_rate)

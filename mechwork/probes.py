@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from mechwork.errors import invalid
-from mechwork.limits import check_fits, probe_bytes
+from mechwork.limits import check_fits, check_seed, probe_bytes
 from mechwork.metrics import logit_diff
 from mechwork.tasks import InductionTask, ModularArithmetic, Task
 
@@ -46,6 +46,7 @@ def standard_probe(task: Task, n: int = 8, seed: int = 0, *, shift: int = 1, hal
     """The default clean/corrupted pair and metric for ``task`` (see the module docstring)."""
     if not isinstance(n, int) or n < 1:
         raise invalid("n", "a positive number of prompts", n)
+    check_seed(seed)
     n_pos = 3 if isinstance(task, ModularArithmetic) else 2 * (task.seq_len // 2 if half is None else half)
     check_fits(f"{n:,} standard prompts of {n_pos} tokens", probe_bytes(n, n_pos))
     g = torch.Generator().manual_seed(seed)

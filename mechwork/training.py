@@ -49,7 +49,7 @@ from torch import Tensor
 from mechwork.errors import CheckpointError, ConfigError, NonFiniteError, check_known_fields, invalid
 from mechwork.fastpath import modadd_logits, supports_fast_path
 from mechwork.io import first_non_finite
-from mechwork.limits import check_fits, model_params, train_bytes
+from mechwork.limits import check_fits, check_seed, model_params, train_bytes
 from mechwork.models import ToyConfig, build_model, load_weights, native_module, resolve_device, weights
 from mechwork.runs import Run, RunLock, RunWriter, package_versions
 from mechwork.tasks import Batch, InductionTask, ModularArithmetic, Task
@@ -97,11 +97,11 @@ class TrainConfig:
             or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas)
         ):
             raise invalid("betas", "two numbers in [0, 1)", self.betas)
-        for name, lo in (("warmup_steps", 0), ("steps", 1), ("decay_steps", 0), ("eval_every", 1), ("ckpt_log", 0),
-                         ("seed", 0)):
+        for name, lo in (("warmup_steps", 0), ("steps", 1), ("decay_steps", 0), ("eval_every", 1), ("ckpt_log", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise invalid(name, f"an integer >= {lo}", v)
+        check_seed(self.seed)
         if self.decay_steps > self.steps:
             raise invalid("decay_steps", f"an integer in [0, steps={self.steps}]", self.decay_steps)
         for name in ("batch_size", "ckpt_every"):

@@ -72,6 +72,11 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["train", "modadd", "--out", "/proc/mechwork-test-run"], "is not writable"),
         (["dashboard", "modadd-113", "--out", "/proc/mechwork-test.html"], "is not writable"),
         (["analyze", "fourier", "induction-2l"], "whose task is induction"),
+        (["train", "modadd", "--seed", str(2**64), "--out", str(tmp / "r7")], "'--seed'"),
+        (["train", "induction", "--seed", str(2**32), "--out", str(tmp / "r8")], "0<=x<=4294967295"),
+        (["patch", "modadd-113", "--seed", str(10**23)], "'--seed'"),
+        (["train", "induction", "--seq-len", "8", "--min-len", "9", "--out", str(tmp / "r9")],
+         "'min_len' must be at most seq_len/2 = 4 (got 9)"),
         (["analyze", "fourier", str(mul)], "applies to op 'add' and 'sub' only (got 'mul'"),
     ]
     if CPU_ONLY_TORCH:

@@ -356,6 +356,9 @@ MALFORMED = {
     "missing task.p": (lambda r: edit_config(r, "task", "p"), "'task' lacks ['p']"),
     "missing model.d_model": (lambda r: edit_config(r, "model", "d_model"), "'model' lacks ['d_model']"),
     "string model.d_mlp": (lambda r: edit_config(r, "model", "d_mlp", "512"), "model: 'd_mlp' must be"),
+    # the light memory checks before torch read these sizes too; they used to crash on int('big')
+    "string model.d_model": (lambda r: edit_config(r, "model", "d_model", "big"), "model: 'd_model' must be"),
+    "list model.n_heads": (lambda r: edit_config(r, "model", "n_heads", [4]), "model: 'n_heads' must be"),
 }
 
 
@@ -365,9 +368,12 @@ def test_malformed_run_files_one_line_exit_1(run, tmp_path, case, capsys):
     corrupt(run)
     before = snapshot(run)
     html = tmp_path / "d.html"
-    for args in (["info", str(run)],
-                 ["dashboard", str(run), "--out", str(html)],
-                 ["train", "modadd", "--out", str(run), "--resume", "--steps", "40", "--quiet"]):
+    commands = [["info", str(run)],
+                ["dashboard", str(run), "--out", str(html)],
+                ["train", "modadd", "--out", str(run), "--resume", "--steps", "40", "--quiet"]]
+    if case.split()[-1].startswith(("model.", "task.")):  # patch reads the model and task, not the metrics
+        commands.append(["patch", str(run), "--n", "2", "--quiet"])
+    for args in commands:
         code = main(args)
         line = one_error_line(capsys.readouterr().err)
         assert code == 1 and needle in line, (args, line)
