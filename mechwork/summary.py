@@ -77,8 +77,11 @@ def _batch(train: dict[str, Any], task: Task | None) -> str:
     return f"minibatches of {size}"
 
 
-def _recipe(train: dict[str, Any], task: Task | None = None) -> str:
-    """The training recipe in one line; ``task`` makes the batch description exact."""
+def _recipe(train: dict[str, Any], task: Task | None = None, reached: int | None = None) -> str:
+    """The training recipe in one line; ``task`` makes the batch description exact.
+
+    ``reached`` (the last step the run recorded) marks a run that stopped before its planned steps.
+    """
     gf = (
         f"Grokfast alpha {train['grokfast_alpha']} lambda {train['grokfast_lambda']}"
         if train.get("grokfast_alpha") is not None
@@ -88,8 +91,19 @@ def _recipe(train: dict[str, Any], task: Task | None = None) -> str:
     return (
         f"AdamW lr {train['lr']:g}, wd {train['weight_decay']:g}, betas {tuple(train['betas'])}, "
         f"warmup {train['warmup_steps']}, {batch}, {gf}, {train['steps']} steps"
+        + (f" planned, stopped at step {reached}" if reached is not None and reached < train["steps"] else "")
         + (f" (lr decays to 0 over the last {train['decay_steps']})" if train.get("decay_steps") else "")
     )
+
+
+def last_recorded(src: Any) -> int | None:
+    """The last step a dashboard source's run recorded (evaluation or shown checkpoint); None for a preset."""
+    if src.kind != "run":
+        return None
+    steps = [int(src.step)] if src.step is not None else []
+    if src.metrics is not None and "step" in src.metrics and len(src.metrics):
+        steps.append(int(src.metrics["step"].max()))
+    return max(steps) if steps else 0
 
 
 def describe(run_or_preset: str | os.PathLike[str]) -> str:
@@ -121,7 +135,7 @@ def describe(run_or_preset: str | os.PathLike[str]) -> str:
         f"run {run.path}",
         f"  task: {run.task.describe()}",
         f"  model: {_arch(run.model_config)}",
-        f"  train: {_recipe(run.config['train'], run.task)}",
+        f"  train: {_recipe(run.config['train'], run.task, steps[-1] if steps else 0)}",
         f"  checkpoints: {len(steps)}" + (f" (steps {steps[0]}..{steps[-1]})" if steps else ""),
     ]
     df = run.metrics

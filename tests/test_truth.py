@@ -472,3 +472,21 @@ def test_patch_command_prints_shares_of_the_gap_only_when_it_is_not_negligible(t
     assert ("share of the clean-corrupted gap" in res.output) == (not negligible)
     assert ("the corruption barely moves the metric" in res.output) == negligible
     assert ("%" in res.output.split("top 3 cells")[1]) == (not negligible)
+
+
+def test_a_run_stopped_before_its_planned_steps_says_where_it_stopped(tiny_run, tmp_path):
+    """A killed run's config still holds the planned steps: info and the page must not present them as done."""
+    import shutil
+
+    from mechwork.dashboard.grokking import grokking_page
+    from mechwork.dashboard.standard import open_source
+    from mechwork.summary import describe
+
+    cut = shutil.copytree(tiny_run, tmp_path / "cut")
+    cfg = json.loads((cut / "config.json").read_text())
+    cfg["train"]["steps"] = 50
+    (cut / "config.json").write_text(json.dumps(cfg))
+    assert "50 steps planned, stopped at step 20" in describe(cut)
+    assert "planned" not in describe(tiny_run) and "20 steps" in describe(tiny_run)
+    assert "50 steps planned, stopped at step 20" in page_text(grokking_page(open_source(cut, progress=False)))
+    assert "planned" not in page_text(grokking_page(open_source(tiny_run, progress=False)))

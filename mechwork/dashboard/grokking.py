@@ -173,7 +173,7 @@ def _examples(p: int) -> list[tuple[int, int]]:
 def grokking_page(src: Source) -> Page:
     """Build the page from an opened :class:`Source` (see the module docstring for its sections)."""
     from mechwork.attention import attention_patterns
-    from mechwork.summary import _arch, _recipe
+    from mechwork.summary import _arch, _recipe, last_recorded
 
     model = src.model
     task = src.task
@@ -258,7 +258,7 @@ def grokking_page(src: Source) -> Page:
     # 2. model and recipe
     info: list[tuple[str, Any]] = [("source", src.name), ("task", task.describe()), ("model", _arch(src.model_config))]
     if src.train is not None:
-        info.append(("training", _recipe(src.train, task)))
+        info.append(("training", _recipe(src.train, task, last_recorded(src))))
     if src.summary.get("grok_step") is not None:
         info.append(("test accuracy >= 99% first at step", src.summary["grok_step"]))
     info += [(f"phase: {name}", f"steps {lo:,}-{hi:,}") for name, lo, hi in spans]

@@ -105,7 +105,7 @@ def ordered_view(patterns: torch.Tensor, labels: list[Any], order: list[tuple[in
 def induction_page(src: Source) -> Page:
     from mechwork.attention import attention_patterns, composition_scores, head_detectors, repeated_tokens
     from mechwork.dashboard.grokking import curves_figure
-    from mechwork.summary import _arch, _recipe
+    from mechwork.summary import _arch, _recipe, last_recorded
     from mechwork.tasks import InductionTask
 
     task = src.task
@@ -138,7 +138,7 @@ def induction_page(src: Source) -> Page:
     info: list[tuple[str, Any]] = [("source", src.name), ("task", task.describe()),
                                    ("model", _arch(src.model_config))]
     if src.train is not None:
-        info.append(("training", _recipe(src.train, task)))
+        info.append(("training", _recipe(src.train, task, last_recorded(src))))
     page.kv(info, title="Model and training")
     if src.metrics is not None:
         page.plotly(curves_figure(src.metrics, []), title="Training curves")
