@@ -142,6 +142,7 @@ class ProgressMeasures(Result):
         fig.update_yaxes(title_text="sum of squared weights", row=1, col=2, secondary_y=True, showgrid=False)
         fig.update_xaxes(title_text="step")
         spans = phase_spans(self)  # only the phases the run gave evidence for
+        spans = [s for s in spans if s.end > s.start]  # a phase over within one checkpoint interval has no width
         for span in spans:
             fig.add_vrect(x0=span.start, x1=span.end, fillcolor=PHASE_COLOURS[span.name], line_width=0,
                           layer="below", name=span.name, row=1, col="all")

@@ -393,7 +393,7 @@ def test_describe_a_preset_claims_only_what_its_stored_files_hold(monkeypatch, t
 
 # -- claims that need more evidence than a run may give ----------------------------------------
 SAME_CHECKPOINT = measures([0.1, 1.0, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0], [4.0, 0.01, 0.005, 0.001],
-                           excluded=[1.0, 6.0, 6.0, 6.0])
+                           excluded=[1.0, 2.0, 4.0, 6.0])
 
 
 def test_a_phase_over_within_one_checkpoint_interval_is_not_given_a_span():
@@ -403,6 +403,14 @@ def test_a_phase_over_within_one_checkpoint_interval_is_not_given_a_span():
     assert "steps 10-10" not in text
     assert "within one checkpoint interval" not in phase_sentence(GROKKED)
     assert "circuit formation (steps 10-20)" in phase_sentence(GROKKED)
+    # nothing to shade: no zero-width band in the figures, and the caption does not name it
+    from mechwork.dashboard.grokking import phase_spans as page_spans
+
+    assert [name for name, _, _ in page_spans(SAME_CHECKPOINT, 30)] == ["memorisation", "cleanup"]
+    assert all(s.x1 > s.x0 for s in SAME_CHECKPOINT.figure().layout.shapes)
+    assert sorted({(s.x0, s.x1) for s in SAME_CHECKPOINT.figure().layout.shapes}) == [(0, 10), (10, 30)]
+    assert len({(s.x0, s.x1) for s in GROKKED.figure().layout.shapes}) == 3
+    assert [name for name, _, _ in page_spans(GROKKED, 40)] == ["memorisation", "circuit formation", "cleanup"]
 
 
 def test_a_tiny_held_out_split_is_flagged_in_info_and_on_the_page(tiny_run, tmp_path):

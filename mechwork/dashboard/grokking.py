@@ -63,12 +63,15 @@ FOURIER_EVIDENT = 0.5  # trig-fit FVE from which the summary says the model uses
 
 
 def phase_spans(progress: ProgressMeasures | None, last_step: int) -> list[tuple[str, int, int]]:
-    """``(name, start, end)`` of each phase the run reached (see :func:`mechwork.progress.phase_spans`)."""
+    """``(name, start, end)`` of each phase the run reached (see :func:`mechwork.progress.phase_spans`).
+
+    A phase over within one checkpoint interval (start == end) has no width to shade, so it is left out.
+    """
     if progress is None:
         return []
     from mechwork.progress import phase_spans as spans_of
 
-    return [(s.name, s.start, s.end) for s in spans_of(progress, last_step)]
+    return [(s.name, s.start, s.end) for s in spans_of(progress, last_step) if s.end > s.start]
 
 
 def formula(task: ModularArithmetic, c: str | None = None) -> str:
