@@ -120,6 +120,11 @@ def check_tokens(model: TransformerBridge, tokens: Tensor, name: str = "tokens")
         raise invalid(name, "a [batch, pos] integer token tensor", got)
     if tokens.shape[0] == 0 or tokens.shape[1] == 0:
         raise invalid(name, "a non-empty [batch, pos] token batch", f"shape {tuple(tokens.shape)}")
+    if tokens.device.type == "meta":
+        raise invalid(name, "a token tensor with data (on cpu or the model's device)", "a tensor on device 'meta'")
+    n_ctx = int(model.cfg.n_ctx)
+    if tokens.shape[1] > n_ctx:
+        raise invalid(name, f"at most n_ctx = {n_ctx} positions", f"shape {tuple(tokens.shape)}")
     d_vocab = int(model.cfg.d_vocab)
     bad = (tokens < 0) | (tokens >= d_vocab)
     if bool(bad.any()):

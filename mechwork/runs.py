@@ -351,6 +351,8 @@ class Run:
     """
 
     def __init__(self, path: str | os.PathLike[str]):
+        if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+            raise ConfigError(f"'path' must be a run directory (a str or path; got {path!r})")
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
             raise RunDirError(f"not a run directory (no config.json): {str(self.path)!r}")
@@ -424,6 +426,8 @@ class Run:
         if not steps:
             raise CheckpointError(f"no checkpoints in {self.path / 'checkpoints'}")
         step = steps[-1] if step is None else step
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ConfigError(f"'step' must be an integer checkpointed step of {self.path} or None (got {step!r})")
         if step not in steps:
             near = min(steps, key=lambda s: abs(s - step))
             raise ConfigError(f"'step' must be a checkpointed step of {self.path} (got {step}; nearest {near})")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from mechwork.errors import ConfigError
@@ -42,3 +46,75 @@ def test_the_largest_seed_still_trains_and_probes():
     tc = TrainConfig(steps=2, seed=SEED_MAX, batch_size=4, eval_every=1)
     train(task, cfg, tc, quiet=True)
     assert standard_probe(task, n=2, seed=SEED_MAX).clean.shape == (2, 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from mechwork import train
+    from mechwork.tasks import ModularArithmetic
+    from mechwork.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("probe") / "run"
+    train(ModularArithmetic(p=5, train_frac=0.5), None, TrainConfig(steps=2, eval_every=1), out=out, quiet=True,
+          device="cpu")
+    return out
+
+
+def test_run_of_a_non_path_and_non_integer_steps_are_one_line(tiny_run):
+    """``Run(None)`` and ``weights_at('2')`` raised raw TypeErrors; ``weights_at(True)`` loaded step 1.
+
+    A fresh process: the suite's runtime type checker would refuse these before mechwork's own checks do.
+    """
+    code = (
+        "import sys\n"
+        "from mechwork import Run\n"
+        "from mechwork.errors import ConfigError\n"
+        "for bad in (None, 123, b'runs/x', 1.5):\n"
+        "    try:\n"
+        "        Run(bad)\n"
+        "    except ConfigError as e:\n"
+        "        print(e)\n"
+        "run = Run(sys.argv[1])\n"
+        "for bad in ('2', 1.5, True, [2]):\n"
+        "    try:\n"
+        "        run.weights_at(bad)\n"
+        "    except ConfigError as e:\n"
+        "        print(e)\n"
+        "print(sorted(run.weights_at(2)) == sorted(run.weights_at(None)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_run)], capture_output=True, text=True, timeout=600,
+                         env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 9, out.stdout
+    assert all(ln.startswith("'path' must be a run directory (a str or path; got ") for ln in lines[:4]), lines
+    assert all(ln.startswith("'step' must be an integer checkpointed step") for ln in lines[4:8]), lines
+    assert lines[8] == "True"  # a good step still loads
+
+
+def test_tokens_longer_than_n_ctx_or_without_data_are_one_line_everywhere(tiny_run):
+    """Sequences past n_ctx reached TransformerLens (a raw ValueError in ablate); meta tensors a raw RuntimeError."""
+    import torch
+
+    from mechwork import load
+    from mechwork.ablation import ablate
+    from mechwork.attention import attention_patterns
+    from mechwork.attribution import attribute
+    from mechwork.patching import patch
+
+    model = load(tiny_run)
+    good = torch.tensor([[1, 2, 5], [0, 4, 5]])
+
+    def metric(logits):
+        return logits[:, -1, 0].mean()
+
+    for bad, needle in ((torch.zeros(2, 10, dtype=torch.long), "at most n_ctx = 3 positions"),
+                        (good.to("meta"), "device 'meta'")):
+        calls = [lambda b=bad: patch(model, b, good, metric), lambda b=bad: patch(model, good, b, metric),
+                 lambda b=bad: attribute(model, b, good, metric), lambda b=bad: ablate(model, b, heads=[(0, 0)]),
+                 lambda b=bad: attention_patterns(model, b)]
+        for call in calls:
+            with pytest.raises(ConfigError) as e:
+                call()
+            assert needle in str(e.value) and "\n" not in str(e.value)
+    assert ablate(model, good, heads=[(0, 0)]).shape[0] == 2  # a batch that fits still runs
