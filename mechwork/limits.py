@@ -46,6 +46,7 @@ __all__ = [
     "OPS",
     "PRESET_NAMES",
     "build_bytes",
+    "check_checkpoints_dir",
     "check_device",
     "check_fits",
     "check_fourier_source",
@@ -406,11 +407,29 @@ def check_writable(path: str | os.PathLike[str], option: str, *, make_parents: b
     _probe_dir(d, what)
 
 
+def check_checkpoints_dir(run: str | os.PathLike[str]) -> None:
+    """``RUN/checkpoints`` is absent or a directory, and no checkpoint name in it is taken by a folder.
+
+    Checked before a resume or a ``--force`` writes into the run, which would
+    otherwise fail half-way with a raw ``FileExistsError`` or ``IsADirectoryError``.
+    """
+    ck = Path(run) / "checkpoints"
+    if (ck.exists() or ck.is_symlink()) and not ck.is_dir():
+        what = "a broken symlink" if ck.is_symlink() and not ck.exists() else "a file"
+        raise CheckpointError(f"{str(ck)!r} must be a directory of checkpoints (got {what})")
+    if ck.is_dir():
+        for f in sorted(ck.iterdir()):
+            if f.name.endswith(".safetensors") and f.is_dir():
+                raise CheckpointError(f"{str(f)!r} must be a checkpoint file (got a directory)")
+
+
 def check_run_target(path: str | os.PathLike[str], *, resume: bool, force: bool) -> None:
     """What :meth:`mechwork.runs.RunWriter.check_target` refuses, plus an unwritable place; writes nothing."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise RunDirError(f"'--out' must be a directory (got file {str(p)!r})")
+    if resume or force:
+        check_checkpoints_dir(p)
     if resume:
         if not (p / "config.json").is_file():
             raise RunDirError(f"cannot resume: {str(p)!r} is not a run directory (no config.json)")

@@ -46,6 +46,7 @@ import torch
 
 from mechwork.errors import CheckpointError, ConfigError, RunBusyError, RunDirError
 from mechwork.io import atomic_open, load_json, load_tensors, save_tensors_atomic, write_json_atomic
+from mechwork.limits import check_checkpoints_dir
 from mechwork.models import PRESETS, ToyConfig, build_model, load_weights
 from mechwork.tasks import Task, task_from_dict
 
@@ -89,6 +90,8 @@ class RunWriter:
         if p.exists() and not p.is_dir():
             raise RunDirError(f"'--out' must be a directory (got file {str(p)!r})")
         _check_writable(p)
+        if resume or force:
+            check_checkpoints_dir(p)
         nonempty = p.is_dir() and any(f.name not in (LOCK_NAME, LOCK_INFO) for f in p.iterdir())
         if resume:
             if not (p / "config.json").is_file():

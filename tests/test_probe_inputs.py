@@ -118,3 +118,56 @@ def test_tokens_longer_than_n_ctx_or_without_data_are_one_line_everywhere(tiny_r
                 call()
             assert needle in str(e.value) and "\n" not in str(e.value)
     assert ablate(model, good, heads=[(0, 0)]).shape[0] == 2  # a batch that fits still runs
+
+
+def _file_where_checkpoints_are(run):
+    import shutil
+
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").write_text("mine")
+
+
+def _checkpoints_symlink_loop(run):
+    import shutil
+
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").symlink_to("checkpoints")
+
+
+def _folder_named_like_a_checkpoint(run):
+    last = sorted((run / "checkpoints").iterdir())[-1]
+    last.unlink()
+    last.mkdir()
+
+
+@pytest.mark.parametrize("corrupt, needle", [
+    (_file_where_checkpoints_are, "must be a directory of checkpoints (got a file)"),
+    (_checkpoints_symlink_loop, "must be a directory of checkpoints (got a broken symlink)"),
+    (_folder_named_like_a_checkpoint, "must be a checkpoint file (got a directory)"),
+])
+def test_resume_and_force_on_a_broken_checkpoints_layout_are_one_line_exit_1(tiny_run, tmp_path, corrupt, needle,
+                                                                               capsys):
+    """These crashed half-way with raw FileExistsError / IsADirectoryError tracebacks from the atomic writer."""
+    import shutil
+
+    from mechwork.cli import main
+    from mechwork.errors import CheckpointError
+    from mechwork.runs import RunWriter
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    corrupt(run)
+
+    def snapshot():
+        return {str(f.relative_to(run)): (f.is_symlink(), f.is_dir()) for f in run.rglob("*")} if not (
+            run / "checkpoints").is_symlink() else sorted(f.name for f in run.iterdir())
+
+    before = snapshot()
+    for args in (["train", "modadd", "--out", str(run), "--resume", "--steps", "4", "--quiet"],
+                 ["train", "modadd", "--p", "5", "--out", str(run), "--force", "--steps", "2", "--quiet"]):
+        assert main(args) == 1, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mechwork: error: ") and needle in lines[0], (args, lines)
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        RunWriter.check_target(run, resume=True, force=False)
+    assert snapshot() == before  # nothing written, nothing of the user's deleted
