@@ -118,7 +118,18 @@ def ablation_hooks(
 
         hooks.append((name, hook))
     for name, dirs in directions.items():
-        u = torch.linalg.qr(torch.as_tensor(dirs, dtype=torch.float32).reshape(-1, cache[name].shape[-1]).T)[0].T
+        width = cache[name].shape[-1]
+        try:
+            d = torch.as_tensor(dirs, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise invalid("directions", f"for {name!r}, numbers shaped [{width}] or [k, {width}]",
+                          type(dirs).__name__) from None
+        if d.ndim not in (1, 2) or d.shape[-1] != width or d.numel() == 0:
+            raise invalid("directions", f"for {name!r}, a tensor shaped [{width}] or [k, {width}]",
+                          f"shape {tuple(d.shape)}")
+        if not bool(torch.isfinite(d).all()):
+            raise invalid("directions", f"for {name!r}, finite numbers", "a non-finite value")
+        u = torch.linalg.qr(d.reshape(-1, width).T)[0].T
         u = u.to(device)
 
         def dhook(act: Tensor, hook: Any = None, name: str = name, u: Tensor = u) -> Tensor:

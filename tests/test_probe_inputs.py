@@ -171,3 +171,23 @@ def test_resume_and_force_on_a_broken_checkpoints_layout_are_one_line_exit_1(tin
     with pytest.raises(CheckpointError, match="checkpoint"):
         RunWriter.check_target(run, resume=True, force=False)
     assert snapshot() == before  # nothing written, nothing of the user's deleted
+
+
+def test_ablation_directions_of_the_wrong_shape_or_not_finite_are_one_line(tiny_run):
+    """A 7-vector for a 128-wide residual raised a raw reshape RuntimeError; NaN directions ran silently."""
+    import torch
+
+    from mechwork import load
+    from mechwork.ablation import ablate
+
+    model = load(tiny_run)
+    tokens = torch.tensor([[1, 2, 5], [0, 4, 5]])
+    name, width = "blocks.0.hook_resid_pre", int(model.cfg.d_model)
+    for bad, needle in ((torch.zeros(7), "(got 'shape (7,)')"), (torch.zeros(2, 3, width), "(got 'shape (2, 3,"),
+                        (torch.full((width,), float("nan")), "finite numbers"), ("x", "(got 'str')")):
+        with pytest.raises(ConfigError) as e:
+            ablate(model, tokens, directions={name: bad})
+        assert "'directions' must be for 'blocks.0.hook_resid_pre', " in str(e.value) and needle in str(e.value)
+    u = torch.zeros(width)
+    u[0] = 1.0
+    assert ablate(model, tokens, directions={name: u}).shape[0] == 2  # a good direction still runs
