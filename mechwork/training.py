@@ -284,6 +284,12 @@ def train(
     non-finite checkpoint is written, and the run stays resumable from its
     last finite checkpoint.
     """
+    if not isinstance(task, (ModularArithmetic, InductionTask)):
+        raise invalid("task", "a ModularArithmetic or InductionTask", type(task).__name__)
+    if model_cfg is not None and not isinstance(model_cfg, ToyConfig):
+        raise invalid("model_cfg", "a ToyConfig or None", type(model_cfg).__name__)
+    if train_cfg is not None and not isinstance(train_cfg, TrainConfig):
+        raise invalid("train_cfg", "a TrainConfig or None", type(train_cfg).__name__)
     given = train_cfg is not None
     train_cfg = train_cfg or recipe(task)
     device = resolve_device(device)

@@ -191,3 +191,29 @@ def test_ablation_directions_of_the_wrong_shape_or_not_finite_are_one_line(tiny_
     u = torch.zeros(width)
     u[0] = 1.0
     assert ablate(model, tokens, directions={name: u}).shape[0] == 2  # a good direction still runs
+
+
+def test_train_of_things_that_are_not_a_task_or_configs_is_one_line(tmp_path):
+    """``train(None)`` raised a raw AttributeError deep inside (a fresh process: the suite's type checker
+    would refuse None first)."""
+    code = (
+        "import sys\n"
+        "from mechwork import ModularArithmetic, train\n"
+        "from mechwork.errors import ConfigError\n"
+        "task = ModularArithmetic(p=5, train_frac=0.5)\n"
+        "for args in ((None,), ({'p': 5},), (task, {'d_model': 8}), (task, None, {'steps': 1})):\n"
+        "    try:\n"
+        "        train(*args, out=sys.argv[1], quiet=True)\n"
+        "    except ConfigError as e:\n"
+        "        print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                         timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "'task' must be a ModularArithmetic or InductionTask (got 'NoneType')",
+        "'task' must be a ModularArithmetic or InductionTask (got 'dict')",
+        "'model_cfg' must be a ToyConfig or None (got 'dict')",
+        "'train_cfg' must be a TrainConfig or None (got 'dict')",
+    ]
+    assert not (tmp_path / "run").exists()
