@@ -188,6 +188,9 @@ def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
     last line (a crash mid-append; resume rewrites the file) is skipped.
     """
     rows: list[dict[str, Any]] = []
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        what = "a directory" if path.is_dir() else "a broken symlink" if path.is_symlink() else "not a regular file"
+        raise CheckpointError(f"{str(path)!r} must be a metrics file (got {what})")
     if not path.is_file():
         return rows
     try:

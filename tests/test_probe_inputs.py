@@ -217,3 +217,33 @@ def test_train_of_things_that_are_not_a_task_or_configs_is_one_line(tmp_path):
         "'train_cfg' must be a TrainConfig or None (got 'dict')",
     ]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "broken symlink"])
+def test_metrics_that_are_not_a_file_are_one_line_exit_1(tiny_run, tmp_path, kind, capsys):
+    """A folder (or dangling link) named metrics.jsonl was read as 'no metrics', and info printed a clean run."""
+    import shutil
+
+    from mechwork.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.jsonl").unlink()
+    if kind == "directory":
+        (run / "metrics.jsonl").mkdir()
+    else:
+        (run / "metrics.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    for args in (["info", str(run), "--quiet"],
+                 ["train", "modadd", "--out", str(run), "--resume", "--steps", "4", "--quiet"]):
+        assert main(args) == 1, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and f"must be a metrics file (got a {kind})" in lines[0], (args, lines)
+    assert (run / "metrics.jsonl").is_symlink() == (kind != "directory")  # nothing replaced
+
+
+def test_missing_metrics_file_is_still_no_rows(tiny_run, tmp_path):
+    """The check above is not too wide: an absent metrics.jsonl still reads as no rows."""
+    from mechwork.runs import read_metrics_rows
+
+    assert read_metrics_rows(tmp_path / "metrics.jsonl") == []
+    assert read_metrics_rows(tiny_run / "metrics.jsonl")  # and the real file has rows
