@@ -355,6 +355,11 @@ class KeyFrequencies(Result):
 
 def embedding_gap(energy: Float[Tensor, " freq"], max_keys: int = 12) -> list[int]:
     """Frequencies above the largest ratio between consecutive sorted energies (top ``max_keys``)."""
+    if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+        raise invalid("max_keys", "an integer >= 1", max_keys)
+    if energy.ndim != 1 or energy.numel() < 2 or not bool(torch.isfinite(energy).all()):
+        raise invalid("energy", "a finite 1-D tensor of at least 2 frequencies",
+                      f"shape {tuple(energy.shape)}" if energy.numel() >= 2 else f"{energy.numel()} values")
     order = energy.argsort(descending=True)
     top = energy[order][: max_keys + 1].clamp_min(1e-30).log()
     n = int((top[:-1] - top[1:]).argmax()) + 1

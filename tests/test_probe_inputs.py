@@ -247,3 +247,21 @@ def test_missing_metrics_file_is_still_no_rows(tiny_run, tmp_path):
 
     assert read_metrics_rows(tmp_path / "metrics.jsonl") == []
     assert read_metrics_rows(tiny_run / "metrics.jsonl")  # and the real file has rows
+
+
+@pytest.mark.parametrize("energy, max_keys, needle", [
+    ([3.0, 2.0, 1.0], 0, "'max_keys' must be an integer >= 1 (got 0)"),
+    ([3.0, 2.0, 1.0], -1, "'max_keys' must be an integer >= 1 (got -1)"),
+    ([], 12, "'energy' must be a finite 1-D tensor of at least 2 frequencies (got '0 values')"),
+    ([float("nan"), 1.0], 12, "'energy' must be a finite 1-D tensor"),
+])
+def test_embedding_gap_bad_input_is_one_line(energy, max_keys, needle):
+    """max_keys=-1 and an empty spectrum raised a raw IndexError from argmax; NaN energies gave a silent answer."""
+    import torch
+
+    from mechwork.fourier import embedding_gap
+
+    with pytest.raises(ConfigError) as e:
+        embedding_gap(torch.tensor(energy), max_keys=max_keys)
+    assert needle in str(e.value)
+    assert embedding_gap(torch.tensor([9.0, 8.0, 0.1, 0.05]), max_keys=1) == [1]  # good input still works
