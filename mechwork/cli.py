@@ -31,7 +31,7 @@ from typing import Any
 import click
 
 from mechwork import bars, limits
-from mechwork.errors import CheckpointError, MechworkError, NonFiniteError, RunBusyError
+from mechwork.errors import CheckpointError, ConfigError, MechworkError, NonFiniteError, RunBusyError
 
 __all__ = ["main"]
 
@@ -116,6 +116,12 @@ def _common_train_options(f: Any) -> Any:
 @click.pass_context
 def train_modadd(ctx: click.Context, **kw: Any) -> None:
     """Train the 1-layer modular-arithmetic model (Nanda et al. 2023)."""
+    if kw["grokfast"] is False and (kw["grokfast_alpha"] is not None or kw["grokfast_lambda"] is not None):
+        raise ConfigError("'--no-grokfast' turns the filter off; drop --grokfast-alpha/--grokfast-lambda or it")
+    if kw["grokfast_lambda"] is not None and kw["grokfast"] is None and kw["grokfast_alpha"] is None \
+            and not kw["resume"]:
+        raise ConfigError(f"'--grokfast-lambda' {kw['grokfast_lambda']} needs the filter on: add --grokfast "
+                          "(or --grokfast-alpha)")
     _check_train(kw, {"kind": "modadd", "p": kw["p"], "op": kw["op"], "train_frac": kw["train_frac"]},
                  f"runs/modadd-p{kw['p']}-{kw['op']}-s{kw['seed']}")
     from mechwork.tasks import ModularArithmetic

@@ -77,6 +77,11 @@ def _bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["patch", "modadd-113", "--seed", str(10**23)], "'--seed'"),
         (["train", "induction", "--seq-len", "8", "--min-len", "9", "--out", str(tmp / "r9")],
          "'min_len' must be at most seq_len/2 = 4 (got 9)"),
+        # a Grokfast option that the filter's state would ignore (it used to be stored and silently unused)
+        (["train", "modadd", "--grokfast-lambda", "5", "--out", str(tmp / "r10")],
+         "'--grokfast-lambda' 5.0 needs the filter on: add --grokfast"),
+        (["train", "modadd", "--no-grokfast", "--grokfast-alpha", "0.9", "--out", str(tmp / "r11")],
+         "'--no-grokfast' turns the filter off"),
         (["analyze", "fourier", str(mul)], "applies to op 'add' and 'sub' only (got 'mul'"),
     ]
     if CPU_ONLY_TORCH:
