@@ -90,7 +90,7 @@ def _recipe(train: dict[str, Any], task: Task | None = None, reached: int | None
     batch = _batch(train, task)
     return (
         f"AdamW lr {train['lr']:g}, wd {train['weight_decay']:g}, betas {tuple(train['betas'])}, "
-        f"warmup {train['warmup_steps']}, {batch}, {gf}, {train['steps']} steps"
+        f"warmup {train['warmup_steps']}, {batch}, {gf}, {train['steps']} step{'' if train['steps'] == 1 else 's'}"
         + (f" planned, stopped at step {reached}" if reached is not None and reached < train["steps"] else "")
         + (f" (lr decays to 0 over the last {train['decay_steps']})" if train.get("decay_steps") else "")
     )

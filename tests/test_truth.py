@@ -207,6 +207,8 @@ def test_recipe_describes_the_batches_that_were_drawn():
     assert "full batch (batch_size 64 >= 60 training pairs)" in _recipe(base | {"batch_size": 64}, task)
     ind = _recipe(base | {"batch_size": None}, TINY_INDUCTION)
     assert "minibatches of 2 fresh sequences per step" in ind and "full batch" not in ind
+    assert _recipe(base | {"batch_size": None}, task).endswith(", 10 steps")
+    assert _recipe(base | {"batch_size": None, "steps": 1}, task).endswith(", 1 step")
 
 
 def test_demo_report_claims_grokking_and_spikes_only_from_history(monkeypatch):
