@@ -191,7 +191,12 @@ def evaluate_metric(metric: Callable[[Tensor], Any], logits: Tensor, batch: int)
         except (TypeError, ValueError, RuntimeError) as e:
             raise ConfigError(f"'metric' must return a scalar or a [batch] tensor (got {type(out).__name__})") from e
     if out.ndim == 0 or (out.ndim == 1 and out.shape[0] == batch):
-        return out.detach().float().cpu()
+        out = out.detach().float().cpu()
+        if not bool(torch.isfinite(out).all()):
+            bad = float(out.flatten()[~torch.isfinite(out.flatten())][0])
+            raise ConfigError(f"'metric' must return finite values (got {bad}); a NaN or inf metric would make every "
+                              "patching effect meaningless")
+        return out
     raise ConfigError(f"'metric' must return a scalar or a [batch] tensor of length {batch} "
                       f"(got shape {tuple(out.shape)})")
 

@@ -265,3 +265,24 @@ def test_embedding_gap_bad_input_is_one_line(energy, max_keys, needle):
         embedding_gap(torch.tensor(energy), max_keys=max_keys)
     assert needle in str(e.value)
     assert embedding_gap(torch.tensor([9.0, 8.0, 0.1, 0.05]), max_keys=1) == [1]  # good input still works
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_metric_is_one_line_in_patch_and_attribute(tiny_run, value):
+    """A metric returning NaN gave a patch result full of NaN effects, without a word."""
+    import torch
+
+    from mechwork import load
+    from mechwork.attribution import attribute
+    from mechwork.patching import patch
+
+    model = load(tiny_run)
+    clean, corrupted = torch.tensor([[1, 2, 5], [0, 4, 5]]), torch.tensor([[1, 3, 5], [0, 1, 5]])
+
+    def metric(logits):
+        return logits[:, -1, 0].mean() * value
+
+    for run_it in (patch, attribute):
+        with pytest.raises(ConfigError, match=r"^'metric' must return finite values \(got -?(nan|inf)\)"):
+            run_it(model, clean, corrupted, metric)
+    assert torch.isfinite(patch(model, clean, corrupted, lambda lg: lg[:, -1, 0].mean()).effect()).all()
