@@ -77,7 +77,7 @@ def test_batch_marks_last_position_only():
         ({"train_frac": 1.0}, "'train_frac' must be a number in (0, 1) (got 1.0)"),
         ({"train_frac": "half"}, "'train_frac' must be a number in (0, 1) (got 'half')"),
         ({"p": 3, "train_frac": 0.05}, "'train_frac' must be large enough for >= 1 train pair of 9 (got 0.05)"),
-        ({"seed": -1}, "'seed' must be an integer >= 0 (got -1)"),
+        ({"seed": -1}, "'seed' must be an integer in [0, 4294967295] (got -1)"),
     ],
 )
 def test_bad_modular_arguments(kwargs, message):
