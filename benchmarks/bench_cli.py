@@ -77,6 +77,9 @@ def main() -> None:
     print(f"refusal: median {statistics.median(refusals):.3f} s wall ({statistics.median(cpus):.3f} s CPU), "
           f"slowest {max(refusals):.3f} s ({len(BAD)} bad arguments x {args.repeats} runs); "
           f"python -c pass {base:.3f} s; load average {os.getloadavg()[0]:.1f}")
+    torch_import = statistics.median(times['python -c "import torch"'])
+    print(f"ratio: importing torch (what a refusal waited for before) / median refusal = "
+          f"{torch_import / statistics.median(refusals):.1f}x")
     Path(cwd).rmdir()
 
 
