@@ -55,7 +55,7 @@ def setup() -> dict[str, Any]:
     import transformer_lens.patching  # noqa: F401  (imported here so every child's baseline holds it)
 
     import mechwork
-    from mechwork.attention import repeated_tokens
+    from mechwork.analysis.attention import repeated_tokens
 
     torch.set_num_threads(2)
     model = mechwork.load("induction-2l", device="cpu")
@@ -74,7 +74,7 @@ def runner(method: str, sweep: str, s: dict[str, Any]) -> Callable[[], Any]:
     """A call running one whole sweep one way, returning its ``[layer, pos(, head)]`` tensor."""
     import transformer_lens.patching as tlp
 
-    from mechwork.patching import patch
+    from mechwork.analysis.patching import patch
 
     tl_name, site, by = SWEEPS[sweep]
     model, clean, corrupted, metric = s["model"], s["clean"], s["corrupted"], s["metric"]

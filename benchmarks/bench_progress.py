@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-import mechwork.progress as prog
+import mechwork.analysis.progress as prog
 from mechwork.tasks import ModularArithmetic
 from mechwork.training import TrainConfig, train
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-from mechwork.study import finish, median_or_none, pick_plan, run_sweep, study_args, verdict_page
+from mechwork.studies.study import finish, median_or_none, pick_plan, run_sweep, study_args, verdict_page
 
 PAPER = {"pizza": {"symmetricity": 0.99, "distance_irrelevance": 0.32},
          "clock": {"symmetricity": 0.48, "distance_irrelevance": 0.85}}
@@ -31,7 +31,8 @@ SMOKE = {"attn_rate": [0.0, 1.0], "seed": [0], "steps": 100, "p": 11}
 def main(argv: list[str] | None = None) -> int:
     args = study_args("clock_pizza", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
-    res = run_sweep(args, "mechwork.symmetry:clock_pizza_point", {"attn_rate": plan["attn_rate"], "seed": plan["seed"]},
+    res = run_sweep(args, "mechwork.analysis.symmetry:clock_pizza_point",
+                    {"attn_rate": plan["attn_rate"], "seed": plan["seed"]},
                     fixed={"steps": plan["steps"], "p": plan["p"]})
     df = res.frame()
     rows = []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from mechwork.attention import head_detectors
+from mechwork.analysis.attention import head_detectors
 from mechwork.dashboard.induction import repeat_accuracy
 from mechwork.models import preset
 from mechwork.runs import Run, embedded_path, export

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
+from mechwork.analysis.progress import progress_measures
 from mechwork.models import ToyConfig
-from mechwork.progress import progress_measures
 from mechwork.runs import Run, embedded_path, export
 from mechwork.summary import evaluate_modadd
 from mechwork.tasks import ModularArithmetic

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 
-from mechwork.study import finish, median_or_none, pick_plan, run_sweep, study_args, verdict_page
+from mechwork.studies.study import finish, median_or_none, pick_plan, run_sweep, study_args, verdict_page
 
 ANCHOR = {"baseline": 39_890, "grokfast": 910, "ratio": 43.8}
 FULL = {"A": {"seed": [0], "steps": 6000}, "B": {"seed": [0, 1, 2], "steps": 3000, "p": 113, "frac": 0.3}}
@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     args = study_args("grokfast", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
     variants = ["baseline", "grokfast"]
-    a = run_sweep(args, "mechwork.study:grokfast_point", {"seed": plan["A"]["seed"], "variant": variants},
+    a = run_sweep(args, "mechwork.studies.study:grokfast_point", {"seed": plan["A"]["seed"], "variant": variants},
                   args.out / "A",
               fixed={"p": 97, "op": "mul", "train_frac": 0.5, "lr": 1e-3, "steps": plan["A"]["steps"],
                      "target": 0.95, "batch_size": 512, "n_layers": 2, "normalization": "LN",
                      "baseline_wd": 0.0, "filter_wd": 0.005, "warmup_steps": 0})
-    b = run_sweep(args, "mechwork.study:grokfast_point", {"seed": plan["B"]["seed"], "variant": variants},
+    b = run_sweep(args, "mechwork.studies.study:grokfast_point", {"seed": plan["B"]["seed"], "variant": variants},
                   args.out / "B",
               fixed={"p": plan["B"]["p"], "op": "add", "train_frac": plan["B"]["frac"], "lr": 1e-2,
                      "baseline_wd": 1.0, "filter_wd": 1.0, "steps": plan["B"]["steps"]})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import sys
 
-from mechwork.study import finish, median_or_none, pick_plan, run_sweep, study_args, verdict_page
+from mechwork.studies.study import finish, median_or_none, pick_plan, run_sweep, study_args, verdict_page
 
 FULL = {"p": 59, "weight_decay": [0.0, 0.3, 1.0, 3.0], "train_frac": [0.2, 0.3, 0.4, 0.5, 0.6],
         "seed": [0, 1], "steps": 3000}
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = pick_plan(args, FULL, QUICK, SMOKE)
     grid = {k: plan[k] for k in ("weight_decay", "train_frac", "seed")}
     fixed = {"p": plan["p"], "op": "add", "lr": 1e-2, "steps": plan["steps"]}
-    res = run_sweep(args, "mechwork.study:grok_point", grid, fixed=fixed)
+    res = run_sweep(args, "mechwork.studies.study:grok_point", grid, fixed=fixed)
     df = res.frame()
     cells = []
     for wd in plan["weight_decay"]:

@@ -8,8 +8,8 @@ drifts (a probe of this digits setting saw log2 lr -6 -> -8 from width 64 to
 the NTK parametrisation the tangent kernel's relative change over training
 falls like width^-0.5 (lazy training); under muP features keep moving.
 
-Here: MLPs on scikit-learn's digits (:mod:`mechwork.width`,
-:mod:`mechwork.width_study`), muP with base width 64 (where it equals SP).
+Here: MLPs on scikit-learn's digits (:mod:`mechwork.studies.width`,
+:mod:`mechwork.studies.width_study`), muP with base width 64 (where it equals SP).
 
 (a) Coordinate check: 3 hidden layers, 5 full-batch Adam steps at lr 2^-6
     on 256 training images; mean |pre-activation| of each layer (and the
@@ -43,9 +43,9 @@ import math
 import sys
 from typing import Any
 
-from mechwork.study import finish, pick_plan, run_sweep, study_args, verdict_page
-from mechwork.width import check_widths
-from mechwork.width_study import loglog_slope
+from mechwork.studies.study import finish, pick_plan, run_sweep, study_args, verdict_page
+from mechwork.studies.width import check_widths
+from mechwork.studies.width_study import loglog_slope
 
 ANCHOR = {"transfer_probe_log2_lr": {"sp": {"64": -6, "1024": -8}, "mup": {"64": -6, "1024": -6}},
           "ntk_kernel_change_slope": -0.5}
@@ -81,7 +81,7 @@ def _range(values: list[float | None]) -> list[float] | None:
 
 
 def _run(args: Any, name: str, fn: str, grid: dict[str, list[Any]], fixed: dict[str, Any]) -> Any:
-    return run_sweep(args, f"mechwork.width_study:{fn}", grid, args.out / name, fixed=fixed).frame()
+    return run_sweep(args, f"mechwork.studies.width_study:{fn}", grid, args.out / name, fixed=fixed).frame()
 
 
 def coord_check(args: Any, plan: dict[str, Any]) -> tuple[dict[str, Any], str]:

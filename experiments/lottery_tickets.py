@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 
-from mechwork.study import finish, median_or_none, pick_plan, run_sweep, study_args, verdict_page
+from mechwork.studies.study import finish, median_or_none, pick_plan, run_sweep, study_args, verdict_page
 
 FULL = {"mlp": {"seed": [0, 1, 2], "rounds": 12, "steps": 1500},
         "grok": {"seed": [0, 1], "sparsity": [0.5, 0.8], "p": 59, "train_frac": 0.5, "steps": 3000}}
@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = study_args("lottery_tickets", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
     m, g = plan["mlp"], plan["grok"]
-    mlp = run_sweep(args, "mechwork.tickets:mlp_tickets", {"seed": m["seed"]}, args.out / "mlp",
+    mlp = run_sweep(args, "mechwork.studies.tickets:mlp_tickets", {"seed": m["seed"]}, args.out / "mlp",
                     fixed={"rounds": m["rounds"], "steps": m["steps"]})
-    grok = run_sweep(args, "mechwork.tickets:grok_tickets", {"seed": g["seed"], "sparsity": g["sparsity"]},
+    grok = run_sweep(args, "mechwork.studies.tickets:grok_tickets", {"seed": g["seed"], "sparsity": g["sparsity"]},
                      args.out / "grok", fixed={"p": g["p"], "train_frac": g["train_frac"], "steps": g["steps"]})
     # (a) accuracy against remaining weights, median over seeds
     runs = [r["result"] for r in mlp.records() if "result" in r]

@@ -3,7 +3,7 @@
 Every run is full batch on scikit-learn's digits (1,438 train / 359 test
 images), with the square loss 0.5 * mean ||f(x) - onehot(y)||^2 and a
 64-200-200-10 MLP; sharpness is the top Hessian eigenvalue by Lanczos
-(``mechwork.curvature``), measured on the whole training set.
+(``mechwork.studies.curvature``), measured on the whole training set.
 
 (a) Edge of stability (Cohen et al. 2021): gradient descent on the tanh MLP at
     lr 0.1 and 0.2. Rule, fixed before the runs: the plateau is the median
@@ -35,7 +35,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from mechwork.study import finish, pick_plan, run_sweep, study_args, verdict_page
+from mechwork.studies.study import finish, pick_plan, run_sweep, study_args, verdict_page
 
 GD = {"part": "gd", "lr": [0.1, 0.2], "layernorm": [False, True]}
 OMNI = [(1.0, 0.1), (8.0, 0.1), (8.0, 0.0)]  # (initialisation scale, weight decay)
@@ -196,7 +196,7 @@ def _sections(page: Any, results: dict[str, Any], ours: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = study_args("optimisation", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
-    res = run_sweep(args, "mechwork.stability:run_point", {"run": _specs(plan)}, fixed={"seed": 0},
+    res = run_sweep(args, "mechwork.studies.stability:run_point", {"run": _specs(plan)}, fixed={"seed": 0},
                     progress=lambda s: print(s[:160]))
     runs = [{**r["params"]["run"], **r["result"]} for r in res.records()]
     gd = sorted((r for r in runs if r["part"] == "gd"), key=lambda r: (r["layernorm"], r["lr"]))

@@ -7,7 +7,7 @@ epochs, circuit formation runs to about 9.4k and cleanup to about 14k; 433 of
 frequencies are {14, 35, 41, 42, 52} (other seeds find 3-6 others).
 
 Full mode trains that recipe for 16,000 steps (about 11 minutes on 2 cores) and
-analyses every checkpoint with :func:`mechwork.progress.progress_measures`;
+analyses every checkpoint with :func:`mechwork.analysis.progress.progress_measures`;
 quick mode uses mechwork's fast recipe (lr 1e-2) for 1,500 steps.
 
     python experiments/progress_measures.py
@@ -21,7 +21,7 @@ import sys
 import torch
 
 from mechwork import bars
-from mechwork.study import finish, pick_plan, study_args, verdict_page
+from mechwork.studies.study import finish, pick_plan, study_args, verdict_page
 
 PAPER = {"end_memorisation": 1400, "start_cleanup": 9400, "end_cleanup": 14000, "neurons_single_freq": 0.846}
 FULL = {"lr": 1e-3, "steps": 16_000, "eval_every": 100}
@@ -30,9 +30,9 @@ SMOKE = {"lr": 1e-2, "steps": 200, "eval_every": 50}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mechwork.analysis.fourier import neuron_frequencies
     from mechwork.dashboard.grokking import grokking_page
     from mechwork.dashboard.standard import open_source
-    from mechwork.fourier import neuron_frequencies
     from mechwork.models import ToyConfig
     from mechwork.runs import Run
     from mechwork.tasks import ModularArithmetic

@@ -29,8 +29,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from mechwork.scaling import BESIROGLU, FitConfig, ScalingFit, fit_scaling
-from mechwork.study import finish, pick_plan, run_sweep, study_args, verdict_page
+from mechwork.studies.scaling import BESIROGLU, FitConfig, ScalingFit, fit_scaling
+from mechwork.studies.study import finish, pick_plan, run_sweep, study_args, verdict_page
 
 ALPHA = 0.4  # the task's Zipf exponent: p_i ∝ i^-(ALPHA + 1)
 PREDICTED = {"alpha_N": ALPHA, "alpha_D": ALPHA / (1 + ALPHA), "E": 0.0}
@@ -57,7 +57,7 @@ def finite_prediction(n_lo: int, n_hi: int) -> float | None:
     n_lo..n_hi subtasks learned. With 32 subtasks the tail runs out, so this is steeper than alpha."""
     import numpy as np
 
-    from mechwork.parity import SparseParity
+    from mechwork.studies.parity import SparseParity
 
     p = SparseParity(**TASK).probs().double().numpy()  # type: ignore[arg-type]
     n = np.arange(max(n_lo, 1), min(n_hi, len(p) - 1) + 1)
@@ -77,7 +77,7 @@ def _show(fit: ScalingFit | None) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     args = study_args("scaling_laws", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
-    res = run_sweep(args, "mechwork.parity:parity_point", {"width": plan["width"], "n_train": plan["n_train"]},
+    res = run_sweep(args, "mechwork.studies.parity:parity_point", {"width": plan["width"], "n_train": plan["n_train"]},
                     fixed={"steps": plan["steps"], "seed": 0, **TASK})
     df = res.frame().sort_values(["width", "seen"])
     df["D"] = [int(d) if d == d and d is not None else int(s) for d, s in zip(df["n_train"], df["seen"], strict=True)]
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import plotly.graph_objects as go
 
-    from mechwork.parity import SparseParity
+    from mechwork.studies.parity import SparseParity
 
     p = SparseParity(**TASK).probs().double().numpy()  # type: ignore[arg-type]
     tail = np.log(2) * (1 - np.concatenate([[0.0], np.cumsum(p)]))

@@ -342,11 +342,11 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
     probe = standard_probe(task, n=n_prompts, seed=seed)
     bars.stage(f"{method} patching of {site} by {by} over {n_prompts} prompts")
     if method == "exact":
-        from mechwork.patching import patch
+        from mechwork.analysis.patching import patch
 
         res = patch(model, probe.clean, probe.corrupted, probe.metric, site=site, by=by, direction=direction)
     else:
-        from mechwork.attribution import attribute
+        from mechwork.analysis.attribution import attribute
 
         res = attribute(model, probe.clean, probe.corrupted, probe.metric, site=site, by=by, direction=direction)
     click.echo(f"{res.method} of {key}: {site} by {by}, {direction}")

@@ -1,6 +1,6 @@
 """Worker processes that end with the process that started them, however it ends (SIGKILL included).
 
-:func:`mechwork.sweep.sweep` starts its workers with :func:`init_worker`. Its
+:func:`mechwork.studies.sweep.sweep` starts its workers with :func:`init_worker`. Its
 first act, before torch is imported, is :func:`die_with_parent`:
 
 * on Linux the kernel is asked to send the worker SIGKILL when its parent

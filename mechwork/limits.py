@@ -237,7 +237,7 @@ def probe_bytes(n: int, n_pos: int) -> int:
 
 
 def patch_bytes(model: Mapping[str, Any] | Any, n: int, n_pos: int, memory_mb: int | float = 512.0) -> int:
-    """Peak memory of :func:`mechwork.patching.patch` on ``n`` prompts of ``n_pos`` tokens.
+    """Peak memory of :func:`mechwork.analysis.patching.patch` on ``n`` prompts of ``n_pos`` tokens.
 
     The base and source runs keep every layer's residual stream, keys, values
     and logits; on top, one forward's working activations run at a time (a
@@ -512,11 +512,11 @@ def patch_check(kind: str, key: str, n: int, memory_mb: int | float = 512.0) -> 
     check_fits(f"patching {n:,} prompts of {n_pos} tokens on {key}", need)
 
 
-FOURIER_OPS = ("add", "sub")  # as mechwork.fourier.FOURIER_OPS (a test checks)
+FOURIER_OPS = ("add", "sub")  # as mechwork.analysis.fourier.FOURIER_OPS (a test checks)
 
 
 def check_fourier_source(kind: str, key: str) -> None:
-    """Refuse, from its JSON, a run or preset whose task has no Fourier circuit (as mechwork.fourier.check_task)."""
+    """Refuse, from its JSON, a run or preset whose task has no Fourier circuit (as analysis.fourier.check_task)."""
     cfg = source_config(kind, key)
     if cfg is None:
         return

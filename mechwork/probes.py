@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mechwork.analysis.metrics import logit_diff
 from mechwork.errors import invalid
 from mechwork.limits import check_fits, check_seed, probe_bytes
-from mechwork.metrics import logit_diff
 from mechwork.tasks import InductionTask, ModularArithmetic, Task
 
 __all__ = ["Probe", "standard_probe"]

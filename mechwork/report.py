@@ -1,7 +1,7 @@
 """Plain-text and JSON reports of the Fourier analyses (``mechwork analyze fourier``).
 
-One function gathers every analysis of :mod:`mechwork.fourier`,
-:mod:`mechwork.trig` and (for a run) :mod:`mechwork.progress`, and returns a
+One function gathers every analysis of :mod:`mechwork.analysis.fourier`,
+:mod:`mechwork.analysis.trig` and (for a run) :mod:`mechwork.analysis.progress`, and returns a
 readable table beside a JSON-ready dict of the same numbers.
 
 Example::
@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mechwork.analysis.fourier import check_task, embedding_spectrum, key_frequencies, neuron_frequencies
+from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
 from mechwork.bars import stage
-from mechwork.fourier import check_task, embedding_spectrum, key_frequencies, neuron_frequencies
 from mechwork.models import preset
 from mechwork.runs import Run, load, resolve
-from mechwork.trig import logit_trig_fit, restricted_excluded
 
 __all__ = ["fourier_report"]
 
@@ -79,7 +79,7 @@ def fourier_report(
     if run is not None and progress:
         from dataclasses import asdict
 
-        from mechwork.progress import loss_spikes, phase_sentence, progress_measures, spike_sentence
+        from mechwork.analysis.progress import loss_spikes, phase_sentence, progress_measures, spike_sentence
 
         stage("progress measures over the checkpoints")
         pm = progress_measures(run, kf.freqs)

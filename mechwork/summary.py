@@ -152,7 +152,7 @@ def describe(run_or_preset: str | os.PathLike[str]) -> str:
 
 def _history_lines(df: Any, task: Task) -> list[str]:
     """What a metrics table (``step``, ``test_acc``, ``test_loss``, ...) says about the run, one claim a line."""
-    from mechwork.progress import GROKKED, held_out_caveat, spike_sentence
+    from mechwork.analysis.progress import GROKKED, held_out_caveat, spike_sentence
 
     if "test_acc" not in df or not len(df):
         return []
@@ -210,7 +210,7 @@ def demo_report(device: str | None = None) -> str:
     hist = (meta.get("history") or {}).get("metrics")
     spikes = []
     if hist and grok is not None:
-        from mechwork.progress import spike_sentence
+        from mechwork.analysis.progress import spike_sentence
 
         spikes = [f"  {spike_sentence(hist['step'], hist['test_loss'], hist['test_acc'])}"]
     return "\n".join(

@@ -275,7 +275,7 @@ def train(
     ``fast=False`` trains through the hooked bridge forward (for benchmarks).
     ``stop_when(row)`` may end training early after an evaluation.
     ``init`` replaces the seeded initial weights (e.g. rewinding a lottery
-    ticket to an early checkpoint); ``masks`` (see :mod:`mechwork.prune`) zero
+    ticket to an early checkpoint); ``masks`` (see :mod:`mechwork.studies.prune`) zero
     the pruned weights at the start and keep them at zero through training.
 
     With ``out``, training holds the run directory's lock (another writer gets
@@ -329,7 +329,7 @@ def train(
     named = {k: p for k, p in weights(model).items() if p.requires_grad}
     masked = None
     if masks is not None:
-        from mechwork.prune import MaskedOptimizerHook
+        from mechwork.studies.prune import MaskedOptimizerHook
 
         masked = MaskedOptimizerHook(weights(model), masks)
         masked.after_step()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mechwork
-from mechwork.attention import attention_patterns, head_detectors, repeated_tokens
+from mechwork.analysis.attention import attention_patterns, head_detectors, repeated_tokens
 from mechwork.errors import ConfigError
 
 

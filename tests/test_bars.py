@@ -107,14 +107,15 @@ def _sweep_args(tmp_path, quiet: bool) -> argparse.Namespace:
 
 
 def test_a_study_sweep_counts_its_points_and_quiet_silences_it(tmp_path, bars_on, capsys):
-    from mechwork.study import run_sweep, study_args
+    from mechwork.studies.study import run_sweep, study_args
 
-    res = run_sweep(_sweep_args(tmp_path, False), "mechwork.sweep:_demo_point", {"x": [1, 2, 3]}, fixed={"y": 1})
+    res = run_sweep(_sweep_args(tmp_path, False), "mechwork.studies.sweep:_demo_point", {"x": [1, 2, 3]},
+                    fixed={"y": 1})
     cap = capsys.readouterr()
-    assert res.ran == 3 and "demo_study: sweeping mechwork.sweep:_demo_point" in cap.err
+    assert res.ran == 3 and "demo_study: sweeping mechwork.studies.sweep:_demo_point" in cap.err
     assert "sweep points:" in cap.err and "/3 [" in cap.err
     assert cap.out.count('{"x": ') == 3  # a line per finished point, on stdout
-    res = run_sweep(_sweep_args(tmp_path, True), "mechwork.sweep:_demo_point", {"x": [1, 2, 3]}, fixed={"y": 1})
+    res = run_sweep(_sweep_args(tmp_path, True), "mechwork.studies.sweep:_demo_point", {"x": [1, 2, 3]}, fixed={"y": 1})
     cap = capsys.readouterr()
     assert res.ran == 3 and cap.err == "" and cap.out == ""
     assert study_args("demo_study", "A study.", ["--smoke", "--quiet", "--out", str(tmp_path / "s"),

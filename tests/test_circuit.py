@@ -12,13 +12,13 @@ import pytest
 import torch
 
 import mechwork
-from mechwork.ablation import ablate, ablation_hooks, keep_frequencies, remove_frequencies
-from mechwork.attention import head_detectors, repeated_tokens
-from mechwork.attribution import attribute, path_patch
+from mechwork.analysis.ablation import ablate, ablation_hooks, keep_frequencies, remove_frequencies
+from mechwork.analysis.attention import head_detectors, repeated_tokens
+from mechwork.analysis.attribution import attribute, path_patch
+from mechwork.analysis.metrics import accuracy
+from mechwork.analysis.patching import patch
 from mechwork.cli import main
 from mechwork.errors import ConfigError
-from mechwork.metrics import accuracy
-from mechwork.patching import patch
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_direct_path_sweep_is_transformer_lens_definition(induction, component):
     has no pre-q/k/v fork), so mechwork's sweep is checked against that definition, built by hand."""
     import transformer_lens.patching as tlp
 
-    from mechwork.attribution import direct_path_sweep
+    from mechwork.analysis.attribution import direct_path_sweep
     from mechwork.models import head_weights
 
     clean, corrupted, metric = sweep_inputs(batch=4)

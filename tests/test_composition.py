@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mechwork
-from mechwork.attention import composition_scores
+from mechwork.analysis.attention import composition_scores
 from mechwork.errors import ConfigError
 from mechwork.models import ToyConfig, build_model, head_weights
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from mechwork.curvature import (
+from mechwork.errors import ConfigError, MechworkError
+from mechwork.studies.curvature import (
     adam_preconditioner,
     adam_threshold,
     gd_threshold,
@@ -15,8 +16,7 @@ from mechwork.curvature import (
     sharpness,
     top_eigenvalue,
 )
-from mechwork.errors import ConfigError, MechworkError
-from mechwork.stability import adam_point, gd_point, omnigrok_point, plateau
+from mechwork.studies.stability import adam_point, gd_point, omnigrok_point, plateau
 
 
 def _tiny(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

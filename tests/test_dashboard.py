@@ -252,11 +252,11 @@ def test_induction_dashboard_of_the_embedded_model():
 
 
 def test_every_result_figure_goes_on_a_page(embedded_model, modadd_preset, tmp_path, tiny_task, tiny_train_cfg):
-    from mechwork.attention import attention_patterns, head_detectors
-    from mechwork.fourier import embedding_spectrum, key_frequencies, neuron_frequencies
-    from mechwork.progress import progress_measures
+    from mechwork.analysis.attention import attention_patterns, head_detectors
+    from mechwork.analysis.fourier import embedding_spectrum, key_frequencies, neuron_frequencies
+    from mechwork.analysis.progress import progress_measures
+    from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
     from mechwork.training import train
-    from mechwork.trig import logit_trig_fit, restricted_excluded
 
     task = modadd_preset.task
     train(tiny_task, train_cfg=tiny_train_cfg, out=tmp_path / "run", quiet=True, device="cpu")

@@ -86,7 +86,7 @@ def test_every_axis_and_colour_bar_of_the_standard_dashboards_has_a_title(dashbo
 
 
 def patch_result(by: str, sizes: dict[str, int]) -> Any:
-    from mechwork.patching import DIMS, PatchResult
+    from mechwork.analysis.patching import DIMS, PatchResult
 
     dims = DIMS[by]
     g = torch.Generator().manual_seed(0)
@@ -96,14 +96,14 @@ def patch_result(by: str, sizes: dict[str, int]) -> Any:
 
 
 def every_result(embedded_model) -> list[Result]:
-    from mechwork.ablation import fourier_ablation
-    from mechwork.attention import attention_patterns, composition_scores, head_detectors
-    from mechwork.attribution import PathPatchResult
+    from mechwork.analysis.ablation import fourier_ablation
+    from mechwork.analysis.attention import attention_patterns, composition_scores, head_detectors
+    from mechwork.analysis.attribution import PathPatchResult
+    from mechwork.analysis.fourier import embedding_spectrum, key_frequencies, neuron_frequencies
+    from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
     from mechwork.dashboard.standard import open_source
-    from mechwork.fourier import embedding_spectrum, key_frequencies, neuron_frequencies
     from mechwork.models import preset
-    from mechwork.scaling import FitConfig, fit_scaling
-    from mechwork.trig import logit_trig_fit, restricted_excluded
+    from mechwork.studies.scaling import FitConfig, fit_scaling
 
     task = preset("modadd-113").task
     induction = mechwork.load("induction-2l", device="cpu")
@@ -162,7 +162,7 @@ def test_neuron_patching_is_drawn_over_the_neuron_index_not_as_a_strip():
 
 
 def test_phase_bands_share_one_palette(dashboards):
-    from mechwork.progress import PHASE_COLOURS
+    from mechwork.analysis.progress import PHASE_COLOURS
 
     seen: dict[str, set[str]] = {}
     for b in dashboards["modadd-113"].blocks:

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from mechwork.errors import ConfigError
-from mechwork.fourier import (
+from mechwork.analysis.fourier import (
     NotApplicable,
     embedding_spectrum,
     fourier_basis,
@@ -18,9 +17,10 @@ from mechwork.fourier import (
     neuron_frequencies_of,
     spectrum_of,
 )
+from mechwork.analysis.trig import losses_of, split_logits, trig_fit_of
+from mechwork.errors import ConfigError
 from mechwork.models import ToyConfig, build_model
 from mechwork.tasks import InductionTask, ModularArithmetic
-from mechwork.trig import losses_of, split_logits, trig_fit_of
 
 
 @pytest.mark.parametrize("p", [3, 7, 23, 113])
@@ -143,7 +143,7 @@ def test_neuron_frequencies_on_synthetic_neurons():
 
 
 def test_embedded_model_reproduces_the_paper(embedded_model, modadd_preset):
-    from mechwork.trig import logit_trig_fit, restricted_excluded
+    from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
 
     task = modadd_preset.task
     nf = neuron_frequencies(embedded_model, task)
@@ -181,7 +181,7 @@ def test_bad_p(p):
 
 
 def test_results_render(embedded_model, modadd_preset):
-    from mechwork.trig import logit_trig_fit
+    from mechwork.analysis.trig import logit_trig_fit
 
     task = modadd_preset.task
     spec = embedding_spectrum(embedded_model)
@@ -190,7 +190,7 @@ def test_results_render(embedded_model, modadd_preset):
         html = res._repr_html_()
         assert type(res).__name__ in html and "<table" in html
         assert len(res.to_frame()) > 0
-    from mechwork.trig import restricted_excluded
+    from mechwork.analysis.trig import restricted_excluded
 
     kf = key_frequencies(embedded_model, task, neurons=nf)
     rex = restricted_excluded(embedded_model, task, kf.freqs)
@@ -202,8 +202,8 @@ def test_results_render(embedded_model, modadd_preset):
 
 def test_sub_models_run_through_every_analysis():
     """op='sub': the whole pipeline runs on a model of a - b (correctness is in the hand-built tests)."""
+    from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
     from mechwork.training import TrainConfig, train
-    from mechwork.trig import logit_trig_fit, restricted_excluded
 
     task = ModularArithmetic(p=23, op="sub", train_frac=0.6, seed=0)
     model = train(task, train_cfg=TrainConfig(steps=300, eval_every=100), quiet=True, device="cpu").model
@@ -224,8 +224,8 @@ def test_restricted_and_excluded_on_a_hand_built_model():
     zero plus the per-output mean (zero), so the restricted loss is ln p; the excluded logits are
     the full logits, so the excluded loss is the train loss of that formula.
     """
+    from mechwork.analysis.trig import restricted_excluded
     from mechwork.models import weights
-    from mechwork.trig import restricted_excluded
 
     p, k = 13, 3
     task = ModularArithmetic(p=p, op="add", train_frac=0.5, seed=0)

@@ -189,7 +189,7 @@ def test_python_api_refuses_what_does_not_fit():
 
 def test_train_and_patch_refuse_before_allocating_or_writing(tmp_path, monkeypatch):
     import mechwork
-    from mechwork.patching import patch
+    from mechwork.analysis.patching import patch
     from mechwork.probes import standard_probe
     from mechwork.training import train
 
@@ -208,7 +208,7 @@ def test_train_and_patch_refuse_before_allocating_or_writing(tmp_path, monkeypat
 
 
 def test_preset_names_and_fourier_ops_match_their_modules():
-    from mechwork.fourier import FOURIER_OPS
+    from mechwork.analysis.fourier import FOURIER_OPS
     from mechwork.models import PRESETS
     from mechwork.tasks import OPS
 
@@ -247,7 +247,7 @@ _RSS = textwrap.dedent("""
     import gc, json, os, sys
     import mechwork
     from mechwork import limits
-    from mechwork.patching import patch
+    from mechwork.analysis.patching import patch
     from mechwork.probes import standard_probe
     from mechwork.tasks import ModularArithmetic
     from mechwork.models import ToyConfig
@@ -406,16 +406,16 @@ def modadd():
 @pytest.fixture(scope="module")
 def induction():
     import mechwork
-    from mechwork.attention import repeated_tokens
+    from mechwork.analysis.attention import repeated_tokens
 
     return mechwork.load("induction-2l"), repeated_tokens(64, 10, batch=4)
 
 
 def _entry_points(model, clean, corrupted, metric):
-    from mechwork.ablation import ablate, ablation_hooks
-    from mechwork.attention import attention_patterns
-    from mechwork.attribution import attribute, path_patch
-    from mechwork.patching import patch
+    from mechwork.analysis.ablation import ablate, ablation_hooks
+    from mechwork.analysis.attention import attention_patterns
+    from mechwork.analysis.attribution import attribute, path_patch
+    from mechwork.analysis.patching import patch
 
     return {
         "patch": lambda c, k: patch(model, c, k, metric),
@@ -447,7 +447,7 @@ def test_out_of_vocabulary_token_ids_are_refused_everywhere(modadd, induction, b
     # good ids pass the same check (the entry points run)
     _entry_points(model, toks, toks.clone(), metric)["attention_patterns"](toks, toks)
     m2, probe = modadd
-    from mechwork.patching import patch
+    from mechwork.analysis.patching import patch
 
     bad2 = probe.corrupted.clone()
     bad2[3, 2] = bad_value if bad_id != "d_vocab" else 114
@@ -467,8 +467,8 @@ def test_empty_batches_are_one_line(induction):
 
 @pytest.mark.parametrize("heads", [[(0,)], [(9, 9)], "x", [(0, "1")], [(0, 1, 2)], 3, [(True, 0)]])
 def test_malformed_heads_are_one_line(modadd, induction, heads):
-    from mechwork.ablation import ablate
-    from mechwork.attribution import path_patch
+    from mechwork.analysis.ablation import ablate
+    from mechwork.analysis.attribution import path_patch
 
     model, probe = modadd
     with pytest.raises(ConfigError, match=r"^'heads' must be .*\(layer, head\) pairs with layer in \[0, 1\)"):
@@ -480,7 +480,7 @@ def test_malformed_heads_are_one_line(modadd, induction, heads):
 
 @pytest.mark.parametrize("heads", [[(0,)], "x", [0.5], [9], [True]])
 def test_malformed_head_indices_in_patch_are_one_line(modadd, heads):
-    from mechwork.patching import patch
+    from mechwork.analysis.patching import patch
 
     model, probe = modadd
     with pytest.raises(ConfigError, match=r"^'heads' must be .*indices in \[0, 4\)"):
@@ -489,7 +489,7 @@ def test_malformed_head_indices_in_patch_are_one_line(modadd, heads):
 
 @pytest.mark.parametrize("memory_mb", [float("nan"), float("inf"), 0, -1.0, "512", True])
 def test_memory_mb_must_be_finite_and_positive(modadd, memory_mb):
-    from mechwork.patching import patch
+    from mechwork.analysis.patching import patch
 
     model, probe = modadd
     with pytest.raises(ConfigError, match=r"^'memory_mb' must be a finite number > 0 \(got "):
@@ -499,8 +499,8 @@ def test_memory_mb_must_be_finite_and_positive(modadd, memory_mb):
 def test_good_heads_and_memory_still_work(modadd):
     import numpy as np
 
-    from mechwork.ablation import ablate
-    from mechwork.patching import patch
+    from mechwork.analysis.ablation import ablate
+    from mechwork.analysis.patching import patch
 
     model, probe = modadd
     res = patch(model, probe.clean, probe.corrupted, probe.metric, site="z", by="head", heads=[np.int64(1), 3],

@@ -7,10 +7,10 @@ import torch
 import transformer_lens.patching as tlp
 
 import mechwork
-from mechwork.attention import repeated_tokens
+from mechwork.analysis.attention import repeated_tokens
+from mechwork.analysis.metrics import correct_prob, logit_diff, loss, normalized
+from mechwork.analysis.patching import patch
 from mechwork.errors import ConfigError
-from mechwork.metrics import correct_prob, logit_diff, loss, normalized
-from mechwork.patching import patch
 
 TOL = 1e-5
 

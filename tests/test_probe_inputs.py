@@ -97,10 +97,10 @@ def test_tokens_longer_than_n_ctx_or_without_data_are_one_line_everywhere(tiny_r
     import torch
 
     from mechwork import load
-    from mechwork.ablation import ablate
-    from mechwork.attention import attention_patterns
-    from mechwork.attribution import attribute
-    from mechwork.patching import patch
+    from mechwork.analysis.ablation import ablate
+    from mechwork.analysis.attention import attention_patterns
+    from mechwork.analysis.attribution import attribute
+    from mechwork.analysis.patching import patch
 
     model = load(tiny_run)
     good = torch.tensor([[1, 2, 5], [0, 4, 5]])
@@ -178,7 +178,7 @@ def test_ablation_directions_of_the_wrong_shape_or_not_finite_are_one_line(tiny_
     import torch
 
     from mechwork import load
-    from mechwork.ablation import ablate
+    from mechwork.analysis.ablation import ablate
 
     model = load(tiny_run)
     tokens = torch.tensor([[1, 2, 5], [0, 4, 5]])
@@ -259,7 +259,7 @@ def test_embedding_gap_bad_input_is_one_line(energy, max_keys, needle):
     """max_keys=-1 and an empty spectrum raised a raw IndexError from argmax; NaN energies gave a silent answer."""
     import torch
 
-    from mechwork.fourier import embedding_gap
+    from mechwork.analysis.fourier import embedding_gap
 
     with pytest.raises(ConfigError) as e:
         embedding_gap(torch.tensor(energy), max_keys=max_keys)
@@ -273,8 +273,8 @@ def test_a_non_finite_metric_is_one_line_in_patch_and_attribute(tiny_run, value)
     import torch
 
     from mechwork import load
-    from mechwork.attribution import attribute
-    from mechwork.patching import patch
+    from mechwork.analysis.attribution import attribute
+    from mechwork.analysis.patching import patch
 
     model = load(tiny_run)
     clean, corrupted = torch.tensor([[1, 2, 5], [0, 4, 5]]), torch.tensor([[1, 3, 5], [0, 1, 5]])

@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 
+from mechwork.analysis.fourier import NotApplicable
+from mechwork.analysis.progress import progress_measures
 from mechwork.errors import CheckpointError
-from mechwork.fourier import NotApplicable
-from mechwork.progress import progress_measures
 from mechwork.tasks import InductionTask, ModularArithmetic
 from mechwork.training import TrainConfig, train
 
@@ -87,7 +87,7 @@ def test_no_checkpoints_and_wrong_task(p31_run, tmp_path):
 
 def test_vectorised_no_python_loop_over_inputs(p31_run, monkeypatch):
     # one fast-path call per checkpoint, whatever p is
-    import mechwork.progress as prog
+    import mechwork.analysis.progress as prog
 
     calls = []
     real = prog.modadd_logits
@@ -107,7 +107,7 @@ def p31_stopped(tmp_path_factory):
 
 
 def test_a_run_stopped_before_generalising_gets_no_cleanup(p31_stopped):
-    from mechwork.progress import phase_sentence, phase_spans
+    from mechwork.analysis.progress import phase_sentence, phase_spans
 
     pm = p31_stopped
     best = float(pm["test_acc"].max())
@@ -123,7 +123,7 @@ def test_a_run_stopped_before_generalising_gets_no_cleanup(p31_stopped):
 
 
 def test_a_generalised_run_gets_all_three_phases(p31_measures):
-    from mechwork.progress import phase_sentence, phase_spans
+    from mechwork.analysis.progress import phase_sentence, phase_spans
 
     spans = phase_spans(p31_measures)
     assert [s.name for s in spans] == ["memorisation", "circuit formation", "cleanup"]

@@ -246,7 +246,7 @@ def test_single_seed_studies_say_so():
 
 def test_readme_reports_the_embedded_models_loss_spikes():
     """The README's spike sentence is what loss_spikes finds in the shipped model's own history."""
-    from mechwork.progress import loss_spikes
+    from mechwork.analysis.progress import loss_spikes
     from mechwork.runs import embedded_info
 
     m = embedded_info("modadd-113")["history"]["metrics"]

@@ -1,4 +1,5 @@
-"""Chinchilla Approach 3 fits (mechwork.scaling) and the multitask sparse parity task (mechwork.parity)."""
+"""Chinchilla Approach 3 fits (mechwork.studies.scaling) and the multitask sparse parity task
+(mechwork.studies.parity)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from mechwork.errors import ConfigError, MechworkError
-from mechwork.parity import parity_point
-from mechwork.scaling import BESIROGLU, FitConfig, fit_scaling
+from mechwork.studies.parity import parity_point
+from mechwork.studies.scaling import BESIROGLU, FitConfig, fit_scaling
 
 # a 200-start seeded subsample of Chinchilla's 4,500-start grid keeps the tests fast
 FAST = FitConfig(n_starts=200)
@@ -124,7 +125,7 @@ def test_bad_fit_config_is_refused(kw, name):
 def test_sparse_parity_task():
     import torch
 
-    from mechwork.parity import SparseParity
+    from mechwork.studies.parity import SparseParity
 
     task = SparseParity(n_tasks=6, n_bits=6, k=3, alpha=0.4)
     p = task.probs()
@@ -140,7 +141,7 @@ def test_sparse_parity_task():
 
 
 def test_parity_point_reports_a_frequency_weighted_loss():
-    from mechwork.parity import parity_point
+    from mechwork.studies.parity import parity_point
 
     r = parity_point(width=8, n_train=512, steps=30, n_tasks=4, n_bits=6, eval_every=10, eval_per_task=32)
     assert r["N"] == (10 * 8 + 8) + (8 * 2 + 2) and r["D"] == 512 and len(r["task_loss"]) == 4

@@ -100,19 +100,19 @@ def test_run_sweep_forwards_the_backend_and_stops_on_failed_points(tmp_path, cap
     import socket
 
     from mechwork.errors import ConfigError
-    from mechwork.study import run_sweep
+    from mechwork.studies.study import run_sweep
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = argparse.Namespace(out=tmp_path / "s", workers=1, ray=f"127.0.0.1:{port}")
     with pytest.raises(ConfigError, match="cannot reach a Ray cluster"):  # --ray reaches the sweep
-        run_sweep(args, "mechwork.sweep:_demo_point", {"x": [1]}, fixed={"y": 1})
+        run_sweep(args, "mechwork.studies.sweep:_demo_point", {"x": [1]}, fixed={"y": 1})
     args.ray = None
-    assert run_sweep(args, "mechwork.sweep:_demo_point", {"x": [1, 2]}, fixed={"y": 1}).ran == 2
+    assert run_sweep(args, "mechwork.studies.sweep:_demo_point", {"x": [1, 2]}, fixed={"y": 1}).ran == 2
     with pytest.raises(SystemExit) as e:  # ModularArithmetic refuses p=1: the point fails, the study stops
-        run_sweep(args, "mechwork.study:grok_point", {"seed": [0]}, tmp_path / "bad",
+        run_sweep(args, "mechwork.studies.study:grok_point", {"seed": [0]}, tmp_path / "bad",
                   fixed={"p": 1, "op": "add", "train_frac": 0.5, "weight_decay": 1.0, "lr": 1e-2, "steps": 5})
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 1 and err.startswith("error: 1 point(s) of mechwork.study:grok_point failed")
+    assert e.value.code == 1 and err.startswith("error: 1 point(s) of mechwork.studies.study:grok_point failed")
     assert "\n" not in err

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from mechwork.digits import digits_data, make_mlp, train_mlp
 from mechwork.errors import ConfigError
-from mechwork.prune import (
+from mechwork.studies.digits import digits_data, make_mlp, train_mlp
+from mechwork.studies.prune import (
     MaskedOptimizerHook,
     apply_masks,
     check_masks,
@@ -18,7 +18,7 @@ from mechwork.prune import (
     random_masks,
     sparsity_of,
 )
-from mechwork.sweep import point_key, sweep
+from mechwork.studies.sweep import point_key, sweep
 
 
 # -- sweeps ------------------------------------------------------------------------------------
@@ -30,18 +30,18 @@ def flaky_point(x: int, fail: bool = False) -> dict:
 
 def test_sweep_runs_in_worker_processes_and_resumes(tmp_path):
     out = tmp_path / "s"
-    res = sweep("mechwork.sweep:_demo_point", {"x": [1, 2, 3], "y": [10, 20]}, out, workers=2)
+    res = sweep("mechwork.studies.sweep:_demo_point", {"x": [1, 2, 3], "y": [10, 20]}, out, workers=2)
     assert (res.ran, res.skipped) == (6, 0)
     df = res.frame()
     assert sorted(df["sum"]) == [11, 12, 13, 21, 22, 23]
     stamps = {f.name: f.stat().st_mtime_ns for f in (out / "points").iterdir()}
-    again = sweep("mechwork.sweep:_demo_point", {"x": [1, 2, 3, 4], "y": [10, 20]}, out, workers=2)
+    again = sweep("mechwork.studies.sweep:_demo_point", {"x": [1, 2, 3, 4], "y": [10, 20]}, out, workers=2)
     assert (again.ran, again.skipped) == (2, 6)  # only the new points ran
     assert all((out / "points" / n).stat().st_mtime_ns == t for n, t in stamps.items())  # finished ones untouched
     assert len(again.frame()) == 8
-    assert json.loads((out / "sweep.json").read_text())["fn"] == "mechwork.sweep:_demo_point"
+    assert json.loads((out / "sweep.json").read_text())["fn"] == "mechwork.studies.sweep:_demo_point"
     # the same directory with other fixed settings: the result holds this call's points only
-    other = sweep("mechwork.sweep:_demo_point", {"x": [1, 2]}, out, fixed={"y": 100}, workers=1)
+    other = sweep("mechwork.studies.sweep:_demo_point", {"x": [1, 2]}, out, fixed={"y": 100}, workers=1)
     assert (other.ran, other.skipped) == (2, 0) and sorted(other.frame()["sum"]) == [101, 102]
     assert len(list((out / "points").iterdir())) == 10  # nothing was deleted
 
@@ -57,15 +57,15 @@ def test_a_failing_point_is_recorded_and_retried(tmp_path):
 
 def test_sweep_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="'grid' has an unknown parameter 'z'; _demo_point takes x, y"):
-        sweep("mechwork.sweep:_demo_point", {"x": [1], "z": [2]}, tmp_path)
+        sweep("mechwork.studies.sweep:_demo_point", {"x": [1], "z": [2]}, tmp_path)
     with pytest.raises(ConfigError, match=r"'grid\['x'\]' must be a non-empty list"):
-        sweep("mechwork.sweep:_demo_point", {"x": [], "y": [1]}, tmp_path)
+        sweep("mechwork.studies.sweep:_demo_point", {"x": [], "y": [1]}, tmp_path)
     with pytest.raises(ConfigError, match="'fn' must be an importable 'module:function'"):
-        sweep("mechwork.sweep:nope", {"x": [1]}, tmp_path)
+        sweep("mechwork.studies.sweep:nope", {"x": [1]}, tmp_path)
     with pytest.raises(ConfigError, match="module-level function"):
         sweep(lambda x: {}, {"x": [1]}, tmp_path)
     with pytest.raises(ConfigError, match="both in the grid and fixed"):
-        sweep("mechwork.sweep:_demo_point", {"x": [1], "y": [1]}, tmp_path, fixed={"y": 2})
+        sweep("mechwork.studies.sweep:_demo_point", {"x": [1], "y": [1]}, tmp_path, fixed={"y": 2})
     assert point_key({"a": 1, "b": 2}) == point_key({"b": 2, "a": 1})
 
 
@@ -141,7 +141,7 @@ def test_train_with_masks_and_rewound_init(tiny_task, tiny_train_cfg):
 
 # -- digits ----------------------------------------------------------------------------------------
 def test_digits_mlp_learns_and_respects_masks():
-    from mechwork.digits import digits_data, make_mlp, train_mlp
+    from mechwork.studies.digits import digits_data, make_mlp, train_mlp
 
     data = digits_data(seed=0)
     assert data.x_train.shape[1] == 64 and set(data.y_test.tolist()) == set(range(10))
@@ -180,8 +180,8 @@ def test_attention_rate_mixes_in_constant_attention_on_both_paths():
 
 
 def test_symmetry_measures_on_known_cases():
+    from mechwork.analysis.symmetry import distance_irrelevance_of, gradient_symmetricity
     from mechwork.models import ToyConfig, build_model, weights
-    from mechwork.symmetry import distance_irrelevance_of, gradient_symmetricity
     from mechwork.tasks import ModularArithmetic
 
     task = ModularArithmetic(p=13)

@@ -68,7 +68,7 @@ def test_sigkilled_sweep_leaves_no_workers_and_no_resource_tracker(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     code = (
-        "from mechwork.sweep import sweep\n"
+        "from mechwork.studies.sweep import sweep\n"
         f"sweep('sweep_points:sleepy_point', {{'x': [1, 2, 3, 4]}}, {str(tmp_path / 'sweep')!r},\n"
         f"      fixed={{'marks': {str(marks)!r}, 'sleep': 3600.0}}, workers=2)\n"
     )

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mechwork.progress import (
+from mechwork.analysis.progress import (
     MEASURES,
     ProgressMeasures,
     detect_phases,
@@ -225,7 +225,7 @@ def test_demo_report_claims_grokking_and_spikes_only_from_history(monkeypatch):
 
 
 def test_fourier_report_marks_unreached_phases(tiny_run):
-    from mechwork.progress import progress_measures
+    from mechwork.analysis.progress import progress_measures
     from mechwork.report import fourier_report
 
     text, data = fourier_report(tiny_run)
@@ -304,7 +304,7 @@ def test_grokking_page_text_follows_the_history(tiny_run):
 
 # -- the induction dashboard ----------------------------------------------------------------------
 def test_induction_page_opens_on_the_named_heads_and_says_nothing_untrue():
-    from mechwork.attention import head_detectors
+    from mechwork.analysis.attention import head_detectors
     from mechwork.dashboard import induction_dashboard
     from mechwork.dashboard.induction import THRESHOLD
 
@@ -331,7 +331,7 @@ def test_induction_page_opens_on_the_named_heads_and_says_nothing_untrue():
 
 
 def test_induction_page_without_a_circuit_says_so(tmp_path):
-    from mechwork.attention import head_detectors
+    from mechwork.analysis.attention import head_detectors
     from mechwork.dashboard import induction_dashboard
     from mechwork.dashboard.induction import THRESHOLD
     from mechwork.runs import Run
@@ -418,9 +418,9 @@ def test_a_phase_over_within_one_checkpoint_interval_is_not_given_a_span():
 def test_a_tiny_held_out_split_is_flagged_in_info_and_on_the_page(tiny_run, tmp_path):
     import shutil
 
+    from mechwork.analysis.progress import SMALL_TEST, held_out_caveat
     from mechwork.dashboard.grokking import grokking_page
     from mechwork.dashboard.standard import open_source
-    from mechwork.progress import SMALL_TEST, held_out_caveat
     from mechwork.summary import describe
 
     assert held_out_caveat(SMALL_TEST) is None and held_out_caveat(SMALL_TEST - 1) is not None
@@ -444,7 +444,7 @@ def test_a_tiny_held_out_split_is_flagged_in_info_and_on_the_page(tiny_run, tmp_
 def test_the_page_says_the_model_uses_key_frequencies_only_when_the_trig_fit_explains_the_logits(
         tiny_run, monkeypatch, fve):
     """An untrained or barely trained model has candidate frequencies, not a Fourier circuit."""
-    import mechwork.trig as trig
+    import mechwork.analysis.trig as trig
     from mechwork.dashboard.grokking import FOURIER_EVIDENT, grokking_page
     from mechwork.dashboard.standard import open_source
 
@@ -458,7 +458,7 @@ def test_the_page_says_the_model_uses_key_frequencies_only_when_the_trig_fit_exp
 @pytest.mark.parametrize("corrupted", [-0.01211, -5.8])
 def test_patching_names_shares_of_the_gap_only_when_the_corruption_moves_the_metric(corrupted):
     """clean -0.0123 against corrupted -0.01211 (an untrained induction model): a '61%' share would be noise."""
-    from mechwork.patching import PatchResult
+    from mechwork.analysis.patching import PatchResult
 
     values = torch.tensor([[-0.0122, -0.0123, corrupted]])
     res = PatchResult(values, ("layer", "pos"), {"layer": [0], "pos": [0, 1, 2]}, "resid_pre", "layer_pos",
@@ -473,8 +473,8 @@ def test_patching_names_shares_of_the_gap_only_when_the_corruption_moves_the_met
 def test_patch_command_prints_shares_of_the_gap_only_when_it_is_not_negligible(tiny_run, monkeypatch, negligible):
     from click.testing import CliRunner
 
+    from mechwork.analysis.patching import PatchResult
     from mechwork.cli import cli
-    from mechwork.patching import PatchResult
 
     monkeypatch.setattr(PatchResult, "gap_is_negligible", lambda self: negligible)
     res = CliRunner().invoke(cli, ["patch", str(tiny_run), "--top", "3", "--quiet"])

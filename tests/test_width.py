@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mechwork.errors import ConfigError, MechworkError
-from mechwork.width import LayerScale, WidthConfig, WidthMLP, check_widths, layer_scale, make_optimizer
-from mechwork.width_study import coord_point, lazy_point, loglog_slope, tangent_kernel, transfer_point
+from mechwork.studies.width import LayerScale, WidthConfig, WidthMLP, check_widths, layer_scale, make_optimizer
+from mechwork.studies.width_study import coord_point, lazy_point, loglog_slope, tangent_kernel, transfer_point
 
 BASE = 64
 

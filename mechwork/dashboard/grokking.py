@@ -35,16 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mechwork.analysis.fourier import FOURIER_OPS, embedding_spectrum, grid_run, key_frequencies, neuron_frequencies_of
 from mechwork.dashboard.page import Page
 from mechwork.dashboard.standard import Source, open_source
 from mechwork.errors import ConfigError
-from mechwork.fourier import FOURIER_OPS, embedding_spectrum, grid_run, key_frequencies, neuron_frequencies_of
 from mechwork.tasks import ModularArithmetic
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from mechwork.progress import ProgressMeasures
+    from mechwork.analysis.progress import ProgressMeasures
 
 __all__ = ["grokking_dashboard", "grokking_page"]
 
@@ -63,13 +63,13 @@ FOURIER_EVIDENT = 0.5  # trig-fit FVE from which the summary says the model uses
 
 
 def phase_spans(progress: ProgressMeasures | None, last_step: int) -> list[tuple[str, int, int]]:
-    """``(name, start, end)`` of each phase the run reached (see :func:`mechwork.progress.phase_spans`).
+    """``(name, start, end)`` of each phase the run reached (see :func:`mechwork.analysis.progress.phase_spans`).
 
     A phase over within one checkpoint interval (start == end) has no width to shade, so it is left out.
     """
     if progress is None:
         return []
-    from mechwork.progress import phase_spans as spans_of
+    from mechwork.analysis.progress import phase_spans as spans_of
 
     return [(s.name, s.start, s.end) for s in spans_of(progress, last_step) if s.end > s.start]
 
@@ -96,7 +96,7 @@ def fourier_reason(task: ModularArithmetic, cfg: Any) -> str | None:
 
 def _bands(fig: Any, spans: list[tuple[str, int, int]], col: int, y0: float, y1: float, legend: bool) -> None:
     """Phase bands as filled traces (shapes misplace on log axes), drawn before the curves so they sit below."""
-    from mechwork.progress import PHASE_COLOURS  # the palette every phase-shaded figure uses
+    from mechwork.analysis.progress import PHASE_COLOURS  # the palette every phase-shaded figure uses
 
     for name, lo, hi in spans:
         x0, x1 = max(lo, 1), max(hi, lo, 1)
@@ -175,7 +175,7 @@ def _examples(p: int) -> list[tuple[int, int]]:
 
 def grokking_page(src: Source) -> Page:
     """Build the page from an opened :class:`Source` (see the module docstring for its sections)."""
-    from mechwork.attention import attention_patterns
+    from mechwork.analysis.attention import attention_patterns
     from mechwork.summary import _arch, _recipe, last_recorded
 
     model = src.model
@@ -212,7 +212,7 @@ def grokking_page(src: Source) -> Page:
     ]
     if reason is None:
         assert acts is not None
-        from mechwork.trig import losses_of, trig_fit_of
+        from mechwork.analysis.trig import losses_of, trig_fit_of
 
         nf = neuron_frequencies_of(acts, p)
         kf = key_frequencies(model, task, neurons=nf)
@@ -235,13 +235,13 @@ def grokking_page(src: Source) -> Page:
         ]
     else:
         lines.append(f"The Fourier sections are left out: {reason}.")
-    from mechwork.progress import held_out_caveat
+    from mechwork.analysis.progress import held_out_caveat
 
     caveat = held_out_caveat(len(task.test_idx))
     if caveat is not None:
         lines.append(caveat)
     if src.progress is not None:
-        from mechwork.progress import phase_sentence
+        from mechwork.analysis.progress import phase_sentence
 
         lines.append(phase_sentence(src.progress, last_step))
     elif src.metrics is None:
@@ -252,7 +252,7 @@ def grokking_page(src: Source) -> Page:
     else:
         lines.append("The phases are not marked: they need the progress measures of at least two checkpoints.")
     if src.metrics is not None and {"test_loss", "test_acc"} <= set(src.metrics.columns):
-        from mechwork.progress import spike_sentence
+        from mechwork.analysis.progress import spike_sentence
 
         m = src.metrics
         lines.append(spike_sentence(m["step"].tolist(), m["test_loss"].tolist(), m["test_acc"].tolist()))
@@ -337,7 +337,7 @@ def grokking_page(src: Source) -> Page:
     page.plotly(rex.figure(), title="Restricted and excluded loss", caption=rex.summary())
 
     # 10. the hypothesis, tested by ablation
-    from mechwork.ablation import keep_frequencies, remove_frequencies
+    from mechwork.analysis.ablation import keep_frequencies, remove_frequencies
 
     kept, removed = keep_frequencies(model, task, kf.freqs), remove_frequencies(model, task, kf.freqs)
     abl = go.Figure(go.Bar(x=["unablated", "key frequencies only", "key frequencies removed"],

@@ -103,7 +103,7 @@ def ordered_view(patterns: torch.Tensor, labels: list[Any], order: list[tuple[in
 
 
 def induction_page(src: Source) -> Page:
-    from mechwork.attention import attention_patterns, composition_scores, head_detectors, repeated_tokens
+    from mechwork.analysis.attention import attention_patterns, composition_scores, head_detectors, repeated_tokens
     from mechwork.dashboard.grokking import curves_figure
     from mechwork.summary import _arch, _recipe, last_recorded
     from mechwork.tasks import InductionTask
@@ -175,10 +175,10 @@ def patching_sections(page: Page, model: Any, task: Any, prev: list[tuple[int, i
     """Patching, attribution, ablation and path patching of the induction circuit."""
     import plotly.graph_objects as go
 
-    from mechwork.ablation import ablate
-    from mechwork.attribution import attribute, path_patch
-    from mechwork.metrics import accuracy
-    from mechwork.patching import patch
+    from mechwork.analysis.ablation import ablate
+    from mechwork.analysis.attribution import attribute, path_patch
+    from mechwork.analysis.metrics import accuracy
+    from mechwork.analysis.patching import patch
     from mechwork.probes import standard_probe
 
     probe = standard_probe(task, n=8, seed=0)

@@ -30,9 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
+    from mechwork.analysis.progress import ProgressMeasures
     from mechwork.dashboard.page import Page
     from mechwork.models import ToyConfig
-    from mechwork.progress import ProgressMeasures
     from mechwork.tasks import Task
 
 __all__ = ["Source", "dashboard", "fourier_applies", "open_source"]
@@ -73,7 +73,7 @@ def open_source(
         metrics = pd.DataFrame(history["metrics"]) if "metrics" in history else None
         prog = None
         if progress and "progress" in history:
-            from mechwork.progress import ProgressMeasures
+            from mechwork.analysis.progress import ProgressMeasures
 
             prog = ProgressMeasures.from_dict(history["progress"])
         return Source(key, "preset", pre.task, ToyConfig.from_dict(info.get("model", pre.model.to_dict())), model,
@@ -84,7 +84,7 @@ def open_source(
     metrics = metrics if len(metrics) else None
     prog = None
     if progress and run.task.kind == "modadd" and len(run.steps) >= 2 and fourier_applies(run.task, run.model_config):
-        from mechwork.progress import progress_measures
+        from mechwork.analysis.progress import progress_measures
 
         prog = progress_measures(run)
     return Source(key, "run", run.task, run.model_config, model, step if step is not None else run.steps[-1],
@@ -93,7 +93,7 @@ def open_source(
 
 def fourier_applies(task: Task, cfg: ToyConfig) -> bool:
     """Whether the Fourier analyses (and so the progress measures) apply: add or sub, odd p, a model with an MLP."""
-    from mechwork.fourier import FOURIER_OPS
+    from mechwork.analysis.fourier import FOURIER_OPS
 
     return getattr(task, "op", None) in FOURIER_OPS and getattr(task, "p", 0) % 2 == 1 and not cfg.attn_only
 

@@ -43,7 +43,7 @@ equals ``sp`` exactly, weights included, for the same seed).
 Example::
 
     >>> import torch
-    >>> from mechwork.width import WidthConfig, WidthMLP, make_optimizer
+    >>> from mechwork.studies.width import WidthConfig, WidthMLP, make_optimizer
     >>> model = WidthMLP(WidthConfig(param="mup", width=256, base_width=64))
     >>> opt = make_optimizer(model, "adam", lr=1e-2)
     >>> [round(g["lr"], 5) for g in opt.param_groups if g["name"].endswith("weight")]
@@ -63,8 +63,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from mechwork.digits import ACTIVATIONS
 from mechwork.errors import invalid
+from mechwork.studies.digits import ACTIVATIONS
 
 __all__ = ["KINDS", "OPTIMIZERS", "PARAMETRISATIONS", "LayerScale", "ScaledLinear", "WidthConfig", "WidthMLP",
            "check_widths", "layer_scale", "make_optimizer"]

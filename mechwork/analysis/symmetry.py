@@ -18,7 +18,7 @@ logits at the last position.
 Example::
 
     >>> import mechwork
-    >>> from mechwork.symmetry import distance_irrelevance, gradient_symmetricity
+    >>> from mechwork.analysis.symmetry import distance_irrelevance, gradient_symmetricity
     >>> model, task = mechwork.load("modadd-113"), mechwork.preset("modadd-113").task
     >>> 0.0 <= gradient_symmetricity(model, task, n=20) <= 1.0
     True
@@ -43,7 +43,7 @@ __all__ = ["clock_pizza_point", "distance_irrelevance", "distance_irrelevance_of
 
 def gradient_symmetricity(model: TransformerBridge, task: Task, *, n: int = 100, seed: int = 0) -> float:
     """Mean cosine similarity of d logit_c / d E_a and d logit_c / d E_b over ``n`` sampled pairs."""
-    from mechwork.fourier import check_task
+    from mechwork.analysis.fourier import check_task
 
     mt = check_task(model, task, "gradient_symmetricity")
     if not isinstance(n, int) or n < 1:
@@ -69,7 +69,7 @@ def gradient_symmetricity(model: TransformerBridge, task: Task, *, n: int = 100,
 @torch.no_grad()
 def distance_irrelevance(model: TransformerBridge, task: Task) -> float:
     """mean_d std_a L[a, a + d] / std L, with L the correct-answer logit over all pairs."""
-    from mechwork.fourier import check_task, grid_run
+    from mechwork.analysis.fourier import check_task, grid_run
 
     mt = check_task(model, task, "distance_irrelevance")
     logits, _ = grid_run(model, mt, hook=None)

@@ -13,7 +13,7 @@ frequency k = 1..(p-1)/2. A grokked ``(a + b) mod p`` model is sparse in it:
 * :func:`logit_trig_fit` -- how much of the logits cos(w_k(a + b - c)) explains.
 * :func:`restricted_excluded` -- logits split into the key-frequency directions
   cos/sin(w_k(a + b)) of (a, b)-space and the rest; the restricted and excluded
-  losses (progress measures over a run live in :mod:`mechwork.progress`).
+  losses (progress measures over a run live in :mod:`mechwork.analysis.progress`).
 
 Everything applies to ``op="add"`` and ``op="sub"`` (``a - b`` in place of
 ``a + b``); other ops raise :class:`NotApplicable`.
@@ -21,7 +21,7 @@ Everything applies to ``op="add"`` and ``op="sub"`` (``a - b`` in place of
 Example::
 
     >>> import mechwork
-    >>> from mechwork.fourier import key_frequencies
+    >>> from mechwork.analysis.fourier import key_frequencies
     >>> model, task = mechwork.load("modadd-113"), mechwork.preset("modadd-113").task
     >>> kf = key_frequencies(model, task)
     >>> 3 <= len(kf.freqs) <= 8 and set(kf.from_neurons) <= set(kf.freqs)
@@ -383,15 +383,3 @@ def key_frequencies(
     from_neu = sorted(k for k, c in nf.cluster_sizes().items() if c >= max(2, min_cluster * n))
     freqs = sorted(set(from_emb) | set(from_neu))
     return KeyFrequencies(freqs, from_emb, from_neu, spec.share(freqs), nf.fraction_clustered(freqs), spec.energy)
-
-
-def __getattr__(name: str) -> Any:  # the logit analyses live in mechwork.trig, one import away
-    if name in ("TrigFit", "logit_trig_fit", "restricted_excluded", "RestrictedExcluded"):
-        from mechwork import trig
-
-        return getattr(trig, name)
-    if name in ("progress_measures", "ProgressMeasures"):
-        from mechwork import progress
-
-        return getattr(progress, name)
-    raise AttributeError(f"module 'mechwork.fourier' has no attribute {name!r}")

@@ -17,7 +17,7 @@ and more often in the first 200), so small data sets are early-stopped.
 
 Example::
 
-    >>> from mechwork.parity import SparseParity
+    >>> from mechwork.studies.parity import SparseParity
     >>> task = SparseParity(n_tasks=4, n_bits=8, k=3)
     >>> x, y, t = task.sample(5, seed=0)
     >>> tuple(x.shape), round(float(task.probs().sum()), 6)
@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from mechwork.digits import make_mlp
 from mechwork.errors import check_counts, invalid
+from mechwork.studies.digits import make_mlp
 
 __all__ = ["SparseParity", "param_count", "parity_mlp", "parity_point"]
 

@@ -12,11 +12,11 @@
   frequencies.
 
 Both are module-level functions returning JSON-ready dicts, so
-:func:`mechwork.sweep.sweep` can run seeds in parallel.
+:func:`mechwork.studies.sweep.sweep` can run seeds in parallel.
 
 Example::
 
-    >>> from mechwork.tickets import mlp_tickets
+    >>> from mechwork.studies.tickets import mlp_tickets
     >>> r = mlp_tickets(seed=0, rounds=1, steps=100, sizes=(64, 32, 10))
     >>> [round(row["remaining"], 2) for row in r["rounds"]]
     [1.0, 0.81]
@@ -37,8 +37,8 @@ def mlp_tickets(
     rewind: int = 0, label_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Test accuracy of tickets, re-initialised tickets and random masks at each IMP round."""
-    from mechwork.digits import digits_data, make_mlp, train_mlp
-    from mechwork.prune import iterative_magnitude_pruning, random_masks, sparsity_of
+    from mechwork.studies.digits import digits_data, make_mlp, train_mlp
+    from mechwork.studies.prune import iterative_magnitude_pruning, random_masks, sparsity_of
 
     data = digits_data(seed=seed, label_noise=label_noise)
     model = make_mlp(list(sizes), seed=seed)
@@ -75,9 +75,9 @@ def grok_tickets(
     weight_decay: float = 1.0, target: float = 0.99,
 ) -> dict[str, Any]:
     """Steps to grok for the dense model, its grokking ticket, and a random mask of the same sparsity."""
-    from mechwork.fourier import key_frequencies
+    from mechwork.analysis.fourier import key_frequencies
     from mechwork.models import ToyConfig, build_model, weights
-    from mechwork.prune import magnitude_masks, random_masks
+    from mechwork.studies.prune import magnitude_masks, random_masks
     from mechwork.tasks import ModularArithmetic
     from mechwork.training import TrainConfig, train
 

@@ -16,7 +16,7 @@ keeps per-example values and reports their mean).
 Example::
 
     >>> import torch
-    >>> from mechwork.metrics import logit_diff, normalized
+    >>> from mechwork.analysis.metrics import logit_diff, normalized
     >>> logits = torch.zeros(2, 3, 5); logits[:, -1, 1] = 2.0
     >>> float(logit_diff(torch.tensor([1, 1]), torch.tensor([0, 0]))(logits))
     2.0

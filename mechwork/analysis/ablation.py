@@ -24,7 +24,7 @@ are one call each.
 Example::
 
     >>> import mechwork
-    >>> from mechwork.ablation import keep_frequencies
+    >>> from mechwork.analysis.ablation import keep_frequencies
     >>> model = mechwork.load("modadd-113")
     >>> res = keep_frequencies(model, mechwork.preset("modadd-113").task)
     >>> res.accuracy > 0.98
@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, no_type_check
 import torch
 from torch import Tensor
 
+from mechwork.analysis.patching import check_model, check_pairs, check_tokens
 from mechwork.errors import ConfigError, invalid
-from mechwork.patching import check_model, check_pairs, check_tokens
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -188,7 +188,7 @@ class FourierAblation(Result):
 def fourier_ablation(model: TransformerBridge, task: Task, freqs: Sequence[int] | None = None, *,
                      keep: bool = True) -> FourierAblation:
     """Embed the number tokens through the key-frequency directions only (``keep``) or without them."""
-    from mechwork.fourier import check_task, fourier_basis, key_frequencies
+    from mechwork.analysis.fourier import check_task, fourier_basis, key_frequencies
 
     check_model(model, "Fourier ablation")
     mt = check_task(model, task, "fourier_ablation")

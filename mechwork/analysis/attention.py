@@ -25,7 +25,7 @@ its attention where the detector looks.
 Example::
 
     >>> import mechwork
-    >>> from mechwork.attention import attention_patterns
+    >>> from mechwork.analysis.attention import attention_patterns
     >>> model = mechwork.load("modadd-113")
     >>> pats = attention_patterns(model, mechwork.preset("modadd-113").task.tokens[:4])
     >>> tuple(pats.patterns.shape), pats.labels[0]
@@ -42,8 +42,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechwork.analysis.patching import check_tokens
 from mechwork.errors import invalid
-from mechwork.patching import check_tokens
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,17 +1,17 @@
 """What every study script shares: its command line, its output files, its page, and grokking runs as sweep points.
 
 A study (``experiments/<name>.py``) is a thin script: it declares its grid,
-runs it with :func:`mechwork.sweep.sweep`, reduces the points to a small
+runs it with :func:`mechwork.studies.sweep.sweep`, reduces the points to a small
 ``results`` dict with the anchor's numbers beside ours, and calls
 :func:`finish`, which writes ``results.json`` (atomically) into the study's
 directory and a dashboard to ``dashboards/<name>.html``.
 
 * :func:`study_args` -- ``--quick``, ``--out``, ``--workers``, ``--dashboard``,
-  ``--ray ADDRESS`` (points become Ray tasks on that cluster; see :mod:`mechwork.raysweep`),
+  ``--ray ADDRESS`` (points become Ray tasks on that cluster; see :mod:`mechwork.studies.raysweep`),
   ``--quiet`` (no progress bar and no line per finished point);
   ``--quick`` runs a reduced grid meant to finish in under 3 minutes here
   (and a hidden ``--smoke`` a tiny one, for the test suite).
-* :func:`run_sweep` -- :func:`mechwork.sweep.sweep` with the command line's
+* :func:`run_sweep` -- :func:`mechwork.studies.sweep.sweep` with the command line's
   ``--workers`` and ``--ray``, under a progress bar of finished points on stderr
   (see :mod:`mechwork.bars`); a point that failed stops the study (exit 1,
   one line) instead of leaving a verdict computed from fewer points.
@@ -23,7 +23,7 @@ directory and a dashboard to ``dashboards/<name>.html``.
 
 Example::
 
-    >>> from mechwork.study import grok_point
+    >>> from mechwork.studies.study import grok_point
     >>> r = grok_point(p=23, op="add", train_frac=0.6, weight_decay=1.0, lr=1e-2, seed=0, steps=600)
     >>> r["memorised"] is not None and r["steps_run"] <= 600
     True
@@ -61,7 +61,7 @@ def study_args(name: str, doc: str, argv: Sequence[str] | None = None) -> argpar
         ap.error(f"--workers must be >= 1 (got {args.workers})")
     if args.ray is not None:
         from mechwork.errors import ConfigError
-        from mechwork.raysweep import check_address
+        from mechwork.studies.raysweep import check_address
 
         try:
             check_address(args.ray)
@@ -83,7 +83,7 @@ def run_sweep(args: argparse.Namespace, fn: str, grid: Mapping[str, Sequence[Any
     import sys
 
     from mechwork import bars
-    from mechwork.sweep import sweep
+    from mechwork.studies.sweep import sweep
 
     quiet = bool(getattr(args, "quiet", False))
     with bars.command(getattr(args, "study", "study"), quiet=quiet):

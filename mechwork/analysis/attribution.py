@@ -1,10 +1,10 @@
 """Attribution patching and path patching: the two patching variants that are not one cell per copy.
 
-* :func:`attribute` -- the linear approximation of :func:`mechwork.patching.patch`
+* :func:`attribute` -- the linear approximation of :func:`mechwork.analysis.patching.patch`
   for every cell of a site at once, from one forward and one backward pass
   (Nanda 2023; Syed et al. 2023): the metric changes by about
   ``(source - base) . d metric / d activation``, summed over the cell. It
-  returns the same labelled :class:`~mechwork.patching.PatchResult`, so it can
+  returns the same labelled :class:`~mechwork.analysis.patching.PatchResult`, so it can
   be compared cell for cell with exact patching.
 * :func:`path_patch` -- the effect of sender heads on a metric *only through*
   receiver heads' queries, keys or values (Wang et al. 2022). Run 1 caches the
@@ -22,8 +22,8 @@
 Example::
 
     >>> import mechwork, torch
-    >>> from mechwork.attention import repeated_tokens
-    >>> from mechwork.attribution import path_patch
+    >>> from mechwork.analysis.attention import repeated_tokens
+    >>> from mechwork.analysis.attribution import path_patch
     >>> model = mechwork.load("induction-2l")
     >>> toks = repeated_tokens(64, 20, batch=8)
     >>> def metric(logits):
@@ -42,8 +42,7 @@ from typing import TYPE_CHECKING, Any, no_type_check
 import torch
 from torch import Tensor
 
-from mechwork.errors import ConfigError, invalid
-from mechwork.patching import (
+from mechwork.analysis.patching import (
     SITES,
     PatchResult,
     check_head_pairs,
@@ -53,6 +52,7 @@ from mechwork.patching import (
     hook_name,
     prepare,
 )
+from mechwork.errors import ConfigError, invalid
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,7 +93,7 @@ def attribute(
     heads: Sequence[int] | None = None,
     neurons: Sequence[int] | None = None,
 ) -> PatchResult:
-    """Attribution patching: the first-order estimate of :func:`~mechwork.patching.patch` for every cell.
+    """Attribution patching: the first-order estimate of :func:`~mechwork.analysis.patching.patch` for every cell.
 
     ``values`` are the estimated patched metric (the base run's value plus the
     estimated change), directly comparable with ``patch(...).values``.

@@ -16,7 +16,7 @@ Sparsity is the fraction *removed*, in ``[0, 1)``.
 Example::
 
     >>> import torch
-    >>> from mechwork.prune import magnitude_masks, sparsity_of
+    >>> from mechwork.studies.prune import magnitude_masks, sparsity_of
     >>> w = {"a": torch.tensor([0.1, -3.0, 0.5, 2.0])}
     >>> m = magnitude_masks(w, 0.5)
     >>> m["a"].tolist(), sparsity_of(m)

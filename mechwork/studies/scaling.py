@@ -23,7 +23,7 @@ landscape has local minima: a small subsample of starts can miss the best.
 Example::
 
     >>> import numpy as np
-    >>> from mechwork.scaling import FitConfig, fit_scaling
+    >>> from mechwork.studies.scaling import FitConfig, fit_scaling
     >>> N, D = (v.ravel() for v in np.meshgrid(np.logspace(7, 10, 5), np.logspace(8, 12, 5)))
     >>> L = 1.8172 + 482.01 / N**0.3478 + 2085.43 / D**0.3658
     >>> fit = fit_scaling(L, N, D, config=FitConfig(n_starts=100))

@@ -25,7 +25,7 @@ progress measures over a run reuse.
 Example::
 
     >>> import mechwork
-    >>> from mechwork.trig import logit_trig_fit
+    >>> from mechwork.analysis.trig import logit_trig_fit
     >>> model, task = mechwork.load("modadd-113"), mechwork.preset("modadd-113").task
     >>> logit_trig_fit(model, task).fve > 0.8
     True
@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from mechwork.analysis.fourier import check_task, grid_run, key_frequencies
 from mechwork.errors import invalid
-from mechwork.fourier import check_task, grid_run, key_frequencies
 from mechwork.results import Result
 from mechwork.tasks import ModularArithmetic, Task
 

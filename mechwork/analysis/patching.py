@@ -29,15 +29,15 @@ speed differs.
   and patches in corrupted ones.
 * **metric**: logits ``[batch, pos, vocab]`` to a scalar, or to a ``[batch]``
   vector (then per-example values are kept and the mean reported). Helpers
-  are in :mod:`mechwork.metrics`.
+  are in :mod:`mechwork.analysis.metrics`.
 * The model must be in eval mode: a model in training mode is refused with a
   clear error (dropout would make patching noisy; TransformerLens refuses too).
 
 Example::
 
     >>> import mechwork
-    >>> from mechwork.metrics import logit_diff
-    >>> from mechwork.patching import patch
+    >>> from mechwork.analysis.metrics import logit_diff
+    >>> from mechwork.analysis.patching import patch
     >>> model = mechwork.load("modadd-113")
     >>> toks = mechwork.preset("modadd-113").task.tokens
     >>> clean, corrupted = toks[[5, 300]], toks[[6, 301]]

@@ -2,8 +2,8 @@
 
 One idea: each of Yang et al.'s (2022) and Jacot et al.'s (2018) width claims
 is a single number per (parametrisation, width, seed), computed here by a
-module-level point function :mod:`mechwork.sweep` can run, on scikit-learn's
-bundled digits (:mod:`mechwork.digits`) with the MLPs of :mod:`mechwork.width`.
+module-level point function :mod:`mechwork.studies.sweep` can run, on scikit-learn's
+bundled digits (:mod:`mechwork.studies.digits`) with the MLPs of :mod:`mechwork.studies.width`.
 
 * :func:`coord_point` -- mean ``|h|`` of every layer's pre-activations (the
   last is the logits) on a fixed batch after each of a few Adam steps.
@@ -20,7 +20,7 @@ rates: ``K(x, x') = sum_c sum_p eta_p df_c(x)/dtheta_p df_c(x')/dtheta_p``
 
 Example::
 
-    >>> from mechwork.width_study import loglog_slope, coord_point
+    >>> from mechwork.studies.width_study import loglog_slope, coord_point
     >>> round(loglog_slope([64, 128, 256], [1.0, 2.0, 4.0]), 3)
     1.0
     >>> r = coord_point(param="mup", width=32, seed=0, steps=2, lr=1e-2, base_width=32, batch=16)
@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechwork.digits import digits_data
 from mechwork.errors import check_counts, invalid
-from mechwork.width import ScaledLinear, WidthConfig, WidthMLP, make_optimizer
+from mechwork.studies.digits import digits_data
+from mechwork.studies.width import ScaledLinear, WidthConfig, WidthMLP, make_optimizer
 
 __all__ = ["coord_point", "lazy_point", "loglog_slope", "tangent_kernel", "transfer_point"]
 

@@ -39,7 +39,7 @@ are one spike.
 
 Example::
 
-    >>> from mechwork.progress import progress_measures
+    >>> from mechwork.analysis.progress import progress_measures
     >>> pm = progress_measures("runs/modadd")          # doctest: +SKIP
     >>> pm.phases                                      # doctest: +SKIP
     {'end_memorisation': 50, 'start_cleanup': 350, 'end_cleanup': 1250}
@@ -60,15 +60,15 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechwork.analysis.fourier import check_task, fourier_basis, key_frequencies, spectrum_of
+from mechwork.analysis.trig import restricted_loss, trig_directions
 from mechwork.bars import track
 from mechwork.errors import CheckpointError
 from mechwork.fastpath import modadd_logits, supports_fast_path
-from mechwork.fourier import check_task, fourier_basis, key_frequencies, spectrum_of
 from mechwork.io import load_tensors
 from mechwork.models import build_model, load_weights, weights
 from mechwork.results import Result
 from mechwork.runs import Run, ckpt_name
-from mechwork.trig import restricted_loss, trig_directions
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

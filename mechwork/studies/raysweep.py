@@ -1,6 +1,6 @@
 """The sweep runner's Ray backend: every sweep point becomes one Ray task on an existing cluster.
 
-:func:`mechwork.sweep.sweep` runs points in local worker processes by default.
+:func:`mechwork.studies.sweep.sweep` runs points in local worker processes by default.
 Given ``ray=ADDRESS`` (the studies' ``--ray ADDRESS``, or the environment
 variable ``MECHWORK_RAY_ADDRESS``) it hands the same points to this module,
 which submits each as a Ray task and records results as they finish, so the
@@ -30,7 +30,7 @@ mechwork installed, because a task imports its point function by name.
 Example (no cluster needed: an unreachable address fails fast)::
 
     >>> from mechwork.errors import ConfigError
-    >>> from mechwork.raysweep import check_address
+    >>> from mechwork.studies.raysweep import check_address
     >>> try:
     ...     check_address("127.0.0.1:1", connect_timeout=2.0)
     ... except ConfigError as e:
@@ -102,7 +102,7 @@ def _task(fn_name: str, kwargs: dict[str, Any], threads: int) -> dict[str, Any]:
     """One sweep point inside a Ray worker: the local backend's code, with the same thread count."""
     import torch
 
-    from mechwork.sweep import _run_point
+    from mechwork.studies.sweep import _run_point
 
     torch.set_num_threads(threads)
     return _run_point(fn_name, kwargs)
@@ -118,7 +118,8 @@ def run_ray(
 ) -> None:
     """Run every point of ``todo`` as a Ray task on the cluster at ``address``; ``record`` each as it ends.
 
-    :func:`mechwork.sweep.sweep` has checked ``address`` with :func:`check_address` before anything was written."""
+    :func:`mechwork.studies.sweep.sweep` has checked ``address`` with :func:`check_address` before anything
+    was written."""
     hp = _host_port(address)
     ray = _import_ray(loopback=hp is not None and hp[0] in _LOOPBACK)
     started = not ray.is_initialized()

@@ -12,7 +12,7 @@ not exceed the cores. Workers end with the process that runs the sweep, even
 when it is killed with SIGKILL (see :mod:`mechwork.lifeline`).
 
 With ``ray="host:port"`` (or ``"ray://host:port"``, ``"auto"``) the same
-points run as Ray tasks on that cluster instead: see :mod:`mechwork.raysweep`.
+points run as Ray tasks on that cluster instead: see :mod:`mechwork.studies.raysweep`.
 Points directory, resumption and results are the same.
 
 Grid names are checked against ``fn``'s signature before anything runs: an
@@ -21,8 +21,8 @@ unknown name is a one-line error that lists the valid ones.
 Example::
 
     >>> import tempfile
-    >>> from mechwork.sweep import sweep
-    >>> res = sweep("mechwork.sweep:_demo_point", {"x": [1, 2], "y": [10]}, tempfile.mkdtemp(), workers=1)
+    >>> from mechwork.studies.sweep import sweep
+    >>> res = sweep("mechwork.studies.sweep:_demo_point", {"x": [1, 2], "y": [10]}, tempfile.mkdtemp(), workers=1)
     >>> sorted(res.frame()["sum"].tolist())
     [11, 12]
 """
@@ -155,7 +155,7 @@ def sweep(
     if not isinstance(threads, int) or threads < 1:
         raise invalid("threads", "a positive number of threads per worker", threads)
     if ray is not None:  # an unreachable cluster fails here, before anything is written
-        from mechwork.raysweep import check_address
+        from mechwork.studies.raysweep import check_address
 
         check_address(ray)
     root = Path(out)
@@ -182,7 +182,7 @@ def sweep(
                 progress(f"{json.dumps(p, sort_keys=True)}: {status}")
 
         if ray is not None:
-            from mechwork.raysweep import run_ray
+            from mechwork.studies.raysweep import run_ray
 
             run_ray(ray, fn_name, todo, fixed, threads, record)
         elif workers == 1:

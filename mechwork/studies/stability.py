@@ -1,9 +1,9 @@
 """Training runs that record their curvature: edge of stability, Adam's edge, and Omnigrok, as sweep points.
 
-Every run here is full batch on scikit-learn's digits (:mod:`mechwork.digits`)
+Every run here is full batch on scikit-learn's digits (:mod:`mechwork.studies.digits`)
 with the square loss ``0.5 * mean_i ||f(x_i) - onehot(y_i)||^2`` (Cohen et al.
 2021's choice), and every ``measure_every`` steps it records the loss,
-accuracies and the sharpness (:mod:`mechwork.curvature`, Lanczos):
+accuracies and the sharpness (:mod:`mechwork.studies.curvature`, Lanczos):
 
 * :func:`gd_point` -- gradient descent with step ``lr`` on a 64-200-200-10
   tanh MLP, optionally with LayerNorm after each hidden linear layer; it also
@@ -22,7 +22,7 @@ after the curve first reaches ``frac`` of the threshold.
 
 Example::
 
-    >>> from mechwork.stability import gd_point, plateau
+    >>> from mechwork.studies.stability import gd_point, plateau
     >>> pl = plateau([0, 100, 200, 300, 400], [5.0, 19.0, 21.0, 20.0, 19.8], threshold=20.0)
     >>> pl["reached"], round(pl["median"], 2), round(pl["ratio"], 3)
     (100, 19.9, 0.995)
@@ -40,8 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mechwork.curvature import adam_threshold, gd_threshold, preconditioned_sharpness, sharpness
 from mechwork.errors import invalid
+from mechwork.studies.curvature import adam_threshold, gd_threshold, preconditioned_sharpness, sharpness
 
 __all__ = ["adam_point", "gd_point", "omnigrok_point", "plateau", "run_point"]
 
@@ -70,14 +70,14 @@ def _mse(out: Tensor, y: Tensor) -> Tensor:
 
 
 def _data(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    from mechwork.digits import digits_data
+    from mechwork.studies.digits import digits_data
 
     d = digits_data(seed=seed)
     return d.x_train, d.y_train, torch.nn.functional.one_hot(d.y_train, 10).float(), d.x_test, d.y_test
 
 
 def _model(sizes: Sequence[int], act: str, seed: int, layernorm: bool) -> nn.Sequential:
-    from mechwork.digits import make_mlp
+    from mechwork.studies.digits import make_mlp
 
     mlp = make_mlp(list(sizes), act=act, seed=seed)
     if not layernorm:

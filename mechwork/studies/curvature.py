@@ -27,7 +27,7 @@ on the symmetric ``P^-1/2 H P^-1/2``, which has the same spectrum.
 Example::
 
     >>> import torch
-    >>> from mechwork.curvature import sharpness
+    >>> from mechwork.studies.curvature import sharpness
     >>> w = torch.tensor([1.0, 1.0], dtype=torch.float64, requires_grad=True)
     >>> loss = 3.0 * w[0] ** 2 + 0.5 * w[1] ** 2      # Hessian diag(6, 1)
     >>> round(sharpness(loss, [w]).value, 6)

@@ -5,11 +5,11 @@ standardises the 64 pixels with the training split's statistics and splits
 by a seeded permutation. :func:`make_mlp` builds ``64-h1-...-10`` MLPs with a
 chosen activation; :func:`train_mlp` trains one full-batch or minibatch with
 SGD or Adam, optionally from given initial weights and under pruning masks
-(see :mod:`mechwork.prune`), and reports test accuracy.
+(see :mod:`mechwork.studies.prune`), and reports test accuracy.
 
 Example::
 
-    >>> from mechwork.digits import digits_data, make_mlp, train_mlp
+    >>> from mechwork.studies.digits import digits_data, make_mlp, train_mlp
     >>> data = digits_data(seed=0)
     >>> tuple(data.x_train.shape), tuple(data.x_test.shape)
     ((1438, 64), (359, 64))
@@ -126,7 +126,7 @@ def train_mlp(
     params = dict(model.named_parameters())
     hook = None
     if masks is not None:
-        from mechwork.prune import MaskedOptimizerHook
+        from mechwork.studies.prune import MaskedOptimizerHook
 
         hook = MaskedOptimizerHook(params, masks)
         hook.after_step()
