@@ -31,7 +31,7 @@ SMOKE = {"attn_rate": [0.0, 1.0], "seed": [0], "steps": 100, "p": 11}
 def main(argv: list[str] | None = None) -> int:
     args = study_args("clock_pizza", __doc__, argv)
     plan = pick_plan(args, FULL, QUICK, SMOKE)
-    res = run_sweep(args, "mechwork.analysis.symmetry:clock_pizza_point",
+    res = run_sweep(args, "mechwork.studies.clock_pizza:clock_pizza_point",
                     {"attn_rate": plan["attn_rate"], "seed": plan["seed"]},
                     fixed={"steps": plan["steps"], "p": plan["p"]})
     df = res.frame()

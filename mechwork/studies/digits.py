@@ -126,7 +126,7 @@ def train_mlp(
     params = dict(model.named_parameters())
     hook = None
     if masks is not None:
-        from mechwork.studies.prune import MaskedOptimizerHook
+        from mechwork.masks import MaskedOptimizerHook
 
         hook = MaskedOptimizerHook(params, masks)
         hook.after_step()

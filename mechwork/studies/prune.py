@@ -7,9 +7,8 @@ ranked globally across the given tensors (or per tensor with
 pruning is a loop of ``magnitude_masks(trained, sparsity_round(r), prev=mask)``.
 :func:`random_masks` prunes the same fraction at random (the control).
 :func:`apply_masks` zeroes pruned weights in place, and :class:`MaskedOptimizerHook`
-keeps them at zero through training (gradients masked before the step,
-weights re-zeroed after it, so weight decay and Adam's moments cannot revive
-them).
+keeps them at zero through training (both live in the core module :mod:`mechwork.masks`,
+which training uses; they are re-exported here).
 
 Sparsity is the fraction *removed*, in ``[0, 1)``.
 
@@ -31,12 +30,10 @@ import torch
 from torch import Tensor
 
 from mechwork.errors import ConfigError, invalid
+from mechwork.masks import MaskedOptimizerHook, Masks, apply_masks, check_masks
 
-__all__ = ["MaskedOptimizerHook", "apply_masks", "check_masks", "imp_sparsity", "iterative_magnitude_pruning",
-           "magnitude_masks", "random_masks",
-           "sparsity_of"]
-
-Masks = dict[str, Tensor]
+__all__ = ["MaskedOptimizerHook", "Masks", "apply_masks", "check_masks", "imp_sparsity",
+           "iterative_magnitude_pruning", "magnitude_masks", "random_masks", "sparsity_of"]
 
 
 def _check_sparsity(sparsity: float) -> float:
@@ -51,18 +48,6 @@ def imp_sparsity(round_: int, rate: float = 0.2) -> float:
         raise invalid("round_", "a round number >= 0", round_)
     _check_sparsity(rate)
     return 1.0 - (1.0 - rate) ** round_
-
-
-def check_masks(params: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> None:
-    """Every mask names a parameter and matches its shape; a clear error otherwise."""
-    for name, m in masks.items():
-        if name not in params:
-            raise ConfigError(f"mask for unknown parameter {name!r}; the parameters are {', '.join(params)}")
-        if tuple(m.shape) != tuple(params[name].shape):
-            raise ConfigError(f"mask for {name!r} has shape {tuple(m.shape)}, but the parameter has shape "
-                              f"{tuple(params[name].shape)}")
-        if m.dtype != torch.bool:
-            raise ConfigError(f"mask for {name!r} must be a bool tensor (got {m.dtype})")
 
 
 def sparsity_of(masks: Mapping[str, Tensor]) -> float:
@@ -115,36 +100,6 @@ def random_masks(params: Mapping[str, Tensor], sparsity: float, *, seed: int = 0
     g = torch.Generator().manual_seed(seed)
     rand = {k: torch.rand(v.shape, generator=g) for k, v in params.items()}
     return magnitude_masks(rand, s, scope=scope)
-
-
-def apply_masks(params: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> None:
-    """Zero the pruned entries of ``params`` in place."""
-    check_masks(params, masks)
-    with torch.no_grad():
-        for k, m in masks.items():
-            params[k].mul_(m.to(params[k].device, params[k].dtype))
-
-
-class MaskedOptimizerHook:
-    """Keeps pruned weights at zero through training: call ``before_step()`` and ``after_step()``.
-
-    The masks are checked and converted to each parameter's device and dtype once, here, not every step."""
-
-    def __init__(self, params: Mapping[str, Tensor], masks: Mapping[str, Tensor]):
-        check_masks(params, masks)
-        self.params = params
-        self.masks = {k: m.to(params[k].device, params[k].dtype) for k, m in masks.items()}
-
-    def before_step(self) -> None:
-        for k, m in self.masks.items():
-            g = self.params[k].grad
-            if g is not None:
-                g.mul_(m)
-
-    @torch.no_grad()
-    def after_step(self) -> None:
-        for k, m in self.masks.items():
-            self.params[k].mul_(m)
 
 
 def iterative_magnitude_pruning(

@@ -5,7 +5,7 @@ Given ``ray=ADDRESS`` (the studies' ``--ray ADDRESS``, or the environment
 variable ``MECHWORK_RAY_ADDRESS``) it hands the same points to this module,
 which submits each as a Ray task and records results as they finish, so the
 points directory, resumption and retries behave exactly as with local
-workers. A task runs the same ``_run_point`` with the same torch thread
+workers. A task runs the same :func:`~mechwork.studies.points.run_point` with the same torch thread
 count, so for the same seeds the results are identical to the local backend's on
 nodes of the same kind of machine (determinism holds on one machine at one thread
 count, not across machines).
@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from mechwork.errors import ConfigError, invalid
+from mechwork.studies.points import run_point
 
 __all__ = ["ENV", "check_address", "run_ray"]
 
@@ -102,10 +103,8 @@ def _task(fn_name: str, kwargs: dict[str, Any], threads: int) -> dict[str, Any]:
     """One sweep point inside a Ray worker: the local backend's code, with the same thread count."""
     import torch
 
-    from mechwork.studies.sweep import _run_point
-
     torch.set_num_threads(threads)
-    return _run_point(fn_name, kwargs)
+    return run_point(fn_name, kwargs)
 
 
 def run_ray(

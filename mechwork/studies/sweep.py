@@ -30,13 +30,10 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import itertools
 import json
 import os
-import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -48,29 +45,12 @@ from mechwork.bars import counter
 from mechwork.errors import ConfigError, invalid
 from mechwork.io import load_json, write_json_atomic
 from mechwork.lifeline import init_worker
+from mechwork.studies.points import resolve, run_point
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = ["SweepResult", "point_key", "sweep"]
-
-
-def _resolve(fn: str | Callable[..., Any]) -> tuple[str, Callable[..., Any]]:
-    """``"module:function"`` (or a module-level function) -> (its import name, the function)."""
-    if callable(fn):
-        name = f"{fn.__module__}:{fn.__qualname__}"
-        if "<" in fn.__qualname__ or fn.__module__ == "__main__":
-            raise invalid("fn", "a module-level function of an importable module (workers import it by name)",
-                          name)
-        return name, fn
-    if not isinstance(fn, str) or ":" not in fn:
-        raise invalid("fn", "a function or a 'module:function' string", fn)
-    module, _, attr = fn.partition(":")
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise invalid("fn", "an importable 'module:function'", fn) from e
-    return fn, obj
 
 
 def point_key(point: Mapping[str, Any]) -> str:
@@ -94,19 +74,6 @@ def _check_grid(fn: Callable[..., Any], grid: Mapping[str, Sequence[Any]], fixed
     both = set(grid) & set(fixed)
     if both:
         raise ConfigError(f"parameter(s) {sorted(both)} are both in the grid and fixed")
-
-
-def _run_point(fn_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    _, fn = _resolve(fn_name)
-    t0 = time.perf_counter()
-    try:
-        result = fn(**kwargs)
-        if not isinstance(result, Mapping):
-            raise TypeError(f"{fn_name} returned {type(result).__name__}, not a dict")
-        return {"result": dict(result), "seconds": time.perf_counter() - t0}
-    except Exception as e:  # recorded per point, and retried on the next run
-        return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-                "seconds": time.perf_counter() - t0}
 
 
 @dataclass
@@ -147,7 +114,7 @@ def sweep(
     progress: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run every point of ``grid`` not finished in ``out`` yet; see the module docstring."""
-    fn_name, func = _resolve(fn)
+    fn_name, func = resolve(fn)
     fixed = dict(fixed or {})
     _check_grid(func, grid, fixed)
     if not isinstance(workers, int) or workers < 1:
@@ -187,14 +154,14 @@ def sweep(
             run_ray(ray, fn_name, todo, fixed, threads, record)
         elif workers == 1:
             for p, f in todo:
-                record(p, f, _run_point(fn_name, {**p, **fixed}))
+                record(p, f, run_point(fn_name, {**p, **fixed}))
         elif todo:
             ctx = get_context("spawn")
             # workers die with this process, even when it is SIGKILLed (see mechwork.lifeline)
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
                                      initargs=(threads, os.getpid())) as pool:
                 futures: dict[Future[dict[str, Any]], tuple[dict[str, Any], Path]] = {
-                    pool.submit(_run_point, fn_name, {**p, **fixed}): (p, f) for p, f in todo}
+                    pool.submit(run_point, fn_name, {**p, **fixed}): (p, f) for p, f in todo}
                 for fut in as_completed(futures):
                     record(*futures[fut], fut.result())
     return SweepResult(root, len(todo), skipped, frozenset(point_key({**p, **fixed}) for p in points))
