@@ -27,13 +27,32 @@ from functools import cache
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torch import Tensor, nn
 
+from mechwork.engine import correct
 from mechwork.errors import check_counts, invalid
+from mechwork.fastpath import ACTIVATIONS
 
-__all__ = ["Digits", "MLPResult", "digits_data", "make_mlp", "train_mlp"]
+__all__ = ["MLP_ACTIVATIONS", "Activation", "Digits", "MLPResult", "digits_data", "make_mlp", "train_mlp"]
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+MLP_ACTIVATIONS = ("relu", "tanh", "gelu")  # the nonlinearities a study MLP takes (from mechwork.fastpath.ACTIVATIONS)
+
+
+class Activation(nn.Module):
+    """One of :data:`mechwork.fastpath.ACTIVATIONS`, by name, as a (parameter-free) layer."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        if name not in MLP_ACTIVATIONS:
+            raise invalid("act", f"one of {', '.join(MLP_ACTIVATIONS)}", name)
+        self.name = name
+
+    def forward(self, x: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
+        return ACTIVATIONS[self.name](x)
+
+    def extra_repr(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -76,14 +95,14 @@ def make_mlp(sizes: Sequence[int], *, act: str = "relu", seed: int = 0, bias: bo
     """An MLP ``sizes[0] -> ... -> sizes[-1]`` with PyTorch's default init, seeded."""
     if len(sizes) < 2 or any(not isinstance(n, int) or n < 1 for n in sizes):
         raise invalid("sizes", "at least two positive layer widths", list(sizes))
-    if act not in ACTIVATIONS:
-        raise invalid("act", f"one of {', '.join(ACTIVATIONS)}", act)
+    if act not in MLP_ACTIVATIONS:
+        raise invalid("act", f"one of {', '.join(MLP_ACTIVATIONS)}", act)
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b, bias=bias))
         if i < len(sizes) - 2:
-            layers.append(ACTIVATIONS[act]())
+            layers.append(Activation(act))
     return nn.Sequential(*layers)
 
 
@@ -99,7 +118,7 @@ class MLPResult:
 
 @torch.no_grad()
 def _acc(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    return float((model(x).argmax(-1) == y).float().mean())
+    return float(correct(model(x), y).mean())
 
 
 def train_mlp(

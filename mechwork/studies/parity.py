@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from mechwork.engine import correct
 from mechwork.errors import check_counts, invalid
 from mechwork.studies.digits import make_mlp
 
@@ -125,7 +126,7 @@ def _per_task_loss(model: nn.Module, x: Float[Tensor, "n d"], y: Int[Tensor, " n
                    n_tasks: int) -> tuple[Tensor, Tensor]:
     logits = model(x)
     ce = F.cross_entropy(logits, y, reduction="none")
-    ok = (logits.argmax(-1) == y).float()
+    ok = correct(logits, y)
     count = torch.bincount(t, minlength=n_tasks).clamp_min(1).float()
     return (torch.bincount(t, ce, minlength=n_tasks) / count,
             torch.bincount(t, ok, minlength=n_tasks) / count)

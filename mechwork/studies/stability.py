@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mechwork.engine import correct
 from mechwork.errors import invalid
 from mechwork.studies.curvature import adam_threshold, gd_threshold, preconditioned_sharpness, sharpness
 
@@ -92,7 +93,7 @@ def _model(sizes: Sequence[int], act: str, seed: int, layernorm: bool) -> nn.Seq
 
 @torch.no_grad()
 def _acc(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    return float((model(x).argmax(-1) == y).float().mean())
+    return float(correct(model(x), y).mean())
 
 
 def _hidden_norms(model: nn.Sequential) -> list[float]:

@@ -64,7 +64,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from mechwork.errors import invalid
-from mechwork.studies.digits import ACTIVATIONS
+from mechwork.studies.digits import MLP_ACTIVATIONS, Activation
 
 __all__ = ["KINDS", "OPTIMIZERS", "PARAMETRISATIONS", "LayerScale", "ScaledLinear", "WidthConfig", "WidthMLP",
            "check_widths", "layer_scale", "make_optimizer"]
@@ -151,8 +151,8 @@ class WidthConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise invalid(name, "a positive integer", v)
-        if self.act not in ACTIVATIONS:
-            raise invalid("act", f"one of {', '.join(ACTIVATIONS)}", self.act)
+        if self.act not in MLP_ACTIVATIONS:
+            raise invalid("act", f"one of {', '.join(MLP_ACTIVATIONS)}", self.act)
 
     @property
     def width_mult(self) -> float:
@@ -189,7 +189,7 @@ class WidthMLP(nn.Module):
         self.layers = nn.ModuleList(
             ScaledLinear(fi, fo, kind, layer_scale(cfg.param, kind, fi, cfg.width_mult), bias=cfg.bias, generator=g)
             for kind, fi, fo in cfg.kinds())
-        self.act = ACTIVATIONS[cfg.act]()
+        self.act = Activation(cfg.act)
 
     def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_out"]:
         return self.preactivations(x)[-1]

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechwork.engine import correct
 from mechwork.errors import check_counts, invalid
 from mechwork.studies.digits import digits_data
 from mechwork.studies.width import ScaledLinear, WidthConfig, WidthMLP, make_optimizer
@@ -87,7 +88,7 @@ def coord_point(*, param: str, width: int, seed: int, steps: int = 5, lr: float 
 @torch.no_grad()
 def _loss(model: WidthMLP, x: Float[Tensor, "n d"], y: Int[Tensor, " n"]) -> tuple[float, float]:
     logits = model(x)
-    return float(F.cross_entropy(logits, y)), float((logits.argmax(-1) == y).float().mean())
+    return float(F.cross_entropy(logits, y)), float(correct(logits, y).mean())
 
 
 def transfer_point(*, param: str, width: int, log2_lr: float | int, seed: int, steps: int = 300, batch_size: int = 64,
