@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from mechwork.analysis.attention import head_detectors
-from mechwork.dashboard.induction import repeat_accuracy
+from mechwork.analysis.induction import repeat_accuracy
 from mechwork.models import preset
 from mechwork.runs import Run, embedded_path, export
 from mechwork.training import TrainConfig, recipe, train
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.run_dir} is not a finished run of this recipe; drop --reuse-run to train it")
     model = run.model_at()
     ev = pre.task.eval_batches()["test"]
-    inside, outside = repeat_accuracy(model, ev.tokens, ev.targets, ev.mask)
+    acc = repeat_accuracy(model, ev.tokens, ev.targets, ev.mask)
+    inside, outside = acc.inside, acc.outside
     scores = head_detectors(model)
     metrics = run.metrics
     summary = {

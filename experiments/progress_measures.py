@@ -31,10 +31,11 @@ SMOKE = {"lr": 1e-2, "steps": 200, "eval_every": 50}
 
 def main(argv: list[str] | None = None) -> int:
     from mechwork.analysis.fourier import neuron_frequencies
+    from mechwork.analysis.grokking import analyse
     from mechwork.dashboard.grokking import grokking_page
-    from mechwork.dashboard.standard import open_source
     from mechwork.models import ToyConfig
     from mechwork.runs import Run
+    from mechwork.source import open_source
     from mechwork.tasks import ModularArithmetic
     from mechwork.training import TrainConfig, train
 
@@ -54,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     with bars.command("progress_measures", quiet=args.quiet):  # a bar over the checkpoints, on stderr
         bars.stage("progress measures of the run")
         src = open_source(run_dir)
-    assert src.progress is not None
-    pm = src.progress
+        bundle = analyse(src)  # every result of the page, the progress measures included
+    pm = bundle.get("progress")
+    assert pm is not None
     nf = neuron_frequencies(src.model, task)
     frac = nf.fraction_clustered(pm.key_freqs)
     ours = dict(pm.phases)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                               "restricted/excluded loss, Gini and weight norm",
                         anchor="Nanda et al. 2023, Fig. 7: 1.4k / 9.4k / 14k epochs; 84.6% single-frequency neurons",
                         ours=verdict.split(": ", 1)[1], verdict=verdict, command=command)
-    page.blocks.extend(grokking_page(src).blocks)
+    page.blocks.extend(grokking_page(bundle).blocks)
     finish(args, results, page)
     print(verdict)
     return 0

@@ -1,8 +1,9 @@
 """Plain-text and JSON reports of the Fourier analyses (``mechwork analyze fourier``).
 
-One function gathers every analysis of :mod:`mechwork.analysis.fourier`,
-:mod:`mechwork.analysis.trig` and (for a run) :mod:`mechwork.analysis.progress`, and returns a
-readable table beside a JSON-ready dict of the same numbers.
+:func:`fourier_report` opens a run directory or a preset, has :func:`mechwork.analysis.grokking.analyse`
+compute every Fourier result once, and :func:`render_fourier_report` turns the bundle into a readable
+table beside a JSON-ready dict of the same numbers (the progress measures, phases and loss spikes for a
+run). The rendering sees the bundle only, never the model.
 
 Example::
 
@@ -15,15 +16,14 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mechwork.analysis.fourier import check_task, embedding_spectrum, key_frequencies, neuron_frequencies
-from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
 from mechwork.bars import stage
-from mechwork.models import preset
-from mechwork.runs import Run, load, resolve
 
-__all__ = ["fourier_report"]
+if TYPE_CHECKING:  # pragma: no cover
+    from mechwork.results import Analysis
+
+__all__ = ["fourier_report", "render_fourier_report"]
 
 
 def fourier_report(
@@ -34,19 +34,24 @@ def fourier_report(
     device: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """(readable summary table, JSON-ready numbers) for a run directory or a preset."""
-    kind, key = resolve(run_or_preset)
-    run = Run(key) if kind == "run" else None
-    task = run.task if run is not None else preset(key).task
+    from mechwork.analysis.fourier import check_task
+    from mechwork.analysis.grokking import analyse
+    from mechwork.runs import resolve
+    from mechwork.source import open_source
+
+    kind, _ = resolve(run_or_preset)
     stage("loading the model")  # progress bars: only inside a command (mechwork.bars)
-    model = load(key, step=step, device=device)
-    task = check_task(model, task, "analyze fourier")
+    src = open_source(run_or_preset, step=step, device=device)
+    check_task(src.model, src.task, "analyze fourier")
     stage("Fourier analyses")
-    we, wu = embedding_spectrum(model, "W_E", task.p), embedding_spectrum(model, "W_U", task.p)
-    nf = neuron_frequencies(model, task)
-    kf = key_frequencies(model, task, neurons=nf)
-    fit = logit_trig_fit(model, task, kf.freqs)
-    rex = restricted_excluded(model, task, kf.freqs)
-    rows = [
+    bundle = analyse(src, progress=progress and kind == "run")
+    return render_fourier_report(bundle)
+
+
+def _rows(bundle: Analysis) -> list[tuple[str, str]]:
+    kf, we, wu, nf = bundle["key_frequencies"], bundle["embedding"], bundle["unembedding"], bundle["neurons"]
+    fit, rex = bundle["trig_fit"], bundle["losses"]
+    return [
         ("key frequencies", f"{kf.freqs}"),
         ("  from the embedding gap", f"{kf.from_embedding}"),
         ("  from neuron clusters", f"{kf.from_neurons}"),
@@ -61,9 +66,14 @@ def fourier_report(
         ("restricted loss (all pairs)", f"{rex.restricted_loss:.3g}"),
         ("excluded loss (train pairs)", f"{rex.excluded_loss:.3g}"),
     ]
-    data: dict[str, Any] = {
-        "source": key,
-        "task": task.to_dict(),
+
+
+def _data(bundle: Analysis) -> dict[str, Any]:
+    kf, we, wu, nf = bundle["key_frequencies"], bundle["embedding"], bundle["unembedding"], bundle["neurons"]
+    fit, rex = bundle["trig_fit"], bundle["losses"]
+    return {
+        "source": bundle.info.name,
+        "task": bundle.info.task.to_dict(),
         "key_frequencies": {"freqs": kf.freqs, "from_embedding": kf.from_embedding,
                             "from_neurons": kf.from_neurons, "agree": kf.agree},
         "embedding": {"energy_at_key": we.share(kf.freqs), "gini_W_E": we.gini, "gini_W_U": wu.gini,
@@ -75,25 +85,35 @@ def fourier_report(
                                                              strict=True))},
         "losses": rex.to_frame().set_index("measure")["value"].to_dict(),
     }
-    notes: list[str] = []
-    if run is not None and progress:
-        from dataclasses import asdict
 
-        from mechwork.analysis.progress import loss_spikes, phase_sentence, progress_measures, spike_sentence
 
-        stage("progress measures over the checkpoints")
-        pm = progress_measures(run, kf.freqs)
-        rows += [(f"phase: {k.replace('_', ' ')}", "not reached" if v is None else f"step {v}")
-                 for k, v in pm.phases.items()]
-        data["phases"] = pm.phases
-        data["progress"] = pm.to_frame().to_dict("list")
-        df = run.metrics
-        notes.append(phase_sentence(pm, int(df["step"].iloc[-1]) if len(df) else None))
-        if len(df) and {"test_loss", "test_acc"} <= set(df.columns):
-            steps, loss, acc = df["step"].tolist(), df["test_loss"].tolist(), df["test_acc"].tolist()
-            notes.append(spike_sentence(steps, loss, acc))
-            data["loss_spikes"] = [asdict(s) for s in loss_spikes(steps, loss, acc)]
+def _progress(bundle: Analysis, rows: list[tuple[str, str]], data: dict[str, Any]) -> list[str]:
+    """The phases and loss spikes of a run's progress measures and metrics (added to ``rows`` and ``data``)."""
+    from dataclasses import asdict
+
+    from mechwork.analysis.progress import loss_spikes, phase_sentence, spike_sentence
+
+    pm, df = bundle["progress"], bundle.info.metrics
+    rows += [(f"phase: {k.replace('_', ' ')}", "not reached" if v is None else f"step {v}")
+             for k, v in pm.phases.items()]
+    data["phases"] = pm.phases
+    data["progress"] = pm.to_frame().to_dict("list")
+    notes = [phase_sentence(pm, int(df["step"].iloc[-1]) if df is not None else None)]
+    if df is not None and {"test_loss", "test_acc"} <= set(df.columns):
+        steps, loss, acc = df["step"].tolist(), df["test_loss"].tolist(), df["test_acc"].tolist()
+        notes.append(spike_sentence(steps, loss, acc))
+        data["loss_spikes"] = [asdict(s) for s in loss_spikes(steps, loss, acc)]
+    return notes
+
+
+def render_fourier_report(bundle: Analysis) -> tuple[str, dict[str, Any]]:
+    """(readable summary table, JSON-ready numbers) of a modular-arithmetic analysis bundle.
+
+    The progress measures (phases, and loss spikes from the metrics) are reported for a run's bundle
+    that holds them.
+    """
+    rows, data = _rows(bundle), _data(bundle)
+    notes = _progress(bundle, rows, data) if bundle.info.kind == "run" and "progress" in bundle else []
     width = max(len(r[0]) for r in rows)
-    head = f"Fourier analysis of {key} ({task.describe()})"
-    text = "\n".join([head, *(f"  {name.ljust(width)}  {value}" for name, value in rows), *notes])
-    return text, data
+    head = f"Fourier analysis of {bundle.info.name} ({bundle.info.task.describe()})"
+    return "\n".join([head, *(f"  {name.ljust(width)}  {value}" for name, value in rows), *notes]), data

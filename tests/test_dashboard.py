@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -211,10 +210,11 @@ def test_grokking_dashboard_of_the_embedded_model():
 
 
 def test_preset_without_history_says_so_instead_of_failing():
+    from mechwork.analysis.grokking import analyse
     from mechwork.dashboard.grokking import grokking_page
-    from mechwork.dashboard.standard import open_source
+    from mechwork.source import open_source
 
-    src = dataclasses.replace(open_source("modadd-113", progress=False), metrics=None, progress=None)
+    src = analyse(open_source("modadd-113"), progress=False).replace(metrics=None, progress=None)
     page = grokking_page(src)
     kinds = {b.title: b.kind for b in page.blocks if b.title}
     assert kinds["Training curves"] == "html" and kinds["Progress measures"] == "html"

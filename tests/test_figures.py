@@ -70,11 +70,19 @@ def test_the_walk_finds_missing_titles():
 
 
 @pytest.fixture(scope="module")
-def dashboards(tmp_path_factory):
-    from mechwork.dashboard import dashboard
+def bundles():
+    """Both standard analysis bundles, computed once for the pages and the result walk."""
+    from mechwork.dashboard.standard import analyse
+    from mechwork.source import open_source
 
-    out = tmp_path_factory.mktemp("dash")
-    return {name: dashboard(name, out / f"{name}.html", assets="cdn") for name in ("modadd-113", "induction-2l")}
+    return {name: analyse(open_source(name)) for name in ("modadd-113", "induction-2l")}
+
+
+@pytest.fixture(scope="module")
+def dashboards(bundles):
+    from mechwork.dashboard import page_for
+
+    return {name: page_for(b.info.task.kind)(b) for name, b in bundles.items()}
 
 
 @pytest.mark.parametrize("name", ["modadd-113", "induction-2l"])
@@ -95,14 +103,16 @@ def patch_result(by: str, sizes: dict[str, int]) -> Any:
                        by, "noising", 1.0, 0.0)
 
 
-def every_result(embedded_model) -> list[Result]:
+def every_result(embedded_model, bundles) -> list[Result]:
     from mechwork.analysis.ablation import fourier_ablation
     from mechwork.analysis.attention import attention_patterns, composition_scores, head_detectors
-    from mechwork.analysis.attribution import PathPatchResult
+    from mechwork.analysis.attribution import DirectPathSweep, PathPatchResult
     from mechwork.analysis.fourier import embedding_spectrum, key_frequencies, neuron_frequencies
+    from mechwork.analysis.grokking import stored_progress
     from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
-    from mechwork.dashboard.standard import open_source
+    from mechwork.dashboard.figures import TrainingCurves
     from mechwork.models import preset
+    from mechwork.source import open_source
     from mechwork.studies.scaling import FitConfig, fit_scaling
 
     task = preset("modadd-113").task
@@ -116,15 +126,19 @@ def every_result(embedded_model) -> list[Result]:
         key_frequencies(embedded_model, task), logit_trig_fit(embedded_model, task),
         restricted_excluded(embedded_model, task), attention_patterns(embedded_model, task.tokens[:2]),
         head_detectors(induction), composition_scores(induction, n_samples=20),
-        fourier_ablation(embedded_model, task), open_source("modadd-113").progress,
+        fourier_ablation(embedded_model, task), stored_progress(open_source("modadd-113")),
         PathPatchResult([(0, 1)], [(1, 2)], "k", "noising", 0.4, 1.0, 0.2),
+        DirectPathSweep(torch.tensor([[float("nan")] * 4, [0.1, 0.5, 0.2, 0.3]]), (0, 1), "q"),
         fit_scaling(2.0 + 50 / n**0.3, n, config=few), fit_scaling(2.0 + 50 / n**0.3 + 30 / d**0.2, n, d, config=few),
     ] + [patch_result(by, sizes) for by in ("layer", "layer_pos", "head", "head_pos", "neuron")]
+    # every result of both bundles that draws a figure
+    results += [r for b in bundles.values() for r in b.results.values() if type(r).figure is not Result.figure]
+    results.append(TrainingCurves(bundles["modadd-113"].info.metrics, [("memorisation", 0, 800)]))
     return [r for r in results if r is not None]
 
 
-def test_every_result_type_figure_is_fully_titled(embedded_model):
-    results = every_result(embedded_model)
+def test_every_result_type_figure_is_fully_titled(embedded_model, bundles):
+    results = every_result(embedded_model, bundles)
     with_figure = {c for c in _subclasses(Result) if c.figure is not Result.figure}
     assert with_figure <= {type(r) for r in results}, "a Result type with a figure is not walked"
     missing = {}
@@ -185,9 +199,10 @@ def test_phase_bands_share_one_palette(dashboards):
 
 
 def test_progress_figure_labels_its_twin_axis(embedded_model):
-    from mechwork.dashboard.standard import open_source
+    from mechwork.analysis.grokking import stored_progress
+    from mechwork.source import open_source
 
-    fig = open_source("modadd-113").progress.figure()
+    fig = stored_progress(open_source("modadd-113")).figure()
     layout = fig.to_plotly_json()["layout"]
     twins = [k for k, v in layout.items() if AXIS.match(k) and v.get("overlaying")]
     assert twins and all(_title(layout[k]) for k in twins)

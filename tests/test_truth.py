@@ -198,7 +198,7 @@ def test_info_on_induction_reports_the_induction_accuracy_and_its_step(tmp_path)
 
 
 def test_recipe_describes_the_batches_that_were_drawn():
-    from mechwork.summary import _recipe
+    from mechwork.source import describe_recipe as _recipe
 
     base = {"lr": 1e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 0, "steps": 10}
     task = ModularArithmetic(p=11, train_frac=0.5)  # 60 training pairs
@@ -270,12 +270,13 @@ def test_dashboard_works_for_every_op(op, tmp_path):
 
 
 def test_grokking_page_text_follows_the_history(tiny_run):
+    from mechwork.analysis.grokking import analyse
     from mechwork.dashboard.grokking import grokking_page
-    from mechwork.dashboard.standard import open_source
+    from mechwork.source import open_source
 
-    base = open_source(tiny_run)
-    good = grokking_page(dataclasses.replace(
-        base, metrics=pd.DataFrame({"step": STEPS, "test_acc": ACC, "test_loss": LOSS}), progress=GROKKED))
+    base = analyse(open_source(tiny_run))
+    good = grokking_page(base.replace(
+        metrics=pd.DataFrame({"step": STEPS, "test_acc": ACC, "test_loss": LOSS}), progress=GROKKED))
     curves = next(b for b in good.blocks if b.title == "Training curves")
     assert curves.body["layout"]["title"]["text"] == "Training curves (log scale; phases shaded)"
     assert curves.caption == "Shaded: memorisation (red), circuit formation (yellow), cleanup (green)."
@@ -283,8 +284,8 @@ def test_grokking_page_text_follows_the_history(tiny_run):
     assert "Training went through memorisation (steps 0-10), circuit formation" in html
     assert "2 loss spikes after grokking" in html
 
-    bad = grokking_page(dataclasses.replace(
-        base, metrics=pd.DataFrame({"step": STEPS, "test_acc": [min(a, 0.9) for a in ACC], "test_loss": LOSS}),
+    bad = grokking_page(base.replace(
+        metrics=pd.DataFrame({"step": STEPS, "test_acc": [min(a, 0.9) for a in ACC], "test_loss": LOSS}),
         progress=NOT_MEMORISED))
     curves = next(b for b in bad.blocks if b.title == "Training curves")
     assert curves.body["layout"]["title"]["text"] == "Training curves (log scale)" and curves.caption is None
@@ -292,12 +293,12 @@ def test_grokking_page_text_follows_the_history(tiny_run):
     assert "phases shaded" not in html and "Shaded:" not in html and "phase: " not in html
     assert "Memorisation did not finish" in html and "never reached 99%" in html
 
-    unmeasured = page_text(grokking_page(dataclasses.replace(base, progress=None)))
+    unmeasured = page_text(grokking_page(base.replace(progress=None)))
     assert "The phases are not marked: they need the progress measures of at least two checkpoints." in unmeasured
     assert "phase: " not in unmeasured and "phases shaded" not in unmeasured
     assert "they need the progress measures" not in page_text(good)
 
-    partial = page_text(grokking_page(dataclasses.replace(base, progress=STOPPED_AT_79)))
+    partial = page_text(grokking_page(base.replace(progress=STOPPED_AT_79)))
     assert "Cleanup was not reached" in partial and "cleanup (steps" not in partial
     assert "phase: circuit formation" in partial and "phase: cleanup" not in partial
 
@@ -351,10 +352,11 @@ def test_induction_page_without_a_circuit_says_so(tmp_path):
 
 
 def test_key_frequency_methods_agree_or_disagree_as_measured(tiny_run, monkeypatch):
-    import mechwork.dashboard.grokking as grokking
-    from mechwork.dashboard.standard import open_source
+    import mechwork.analysis.grokking as grokking
+    from mechwork.dashboard.grokking import grokking_page
+    from mechwork.source import open_source
 
-    src = open_source(tiny_run, progress=False)
+    src = open_source(tiny_run)
     seen = []
     real = grokking.key_frequencies
 
@@ -363,7 +365,7 @@ def test_key_frequency_methods_agree_or_disagree_as_measured(tiny_run, monkeypat
         return seen[-1]
 
     monkeypatch.setattr(grokking, "key_frequencies", spy)
-    html = page_text(grokking.grokking_page(src))
+    html = page_text(grokking_page(grokking.analyse(src, progress=False)))
     want = "agree" if seen[-1].agree else "disagree"
     assert f"the two methods {want}." in html
     forced = dataclasses.replace(seen[-1], from_neurons=list(seen[-1].from_embedding),
@@ -371,7 +373,7 @@ def test_key_frequency_methods_agree_or_disagree_as_measured(tiny_run, monkeypat
         dataclasses.replace(seen[-1], from_neurons=[*seen[-1].from_embedding, 99])
     monkeypatch.setattr(grokking, "key_frequencies", lambda *a, **k: forced)
     other = "disagree" if want == "agree" else "agree"
-    assert f"the two methods {other}." in page_text(grokking.grokking_page(src))
+    assert f"the two methods {other}." in page_text(grokking_page(grokking.analyse(src, progress=False)))
 
 
 def test_describe_a_preset_claims_only_what_its_stored_files_hold(monkeypatch, tmp_path):
@@ -418,9 +420,10 @@ def test_a_phase_over_within_one_checkpoint_interval_is_not_given_a_span():
 def test_a_tiny_held_out_split_is_flagged_in_info_and_on_the_page(tiny_run, tmp_path):
     import shutil
 
+    from mechwork.analysis.grokking import analyse
     from mechwork.analysis.progress import SMALL_TEST, held_out_caveat
     from mechwork.dashboard.grokking import grokking_page
-    from mechwork.dashboard.standard import open_source
+    from mechwork.source import open_source
     from mechwork.summary import describe
 
     assert held_out_caveat(SMALL_TEST) is None and held_out_caveat(SMALL_TEST - 1) is not None
@@ -435,9 +438,10 @@ def test_a_tiny_held_out_split_is_flagged_in_info_and_on_the_page(tiny_run, tmp_
     assert f"Only {n} pairs are held out" in describe(dest)
     assert "held out, so test accuracy moves" not in describe(tiny_run)
 
-    base = open_source(tiny_run, progress=False)
-    assert f"Only {n} pairs are held out" in page_text(grokking_page(dataclasses.replace(base, task=tiny)))
-    assert "held out, so test accuracy moves" not in page_text(grokking_page(base))
+    base = open_source(tiny_run)
+    assert f"Only {n} pairs are held out" in page_text(grokking_page(analyse(dataclasses.replace(base, task=tiny),
+                                                                             progress=False)))
+    assert "held out, so test accuracy moves" not in page_text(grokking_page(analyse(base, progress=False)))
 
 
 @pytest.mark.parametrize("fve", [0.9, 0.1])
@@ -445,12 +449,13 @@ def test_the_page_says_the_model_uses_key_frequencies_only_when_the_trig_fit_exp
         tiny_run, monkeypatch, fve):
     """An untrained or barely trained model has candidate frequencies, not a Fourier circuit."""
     import mechwork.analysis.trig as trig
+    from mechwork.analysis.grokking import analyse
     from mechwork.dashboard.grokking import FOURIER_EVIDENT, grokking_page
-    from mechwork.dashboard.standard import open_source
+    from mechwork.source import open_source
 
-    real = trig.trig_fit_of
-    monkeypatch.setattr(trig, "trig_fit_of", lambda *a, **k: dataclasses.replace(real(*a, **k), fve=fve))
-    html = page_text(grokking_page(open_source(tiny_run, progress=False)))
+    real = trig.logit_trig_fit_of
+    monkeypatch.setattr(trig, "logit_trig_fit_of", lambda *a, **k: dataclasses.replace(real(*a, **k), fve=fve))
+    html = page_text(grokking_page(analyse(open_source(tiny_run), progress=False)))
     assert ("It uses the <strong>key frequencies" in html) == (fve >= FOURIER_EVIDENT)
     assert ("No Fourier circuit is evident" in html) == (fve < FOURIER_EVIDENT)
 
@@ -488,8 +493,9 @@ def test_a_run_stopped_before_its_planned_steps_says_where_it_stopped(tiny_run, 
     """A killed run's config still holds the planned steps: info and the page must not present them as done."""
     import shutil
 
+    from mechwork.analysis.grokking import analyse
     from mechwork.dashboard.grokking import grokking_page
-    from mechwork.dashboard.standard import open_source
+    from mechwork.source import open_source
     from mechwork.summary import describe
 
     cut = shutil.copytree(tiny_run, tmp_path / "cut")
@@ -498,5 +504,6 @@ def test_a_run_stopped_before_its_planned_steps_says_where_it_stopped(tiny_run, 
     (cut / "config.json").write_text(json.dumps(cfg))
     assert "50 steps planned, stopped at step 20" in describe(cut)
     assert "planned" not in describe(tiny_run) and "20 steps" in describe(tiny_run)
-    assert "50 steps planned, stopped at step 20" in page_text(grokking_page(open_source(cut, progress=False)))
-    assert "planned" not in page_text(grokking_page(open_source(tiny_run, progress=False)))
+    stopped = page_text(grokking_page(analyse(open_source(cut), progress=False)))
+    assert "50 steps planned, stopped at step 20" in stopped
+    assert "planned" not in page_text(grokking_page(analyse(open_source(tiny_run), progress=False)))

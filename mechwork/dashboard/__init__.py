@@ -4,8 +4,13 @@
   plotly figures and circuitsvis views, and saves it with the bundles inlined
   once (``assets="inline"``) or linked from a CDN (``assets="cdn"``).
 * :mod:`~mechwork.dashboard.views` holds circuitsvis views as data.
-* :func:`grokking_dashboard` and :func:`induction_dashboard` build the standard
-  pages for a run directory or a preset; :func:`dashboard` picks by task.
+* :data:`PAGES` maps a kit's kind to its page, a function from an analysis bundle
+  (:class:`~mechwork.results.Analysis`) to a :class:`Page`; :func:`page_for` gives the page
+  of any kind, the generic one (:func:`~mechwork.dashboard.sections.generic_page`: a summary,
+  the model and recipe, then every result) for a kind without its own.
+* :func:`dashboard` opens a run directory or a preset, has its kit analyse it once, renders
+  the page and saves it; :func:`grokking_dashboard` and :func:`induction_dashboard` are the
+  two built-in pages for a run directory or a preset.
 
 Example::
 
@@ -18,11 +23,15 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mechwork.dashboard.page import ASSET_MODES, Page
 from mechwork.dashboard.views import CircuitsView, attention_heads, attention_pattern, colored_tokens
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mechwork.results import Analysis
 
 __all__ = [
     "ASSET_MODES",
@@ -34,7 +43,23 @@ __all__ = [
     "dashboard",
     "grokking_dashboard",
     "induction_dashboard",
+    "page_for",
 ]
+
+# kind -> "module:function" of its page (imported on first use); any other kind gets the generic page
+PAGES: dict[str, str] = {
+    "modadd": "mechwork.dashboard.grokking:grokking_page",
+    "induction": "mechwork.dashboard.induction:induction_page",
+}
+GENERIC = "mechwork.dashboard.sections:generic_page"
+
+
+def page_for(kind: str) -> Callable[[Analysis], Page]:
+    """The page of a kit's ``kind``: its own if :data:`PAGES` names one, else the generic page."""
+    module, name = PAGES.get(kind, GENERIC).split(":")
+    page: Callable[[Analysis], Page] = getattr(import_module(module), name)
+    return page
+
 
 _LAZY = {
     "grokking_dashboard": "mechwork.dashboard.grokking",

@@ -1,7 +1,7 @@
-"""The standard grokking dashboard for a modular-arithmetic run or preset.
+"""The standard grokking dashboard for a modular-arithmetic run or preset, rendered from its analysis bundle.
 
-One pass over all p^2 pairs (logits and MLP activations together) feeds every
-Fourier analysis; one more gives the attention patterns. The page has, in order:
+The results come from :func:`mechwork.analysis.grokking.analyse`; each section below is a small function
+of the bundle. The page has, in order:
 
 1. a generated summary of what the model does and how it learned it;
 2. the model and training recipe;
@@ -33,33 +33,29 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from mechwork.analysis.fourier import FOURIER_OPS, embedding_spectrum, grid_run, key_frequencies, neuron_frequencies_of
+from mechwork.analysis.grokking import fourier_reason
+from mechwork.dashboard import sections
 from mechwork.dashboard.page import Page
-from mechwork.dashboard.standard import Source, open_source
-from mechwork.errors import ConfigError
-from mechwork.tasks import ModularArithmetic
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
     from mechwork.analysis.progress import ProgressMeasures
+    from mechwork.results import Analysis
 
 __all__ = ["grokking_dashboard", "grokking_page"]
 
 PHASE_NAMES = ("memorisation", "circuit formation", "cleanup")
 SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+FOURIER_EVIDENT = 0.5  # trig-fit FVE from which the summary says the model uses its key frequencies
 
 
 def grokking_dashboard(
     run_or_preset: str | os.PathLike[str], *, step: int | None = None, device: str | None = None
 ) -> Page:
     """The grokking dashboard for a modular-arithmetic run directory or preset."""
-    return grokking_page(open_source(run_or_preset, step=step, device=device))
+    from mechwork.analysis.grokking import analyse
+    from mechwork.source import open_source
 
-
-FOURIER_EVIDENT = 0.5  # trig-fit FVE from which the summary says the model uses its key frequencies
+    return grokking_page(analyse(open_source(run_or_preset, step=step, device=device)))
 
 
 def phase_spans(progress: ProgressMeasures | None, last_step: int) -> list[tuple[str, int, int]]:
@@ -74,7 +70,7 @@ def phase_spans(progress: ProgressMeasures | None, last_step: int) -> list[tuple
     return [(s.name, s.start, s.end) for s in spans_of(progress, last_step) if s.end > s.start]
 
 
-def formula(task: ModularArithmetic, c: str | None = None) -> str:
+def formula(task: Any, c: str | None = None) -> str:
     """``(a + b) mod p``, ``(a^2 + b^2) mod p``, ...; with ``c``: the trig identity's argument instead."""
     if c is not None:
         return f"a {SYMBOLS[task.op]} b - {c}"
@@ -82,268 +78,132 @@ def formula(task: ModularArithmetic, c: str | None = None) -> str:
     return f"({body}) mod {task.p}"
 
 
-def fourier_reason(task: ModularArithmetic, cfg: Any) -> str | None:
-    """Why the Fourier sections do not apply to this task and model, or None when they do."""
-    if task.op not in FOURIER_OPS:
-        return (f"they assume a Fourier circuit for a + b or a - b, and this task's op is {task.op!r} "
-                "(they apply to add and sub only)")
-    if task.p % 2 == 0:
-        return f"p={task.p} is even (the Fourier analyses need an odd p)"
-    if cfg.attn_only:
-        return "the model has no MLP (the neuron and key-frequency analyses need one)"
-    return None
-
-
-def _bands(fig: Any, spans: list[tuple[str, int, int]], col: int, y0: float, y1: float, legend: bool) -> None:
-    """Phase bands as filled traces (shapes misplace on log axes), drawn before the curves so they sit below."""
-    from mechwork.analysis.progress import PHASE_COLOURS  # the palette every phase-shaded figure uses
-
-    for name, lo, hi in spans:
-        x0, x1 = max(lo, 1), max(hi, lo, 1)
-        fig.add_scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], fill="toself", fillcolor=PHASE_COLOURS[name],
-                        mode="none", name=name, legendgroup=name, showlegend=legend,
-                        hoverinfo="name", row=1, col=col)
-
-
-def curves_figure(metrics: pd.DataFrame, spans: list[tuple[str, int, int]]) -> Any:
-    """Loss (log-log) and accuracy (log x) against step, phases shaded."""
-    import math
-
-    from plotly.subplots import make_subplots
-
-    df = metrics[metrics["step"] >= 1]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
-    x = df["step"].tolist()
-    losses = [v for c in ("train_loss", "test_loss") if c in df for v in df[c].tolist() if v > 0]
-    if spans and losses:
-        _bands(fig, spans, 1, min(losses) / 2, max(losses) * 2, legend=True)
-        _bands(fig, spans, 2, 0.0, 1.02, legend=False)
-    for col, colour in (("train", "#1f77b4"), ("test", "#d62728")):
-        if f"{col}_loss" in df:
-            fig.add_scatter(x=x, y=df[f"{col}_loss"].tolist(), name=f"{col} loss", line_color=colour, row=1, col=1)
-        if f"{col}_acc" in df:
-            fig.add_scatter(x=x, y=df[f"{col}_acc"].tolist(), name=f"{col} accuracy", line_color=colour,
-                            line_dash="dot", row=1, col=2)
-    fig.update_xaxes(type="log", title_text="step", range=[math.log10(max(1, min(x))), math.log10(max(x))])
-    fig.update_yaxes(type="log", title_text="cross-entropy loss (log scale)", row=1, col=1)
-    fig.update_yaxes(range=[0, 1.02], title_text="accuracy", row=1, col=2)
-    title = "Training curves (log scale; phases shaded)" if spans else "Training curves (log scale)"
-    return fig.update_layout(title=title, height=420)
-
-
-def neuron_grids_figure(acts: torch.Tensor, p: int, neurons: list[tuple[int, int, float]]) -> Any:
-    """One heatmap per (frequency, neuron, fve): the neuron's activation over the (a, b) grid."""
-    from plotly.subplots import make_subplots
-
-    cols = min(len(neurons), 4)
-    rows = -(-len(neurons) // cols)
-    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.04, vertical_spacing=0.12,
-                        subplot_titles=[f"k={k}: neuron {n} (FVE {f:.0%})" for k, n, f in neurons])
-    for j, (_, n, _) in enumerate(neurons):
-        z = acts[:, n].reshape(p, p).numpy().astype("float32")
-        fig.add_heatmap(z=z, colorscale="RdBu", zmid=0, showscale=False, row=j // cols + 1, col=j % cols + 1,
-                        hovertemplate="a=%{y}, b=%{x}: %{z:.3g}<extra></extra>")
-    fig.update_xaxes(title_text="b", showticklabels=False)
-    fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
-    return fig.update_layout(title="One neuron per key frequency: activation over (a, b)",
-                             height=300 * rows + 80)
-
-
-def attention_grid_figure(pattern_eq: torch.Tensor, p: int) -> Any:
-    """Attention from ``=`` to ``a`` per head, over the (a, b) grid (the rest goes to ``b`` and ``=``)."""
-    from plotly.subplots import make_subplots
-
-    n_heads = pattern_eq.shape[1]
-    cols = min(n_heads, 4)
-    rows = -(-n_heads // cols)
-    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.04,
-                        subplot_titles=[f"head {h}" for h in range(n_heads)])
-    for h in range(n_heads):
-        z = pattern_eq[:, h, 0].reshape(p, p).numpy().astype("float32")
-        fig.add_heatmap(z=z, zmin=0, zmax=1, coloraxis="coloraxis", row=h // cols + 1, col=h % cols + 1,
-                        hovertemplate="a=%{y}, b=%{x}: to a %{z:.2f}<extra></extra>")
-    fig.update_xaxes(title_text="b", showticklabels=False)
-    fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
-    return fig.update_layout(title="Attention from '=' to 'a' over (a, b)",
-                             coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": "attention to a"}}},
-                             height=320 * rows + 60)
-
-
-def _examples(p: int) -> list[tuple[int, int]]:
-    return [(1, 2), (p // 3, p // 2), (p - 1, p - 2)]
-
-
-def grokking_page(src: Source) -> Page:
-    """Build the page from an opened :class:`Source` (see the module docstring for its sections)."""
-    from mechwork.analysis.attention import attention_patterns
-    from mechwork.summary import _arch, _recipe, last_recorded
-
-    model = src.model
-    task = src.task
-    if not isinstance(task, ModularArithmetic):
-        raise ConfigError(f"the grokking dashboard needs a modular-arithmetic run (got a {task.kind} run: "
-                          f"{src.name!r})")
-    cfg = model.cfg
-    if cfg.d_vocab != task.d_vocab or cfg.d_vocab_out != task.d_vocab_out:
-        raise ConfigError(f"model vocabulary ({cfg.d_vocab} in, {cfg.d_vocab_out} out) does not match the task's "
-                          f"p={task.p} (needs {task.d_vocab} in, {task.d_vocab_out} out)")
-    p = task.p
-    reason = fourier_reason(task, src.model_config)
-    logits, acts = grid_run(model, task, None if reason else "blocks.0.mlp.hook_post")
-    labels = task.labels
-    acc = float((logits.argmax(-1) == labels).float().mean())
-    tr_acc = float((logits[task.train_idx].argmax(-1) == labels[task.train_idx]).float().mean())
-    te_acc = float((logits[task.test_idx].argmax(-1) == labels[task.test_idx]).float().mean())
-    pats = attention_patterns(model, task.tokens).patterns[:, 0]  # (n_pairs, head, dest, src)
-    a_tok, b_tok = task.tokens[:, 0], task.tokens[:, 1]
-    row_of = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(a_tok, b_tok, strict=True))}
-
-    where = f"step {src.step} of run {src.name}" if src.kind == "run" else f"the {src.name} preset"
-    last_step = int(src.metrics["step"].iloc[-1]) if src.metrics is not None else (src.step or 0)
-    spans = phase_spans(src.progress, last_step)
-    page = Page(f"Grokking dashboard: {src.name}",
-                subtitle=f"{formula(task)}, {task.train_frac:.0%} of pairs for training; {where}")
-
-    # 1. summary
-    lines = [
-        f"The model gets **{acc:.2%}** of all {task.n_pairs:,} pairs right "
-        f"({tr_acc:.2%} on the {len(task.train_idx):,} training pairs, {te_acc:.2%} on the "
-        f"{len(task.test_idx):,} held out).",
+# -- 1. summary ---------------------------------------------------------------------------------
+def fourier_lines(bundle: Analysis) -> list[str]:
+    """What the key frequencies, neuron clusters, trig fit and losses say (the Fourier analyses ran)."""
+    kf, nf, fit, rex = bundle["key_frequencies"], bundle["neurons"], bundle["trig_fit"], bundle["losses"]
+    # "uses" only on evidence: the trig identity over the key frequencies explains most of the logits
+    lead = (f"It uses the **key frequencies {kf.freqs}**" if fit.fve >= FOURIER_EVIDENT else
+            f"No Fourier circuit is evident (the trig-identity fit below explains under {FOURIER_EVIDENT:.0%} "
+            f"of the logit variance); the candidate key frequencies are {kf.freqs}")
+    return [
+        f"{lead}: they carry {kf.embedding_share:.1%} of W_E's Fourier "
+        f"energy, and {nf.fraction_clustered(kf.freqs):.1%} of the {len(nf.fve)} MLP neurons are explained "
+        f"(FVE >= {nf.threshold:.0%}) by a single key frequency. The embedding gap gives {kf.from_embedding}, "
+        f"the neuron clusters give {kf.from_neurons}; the two methods {'agree' if kf.agree else 'disagree'}.",
+        f"The trig identity cos(w_k({formula(bundle.info.task, 'c')})) over the key frequencies explains "
+        f"**{fit.fve:.1%}** of the logit variance. Keeping only the key-frequency directions of the logits gives a "
+        f"loss of {rex.restricted_loss:.3g} (test loss {rex.test_loss:.3g}); removing them gives "
+        f"{rex.excluded_loss:.3g} on the training pairs (train loss {rex.train_loss:.3g}).",
     ]
-    if reason is None:
-        assert acts is not None
-        from mechwork.analysis.trig import losses_of, trig_fit_of
 
-        nf = neuron_frequencies_of(acts, p)
-        kf = key_frequencies(model, task, neurons=nf)
-        we = embedding_spectrum(model, "W_E", p)
-        fit = trig_fit_of(logits, task, kf.freqs)
-        rex = losses_of(logits, task, kf.freqs)
-        # "uses" only on evidence: the trig identity over the key frequencies explains most of the logits
-        lead = (f"It uses the **key frequencies {kf.freqs}**" if fit.fve >= FOURIER_EVIDENT else
-                f"No Fourier circuit is evident (the trig-identity fit below explains under {FOURIER_EVIDENT:.0%} "
-                f"of the logit variance); the candidate key frequencies are {kf.freqs}")
-        lines += [
-            f"{lead}: they carry {kf.embedding_share:.1%} of W_E's Fourier "
-            f"energy, and {nf.fraction_clustered(kf.freqs):.1%} of the {len(nf.fve)} MLP neurons are explained "
-            f"(FVE >= {nf.threshold:.0%}) by a single key frequency. The embedding gap gives {kf.from_embedding}, "
-            f"the neuron clusters give {kf.from_neurons}; the two methods {'agree' if kf.agree else 'disagree'}.",
-            f"The trig identity cos(w_k({formula(task, 'c')})) over the key frequencies explains **{fit.fve:.1%}** "
-            f"of the logit variance. Keeping only the key-frequency directions of the logits gives a loss of "
-            f"{rex.restricted_loss:.3g} (test loss {rex.test_loss:.3g}); removing them gives "
-            f"{rex.excluded_loss:.3g} on the training pairs (train loss {rex.train_loss:.3g}).",
-        ]
-    else:
-        lines.append(f"The Fourier sections are left out: {reason}.")
-    from mechwork.analysis.progress import held_out_caveat
 
-    caveat = held_out_caveat(len(task.test_idx))
-    if caveat is not None:
-        lines.append(caveat)
-    if src.progress is not None:
-        from mechwork.analysis.progress import phase_sentence
+def history_lines(bundle: Analysis, reason: str | None) -> list[str]:
+    """What the history says: a small held-out split, the phases (or why they are not marked), loss spikes."""
+    from mechwork.analysis.progress import held_out_caveat, phase_sentence, spike_sentence
 
-        lines.append(phase_sentence(src.progress, last_step))
-    elif src.metrics is None:
+    info, progress = bundle.info, bundle.get("progress")
+    lines = [c] if (c := held_out_caveat(len(info.task.test_idx))) is not None else []
+    if progress is not None:
+        lines.append(phase_sentence(progress, info.last_step))
+    elif info.metrics is None:
         lines.append("There is no training history for this model, so the phases are not known.")
     elif reason is not None:
         lines.append("The phases are not marked: they are found from the Fourier progress measures, which do not "
                      "apply here.")
     else:
         lines.append("The phases are not marked: they need the progress measures of at least two checkpoints.")
-    if src.metrics is not None and {"test_loss", "test_acc"} <= set(src.metrics.columns):
-        from mechwork.analysis.progress import spike_sentence
-
-        m = src.metrics
+    m = info.metrics
+    if m is not None and {"test_loss", "test_acc"} <= set(m.columns):
         lines.append(spike_sentence(m["step"].tolist(), m["test_loss"].tolist(), m["test_acc"].tolist()))
-    page.markdown("\n\n".join(lines), title="Summary")
+    return lines
 
-    # 2. model and recipe
-    info: list[tuple[str, Any]] = [("source", src.name), ("task", task.describe()), ("model", _arch(src.model_config))]
-    if src.train is not None:
-        info.append(("training", _recipe(src.train, task, last_recorded(src))))
-    if src.summary.get("grok_step") is not None:
-        info.append(("test accuracy >= 99% first at step", src.summary["grok_step"]))
-    info += [(f"phase: {name}", f"steps {lo:,}-{hi:,}") for name, lo, hi in spans]
-    page.kv(info, title="Model and training")
 
-    # 3-4. history
-    if src.metrics is not None:
-        colours = dict(zip(PHASE_NAMES, ("red", "yellow", "green"), strict=True))
-        page.plotly(curves_figure(src.metrics, spans), title="Training curves",
-                    caption=("Shaded: " + ", ".join(f"{name} ({colours[name]})" for name, _, _ in spans) + "."
-                             if spans else None))
-    else:
-        page.note("No training history: this model has no metrics to plot. Train one with "
-                  "`mechwork train modadd` and build the dashboard from its run directory.", title="Training curves")
-    if src.progress is not None:
-        page.plotly(src.progress.figure(), title="Progress measures",
-                    caption=f"Measured at every checkpoint with the final key frequencies {src.progress.key_freqs}.")
-    elif reason is not None:
-        page.note(f"Progress measures are left out: {reason}.", title="Progress measures")
-    else:
-        page.note("No checkpoints to measure progress on (a preset without history, or a run with "
-                  "fewer than two checkpoints).", title="Progress measures")
+def summary_section(page: Page, bundle: Analysis, reason: str | None) -> Page:
+    acc = bundle["accuracy"]
+    lines = [f"The model gets **{acc.all:.2%}** of all {acc.n_all:,} pairs right ({acc.train:.2%} on the "
+             f"{acc.n_train:,} training pairs, {acc.test:.2%} on the {acc.n_test:,} held out)."]
+    lines += fourier_lines(bundle) if reason is None else [f"The Fourier sections are left out: {reason}."]
+    return sections.summary(page, lines + history_lines(bundle, reason))
 
-    import plotly.graph_objects as go
 
+# -- 2-4. model, history, progress --------------------------------------------------------------
+def model_section(page: Page, bundle: Analysis, spans: list[tuple[str, int, int]]) -> Page:
+    grok = bundle.info.summary.get("grok_step")
+    extra: list[tuple[str, Any]] = [("test accuracy >= 99% first at step", grok)] if grok is not None else []
+    extra += [(f"phase: {name}", f"steps {lo:,}-{hi:,}") for name, lo, hi in spans]
+    return sections.model_and_training(page, bundle.info, extra)
+
+
+def history_section(page: Page, bundle: Analysis, spans: list[tuple[str, int, int]], reason: str | None) -> Page:
+    colours = dict(zip(PHASE_NAMES, ("red", "yellow", "green"), strict=True))
+    caption = "Shaded: " + ", ".join(f"{name} ({colours[name]})" for name, _, _ in spans) + "." if spans else None
+    sections.training_curves(page, bundle, spans, caption=caption,
+                             missing="No training history: this model has no metrics to plot. Train one with "
+                                     "`mechwork train modadd` and build the dashboard from its run directory.")
+    progress = bundle.get("progress")
+    if progress is not None:
+        return page.result(progress, title="Progress measures", summary=False,
+                           caption=f"Measured at every checkpoint with the final key frequencies {progress.key_freqs}.")
+    if reason is not None:
+        return page.note(f"Progress measures are left out: {reason}.", title="Progress measures")
+    return page.note("No checkpoints to measure progress on (a preset without history, or a run with "
+                     "fewer than two checkpoints).", title="Progress measures")
+
+
+# -- 5-6. spectrum and neurons ---------------------------------------------------------------------
+def fourier_section(page: Page, bundle: Analysis) -> Page:
+    kf, nf = bundle["key_frequencies"], bundle["neurons"]
+    page.result(bundle["embedding"], title="Fourier spectrum of the embedding", key=kf.freqs,
+                caption=f"Key frequencies in red: {kf.freqs}.")
+    page.table(kf.to_frame(), title="Key frequencies")
+    page.result(nf, title="Neuron clusters", caption=nf.summary())
+    page.result(bundle["cluster_sizes"], summary=False)
+    if "neuron_grids" in bundle:
+        page.result(bundle["neuron_grids"], summary=False)
+    return page
+
+
+# -- 7-8. attention ------------------------------------------------------------------------------
+def attention_section(page: Page, bundle: Analysis) -> Page:
+    """Attention from '=' over the grid (every op; a pair the task leaves out is blank), then a few inputs."""
+    att, task = bundle["attention"], bundle.info.task
+    page.result(att, title="Attention from '=' over the (a, b) grid", summary=False)
+    symbol = SYMBOLS.get(task.op, ",")
+    for ex in att.examples:
+        shown = f"{ex.a}^2 + {ex.b}^2 =" if task.op == "x2+y2" else f"{ex.a} {symbol} {ex.b} ="
+        page.attention(ex.pattern, [ex.a, ex.b, "="], head_names=[f"head {h}" for h in range(ex.pattern.shape[0])],
+                       title=f"Attention on {shown}",
+                       caption=f"The model predicts {ex.predicted} (correct: {ex.correct}).")
+    return page
+
+
+# -- 9-10. logits and ablation ---------------------------------------------------------------------
+def logits_section(page: Page, bundle: Analysis) -> Page:
+    fit, rex = bundle["trig_fit"], bundle["losses"]
+    page.result(fit, title="Trig-identity logit fit", caption=fit.summary())
+    page.result(rex, title="Restricted and excluded loss", caption=rex.summary())
+    abl = bundle["ablation"]
+    return page.result(abl, title="Fourier ablation of the embedding", caption=abl.summary())
+
+
+def grokking_page(bundle: Analysis) -> Page:
+    """Build the page from a modular-arithmetic analysis bundle (see the module docstring for its sections)."""
+    info = bundle.info
+    reason = fourier_reason(info.task, info.model_config)
+    spans = phase_spans(bundle.get("progress"), info.last_step)
+    page = Page(f"Grokking dashboard: {info.name}",
+                subtitle=f"{formula(info.task)}, {info.task.train_frac:.0%} of pairs for training; {info.where}")
+    summary_section(page, bundle, reason)
+    model_section(page, bundle, spans)
+    history_section(page, bundle, spans, reason)
     if reason is None:
-        # 5. spectrum
-        page.plotly(we.figure(key=kf.freqs), title="Fourier spectrum of the embedding",
-                    caption=f"Key frequencies in red: {kf.freqs}.")
-        page.table(kf.to_frame(), title="Key frequencies")
-
-        # 6. neurons
-        page.plotly(nf.figure(), title="Neuron clusters", caption=nf.summary())
-        sizes = nf.cluster_sizes()
-        ks = sorted(sizes)
-        bar = go.Figure(go.Bar(x=[str(k) for k in ks], y=[sizes[k] for k in ks],
-                               marker_color=["#d62728" if k in kf.freqs else "#1f77b4" for k in ks]))
-        page.plotly(bar.update_layout(title="Clustered neurons per frequency (key frequencies in red)",
-                                      xaxis_title="frequency k", yaxis_title="neurons", height=360))
-        best = []
-        for k in kf.freqs:
-            members = ((nf.freq == k) & nf.clustered).nonzero()[:, 0]
-            if len(members):
-                n = int(members[nf.fve[members].argmax()])
-                best.append((k, n, float(nf.fve[n])))
-        if best:
-            assert acts is not None
-            page.plotly(neuron_grids_figure(acts, p, best))
+        fourier_section(page, bundle)
     else:
         page.note(f"The Fourier spectrum, key frequencies and neuron clusters are left out: {reason}.",
                   title="Fourier analysis")
-
-    # 7-8. attention (every op); a pair the task leaves out (b = 0 for div) is blank on the grid
-    grid = torch.full((p * p, *pats.shape[1:2], pats.shape[-1]), float("nan"))
-    grid[a_tok * p + b_tok] = pats[:, :, 2, :]
-    page.plotly(attention_grid_figure(grid, p), title="Attention from '=' over the (a, b) grid")
-    symbol = SYMBOLS.get(task.op, ",")
-    for a, b in _examples(p):
-        i = row_of.get((a, b))
-        if i is None:
-            continue
-        shown = f"{a}^2 + {b}^2 =" if task.op == "x2+y2" else f"{a} {symbol} {b} ="
-        page.attention(pats[i], [a, b, "="], head_names=[f"head {h}" for h in range(pats.shape[1])],
-                       title=f"Attention on {shown}",
-                       caption=f"The model predicts {int(logits[i].argmax())} (correct: {int(labels[i])}).")
-
+    attention_section(page, bundle)
     if reason is not None:
-        page.note(f"The trig-identity logit fit, restricted and excluded losses and Fourier ablation are left out: "
-                  f"{reason}.", title="Logits and ablation")
-        return page
-    # 9. logits
-    page.plotly(fit.figure(), title="Trig-identity logit fit", caption=fit.summary())
-    page.plotly(rex.figure(), title="Restricted and excluded loss", caption=rex.summary())
-
-    # 10. the hypothesis, tested by ablation
-    from mechwork.analysis.ablation import keep_frequencies, remove_frequencies
-
-    kept, removed = keep_frequencies(model, task, kf.freqs), remove_frequencies(model, task, kf.freqs)
-    abl = go.Figure(go.Bar(x=["unablated", "key frequencies only", "key frequencies removed"],
-                           y=[kept.base_accuracy, kept.accuracy, removed.accuracy],
-                           marker_color=["#7f7f7f", "#2ca02c", "#d62728"]))
-    abl.update_layout(title="Accuracy on all pairs with the embedding projected", yaxis_range=[0, 1], height=360,
-                      xaxis_title="embedding", yaxis_title="accuracy on all pairs")
-    page.plotly(abl, title="Fourier ablation of the embedding", caption=f"{kept.summary()}. {removed.summary()}.")
-    return page
+        return page.note(f"The trig-identity logit fit, restricted and excluded losses and Fourier ablation are "
+                         f"left out: {reason}.", title="Logits and ablation")
+    return logits_section(page, bundle)

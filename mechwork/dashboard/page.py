@@ -41,6 +41,7 @@ import html
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -182,17 +183,31 @@ class Page:
         rows = "".join(f"<dt>{esc(str(k))}</dt><dd>{esc(_fmt(v, float_format))}</dd>" for k, v in pairs)
         return self._add("html", f'<dl class="mw-kv">{rows}</dl>', title, None)
 
-    def result(self, result: Result, *, title: str | None = None, table: bool = False, **figure_kw: Any) -> Page:
-        """An analysis result: its summary line, its figure (if it has one) and optionally its table."""
-        self.note(result.summary(), title=title or type(result).__name__)
+    def result(
+        self, result: Result, *, title: str | None = None, caption: str | None = None, summary: bool | None = None,
+        table: bool = False, **figure_kw: Any,
+    ) -> Page:
+        """An analysis result: its figure (if it has one), and optionally its summary line and its table.
+
+        The summary line goes above the figure as a note (which takes the title) when ``summary`` is true;
+        by default (``summary=None``) only when no ``caption`` is given. ``figure_kw`` go to ``result.figure``.
+        """
+        if summary is None:
+            summary = caption is None
+        if summary:
+            self.note(result.summary(), title=title or type(result).__name__)
+            title = None
         try:
             fig = result.figure(**figure_kw)
         except NotImplementedError:
             fig = None
         if fig is not None:
-            self.plotly(fig)
+            self.plotly(fig, title=title, caption=caption)
+        elif not summary:
+            self.note(result.summary(), title=title or type(result).__name__)
         if table:
-            self.table(result.to_frame())
+            with suppress(NotImplementedError):  # a result without a table
+                self.table(result.to_frame())
         return self
 
     # -- output --------------------------------------------------------------------

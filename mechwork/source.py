@@ -1,0 +1,169 @@
+"""A run directory or a preset, opened: the model, its task, its configs and its training history.
+
+:func:`open_source` resolves a run directory or a preset name into a :class:`Source`: the eval-mode
+model, the task, the configs and, when there is one, the metrics table. A run's history is read from
+its directory; a preset's from the JSON beside its embedded weights. A preset with no history has
+``metrics=None``.
+
+A kit's ``analyse(source)`` turns a source into an :class:`~mechwork.results.Analysis` bundle (every
+result its pages show, computed once). The bundle keeps :attr:`Source.info`, the model-free part of the
+source, so that dashboards, reports and summaries render without a model.
+
+:func:`describe_model` and :func:`recipe_line` are the one-line descriptions of a model config and a
+training recipe that ``mechwork info``, the demo and the dashboards print.
+
+Example::
+
+    >>> from mechwork.source import open_source
+    >>> src = open_source("induction-2l")
+    >>> src.kind, src.task.kind, len(src.metrics) > 10
+    ('preset', 'induction', True)
+    >>> src.info.last_recorded is None                     # a preset: no run to have stopped early
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from mechwork.models import ToyConfig
+
+__all__ = [
+    "Source", "SourceInfo", "count_parameters", "describe_model", "describe_recipe", "open_source", "recipe_line",
+]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What is known of a run or preset without its model: the part of a :class:`Source` a bundle keeps."""
+
+    name: str  # the preset name, or the run directory as given
+    kind: Literal["preset", "run"]
+    task: Any  # the task dataclass (see mechwork.kit.Task)
+    model_config: ToyConfig
+    step: int | None  # the checkpoint shown (None: a preset's final weights)
+    train: dict[str, Any] | None  # the training config, if known
+    summary: dict[str, Any]  # the preset's stored summary ({} for a run)
+    metrics: pd.DataFrame | None  # one row per evaluation, or None without history
+    hooks: tuple[str, ...] = ()  # the model's hook points
+
+    @property
+    def where(self) -> str:
+        """``step 20 of run runs/x`` or ``the modadd-113 preset``."""
+        return f"step {self.step} of run {self.name}" if self.kind == "run" else f"the {self.name} preset"
+
+    @property
+    def last_step(self) -> int:
+        """The last step of the history (or the step shown, or 0 without either)."""
+        return int(self.metrics["step"].iloc[-1]) if self.metrics is not None else (self.step or 0)
+
+    @property
+    def last_recorded(self) -> int | None:
+        """The last step a run recorded (evaluation or shown checkpoint); None for a preset."""
+        if self.kind != "run":
+            return None
+        steps = [int(self.step)] if self.step is not None else []
+        if self.metrics is not None and "step" in self.metrics and len(self.metrics):
+            steps.append(int(self.metrics["step"].max()))
+        return max(steps) if steps else 0
+
+    @property
+    def recipe(self) -> str | None:
+        """The training recipe in one line (None when the training config is not known)."""
+        return None if self.train is None else describe_recipe(self.train, self.task, self.last_recorded)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A run or preset, opened: the eval-mode model and everything :class:`SourceInfo` holds."""
+
+    name: str  # the preset name, or the run directory as given
+    kind: Literal["preset", "run"]
+    task: Any  # the task dataclass (see mechwork.kit.Task)
+    model_config: ToyConfig
+    model: TransformerBridge
+    step: int | None  # the checkpoint shown (None: a preset's final weights)
+    train: dict[str, Any] | None  # the training config, if known
+    summary: dict[str, Any]  # the preset's stored summary ({} for a run)
+    metrics: pd.DataFrame | None  # one row per evaluation, or None without history
+
+    @property
+    def info(self) -> SourceInfo:
+        """Everything but the model."""
+        return SourceInfo(self.name, self.kind, self.task, self.model_config, self.step, self.train, self.summary,
+                          self.metrics, tuple(getattr(self.model, "hook_dict", ())))
+
+
+def open_source(
+    run_or_preset: str | os.PathLike[str], *, step: int | None = None, device: str | None = None
+) -> Source:
+    """Open a run directory or a preset; an unknown name is a one-line :class:`~mechwork.errors.ConfigError`."""
+    import pandas as pd
+
+    from mechwork.models import ToyConfig, preset
+    from mechwork.runs import Run, embedded_info, embedded_path, load, resolve
+
+    kind, key = resolve(run_or_preset)
+    if kind == "preset":
+        pre = preset(key)
+        info = embedded_info(key) if embedded_path(key).with_suffix(".json").is_file() else {}
+        model = load(key, step=step, device=device)
+        history = info.get("history") or {}
+        metrics = pd.DataFrame(history["metrics"]) if "metrics" in history else None
+        return Source(key, "preset", pre.task, ToyConfig.from_dict(info.get("model", pre.model.to_dict())), model,
+                      info.get("step"), info.get("train"), info.get("summary", {}), metrics)
+    run = Run(key)
+    model = run.model_at(step, device)
+    metrics = run.metrics
+    return Source(key, "run", run.task, run.model_config, model, step if step is not None else run.steps[-1],
+                  run.config["train"], {}, metrics if len(metrics) else None)
+
+
+def describe_model(cfg: ToyConfig) -> str:
+    """A model config in one line: layers, widths, MLP, normalisation, vocabulary, context and biases."""
+    mlp = "attention-only" if cfg.attn_only else f"d_mlp {cfg.d_mlp} ({cfg.act_fn})"
+    norm = "no LayerNorm" if cfg.normalization is None else "LayerNorm"
+    bias = "attention biases " + ("trained" if cfg.attn_bias else "frozen at 0")
+    return (
+        f"{cfg.n_layers} layer(s), d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, {mlp}, "
+        f"{norm}, d_vocab {cfg.d_vocab} -> {cfg.d_vocab_out}, n_ctx {cfg.n_ctx}; {bias}"
+    )
+
+
+def count_parameters(cfg: ToyConfig) -> tuple[int, int]:
+    """(all parameters, trained ones) of a model built from ``cfg``."""
+    from mechwork.models import build_model
+
+    ps = list(build_model(cfg, "cpu").parameters())
+    return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
+
+
+def describe_recipe(train: dict[str, Any], task: Any, reached: int | None = None) -> str:
+    """:func:`recipe_line` with the batches described by the task's kit (``Kit.batch_line``)."""
+    from mechwork.kit import get_kit
+
+    return recipe_line(train, get_kit(task.kind).batch_line(task, train), reached)
+
+
+def recipe_line(train: dict[str, Any], batch: str, reached: int | None = None) -> str:
+    """A training recipe (a ``TrainConfig`` as a dict) in one line; ``batch`` says how each step's batch was drawn.
+
+    ``reached`` (the last step the run recorded) marks a run that stopped before its planned steps.
+    """
+    gf = (
+        f"Grokfast alpha {train['grokfast_alpha']} lambda {train['grokfast_lambda']}"
+        if train.get("grokfast_alpha") is not None
+        else "no Grokfast"
+    )
+    return (
+        f"AdamW lr {train['lr']:g}, wd {train['weight_decay']:g}, betas {tuple(train['betas'])}, "
+        f"warmup {train['warmup_steps']}, {batch}, {gf}, {train['steps']} step{'' if train['steps'] == 1 else 's'}"
+        + (f" planned, stopped at step {reached}" if reached is not None and reached < train["steps"] else "")
+        + (f" (lr decays to 0 over the last {train['decay_steps']})" if train.get("decay_steps") else "")
+    )
