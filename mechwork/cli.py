@@ -10,8 +10,14 @@ The checks that need no model (runs, presets, --step, --device, output paths,
 task arguments and memory estimates, see :mod:`mechwork.limits`) run before
 torch is imported, so a bad argument is refused in a fraction of a second.
 
+Task kits come from the registry (:mod:`mechwork.kit`): ``mechwork train KIND`` exists for every
+registered kind, with options from the kit's table (the built-in tables live in
+:data:`mechwork.limits.COMMANDS`, so they build before torch); ``--kit FILE`` (repeatable) or
+``MECHWORK_KITS`` loads a user's kit first.
+
 Examples::
 
+    mechwork --kit my_task.py train my_task --steps 500 --out runs/mine
     mechwork train modadd --p 113 --steps 3000 --out runs/modadd
     mechwork train modadd --out runs/modadd --resume --steps 6000
     mechwork train induction --steps 3000 --out runs/induction
@@ -24,6 +30,7 @@ Examples::
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +39,8 @@ import click
 
 from mechwork import bars, limits
 from mechwork.errors import CheckpointError, ConfigError, MechworkError, NonFiniteError, RunBusyError
+from mechwork.hooks import BY_NAMES, SITE_NAMES
+from mechwork.kit import Command, Option, get_kit, kinds
 
 __all__ = ["main"]
 
@@ -68,91 +77,126 @@ def _explicit(ctx: click.Context) -> set[str]:
     }
 
 
+def _load_kits(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    """Register the user kits of ``MECHWORK_KITS`` and ``--kit`` (before any subcommand is looked up)."""
+    from mechwork.kit import ENV, load_kits
+
+    try:
+        load_kits(os.environ.get(ENV))
+    except MechworkError as e:
+        raise ConfigError(f"{ENV}: {e}") from None
+    for item in value:
+        try:
+            load_kits(item)
+        except MechworkError as e:
+            raise click.BadParameter(str(e), param_hint="'--kit'") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mechwork")
+@click.option("--kit", "kits", multiple=True, metavar="FILE", expose_value=False, callback=_load_kits,
+              help="load a task kit from a .py file or module (repeatable; also MECHWORK_KITS, os.pathsep-separated)")
 def cli() -> None:
     """mechwork: train toy transformers, open them up, publish what you find."""
 
 
-@cli.group()
+class _TrainGroup(click.Group):
+    """``mechwork train KIND``: one command per registered task kit (built-in ones build without torch)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(kinds())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return _train_command(name) if name in kinds() else None
+
+
+@cli.group(cls=_TrainGroup)
 def train() -> None:
     """Train a toy model into a run directory."""
 
 
-def _common_train_options(f: Any) -> Any:
-    opts = [
-        click.option("--steps", type=click.IntRange(min=1), default=None, help="optimiser updates"),
-        click.option("--lr", type=_POS_FLOAT, default=None, help="peak AdamW learning rate"),
-        click.option("--wd", type=click.FloatRange(min=0.0), default=None, help="AdamW weight decay"),
-        click.option("--warmup", type=click.IntRange(min=0), default=None, help="linear warmup steps"),
-        click.option("--decay-steps", type=click.IntRange(min=0), default=None,
+def _common_train_options() -> list[click.Option]:
+    return [
+        click.Option(["--steps"], type=click.IntRange(min=1), default=None, help="optimiser updates"),
+        click.Option(["--lr"], type=_POS_FLOAT, default=None, help="peak AdamW learning rate"),
+        click.Option(["--wd"], type=click.FloatRange(min=0.0), default=None, help="AdamW weight decay"),
+        click.Option(["--warmup"], type=click.IntRange(min=0), default=None, help="linear warmup steps"),
+        click.Option(["--decay-steps"], type=click.IntRange(min=0), default=None,
                      help="linear lr decay to 0 over the last N steps"),
-        click.option("--seed", type=click.IntRange(0, limits.SEED_MAX), default=0, show_default=True,
+        click.Option(["--seed"], type=click.IntRange(0, limits.SEED_MAX), default=0, show_default=True,
                      help="seeds the init, the data split and sampling"),
-        click.option("--eval-every", type=click.IntRange(min=1), default=None, help="steps between evals"),
-        click.option("--out", type=click.Path(path_type=Path), default=None,
+        click.Option(["--eval-every"], type=click.IntRange(min=1), default=None, help="steps between evals"),
+        click.Option(["--out"], type=click.Path(path_type=Path), default=None,
                      help="run directory (default: runs/<task>-<seed>)"),
-        click.option("--resume", is_flag=True, help="continue the run at --out from its last checkpoint"),
-        click.option("--force", is_flag=True, help="overwrite a non-empty --out"),
-        click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)"),
-        click.option("--quiet", is_flag=True, help="no progress bar"),
+        click.Option(["--resume"], is_flag=True, help="continue the run at --out from its last checkpoint"),
+        click.Option(["--force"], is_flag=True, help="overwrite a non-empty --out"),
+        click.Option(["--device"], default=None, help="torch device (default: cuda if available, else cpu)"),
+        click.Option(["--quiet"], is_flag=True, help="no progress bar"),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
 
 
-@train.command("modadd")
-@click.option("--p", type=click.IntRange(min=3), default=113, show_default=True, help="modulus")
-@click.option("--op", type=click.Choice(OPS), default="add", show_default=True)
-@click.option("--train-frac", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-              default=0.3, show_default=True, help="fraction of the p^2 pairs used for training")
-@click.option("--grokfast/--no-grokfast", default=None,
-              help="Grokfast EMA gradient filter (alpha 0.98, lambda 2 unless given)")
-@click.option("--grokfast-alpha", type=click.FloatRange(0.0, 1.0, max_open=True), default=None)
-@click.option("--grokfast-lambda", type=click.FloatRange(min=0.0), default=None)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="minibatch (default: full batch)")
-@_common_train_options
-@click.pass_context
-def train_modadd(ctx: click.Context, **kw: Any) -> None:
-    """Train the 1-layer modular-arithmetic model (Nanda et al. 2023)."""
+_EXTRA_TRAIN_OPTIONS: dict[str, list[click.Option]] = {  # training options a kit's command may offer
+    "grokfast": [
+        click.Option(["--grokfast/--no-grokfast"], default=None,
+                     help="Grokfast EMA gradient filter (alpha 0.98, lambda 2 unless given)"),
+        click.Option(["--grokfast-alpha"], type=click.FloatRange(0.0, 1.0, max_open=True), default=None),
+        click.Option(["--grokfast-lambda"], type=click.FloatRange(min=0.0), default=None),
+    ],
+    "batch_size": [click.Option(["--batch-size"], type=click.IntRange(min=1), default=None,
+                                help="minibatch (default: full batch)")],
+}
+
+
+def _click_option(o: Option) -> click.Option:
+    """A task option of a kit's command as a click option (ranges and choices checked by click)."""
+    if isinstance(o.type, tuple):
+        kind: Any = click.Choice(o.type)
+    elif o.type is int and (o.min is not None or o.max is not None):
+        kind = click.IntRange(None if o.min is None else int(o.min), None if o.max is None else int(o.max),
+                              min_open=o.min_open, max_open=o.max_open)
+    elif o.type is float and (o.min is not None or o.max is not None):
+        kind = click.FloatRange(o.min, o.max, min_open=o.min_open, max_open=o.max_open)
+    else:
+        kind = o.type
+    return click.Option([f"--{o.name.replace('_', '-')}"], type=kind, default=o.default,
+                        show_default=o.default is not None, help=o.help or None)
+
+
+def _train_command(kind: str) -> click.Command:
+    """The ``mechwork train KIND`` command, from the kit's option table (built-in ones: limits.COMMANDS)."""
+    spec = limits.COMMANDS[kind] if kind in limits.COMMANDS else get_kit(kind).train_command()
+    params: list[click.Parameter] = [_click_option(o) for o in spec.options]
+    params += [opt for name in spec.train_options for opt in _EXTRA_TRAIN_OPTIONS[name]]
+
+    @click.pass_context
+    def run(ctx: click.Context, **kw: Any) -> None:
+        _train_kind(ctx, kind, spec, kw)
+
+    params += _common_train_options()
+    return click.Command(kind, callback=run, params=params, help=spec.help)
+
+
+def _train_kind(ctx: click.Context, kind: str, spec: Command, kw: dict[str, Any]) -> None:
+    """Check everything that needs no torch, then build the task through its kit and train."""
+    if "grokfast" in spec.train_options:
+        _check_grokfast(kw)
+    fields = spec.fields({o.name: kw[o.name] for o in spec.options} | {"seed": kw["seed"]})
+    default_out = spec.out.format(**({"kind": kind, "seed": kw["seed"]} | fields))
+    _check_train(kw, kind, spec, fields, default_out)
+    task = get_kit(kind).task(**fields)
+    _run_training(ctx, task, kw, {o.name for o in spec.options} | {"seed"}, default_out)
+
+
+def _check_grokfast(kw: dict[str, Any]) -> None:
     if kw["grokfast"] is False and (kw["grokfast_alpha"] is not None or kw["grokfast_lambda"] is not None):
         raise ConfigError("'--no-grokfast' turns the filter off; drop --grokfast-alpha/--grokfast-lambda or it")
     if kw["grokfast_lambda"] is not None and kw["grokfast"] is None and kw["grokfast_alpha"] is None \
             and not kw["resume"]:
         raise ConfigError(f"'--grokfast-lambda' {kw['grokfast_lambda']} needs the filter on: add --grokfast "
                           "(or --grokfast-alpha)")
-    _check_train(kw, {"kind": "modadd", "p": kw["p"], "op": kw["op"], "train_frac": kw["train_frac"]},
-                 f"runs/modadd-p{kw['p']}-{kw['op']}-s{kw['seed']}")
-    from mechwork.tasks import ModularArithmetic
-
-    task = ModularArithmetic(p=kw["p"], op=kw["op"], train_frac=kw["train_frac"], seed=kw["seed"])
-    _run_training(ctx, task, kw, default_out=f"runs/modadd-p{kw['p']}-{kw['op']}-s{kw['seed']}")
 
 
-@train.command("induction")
-@click.option("--d-vocab", type=click.IntRange(min=4), default=64, show_default=True)
-@click.option("--seq-len", type=click.IntRange(min=8), default=48, show_default=True)
-@click.option("--min-len", type=click.IntRange(min=2), default=None, help="shortest repeat (default min(4, max-len))")
-@click.option("--max-len", type=click.IntRange(min=2), default=None, help="longest repeat (default min(12, seq-len/2))")
-@_common_train_options
-@click.pass_context
-def train_induction(ctx: click.Context, **kw: Any) -> None:
-    """Train the 2-layer attention-only model on repeated random sequences."""
-    max_len = kw["max_len"] or min(12, kw["seq_len"] // 2)
-    min_len = kw["min_len"] or min(4, max_len)
-    limits.check_induction(kw["d_vocab"], kw["seq_len"], min_len, max_len, 64, 512, kw["seed"])
-    _check_train(kw, {"kind": "induction", "d_vocab": kw["d_vocab"], "seq_len": kw["seq_len"]},
-                 f"runs/induction-s{kw['seed']}")
-    from mechwork.tasks import InductionTask
-
-    task = InductionTask(
-        d_vocab=kw["d_vocab"], seq_len=kw["seq_len"], min_len=min_len, max_len=max_len, seed=kw["seed"]
-    )
-    _run_training(ctx, task, kw, default_out=f"runs/induction-s{kw['seed']}")
-
-
-def _check_train(kw: dict[str, Any], task: dict[str, Any], default_out: str) -> None:
+def _check_train(kw: dict[str, Any], kind: str, spec: Command, fields: dict[str, Any], default_out: str) -> None:
     """Device, run directory, task arguments and memory, all before torch is imported."""
     limits.check_device(kw["device"])
     out = kw["out"] or Path(default_out)
@@ -164,23 +208,20 @@ def _check_train(kw: dict[str, Any], task: dict[str, Any], default_out: str) -> 
         task, model = stored["task"], stored["model"]
         batch = (stored.get("train") or {}).get("batch_size") if isinstance(stored.get("train"), dict) else None
     else:
-        if task["kind"] == "modadd":
-            limits.check_modadd(task["p"], task["op"], task["train_frac"], kw["seed"])
-            vocab = {"d_vocab": task["p"] + 1, "d_vocab_out": task["p"], "n_ctx": 3}
-        else:
-            vocab = {"d_vocab": task["d_vocab"], "d_vocab_out": task["d_vocab"], "n_ctx": task["seq_len"]}
-        preset = limits.source_config("preset", "modadd-113" if task["kind"] == "modadd" else "induction-2l")
-        model = (preset["model"] if preset else {}) | vocab
+        if spec.check is not None:
+            spec.check(fields)
+        preset = limits.source_config("preset", spec.preset) if spec.preset else None
+        if preset is None or spec.vocab is None:
+            return  # no light estimate for this kit: training checks its memory before allocating
+        task = {"kind": kind, **fields}
+        model = preset["model"] | spec.vocab(fields)
         batch = kw.get("batch_size")
     n = limits.model_params(model)
     limits.check_fits(f"training a model of {n:,} parameters on the {task.get('kind')} task",
                       limits.train_bytes(task, model, batch if isinstance(batch, int) else None))
 
 
-TASK_OPTIONS = {"p", "op", "train_frac", "d_vocab", "seq_len", "min_len", "max_len", "seed"}
-
-
-def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], default_out: str) -> None:
+def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], task_options: set[str], default_out: str) -> None:
     from mechwork.models import ToyConfig
     from mechwork.runs import Run, RunWriter
     from mechwork.training import TrainConfig, train
@@ -194,11 +235,11 @@ def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], default_out
         if stored_task.kind != task.kind:
             article = "an" if stored_task.kind[0] in "aeiou" else "a"
             raise click.UsageError(f"--out {str(out)!r} is {article} {stored_task.kind} run, not {task.kind}")
-        wanted = _train_config(task, kw)
+        wanted = _train_config(task, kw, task_options)
         for name in sorted(explicit):
-            field = _TRAIN_FIELDS.get(name)
+            field = None if name in task_options else _TRAIN_FIELDS.get(name)
             old, new = (
-                (getattr(stored_task, name), getattr(task, name)) if name in TASK_OPTIONS
+                (getattr(stored_task, name, None), getattr(task, name, None)) if name in task_options
                 else (getattr(stored_train, field), getattr(wanted, field)) if field and field != "steps"
                 else (None, None)
             )
@@ -210,7 +251,7 @@ def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], default_out
         task = stored_task
         train_cfg = TrainConfig.from_dict(stored_train.to_dict() | ({"steps": kw["steps"]} if kw["steps"] else {}))
     else:
-        train_cfg = _train_config(task, kw)
+        train_cfg = _train_config(task, kw, task_options)
     model_cfg = None if kw["resume"] else ToyConfig.for_task(task, seed=kw["seed"])
     res = train(
         task, model_cfg, train_cfg, out,
@@ -240,12 +281,13 @@ _TRAIN_FIELDS = {
 }
 
 
-def _train_config(task: Any, kw: dict[str, Any]) -> Any:
+def _train_config(task: Any, kw: dict[str, Any], task_options: set[str]) -> Any:
+    """The kit's recipe for ``task``, with the training options given (not the task's own options)."""
     from mechwork.training import TrainConfig, recipe
 
     d = recipe(task).to_dict()
     for cli_name, field in _TRAIN_FIELDS.items():
-        if cli_name != "grokfast" and kw.get(cli_name) is not None:
+        if cli_name != "grokfast" and cli_name not in task_options and kw.get(cli_name) is not None:
             d[field] = kw[cli_name]
     if kw.get("grokfast") is False:
         d["grokfast_alpha"] = None
@@ -298,10 +340,6 @@ def analyze_fourier(
         click.echo(f"wrote {json_out}")
 
 
-SITE_NAMES = ("resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern", "mlp_post")
-BY_NAMES = ("layer", "layer_pos", "head", "head_pos", "neuron")
-
-
 @cli.command("patch")
 @click.argument("run_or_preset")
 @click.option("--site", type=click.Choice(SITE_NAMES), default="resid_pre", show_default=True)
@@ -334,7 +372,7 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
             raise click.BadParameter(str(e), param_hint="'--dashboard'") from e
     kind, key = resolve(run_or_preset)
     from mechwork.models import preset
-    from mechwork.probes import standard_probe
+    from mechwork.tasks import standard_probe
 
     task = preset(key).task if kind == "preset" else Run(key).task
     bars.stage("loading the model")

@@ -1,13 +1,14 @@
 """The kit registry: how training, models, probes, the CLI and the dashboards find a task.
 
-A *kit* gathers everything mechwork needs to know about one task, in the task's own module
+A *kit* gathers everything mechwork needs to know about one kind of task, in the task's own module
 (``mechwork/tasks/<kind>.py``, or a user's file):
 
 * the task dataclass, whose data comes through one seam, ``task.batch(split, step)``
   (in the style of nanoGPT's ``get_batch(split)``);
 * its presets (named model config + task) and the default model and recipe for any task of the kind;
 * its standard probe (clean, corrupted, metric);
-* ``analyse(source) -> Analysis``: every result its pages show, computed once.
+* ``analyse(source) -> Analysis``: every result its pages show, computed once;
+* the few lines of text ``mechwork info`` says about its runs, and the options of ``mechwork train KIND``.
 
 Nothing outside a kit branches on the task's type: callers ask the registry for the kit of
 ``task.kind``.
@@ -16,34 +17,109 @@ The registry lives in the core, below :mod:`mechwork.tasks`, because a run direc
 rebuild its task from ``config.json``. Built-in kits are named here by module path and imported on
 first use, as a plugin's entry point would be; a user kit is registered with :func:`register`,
 by naming its file or module in ``MECHWORK_KITS`` (``os.pathsep``-separated), or with the CLI's
-``--kit FILE``.
+``--kit FILE``. This module imports no torch: the CLI reads it before deciding whether torch is needed.
 
 Example::
 
     >>> from mechwork.kit import get_kit
-    >>> get_kit("modadd").kind
-    'modadd'
+    >>> kit = get_kit("modadd")
+    >>> kit.kind, sorted(kit.presets)
+    ('modadd', ['modadd-113'])
+    >>> kit.model(kit.task(p=7)).d_vocab
+    8
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from mechwork.errors import ConfigError, check_known_fields, invalid
+
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import torch
+    from jaxtyping import Bool, Int
+    from torch import Tensor
+
     from mechwork.models import ToyConfig
     from mechwork.training import TrainConfig
 
-__all__ = ["BUILTIN", "Kit", "Task", "get_kit", "kinds", "register"]
+__all__ = [
+    "BUILTIN",
+    "Batch",
+    "Command",
+    "Kit",
+    "Option",
+    "Preset",
+    "Probe",
+    "Task",
+    "all_presets",
+    "find_preset",
+    "get_kit",
+    "kinds",
+    "kit_of",
+    "load_kits",
+    "register",
+    "task_from_dict",
+]
 
 # kind -> module that defines ``KIT`` (imported on first use)
 BUILTIN: dict[str, str] = {"modadd": "mechwork.tasks.modadd", "induction": "mechwork.tasks.induction"}
+ENV = "MECHWORK_KITS"  # os.pathsep-separated .py files or module names, loaded by the CLI
+
+
+# -- what a kit hands out ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Batch:
+    """Tokens, next-token targets and the mask of positions the loss counts."""
+
+    tokens: Int[Tensor, "batch pos"]
+    targets: Int[Tensor, "batch pos"]
+    mask: Bool[Tensor, "batch pos"]
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.tokens.to(device), self.targets.to(device), self.mask.to(device))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A task's standard patching experiment: clean and corrupted prompts, and a metric of the logits."""
+
+    clean: Tensor
+    corrupted: Tensor
+    metric: Callable[[Tensor], Tensor]
+    description: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named architecture with the task it was built for."""
+
+    name: str
+    model: ToyConfig
+    task: Any
+    description: str
 
 
 @runtime_checkable
 class Task(Protocol):
-    """What training, models and analyses may assume of any task (a frozen dataclass)."""
+    """What training, models and analyses may assume of any task (a frozen dataclass).
+
+    Optional class attributes, read with ``getattr`` and a default:
+
+    * ``eval_splits`` (``("test",)``): the held-out splits that training evaluates besides its batch;
+    * ``finite`` (False): the ``"train"`` split is one fixed dataset, which training minibatches
+      when ``TrainConfig.batch_size`` is set;
+    * ``fast_path`` (False): inputs are ``[a, b, =]`` with a constant last token and the loss at the
+      last position, so :mod:`mechwork.fastpath` may train it.
+    """
 
     kind: ClassVar[str]
 
@@ -53,8 +129,92 @@ class Task(Protocol):
     def d_vocab_out(self) -> int: ...
     @property
     def n_ctx(self) -> int: ...
+    def batch(self, split: str, step: int = 0) -> Batch: ...
     def to_dict(self) -> dict[str, Any]: ...
     def describe(self) -> str: ...
+
+
+# -- the options of ``mechwork train KIND`` ---------------------------------------------------------
+@dataclass(frozen=True)
+class Option:
+    """One task field as an option of ``mechwork train KIND`` (the flag is ``--name-with-dashes``)."""
+
+    name: str
+    type: Any  # int, float, str, or a tuple of the allowed strings
+    default: Any = None
+    help: str = ""
+    min: int | float | None = None
+    max: int | float | None = None
+    min_open: bool = False
+    max_open: bool = False
+
+
+def _same(fields: dict[str, Any]) -> dict[str, Any]:
+    return fields
+
+
+@dataclass(frozen=True)
+class Command:
+    """What ``mechwork train KIND`` takes, and checks before torch is imported.
+
+    ``fields(values)`` turns the option values (and ``seed``) into the task's fields (derived defaults
+    go here); ``check(fields)`` refuses bad ones in one line; ``vocab(fields)`` gives ``d_vocab``,
+    ``d_vocab_out`` and ``n_ctx`` for the memory estimate of the model ``preset``; ``out`` is the
+    default run directory, formatted with the fields; ``train_options`` names the extra training
+    options the command offers (``"grokfast"``, ``"batch_size"``).
+    """
+
+    help: str
+    options: tuple[Option, ...]
+    fields: Callable[[dict[str, Any]], dict[str, Any]] = _same
+    check: Callable[[dict[str, Any]], None] | None = None
+    vocab: Callable[[dict[str, Any]], dict[str, int]] | None = None
+    preset: str | None = None
+    out: str = "runs/{kind}-s{seed}"
+    train_options: tuple[str, ...] = ()
+
+
+def command_from_fields(task: type, help: str = "") -> Command:
+    """One option per field of the task dataclass that has a plain int, float or str default.
+
+    ``--seed`` (an option of every ``train`` command) sets the task's ``seed`` field when it has one.
+    """
+    names = {f.name for f in fields(task)}
+    opts = tuple(
+        Option(f.name, type(f.default), f.default) for f in fields(task)
+        if f.name != "seed" and isinstance(f.default, (int, float, str)) and not isinstance(f.default, bool)
+    )
+
+    def task_fields(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k in names}
+
+    return Command(help or (task.__doc__ or "").strip().split("\n")[0], opts, fields=task_fields)
+
+
+# -- the kit --------------------------------------------------------------------------------
+def generic_batch_line(task: Any, train: Mapping[str, Any]) -> str:
+    """How each training step's batch was drawn, for the recipe line of ``mechwork info``."""
+    if not getattr(task, "finite", False):
+        return "a fresh batch per step"
+    size = train.get("batch_size")
+    return "full batch" if size is None else f"minibatches of {size}"
+
+
+def generic_history_lines(task: Any, df: pd.DataFrame) -> list[str]:
+    """The last and best held-out accuracy of a metrics table."""
+    if df is None or "test_acc" not in df or not len(df):
+        return []
+    best = int(df["test_acc"].idxmax())
+    return [f"test acc {df['test_acc'].iloc[-1]:.2%} at step {int(df['step'].iloc[-1])}; best "
+            f"{df['test_acc'].loc[best]:.2%} at step {int(df['step'].loc[best])}"]
+
+
+def generic_embedded_lines(kit: Kit, task: Any, meta: Mapping[str, Any]) -> list[str]:
+    """Result lines of a preset's embedded model, from the history stored beside its weights."""
+    import pandas as pd
+
+    hist = (meta.get("history") or {}).get("metrics")
+    return kit.history_lines(task, pd.DataFrame(hist)) if hist else []
 
 
 @dataclass(frozen=True)
@@ -63,36 +223,139 @@ class Kit:
 
     kind: str
     task: type  # the task dataclass; ``task(**fields)`` builds one
-    model: Callable[[Any], ToyConfig]  # the default architecture for a task of this kind
-    recipe: Callable[[Any], TrainConfig]  # the default training recipe
-    probe: Callable[..., Any]  # probe(task, n=8, seed=0, **kw) -> Probe
-    analyse: Callable[[Any], Any]  # analyse(source) -> Analysis
-    presets: Mapping[str, Any] = field(default_factory=dict)  # name -> Preset
+    model: Callable[[Any], ToyConfig]  # model(task): the default architecture for a task of this kind
+    recipe: Callable[[Any], TrainConfig]  # recipe(task): the default training recipe
+    probe: Callable[..., Probe]  # probe(task, n=8, seed=0, **kw): the standard patching experiment
+    analyse: Callable[[Any], Any]  # analyse(source) -> Analysis: every result, computed once
+    presets: Mapping[str, Preset] = field(default_factory=dict)  # name -> Preset
     description: str = ""
+    command: Command | None = None  # options of `mechwork train KIND`; None: one per task field
+    batch_line: Callable[[Any, Mapping[str, Any]], str] = generic_batch_line  # (task, train dict)
+    history_lines: Callable[[Any, Any], list[str]] = generic_history_lines  # (task, metrics DataFrame)
+    embedded: Callable[[Any, Mapping[str, Any]], list[str]] | None = None  # (task, preset JSON)
+
+    def embedded_lines(self, task: Any, meta: Mapping[str, Any]) -> list[str]:
+        """What ``mechwork info PRESET`` says of the embedded model's results (``meta``: its JSON)."""
+        return self.embedded(task, meta) if self.embedded is not None else generic_embedded_lines(self, task, meta)
+
+    def train_command(self) -> Command:
+        return self.command or command_from_fields(self.task, self.description)
 
 
 _REGISTRY: dict[str, Kit] = {}
 
 
 def register(kit: Kit) -> Kit:
-    """Add ``kit`` to the registry (a second kit of the same kind replaces the first)."""
+    """Add ``kit`` to the registry (a second kit of the same kind replaces the first); returns it."""
+    if not isinstance(kit, Kit):
+        raise invalid("kit", "a mechwork.kit.Kit", type(kit).__name__)
+    if getattr(kit.task, "kind", None) != kit.kind:
+        raise ConfigError(f"kit {kit.kind!r}: its task class {kit.task.__name__} must have kind = {kit.kind!r} "
+                          f"(got {getattr(kit.task, 'kind', None)!r})")
     _REGISTRY[kit.kind] = kit
     return kit
 
 
 def get_kit(kind: str) -> Kit:
     """The kit of ``kind``; an unknown kind is a one-line :class:`~mechwork.errors.ConfigError`."""
-    if kind not in _REGISTRY and kind in BUILTIN:
+    if kind not in _REGISTRY and isinstance(kind, str) and kind in BUILTIN:
         from importlib import import_module
 
         import_module(BUILTIN[kind])  # registers itself
     if kind not in _REGISTRY:
-        from mechwork.errors import invalid
-
         raise invalid("task kind", f"one of {', '.join(kinds())}", kind)
     return _REGISTRY[kind]
+
+
+def kit_of(task: Any) -> Kit:
+    """The kit of ``task`` (by its ``kind``); anything else is a one-line ConfigError naming the task classes.
+
+    >>> kit_of(None)
+    Traceback (most recent call last):
+    mechwork.errors.ConfigError: 'task' must be a ModularArithmetic or InductionTask (got 'NoneType')
+    """
+    kind = getattr(task, "kind", None)
+    kit = get_kit(kind) if isinstance(kind, str) and kind in kinds() else None
+    if kit is None or not isinstance(task, kit.task):
+        names = [get_kit(k).task.__name__ for k in kinds()]
+        valid = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise invalid("task", f"a {valid}", type(task).__name__)
+    return kit
 
 
 def kinds() -> list[str]:
     """Every registered kind, built-in first."""
     return [*BUILTIN, *(k for k in _REGISTRY if k not in BUILTIN)]
+
+
+def task_from_dict(d: Mapping[str, Any]) -> Any:
+    """Rebuild a task from its ``to_dict()`` (as stored in ``config.json``), through its kit."""
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if not isinstance(kind, str) or kind not in kinds():
+        raise invalid("task.kind", f"one of {', '.join(kinds())}, or the kind of a kit loaded with --kit or "
+                      f"{ENV}", kind)
+    cls = get_kit(kind).task
+    check_known_fields(d, cls, f"{kind} task")
+    return cls(**d)
+
+
+def all_presets() -> dict[str, Preset]:
+    """Every registered kit's presets, built-in kits first (loads the built-in kits)."""
+    return {name: pre for kind in kinds() for name, pre in get_kit(kind).presets.items()}
+
+
+def registered_presets() -> list[str]:
+    """The preset names of the kits registered so far (imports nothing)."""
+    return [name for kit in _REGISTRY.values() for name in kit.presets]
+
+
+def find_preset(name: str) -> Preset:
+    """The preset ``name`` of any kit; a one-line ConfigError names the valid ones."""
+    presets = all_presets()
+    if name not in presets:
+        raise invalid("preset", f"one of {', '.join(presets)}", name)
+    return presets[name]
+
+
+# -- user kits ------------------------------------------------------------------------------
+def load_kits(spec: str | None) -> list[str]:
+    """Import every kit named in ``spec`` (``os.pathsep``-separated ``.py`` files or module names).
+
+    Returns the kinds they registered. A file that does not exist, a module that cannot be imported or
+    one that registers no kit is a one-line :class:`~mechwork.errors.ConfigError`.
+    """
+    before = {k: id(kit) for k, kit in _REGISTRY.items()}
+    for item in (s.strip() for s in (spec or "").split(os.pathsep)):
+        if item:
+            _load_one(item)
+    return [k for k, kit in _REGISTRY.items() if before.get(k) != id(kit)]
+
+
+def _load_one(item: str) -> None:
+    import importlib
+    import importlib.util
+    import sys
+
+    before = set(map(id, _REGISTRY.values()))
+    try:
+        if item.endswith(".py") or os.sep in item:
+            path = Path(item)
+            if not path.is_file():
+                raise ConfigError(f"'kit' must be a .py file or a module name (got {item!r}: no such file)")
+            name = f"mechwork_user_kit_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ConfigError(f"'kit' must be a .py file or a module name (got {item!r})")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(item)
+    except ConfigError:
+        raise
+    except Exception as e:  # a user's file: any error it raises is reported in one line
+        msg = f"{type(e).__name__}: {e}".replace("\n", " ")
+        raise ConfigError(f"cannot load kit {item!r}: {msg}") from None
+    if set(map(id, _REGISTRY.values())) == before:
+        raise ConfigError(f"kit {item!r} registered no kit (call mechwork.kit.register(Kit(...)) in it)")

@@ -40,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from mechwork.errors import CheckpointError, ConfigError, OutputError, RunDirError, invalid
+from mechwork.kit import Command, Option, registered_presets
 
 __all__ = [
+    "COMMANDS",
     "FOURIER_OPS",
     "OPS",
     "PRESET_NAMES",
@@ -188,9 +190,16 @@ def induction_task_bytes(seq_len: int, batch_size: int = 64, n_eval: int = 512) 
 
 
 def task_bytes(task: Mapping[str, Any]) -> int:
-    """:func:`modadd_task_bytes` or :func:`induction_task_bytes` of a task's ``to_dict()``."""
+    """:func:`modadd_task_bytes` or :func:`induction_task_bytes` of a task's ``to_dict()``.
+
+    Another kind is estimated as sequences of ``n_ctx`` tokens (default 48) in batches of ``batch_size``
+    (default 64) and ``n_eval`` held-out ones (default 512), as induction's are.
+    """
     if task.get("kind") == "modadd":
         return modadd_task_bytes(int(task.get("p", 113)), str(task.get("op", "add")))
+    if task.get("kind") != "induction":
+        return induction_task_bytes(int(task.get("n_ctx", 48)), int(task.get("batch_size", 64)),
+                                    int(task.get("n_eval", 512)))
     return induction_task_bytes(int(task.get("seq_len", 48)), int(task.get("batch_size", 64)),
                                 int(task.get("n_eval", 512)))
 
@@ -220,7 +229,7 @@ def train_bytes(task: Mapping[str, Any], model: Mapping[str, Any] | Any, batch_s
                 and _get(model, "normalization") is None)
         fwd = FLOAT * (_fast_path_floats(model) if fast else _forward_floats(model, 3, 3))
     else:
-        n_pos = int(task.get("seq_len", 48))
+        n_pos = int(task.get("seq_len", _get(model, "n_ctx", 48)))
         step, ev = int(task.get("batch_size", 64)), int(task.get("n_eval", 512))
         fwd = FLOAT * _forward_floats(model, n_pos, 3 * n_pos)  # logits, log-softmax and its gradient
     return task_bytes(task) + 6 * model_bytes(model) + max(2 * step * fwd, ev * fwd)
@@ -232,7 +241,7 @@ def build_bytes(cfg: Mapping[str, Any] | Any) -> int:
 
 
 def probe_bytes(n: int, n_pos: int) -> int:
-    """The clean and corrupted prompts of :func:`mechwork.probes.standard_probe` and their temporaries."""
+    """The clean and corrupted prompts of :func:`mechwork.tasks.standard_probe` and their temporaries."""
     return 6 * INT * n * n_pos
 
 
@@ -451,9 +460,10 @@ def resolve(path_or_preset: str | os.PathLike[str]) -> tuple[str, str]:
         if not (Path(key) / "config.json").is_file():
             raise RunDirError(f"not a run directory (no config.json): {key!r}")
         return "run", key
-    if key in PRESET_NAMES:
+    names = [*PRESET_NAMES, *(n for n in registered_presets() if n not in PRESET_NAMES)]  # and users' kits'
+    if key in names:
         return "preset", key
-    raise ConfigError(f"'path_or_preset' must be a run directory or one of {', '.join(PRESET_NAMES)} (got {key!r})")
+    raise ConfigError(f"'path_or_preset' must be a run directory or one of {', '.join(names)} (got {key!r})")
 
 
 def run_steps(path: str | os.PathLike[str]) -> list[int]:
@@ -507,7 +517,7 @@ def patch_check(kind: str, key: str, n: int, memory_mb: int | float = 512.0) -> 
     if cfg is None:
         return
     task = cfg["task"]
-    n_pos = 3 if task.get("kind") == "modadd" else 2 * (int(task.get("seq_len", 48)) // 2)
+    n_pos = 3 if task.get("kind") == "modadd" else 2 * (int(task.get("seq_len", cfg["model"].get("n_ctx", 48))) // 2)
     need = probe_bytes(n, n_pos) + patch_bytes(cfg["model"], n, n_pos, memory_mb)
     check_fits(f"patching {n:,} prompts of {n_pos} tokens on {key}", need)
 
@@ -538,3 +548,38 @@ def finite_positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise invalid(name, "a finite number > 0", value)
     return float(value)
+
+
+# -- the options of `mechwork train modadd` and `mechwork train induction` ---------------------------
+# (here, not in the kits, so that the command line builds and checks them before torch is imported)
+def _induction_fields(v: dict[str, Any]) -> dict[str, Any]:
+    max_len = v["max_len"] or min(12, v["seq_len"] // 2)
+    return {"d_vocab": v["d_vocab"], "seq_len": v["seq_len"], "min_len": v["min_len"] or min(4, max_len),
+            "max_len": max_len, "seed": v["seed"]}
+
+
+COMMANDS: dict[str, Command] = {
+    "modadd": Command(
+        "Train the 1-layer modular-arithmetic model (Nanda et al. 2023).",
+        (Option("p", int, 113, "modulus", min=3),
+         Option("op", OPS, "add"),
+         Option("train_frac", float, 0.3, "fraction of the p^2 pairs used for training", 0.0, 1.0, True, True)),
+        check=lambda f: check_modadd(f["p"], f["op"], f["train_frac"], f["seed"]),
+        vocab=lambda f: {"d_vocab": f["p"] + 1, "d_vocab_out": f["p"], "n_ctx": 3},
+        preset="modadd-113",
+        out="runs/modadd-p{p}-{op}-s{seed}",
+        train_options=("grokfast", "batch_size"),
+    ),
+    "induction": Command(
+        "Train the 2-layer attention-only model on repeated random sequences.",
+        (Option("d_vocab", int, 64, min=4),
+         Option("seq_len", int, 48, min=8),
+         Option("min_len", int, None, "shortest repeat (default min(4, max-len))", min=2),
+         Option("max_len", int, None, "longest repeat (default min(12, seq-len/2))", min=2)),
+        fields=_induction_fields,
+        check=lambda f: check_induction(f["d_vocab"], f["seq_len"], f["min_len"], f["max_len"], 64, 512, f["seed"]),
+        vocab=lambda f: {"d_vocab": f["d_vocab"], "d_vocab_out": f["d_vocab"], "n_ctx": f["seq_len"]},
+        preset="induction-2l",
+        out="runs/induction-s{seed}",
+    ),
+}

@@ -6,7 +6,8 @@ or the plain weight dict that :func:`weights` returns (or, per attention
 head, the TransformerLens-layout matrices of :func:`head_weights`).
 
 A frozen :class:`ToyConfig` describes the architecture; :func:`build_model`
-boots it through ``TransformerBridge.boot_native``. Two presets:
+boots it through ``TransformerBridge.boot_native``. Presets come from the task kits
+(:mod:`mechwork.kit`); the two built-in ones:
 
 * ``modadd-113`` -- Nanda et al. 2023's grokking model: 1 layer, d_model 128,
   4 heads of 32, d_mlp 512, ReLU, no LayerNorm, untied embed/unembed,
@@ -37,6 +38,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
@@ -45,8 +47,9 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from mechwork.errors import CheckpointError, ConfigError, check_known_fields, invalid
+from mechwork.hooks import hook_name
+from mechwork.kit import Preset, Task, all_presets, find_preset, kit_of
 from mechwork.limits import build_bytes, check_device, check_fits, check_seed, format_bytes, model_bytes, model_params
-from mechwork.tasks import InductionTask, ModularArithmetic, Task
 
 if TYPE_CHECKING:  # pragma: no cover - import for annotations only
     from transformer_lens.model_bridge import TransformerBridge
@@ -150,49 +153,33 @@ class ToyConfig:
 
     @classmethod
     def for_task(cls, task: Task, **overrides: Any) -> ToyConfig:
-        """The preset architecture for ``task``, sized to its vocabulary."""
-        base = PRESETS["induction-2l" if isinstance(task, InductionTask) else "modadd-113"].model
-        d = base.to_dict() | {
-            "d_vocab": task.d_vocab,
-            "d_vocab_out": task.d_vocab_out,
-            "n_ctx": task.n_ctx,
-        }
-        return cls.from_dict(d | overrides)
+        """The default architecture of ``task``'s kit (sized to its vocabulary), with ``overrides``."""
+        base = kit_of(task).model(task)
+        return cls.from_dict(base.to_dict() | overrides) if overrides else base
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A named architecture with the task it was built for."""
+class _Presets(Mapping[str, Preset]):
+    """A read-only view of every registered kit's presets (built-in kits load on first use)."""
 
-    name: str
-    model: ToyConfig
-    task: Task
-    description: str
+    def __getitem__(self, name: str) -> Preset:
+        return all_presets()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(all_presets())
+
+    def __len__(self) -> int:
+        return len(all_presets())
+
+    def __repr__(self) -> str:
+        return f"PRESETS({', '.join(self)})"
 
 
-PRESETS: dict[str, Preset] = {
-    "modadd-113": Preset(
-        "modadd-113",
-        ToyConfig(),
-        ModularArithmetic(p=113, op="add", train_frac=0.3, seed=0),
-        "Nanda et al. 2023: 1-layer transformer that groks (a + b) mod 113",
-    ),
-    "induction-2l": Preset(
-        "induction-2l",
-        ToyConfig(
-            n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=None,
-            d_vocab=64, d_vocab_out=64, n_ctx=48, init="gpt2",
-        ),
-        InductionTask(d_vocab=64, seq_len=48),
-        "2-layer attention-only transformer that forms induction heads",
-    ),
-}
+PRESETS: Mapping[str, Preset] = _Presets()
 
 
 def preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise invalid("preset", f"one of {', '.join(PRESETS)}", name)
-    return PRESETS[name]
+    """The preset ``name`` of any registered kit; an unknown name is a one-line ConfigError."""
+    return find_preset(name)
 
 
 # -- building -----------------------------------------------------------------
@@ -262,7 +249,7 @@ def _add_attention_rate(model: TransformerBridge, cfg: ToyConfig) -> None:
         return rate * pattern + (1 - rate) * uniform[:n, :n].to(pattern)
 
     for layer in range(cfg.n_layers):
-        model.add_hook(f"blocks.{layer}.attn.hook_pattern", mix, is_permanent=True)
+        model.add_hook(hook_name("pattern", layer), mix, is_permanent=True)
     model.attn_rate = rate  # type: ignore[assignment]
 
 

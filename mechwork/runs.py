@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -46,9 +47,9 @@ import torch
 
 from mechwork.errors import CheckpointError, ConfigError, RunBusyError, RunDirError
 from mechwork.io import atomic_open, load_json, load_tensors, save_tensors_atomic, write_json_atomic
+from mechwork.kit import Task, get_kit, kinds, task_from_dict
 from mechwork.limits import check_checkpoints_dir
 from mechwork.models import PRESETS, ToyConfig, build_model, load_weights
-from mechwork.tasks import Task, task_from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -367,7 +368,6 @@ class Run:
 
     def _check_config(self) -> None:
         """Every field of the task, model and train sections present and valid; one line if not."""
-        from mechwork.tasks import _KINDS
         from mechwork.training import TrainConfig
 
         where = self.path / "config.json"
@@ -380,9 +380,9 @@ class Run:
                 got = type(self.config[key]).__name__
                 raise CheckpointError(f"bad run config {where}: '{key}' must be a JSON object (got {got})")
         kind = self.config["task"].get("kind")
-        cls = _KINDS.get(kind) if isinstance(kind, str) else None
+        cls = get_kit(kind).task if isinstance(kind, str) and kind in kinds() else None
         needs: dict[str, set[str]] = {
-            "task": {"kind"} | (set(cls.__dataclass_fields__) if cls is not None else set()),
+            "task": {"kind"} | ({f.name for f in dataclasses.fields(cls)} if cls is not None else set()),
             "model": set(ToyConfig.__dataclass_fields__),
             "train": set(TrainConfig.__dataclass_fields__),
         }

@@ -4,10 +4,13 @@
 always means the function: importing a submodule named ``train`` would
 rebind the package attribute to the module.)
 
-One loop serves both tasks. For modular arithmetic it uses the fast path of
+One loop serves every task kit: each step's batch comes through the task's data seam,
+``task.batch("train", step)`` (see :func:`train_batches`), and the default model and
+recipe from its kit. For modular arithmetic it uses the fast path of
 :mod:`mechwork.fastpath` (last-position logits from per-token tables), which
 trains the bridge's own parameters several times faster than a forward through
 the bridge; other tasks use the bridge's plain module with hooks bypassed.
+:func:`train` is two steps: open (or resume) the run, then the loop.
 Either way the weights live in the bridge, so the trained model is the
 hookable TransformerLens model with no conversion step.
 
@@ -46,19 +49,22 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechwork.engine import correct
 from mechwork.errors import CheckpointError, ConfigError, NonFiniteError, check_known_fields, invalid
 from mechwork.fastpath import modadd_logits, supports_fast_path
 from mechwork.io import first_non_finite
+from mechwork.kit import Batch, Task, kit_of
 from mechwork.limits import check_fits, check_seed, model_params, train_bytes
+from mechwork.masks import MaskedOptimizerHook
 from mechwork.models import ToyConfig, build_model, load_weights, native_module, resolve_device, weights
 from mechwork.runs import Run, RunLock, RunWriter, package_versions
-from mechwork.tasks import Batch, InductionTask, ModularArithmetic, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["GrokfastEMA", "TrainConfig", "TrainResult", "checkpoint_steps", "recipe", "train"]
+__all__ = ["GrokfastEMA", "TrainConfig", "TrainResult", "checkpoint_steps", "eval_sets", "recipe", "train",
+           "train_batches"]
 
 
 @no_type_check  # validates its own fields, with one-line messages
@@ -139,15 +145,13 @@ class TrainConfig:
 
 
 def recipe(task: Task) -> TrainConfig:
-    """The default :class:`TrainConfig` for ``task``.
+    """The default :class:`TrainConfig` for ``task``, from its kit.
 
     Modular arithmetic gets mechwork's fast grokking recipe (the
     :class:`TrainConfig` defaults; see ``benchmarks/README.md`` for how it
     compares with Nanda et al.'s). Induction gets plain AdamW on fresh batches.
     """
-    if isinstance(task, InductionTask):
-        return TrainConfig(lr=3e-3, weight_decay=0.01, warmup_steps=100, steps=3000, eval_every=100)
-    return TrainConfig()
+    return kit_of(task).recipe(task)
 
 
 def checkpoint_steps(steps: int, ckpt_every: int | None = None, ckpt_log: int = 24) -> list[int]:
@@ -208,7 +212,7 @@ class TrainResult:
 
 def _loss_acc(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     loss = F.cross_entropy(logits, targets)
-    acc = (logits.argmax(-1) == targets).float().mean()
+    acc = correct(logits, targets).mean()
     return loss, acc
 
 
@@ -226,6 +230,35 @@ def _make_forward(
         return logits[b.mask], b.targets[b.mask]
 
     return forward
+
+
+def train_batches(task: Task, cfg: TrainConfig, device: torch.device | str = "cpu") -> Callable[[int], Batch]:
+    """The training batch of each step, on ``device``, from the task's data seam ``task.batch("train", step)``.
+
+    A task whose training split is one fixed dataset (``task.finite``) trains on all of it, or, with
+    ``cfg.batch_size`` smaller than it, on a minibatch drawn by a permutation seeded by
+    ``(cfg.seed, step)`` (so a resumed run sees the same data).
+    """
+    if not getattr(task, "finite", False):
+        return lambda step: task.batch("train", step).to(device)
+    full = task.batch("train").to(device)
+    size = cfg.batch_size
+    if size is None or size >= len(full):
+        return lambda step: full
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def minibatch(step: int) -> Batch:
+        g = gen.manual_seed(cfg.seed * 1_000_003 + step)
+        idx = torch.randperm(len(full), generator=g)[:size].to(device)
+        return Batch(full.tokens[idx], full.targets[idx], full.mask[idx])
+
+    return minibatch
+
+
+def eval_sets(task: Task, device: torch.device | str = "cpu") -> dict[str, Batch]:
+    """The task's held-out splits (``task.eval_splits``, default ``("test",)``) on ``device``."""
+    splits = getattr(task, "eval_splits", ("test",))
+    return {s: task.batch(s).to(device) for s in splits if s != "train"}
 
 
 _P = ParamSpec("_P")
@@ -275,7 +308,7 @@ def train(
     ``fast=False`` trains through the hooked bridge forward (for benchmarks).
     ``stop_when(row)`` may end training early after an evaluation.
     ``init`` replaces the seeded initial weights (e.g. rewinding a lottery
-    ticket to an early checkpoint); ``masks`` (see :mod:`mechwork.studies.prune`) zero
+    ticket to an early checkpoint); ``masks`` (see :mod:`mechwork.masks`) zero
     the pruned weights at the start and keep them at zero through training.
 
     With ``out``, training holds the run directory's lock (another writer gets
@@ -284,152 +317,76 @@ def train(
     non-finite checkpoint is written, and the run stays resumable from its
     last finite checkpoint.
     """
-    if not isinstance(task, (ModularArithmetic, InductionTask)):
-        raise invalid("task", "a ModularArithmetic or InductionTask", type(task).__name__)
+    plan = _open(task, model_cfg, train_cfg, out, resume=resume, force=force, device=device, fast=fast)
+    if (init is not None or masks is not None) and resume:
+        raise ConfigError("'init' and 'masks' apply to a fresh run, not to resume=True")
+    loop = _Loop(plan, fast=fast, init=init, masks=masks)
+    loop.start_writing()
+    rows = loop.run(stop_when, quiet)
+    return TrainResult(loop.model, rows, Run(plan.writer.path) if plan.writer is not None else None)
+
+
+# -- open or resume ---------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """What a run starts from: its configs, its run directory and, on resume, the saved state."""
+
+    task: Task
+    model_cfg: ToyConfig
+    train_cfg: TrainConfig
+    writer: RunWriter | None
+    device: torch.device
+    force: bool = False
+    start: int = 0
+    state: dict[str, Tensor] | None = None
+    wall: float = 0.0
+
+    @property
+    def resume(self) -> bool:
+        return self.state is not None
+
+
+def _open(
+    task: Task, model_cfg: ToyConfig | None, train_cfg: TrainConfig | None, out: str | os.PathLike[str] | None, *,
+    resume: bool, force: bool, device: torch.device | str | None, fast: bool,
+) -> _Plan:
+    """Check the arguments and settle the configs of a fresh run, or of the run to resume; write nothing."""
+    kit_of(task)
     if model_cfg is not None and not isinstance(model_cfg, ToyConfig):
         raise invalid("model_cfg", "a ToyConfig or None", type(model_cfg).__name__)
     if train_cfg is not None and not isinstance(train_cfg, TrainConfig):
         raise invalid("train_cfg", "a TrainConfig or None", type(train_cfg).__name__)
-    given = train_cfg is not None
-    train_cfg = train_cfg or recipe(task)
-    device = resolve_device(device)
+    dev = resolve_device(device)
     writer = RunWriter(out) if out is not None else None
     if writer is not None:
         RunWriter.check_target(writer.path, resume=resume, force=force)
     elif resume:
         raise invalid("out", "a run directory when resume=True", out)
-
-    start, wall0 = 0, 0.0
-    state: dict[str, Tensor] | None = None
-    meta: dict[str, Any] = {}
     if resume:
         assert writer is not None
-        run = Run(writer.path)
-        task, model_cfg = run.task, run.model_config
-        stored = TrainConfig.from_dict(run.config["train"])
-        changed = {k for k, v in train_cfg.to_dict().items() if k != "steps" and stored.to_dict()[k] != v}
-        if given and changed:
-            raise ConfigError(f"cannot change {sorted(changed)} on resume; only 'steps' may change")
-        train_cfg = TrainConfig.from_dict(stored.to_dict() | ({"steps": train_cfg.steps} if given else {}))
-        start, state, meta = writer.load_resume()
-        wall0 = float(meta.get("wall", 0.0))
-    model_cfg = model_cfg or ToyConfig.for_task(task)
-    _check_fits(model_cfg, task)
-    check_fits(f"training a model of {model_params(model_cfg):,} parameters on the {task.kind} task",
-               train_bytes(task.to_dict(), model_cfg, train_cfg.batch_size))
-    if model_cfg.attn_rate < 1.0 and not (fast and supports_fast_path(model_cfg, task)):
+        plan = _resumed(writer, train_cfg, dev)
+    else:
+        plan = _Plan(task, model_cfg or ToyConfig.for_task(task), train_cfg or recipe(task), writer, dev, force)
+    _check_fits(plan.model_cfg, plan.task)
+    check_fits(f"training a model of {model_params(plan.model_cfg):,} parameters on the {plan.task.kind} task",
+               train_bytes(plan.task.to_dict(), plan.model_cfg, plan.train_cfg.batch_size))
+    if plan.model_cfg.attn_rate < 1.0 and not (fast and supports_fast_path(plan.model_cfg, plan.task)):
         raise ConfigError("attn_rate < 1 trains on the fast path only (1 layer, no LayerNorm, [a, b, =] inputs)")
+    return plan
 
-    model = build_model(model_cfg, device)
-    if init is not None or masks is not None:
-        if resume:
-            raise ConfigError("'init' and 'masks' apply to a fresh run, not to resume=True")
-        if init is not None:
-            load_weights(model, dict(init), source="init")
-    named = {k: p for k, p in weights(model).items() if p.requires_grad}
-    masked = None
-    if masks is not None:
-        from mechwork.studies.prune import MaskedOptimizerHook
 
-        masked = MaskedOptimizerHook(weights(model), masks)
-        masked.after_step()
-    opt = torch.optim.AdamW(
-        list(named.values()), lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay
-    )
-    grokfast = (
-        GrokfastEMA(named, train_cfg.grokfast_alpha, train_cfg.grokfast_lambda)
-        if train_cfg.grokfast_alpha is not None
-        else None
-    )
-    config = {
-        "task": task.to_dict(),
-        "model": model_cfg.to_dict(),
-        "train": train_cfg.to_dict(),
-        "seed": model_cfg.seed,
-        "versions": package_versions(),
-    }
-    if writer is not None:
-        if resume:
-            assert state is not None
-            _restore(model, named, opt, grokfast, state, str(writer.path / "resume.safetensors"), start)
-            writer.truncate_metrics(start - 1)
-            writer.update_config(config)
-        else:
-            kept = writer.start(config, force=force)
-            if kept:
-                shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
-                print(f"mechwork: force removed only mechwork's own files from {writer.path}; kept {len(kept)}"
-                      f" other entr{'y' if len(kept) == 1 else 'ies'}: {shown}", file=sys.stderr)
-    rows = [] if writer is None else _existing_rows(writer.path)
-
-    forward = _make_forward(model, model_cfg, task, fast)
-    ckpts = set(checkpoint_steps(train_cfg.steps, train_cfg.ckpt_every, train_cfg.ckpt_log))
-    evals = _eval_batches(task, device)
-    full_batch = task.train_batch(0).to(device) if isinstance(task, ModularArithmetic) else None
-    gen = torch.Generator().manual_seed(train_cfg.seed)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=train_cfg.steps, initial=start, disable=quiet, desc="train", dynamic_ncols=True)
-    t0 = time.perf_counter() - wall0
-    last_ckpt = start if resume else None
-
-    def diverged(step: int, what: str) -> NonFiniteError:
-        bar.close()
-        kept = (
-            "no run directory was written" if writer is None
-            else f"{writer.path} keeps its last finite checkpoint, step {last_ckpt}" if last_ckpt is not None
-            else f"no checkpoint of {writer.path} was finite"
-        )
-        return NonFiniteError(f"training stopped at step {step}: {what}; {kept}", step, last_ckpt)
-
-    model.train()
-    for step in range(start, train_cfg.steps + 1):
-        batch = _train_batch(task, train_cfg, step, full_batch, gen, device)
-        if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
-            row = _evaluate(forward, batch, evals, step, train_cfg.lr_at(step), time.perf_counter() - t0)
-            bad = next((k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)), None)
-            if bad is not None:
-                raise diverged(step, f"the evaluated {bad} is {row[bad]}")
-            rows.append(row)
-            if writer is not None:
-                writer.log(row)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k.startswith(("train", "test"))})
-        stop = step == train_cfg.steps or bool(
-            stop_when is not None and rows and rows[-1]["step"] == step and stop_when(rows[-1])
-        )
-        if writer is not None and (step in ckpts or stop):  # an early stop is checkpointed too
-            ckpt = {k: v.detach().cpu() for k, v in weights(model).items()}
-            state = _state(model, named, opt, grokfast)
-            bad_w, bad_s = first_non_finite(ckpt), first_non_finite(state)
-            if bad_w is not None or bad_s is not None:  # never write a non-finite checkpoint
-                what = f"weight {bad_w!r}" if bad_w is not None else f"optimiser state {bad_s!r}"
-                raise diverged(step, f"{what} holds NaN or inf")
-            writer.checkpoint(step, ckpt)
-            meta = {"wall": time.perf_counter() - t0}
-            writer.save_resume(step, state, meta)
-            last_ckpt = step
-        if stop:
-            break
-        for group in opt.param_groups:
-            group["lr"] = train_cfg.lr_at(step)
-        logits, targets = forward(batch)
-        loss = F.cross_entropy(logits, targets)
-        if not bool(torch.isfinite(loss)):
-            raise diverged(step, f"the training loss is {float(loss.detach())}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grokfast is not None:
-            grokfast()
-        if masked is not None:
-            masked.before_step()
-        opt.step()
-        if masked is not None:
-            masked.after_step()
-        bar.update(1)
-    bar.close()
-    model.eval()
-    return TrainResult(model, rows, Run(writer.path) if writer is not None else None)
+def _resumed(writer: RunWriter, train_cfg: TrainConfig | None, device: torch.device) -> _Plan:
+    """The one place a resume is validated: the run's stored configs (only ``steps`` may change) and state."""
+    run = Run(writer.path)
+    stored = TrainConfig.from_dict(run.config["train"])
+    if train_cfg is not None:
+        changed = {k for k, v in train_cfg.to_dict().items() if k != "steps" and stored.to_dict()[k] != v}
+        if changed:
+            raise ConfigError(f"cannot change {sorted(changed)} on resume; only 'steps' may change")
+        stored = TrainConfig.from_dict(stored.to_dict() | {"steps": train_cfg.steps})
+    start, state, meta = writer.load_resume()
+    return _Plan(run.task, run.model_config, stored, writer, device, start=start, state=state,
+                 wall=float(meta.get("wall", 0.0)))
 
 
 def _check_fits(cfg: ToyConfig, task: Task) -> None:
@@ -439,22 +396,133 @@ def _check_fits(cfg: ToyConfig, task: Task) -> None:
             raise ConfigError(f"model '{name}' is {have} but the task needs {need}")
 
 
-def _train_batch(
-    task: Task, cfg: TrainConfig, step: int, full: Batch | None, gen: torch.Generator, device: torch.device
-) -> Batch:
-    if isinstance(task, InductionTask):
-        return task.train_batch(step).to(device)
-    assert full is not None
-    if cfg.batch_size is None or cfg.batch_size >= len(full):
-        return full
-    # Minibatch: a permutation seeded by (seed, step), so resume sees the same data.
-    g = gen.manual_seed(cfg.seed * 1_000_003 + step)
-    idx = torch.randperm(len(full), generator=g)[: cfg.batch_size].to(device)
-    return Batch(full.tokens[idx], full.targets[idx], full.mask[idx])
+# -- the loop ---------------------------------------------------------------------------------
+class _Loop:
+    """The model, optimiser and filters of one training run, and the loop that steps them."""
 
+    def __init__(self, plan: _Plan, *, fast: bool, init: Mapping[str, Tensor] | None,
+                 masks: Mapping[str, Tensor] | None):
+        self.plan, cfg = plan, plan.train_cfg
+        self.model = build_model(plan.model_cfg, plan.device)
+        if init is not None:
+            load_weights(self.model, dict(init), source="init")
+        self.named = {k: p for k, p in weights(self.model).items() if p.requires_grad}
+        self.masked = None
+        if masks is not None:
+            self.masked = MaskedOptimizerHook(weights(self.model), masks)
+            self.masked.after_step()
+        self.opt = torch.optim.AdamW(list(self.named.values()), lr=cfg.lr, betas=cfg.betas,
+                                     weight_decay=cfg.weight_decay)
+        self.grokfast = (GrokfastEMA(self.named, cfg.grokfast_alpha, cfg.grokfast_lambda)
+                         if cfg.grokfast_alpha is not None else None)
+        self.forward = _make_forward(self.model, plan.model_cfg, plan.task, fast)
+        self.last_ckpt: int | None = plan.start if plan.resume else None
+        self.t0 = 0.0
 
-def _eval_batches(task: Task, device: torch.device) -> dict[str, Batch]:
-    return {k: v.to(device) for k, v in task.eval_batches().items()}
+    def start_writing(self) -> None:
+        """Write the run's config (a fresh run) or restore the saved state (a resume)."""
+        plan, writer = self.plan, self.plan.writer
+        if writer is None:
+            return
+        config = {
+            "task": plan.task.to_dict(),
+            "model": plan.model_cfg.to_dict(),
+            "train": plan.train_cfg.to_dict(),
+            "seed": plan.model_cfg.seed,
+            "versions": package_versions(),
+        }
+        if plan.state is not None:
+            _restore(self.model, self.named, self.opt, self.grokfast, plan.state,
+                     str(writer.path / "resume.safetensors"), plan.start)
+            writer.truncate_metrics(plan.start - 1)
+            writer.update_config(config)
+            return
+        kept = writer.start(config, force=plan.force)
+        if kept:
+            shown = ", ".join(kept[:8]) + (f" and {len(kept) - 8} more" if len(kept) > 8 else "")
+            print(f"mechwork: force removed only mechwork's own files from {writer.path}; kept {len(kept)}"
+                  f" other entr{'y' if len(kept) == 1 else 'ies'}: {shown}", file=sys.stderr)
+
+    def run(self, stop_when: Callable[[dict[str, Any]], bool] | None, quiet: bool) -> list[dict[str, Any]]:
+        """Evaluate, checkpoint and step from the plan's start to its last step (or an early stop)."""
+        from tqdm.auto import tqdm
+
+        plan, cfg, writer = self.plan, self.plan.train_cfg, self.plan.writer
+        rows = [] if writer is None else _existing_rows(writer.path)
+        ckpts = set(checkpoint_steps(cfg.steps, cfg.ckpt_every, cfg.ckpt_log))
+        evals = eval_sets(plan.task, plan.device)
+        batches = train_batches(plan.task, cfg, plan.device)
+        self.bar = tqdm(total=cfg.steps, initial=plan.start, disable=quiet, desc="train", dynamic_ncols=True)
+        self.t0 = time.perf_counter() - plan.wall
+        self.model.train()
+        for step in range(plan.start, cfg.steps + 1):
+            batch = batches(step)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                rows.append(self.evaluate(batch, evals, step))
+            stop = step == cfg.steps or bool(
+                stop_when is not None and rows and rows[-1]["step"] == step and stop_when(rows[-1])
+            )
+            if writer is not None and (step in ckpts or stop):  # an early stop is checkpointed too
+                self.checkpoint(step)
+            if stop:
+                break
+            self.update(batch, step)
+        self.bar.close()
+        self.model.eval()
+        return rows
+
+    def diverged(self, step: int, what: str) -> NonFiniteError:
+        self.bar.close()
+        writer, last = self.plan.writer, self.last_ckpt
+        kept = (
+            "no run directory was written" if writer is None
+            else f"{writer.path} keeps its last finite checkpoint, step {last}" if last is not None
+            else f"no checkpoint of {writer.path} was finite"
+        )
+        return NonFiniteError(f"training stopped at step {step}: {what}; {kept}", step, last)
+
+    def evaluate(self, batch: Batch, evals: dict[str, Batch], step: int) -> dict[str, Any]:
+        row = _evaluate(self.forward, batch, evals, step, self.plan.train_cfg.lr_at(step),
+                        time.perf_counter() - self.t0)
+        bad = next((k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)), None)
+        if bad is not None:
+            raise self.diverged(step, f"the evaluated {bad} is {row[bad]}")
+        if self.plan.writer is not None:
+            self.plan.writer.log(row)
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k.startswith(("train", "test"))})
+        return row
+
+    def checkpoint(self, step: int) -> None:
+        """Write the weights and the resume state at ``step``; never a non-finite checkpoint."""
+        assert self.plan.writer is not None
+        ckpt = {k: v.detach().cpu() for k, v in weights(self.model).items()}
+        state = _state(self.model, self.named, self.opt, self.grokfast)
+        bad_w, bad_s = first_non_finite(ckpt), first_non_finite(state)
+        if bad_w is not None or bad_s is not None:
+            what = f"weight {bad_w!r}" if bad_w is not None else f"optimiser state {bad_s!r}"
+            raise self.diverged(step, f"{what} holds NaN or inf")
+        self.plan.writer.checkpoint(step, ckpt)
+        self.plan.writer.save_resume(step, state, {"wall": time.perf_counter() - self.t0})
+        self.last_ckpt = step
+
+    def update(self, batch: Batch, step: int) -> None:
+        """One optimiser step on ``batch`` (Grokfast filter and masks applied)."""
+        for group in self.opt.param_groups:
+            group["lr"] = self.plan.train_cfg.lr_at(step)
+        logits, targets = self.forward(batch)
+        loss = F.cross_entropy(logits, targets)
+        if not bool(torch.isfinite(loss)):
+            raise self.diverged(step, f"the training loss is {float(loss.detach())}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grokfast is not None:
+            self.grokfast()
+        if self.masked is not None:
+            self.masked.before_step()
+        self.opt.step()
+        if self.masked is not None:
+            self.masked.after_step()
+        self.bar.update(1)
 
 
 @torch.no_grad()

@@ -190,7 +190,7 @@ def test_python_api_refuses_what_does_not_fit():
 def test_train_and_patch_refuse_before_allocating_or_writing(tmp_path, monkeypatch):
     import mechwork
     from mechwork.analysis.patching import patch
-    from mechwork.probes import standard_probe
+    from mechwork.tasks import standard_probe
     from mechwork.training import train
 
     task = mechwork.ModularArithmetic(p=11, train_frac=0.5)
@@ -248,7 +248,7 @@ _RSS = textwrap.dedent("""
     import mechwork
     from mechwork import limits
     from mechwork.analysis.patching import patch
-    from mechwork.probes import standard_probe
+    from mechwork.tasks import standard_probe
     from mechwork.tasks import ModularArithmetic
     from mechwork.models import ToyConfig
     from mechwork.training import TrainConfig, recipe, train
@@ -398,7 +398,7 @@ def test_run_target_light_check_matches_run_writer(tmp_path):
 @pytest.fixture(scope="module")
 def modadd():
     import mechwork
-    from mechwork.probes import standard_probe
+    from mechwork.tasks import standard_probe
 
     return mechwork.load("modadd-113"), standard_probe(mechwork.preset("modadd-113").task, n=4)
 

@@ -16,8 +16,7 @@ from mechwork.limits import SEED_MAX
 def test_seeds_outside_the_generator_range_are_one_line_everywhere(seed):
     """A seed past 64 bits used to reach torch's generator as a raw ``Overflow when unpacking long long``."""
     from mechwork.models import ToyConfig
-    from mechwork.probes import standard_probe
-    from mechwork.tasks import InductionTask, ModularArithmetic
+    from mechwork.tasks import InductionTask, ModularArithmetic, standard_probe
     from mechwork.training import TrainConfig
 
     makers = [
@@ -36,8 +35,7 @@ def test_seeds_outside_the_generator_range_are_one_line_everywhere(seed):
 def test_the_largest_seed_still_trains_and_probes():
     """The bound is not too tight: SEED_MAX reaches torch's generators (init, minibatch, probe) without error."""
     from mechwork.models import ToyConfig, build_model
-    from mechwork.probes import standard_probe
-    from mechwork.tasks import ModularArithmetic
+    from mechwork.tasks import ModularArithmetic, standard_probe
     from mechwork.training import TrainConfig, train
 
     task = ModularArithmetic(p=5, train_frac=0.5, seed=SEED_MAX)
