@@ -22,6 +22,10 @@ patching results to ``transformer_lens.patching``'s to 1e-5.
 :func:`supports` says whether a model fits (standard positions, no rotary, no
 gated MLP, no grouped keys, no soft caps, LayerNorm or none).
 
+:func:`correct` reads any forward's logits against labels: 1.0 where the top
+logit is the label. It is mechwork's one accuracy helper (training, summaries,
+studies and :func:`mechwork.analysis.metrics.accuracy` build on it).
+
 Example::
 
     >>> import mechwork, torch
@@ -41,18 +45,28 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechwork.fastpath import ACTIVATIONS
-from mechwork.models import weights
+from mechwork.models import ACT_FNS, weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["BaseRun", "Site", "supports"]
+__all__ = ["BaseRun", "Site", "correct", "supports"]
 
 # a site hook: (site name, activation) -> activation (possibly with a larger, copied-out batch)
 Site = Callable[[str, Tensor], Tensor]
+
+
+def correct(logits: Float[Tensor, "*batch vocab"], labels: Int[Tensor, "*batch"]) -> Float[Tensor, "*batch"]:
+    """1.0 where the top logit is the label, else 0.0; its mean is the accuracy.
+
+    >>> float(correct(torch.tensor([[0.1, 2.0], [3.0, 0.0]]), torch.tensor([1, 1])).mean())
+    0.5
+    """
+    return (logits.argmax(-1) == labels).float()
 
 
 def supports(model: TransformerBridge) -> bool:
@@ -66,7 +80,7 @@ def supports(model: TransformerBridge) -> bool:
         and float(getattr(c, "attn_scores_soft_cap", -1.0) or -1.0) <= 0
         and float(getattr(c, "output_logits_soft_cap", -1.0) or -1.0) <= 0
         and norm in (None, "LN")
-        and (bool(getattr(c, "attn_only", False)) or (c.act_fn or "gelu") in ACTIVATIONS)
+        and (bool(getattr(c, "attn_only", False)) or (c.act_fn or "gelu") in ACT_FNS)
         and getattr(c, "attention_dir", "causal") == "causal"
         and not getattr(c, "final_rms", False)
         and float(getattr(model, "attn_rate", 1.0)) == 1.0  # a mixed-in constant pattern lives in a hook

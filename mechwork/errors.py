@@ -18,10 +18,12 @@ so a CLI can print them as its one-line error.
 from __future__ import annotations
 
 __all__ = [
+    "AssetError",
     "CheckpointError",
     "ConfigError",
     "MechworkError",
     "NonFiniteError",
+    "NotApplicable",
     "OutputError",
     "RunBusyError",
     "RunDirError",
@@ -67,6 +69,14 @@ class CheckpointError(MechworkError, OSError):
 
 class OutputError(MechworkError, OSError):
     """An output file (a dashboard, say) cannot be written where asked; nothing was written."""
+
+
+class NotApplicable(MechworkError, ValueError):
+    """The analysis does not apply to this task (only add and sub have Fourier circuits)."""
+
+
+class AssetError(MechworkError, FileNotFoundError):
+    """A JavaScript bundle that should ship inside an installed package is missing."""
 
 
 def invalid(name: str, valid: str, got: object) -> ConfigError:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -39,22 +40,29 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechwork.models import ToyConfig
-from mechwork.tasks import ModularArithmetic, Task
 
-__all__ = ["modadd_logits", "supports_fast_path"]
+if TYPE_CHECKING:  # pragma: no cover
+    from mechwork.kit import Task
 
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {  # the native model's MLP nonlinearities
+__all__ = ["ACTIVATIONS", "modadd_logits", "supports_fast_path"]
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {  # every nonlinearity by name, mechwork's one table
     "relu": F.relu,
     "gelu": F.gelu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "silu": F.silu,
+    "tanh": torch.tanh,  # the study MLPs' (mechwork.studies.digits); models take mechwork.models.ACT_FNS
 }
 
 
 def supports_fast_path(cfg: ToyConfig, task: Task) -> bool:
-    """True for 1-layer, LayerNorm-free models with an MLP on ``[a, b, =]`` tasks."""
+    """True for 1-layer, LayerNorm-free models with an MLP on tasks whose inputs are ``[a, b, =]``.
+
+    A task says so with ``fast_path = True`` (a class attribute: a constant last token, and the
+    loss read at the last position only); no task type is named here.
+    """
     return (
-        isinstance(task, ModularArithmetic)
+        bool(getattr(task, "fast_path", False))
         and cfg.n_layers == 1
         and cfg.normalization is None
         and not cfg.attn_only

@@ -7,6 +7,7 @@ import torch
 
 import mechwork
 from mechwork.analysis.attention import attention_patterns, head_detectors, repeated_tokens
+from mechwork.dashboard import attention_heads
 from mechwork.errors import ConfigError
 
 
@@ -21,11 +22,11 @@ def test_patterns_match_the_cache_and_label_tokens(embedded_model, modadd_preset
     _, cache = embedded_model.run_with_cache(toks)
     torch.testing.assert_close(pats.patterns[:, 0], cache["blocks.0.attn.hook_pattern"].float())
     assert pats.labels[3] == ["0", "3", "="]
-    view = pats.view(3)
+    view = attention_heads(**pats.view_args(3))
     assert view.component == "AttentionHeads" and view.props["tokens"] == ["0", "3", "="]
     assert len(view.props["attention"]) == 4
     with pytest.raises(ConfigError, match="example index"):
-        pats.view(5)
+        pats.view_args(5)
 
 
 def test_detectors_agree_with_a_brute_force_loop(induction_model):

@@ -79,7 +79,7 @@ def test_the_induction_circuit_is_found_by_the_tools(induction, repeat_eval):
     ind = [(la, h) for la, h, _ in scores.top("induction", 0.5) if la == 1]
     assert prev and ind, scores.to_frame()
     base = float(acc(induction(tokens)))
-    ablated = float(acc(ablate(induction, tokens, heads=prev, how="mean")))
+    ablated = float(acc(ablate(induction, tokens, heads=prev, how="mean").logits))
     print(f"previous-token heads {prev}, induction heads {ind}; repeat accuracy {base:.3f} -> {ablated:.3f}")
     assert ablated <= 0.5 * base
     paths = {c: path_patch(induction, tokens, "mean", acc, senders=prev, receivers=ind, component=c)

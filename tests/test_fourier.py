@@ -17,7 +17,7 @@ from mechwork.analysis.fourier import (
     neuron_frequencies_of,
     spectrum_of,
 )
-from mechwork.analysis.trig import losses_of, split_logits, trig_fit_of
+from mechwork.analysis.trig import logit_trig_fit_of, restricted_excluded_of, split_logits
 from mechwork.errors import ConfigError
 from mechwork.models import ToyConfig, build_model
 from mechwork.tasks import InductionTask, ModularArithmetic
@@ -87,7 +87,7 @@ def test_restricted_plus_excluded_is_full(op):
 def test_excluding_nothing_is_the_plain_loss():
     task = _task()
     logits = torch.randn(task.n_pairs, task.p) * 3
-    res = losses_of(logits, task, [])
+    res = restricted_excluded_of(logits, task, [])
     assert res.excluded_loss == pytest.approx(res.train_loss, rel=1e-6)
     # zero restricted logits plus the per-output mean of the rest
     assert res.restricted_loss == pytest.approx(
@@ -103,7 +103,7 @@ def test_restricted_and_excluded_on_hand_built_logits(op):
     a, b = task.tokens[:, 0].double(), task.tokens[:, 1].double()
     other = 5 * (a - b if op == "add" else a + b)  # varies across inputs but is constant over c
     nuisance = 2.0 * torch.cos(2 * math.pi * 2 * other / task.p)[:, None].expand(-1, task.p)
-    res = losses_of((signal + nuisance).float(), task, [k])
+    res = restricted_excluded_of((signal + nuisance).float(), task, [k])
     # by hand: every input's correct logit is amp and the others amp*cos(2 pi k m / p), m = 1..p-1
     by_hand = -amp + math.log(sum(math.exp(amp * math.cos(2 * math.pi * k * m / task.p)) for m in range(task.p)))
     assert res.restricted_loss == pytest.approx(by_hand, rel=1e-4)
@@ -114,13 +114,13 @@ def test_restricted_and_excluded_on_hand_built_logits(op):
 def test_trig_fit_recovers_known_terms():
     task = _task(p=17)
     logits = _cos_logits(task, 2, 3.0) + _cos_logits(task, 5, 1.0) + torch.randn(task.n_pairs, 1)
-    fit = trig_fit_of(logits.float(), task, [2, 5])
+    fit = logit_trig_fit_of(logits.float(), task, [2, 5])
     assert fit.fve == pytest.approx(1.0, abs=1e-5)  # per-input shifts are ignored (softmax-invariant)
     torch.testing.assert_close(fit.coef, torch.tensor([3.0, 1.0]), atol=1e-4, rtol=0)
-    assert trig_fit_of(logits.float(), task, [2]).fve == pytest.approx(0.9, abs=1e-4)  # 9 / (9 + 1)
+    assert logit_trig_fit_of(logits.float(), task, [2]).fve == pytest.approx(0.9, abs=1e-4)  # 9 / (9 + 1)
     # a per-output bias is outside fve but inside fve_raw: signal energy 10 (per cell 5), bias energy 1
     bias = torch.cos(2 * math.pi * torch.arange(17.0) / 17)[None, :] * math.sqrt(2.0)  # mean 0, mean square 1
-    fit = trig_fit_of((logits + bias).float(), task, [2, 5])
+    fit = logit_trig_fit_of((logits + bias).float(), task, [2, 5])
     assert fit.fve == pytest.approx(1.0, abs=1e-5)
     assert fit.fve_raw == pytest.approx(5.0 / 6.0, abs=1e-4)
 

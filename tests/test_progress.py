@@ -9,9 +9,8 @@ import shutil
 import pytest
 import torch
 
-from mechwork.analysis.fourier import NotApplicable
 from mechwork.analysis.progress import progress_measures
-from mechwork.errors import CheckpointError
+from mechwork.errors import CheckpointError, NotApplicable
 from mechwork.tasks import InductionTask, ModularArithmetic
 from mechwork.training import TrainConfig, train
 

@@ -2,8 +2,9 @@
 Fourier-direction ablation of the modular-addition embedding.
 
 :func:`ablation_hooks` turns a description of what to ablate into forward
-hooks for ``model.run_with_hooks``; :func:`ablate` runs them and returns the
-logits. What replaces an ablated activation:
+hooks for ``model.run_with_hooks``; :func:`ablate` runs them and returns an
+:class:`Ablation` (the logits, and what was ablated how). What replaces an
+ablated activation:
 
 * ``zero`` -- zeros;
 * ``mean`` -- its mean over a reference batch (default: the input batch), at
@@ -33,28 +34,28 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
-from mechwork.analysis.patching import check_model, check_pairs, check_tokens
+from mechwork.analysis.patching import check_pairs, check_tokens
+from mechwork.engine import correct
 from mechwork.errors import ConfigError, invalid
+from mechwork.hooks import Hooks, check_eval, hook_name
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-    from mechwork.tasks import Task
-
-__all__ = ["HOW", "FourierAblation", "ablate", "ablation_hooks", "fourier_ablation", "keep_frequencies",
+__all__ = ["HOW", "Ablation", "FourierAblation", "ablate", "ablation_hooks", "fourier_ablation", "keep_frequencies",
            "remove_frequencies"]
 
 HOW = ("zero", "mean", "resample")
-Hooks = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
 
 
 def _replacement(act: Tensor, ref: Tensor, how: str, perm: Tensor | None) -> Tensor:
@@ -80,11 +81,11 @@ def ablation_hooks(
     seed: int = 0,
 ) -> Hooks:
     """Forward hooks that ablate the given heads, neurons and residual directions."""
-    check_model(model, "ablation")
+    check_eval(model, "ablation")
     if how not in HOW:
         raise invalid("how", f"one of {', '.join(HOW)}", how)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    d_mlp = int(model.cfg.d_mlp or 0) if "blocks.0.mlp.hook_post" in model.hook_dict else 0
+    d_mlp = int(model.cfg.d_mlp or 0) if hook_name("mlp_post", 0) in model.hook_dict else 0
     check_tokens(model, tokens, "tokens")
     if reference is not None:
         check_tokens(model, reference, "reference")
@@ -101,9 +102,9 @@ def ablation_hooks(
     perm = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(seed)) if how == "resample" else None
     names: dict[str, list[int]] = {}
     for la, h in heads:
-        names.setdefault(f"blocks.{la}.attn.hook_z", []).append(h)
+        names.setdefault(hook_name("z", la), []).append(h)
     for la, n in neurons:
-        names.setdefault(f"blocks.{la}.mlp.hook_post", []).append(n)
+        names.setdefault(hook_name("mlp_post", la), []).append(n)
     wanted = set(names) | set(directions)
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -141,12 +142,46 @@ def ablation_hooks(
     return hooks
 
 
+@dataclass(frozen=True)
+class Ablation(Result):
+    """The logits of an ablated run, and what was ablated how.
+
+    ``acc(ablate(model, tokens, heads=[(0, 0)]).logits)`` scores it with any metric
+    of :mod:`mechwork.analysis.metrics`.
+    """
+
+    logits: Float[Tensor, "batch pos d_vocab_out"]
+    how: str  # zero, mean or resample
+    heads: list[tuple[int, int]]  # (layer, head)
+    neurons: list[tuple[int, int]]  # (layer, neuron)
+    directions: list[str]  # hook names whose given directions were ablated
+
+    def _parts(self) -> list[tuple[str, str]]:
+        return ([("head", f"L{la}H{h}") for la, h in self.heads] + [("neuron", f"L{la}N{n}") for la, n in self.neurons]
+                + [("direction", name) for name in self.directions])
+
+    def summary(self) -> str:
+        parts = ", ".join(label for _, label in self._parts()) or "nothing"
+        b, n_pos = self.logits.shape[:2]
+        return f"{self.how}-ablated {parts}, on {b} input(s) of {n_pos} tokens"
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per ablated head, neuron or residual direction."""
+        import pandas as pd
+
+        parts = self._parts()
+        return pd.DataFrame({"kind": [k for k, _ in parts], "what": [w for _, w in parts],
+                             "how": [self.how] * len(parts)})
+
+
 @no_type_check  # validates its own arguments, with one-line messages
 @torch.no_grad()
-def ablate(model: TransformerBridge, tokens: Tensor, **kw: Any) -> Tensor:
-    """Logits of ``tokens`` with the ablations of :func:`ablation_hooks` (same keyword arguments)."""
+def ablate(model: TransformerBridge, tokens: Tensor, **kw: Any) -> Ablation:
+    """``tokens`` run with the ablations of :func:`ablation_hooks` (same keyword arguments)."""
     hooks = ablation_hooks(model, tokens, **kw)
-    return model.run_with_hooks(tokens.to(next(model.parameters()).device), fwd_hooks=hooks)
+    logits = model.run_with_hooks(tokens.to(next(model.parameters()).device), fwd_hooks=hooks)
+    pairs = {k: [(int(a), int(b)) for a, b in kw.get(k, ())] for k in ("heads", "neurons")}
+    return Ablation(logits, kw.get("how", "mean"), pairs["heads"], pairs["neurons"], list(kw.get("directions") or {}))
 
 
 # -- Fourier directions of the embedding ----------------------------------------------------
@@ -185,12 +220,12 @@ class FourierAblation(Result):
 
 
 @torch.no_grad()
-def fourier_ablation(model: TransformerBridge, task: Task, freqs: Sequence[int] | None = None, *,
+def fourier_ablation(model: TransformerBridge, task: object, freqs: Sequence[int] | None = None, *,
                      keep: bool = True) -> FourierAblation:
     """Embed the number tokens through the key-frequency directions only (``keep``) or without them."""
     from mechwork.analysis.fourier import check_task, fourier_basis, key_frequencies
 
-    check_model(model, "Fourier ablation")
+    check_eval(model, "Fourier ablation")
     mt = check_task(model, task, "fourier_ablation")
     p = mt.p
     freqs = key_frequencies(model, mt).freqs if freqs is None else [int(k) for k in freqs]
@@ -220,7 +255,7 @@ def fourier_ablation(model: TransformerBridge, task: Task, freqs: Sequence[int] 
     logits = model.run_with_hooks(toks, fwd_hooks=[("hook_embed", hook)])[:, -1]
 
     def acc_loss(lg: Tensor) -> tuple[float, float]:
-        return (float((lg.argmax(-1) == labels).float().mean()),
+        return (float(correct(lg, labels).mean()),
                 float(torch.nn.functional.cross_entropy(lg.float(), labels)))
 
     a, lo = acc_loss(logits)
@@ -228,11 +263,15 @@ def fourier_ablation(model: TransformerBridge, task: Task, freqs: Sequence[int] 
     return FourierAblation(list(freqs), keep, a, lo, ba, bl, energy)
 
 
-def keep_frequencies(model: TransformerBridge, task: Task, freqs: Sequence[int] | None = None) -> FourierAblation:
+def keep_frequencies(
+    model: TransformerBridge, task: object, freqs: Sequence[int] | None = None
+) -> FourierAblation:
     """Keep only the key frequencies (and the constant) of the embedding."""
     return fourier_ablation(model, task, freqs, keep=True)
 
 
-def remove_frequencies(model: TransformerBridge, task: Task, freqs: Sequence[int] | None = None) -> FourierAblation:
+def remove_frequencies(
+    model: TransformerBridge, task: object, freqs: Sequence[int] | None = None
+) -> FourierAblation:
     """Remove the key frequencies from the embedding."""
     return fourier_ablation(model, task, freqs, keep=False)

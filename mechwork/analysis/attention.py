@@ -2,7 +2,9 @@
 
 * :func:`attention_patterns` runs the model once with a cache filtered to the
   ``hook_pattern`` points and returns every layer's patterns with readable
-  token labels; ``.view(i)`` is a circuitsvis view of example ``i``.
+  token labels; ``.view_args(i)`` gives example ``i``'s patterns, labels and head
+  names, ready for a circuitsvis view (``attention_heads(**pats.view_args(i))``
+  in :mod:`mechwork.dashboard` draws it).
 * :func:`head_detectors` scores every head as a previous-token, induction and
   duplicate-token head on sequences made of a random half repeated once
   (``[r, r]``, the ARENA / TransformerLens convention):
@@ -44,16 +46,15 @@ from torch import Tensor
 
 from mechwork.analysis.patching import check_tokens
 from mechwork.errors import invalid
+from mechwork.hooks import hook_name, token_labels
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-    from mechwork.dashboard.views import CircuitsView
-
 __all__ = ["COMPOSITIONS", "DETECTORS", "AttentionPatterns", "CompositionScores", "HeadScores", "attention_patterns",
-           "composition_scores", "head_detectors", "repeated_tokens", "token_labels"]
+           "composition_scores", "head_detectors", "repeated_tokens"]
 
 DETECTORS = ("previous_token", "induction", "duplicate_token")
 COMPOSITIONS = ("q", "k", "v")
@@ -64,12 +65,11 @@ def _cfg(model: TransformerBridge) -> tuple[int, int, int, int]:
     return int(c.n_layers), int(c.n_heads), int(c.d_vocab), int(c.n_ctx)
 
 
-def token_labels(model: TransformerBridge, tokens: Int[Tensor, " pos"]) -> list[str]:
-    """Readable labels: token ids as decimal strings; modular arithmetic's ``=`` token as ``=``."""
+def _eq_token(model: TransformerBridge) -> int | None:
+    """Modular arithmetic's ``=`` token (p numbers in and out, then ``=``), else None."""
     d_vocab = _cfg(model)[2]
     out_vocab = int(getattr(model.cfg, "d_vocab_out", d_vocab))
-    eq = d_vocab - 1 if d_vocab == out_vocab + 1 else None  # modadd: p numbers, then "="
-    return ["=" if eq is not None and int(t) == eq else str(int(t)) for t in tokens]
+    return d_vocab - 1 if d_vocab == out_vocab + 1 else None
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,13 @@ class AttentionPatterns(Result):
             "to_previous": prev.flatten().tolist(),
         })
 
-    def view(self, i: int = 0, layer: int | None = None) -> CircuitsView:
-        """circuitsvis AttentionHeads of example ``i`` (every layer's heads, or one layer's)."""
-        from mechwork.dashboard.views import attention_heads
+    def view_args(self, i: int = 0, layer: int | None = None) -> dict[str, Any]:
+        """Example ``i``'s patterns of every layer's heads (or one layer's), as the keyword arguments of a
+        circuitsvis AttentionHeads view: ``attention`` ``[head, dest, src]``, ``tokens`` (labels), ``head_names``.
 
+        ``mechwork.dashboard.attention_heads(**pats.view_args(0))`` is the view;
+        ``page.attention(**pats.view_args(0))`` puts it on a page.
+        """
         b, n_layers, n_heads = self.patterns.shape[:3]
         if not 0 <= i < b:
             raise invalid("i", f"an example index in [0, {b})", i)
@@ -110,7 +113,7 @@ class AttentionPatterns(Result):
             raise invalid("layer", f"a layer in [0, {n_layers})", layer)
         att = torch.cat([self.patterns[i, la] for la in layers])
         names = [f"L{la}H{h}" for la in layers for h in range(n_heads)]
-        return attention_heads(att, self.labels[i], head_names=names)
+        return {"attention": att, "tokens": self.labels[i], "head_names": names}
 
     def figure(self, i: int = 0) -> Any:
         from plotly.subplots import make_subplots
@@ -143,11 +146,12 @@ def attention_patterns(
     if tokens.shape[1] > n_ctx:
         raise invalid("tokens", f"at most n_ctx = {n_ctx} positions", tokens.shape[1])
     device = next(model.parameters()).device
-    names = {f"blocks.{la}.attn.hook_pattern" for la in range(n_layers)}
+    names = {hook_name("pattern", la) for la in range(n_layers)}
     _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
-    pats = torch.stack([cache[f"blocks.{la}.attn.hook_pattern"] for la in range(n_layers)], dim=1).float().cpu()
+    pats = torch.stack([cache[hook_name("pattern", la)] for la in range(n_layers)], dim=1).float().cpu()
     if labels is None:
-        labs = [token_labels(model, row) for row in tokens]
+        eq = _eq_token(model)
+        labs = [token_labels(row, eq) for row in tokens]
     else:
         labs = [[str(t) for t in row] for row in labels]
         if len(labs) != tokens.shape[0] or any(len(r) != tokens.shape[1] for r in labs):

@@ -40,28 +40,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
-from mechwork.analysis.patching import (
-    SITES,
-    PatchResult,
-    check_head_pairs,
-    check_inputs,
-    check_model,
-    evaluate_metric,
-    hook_name,
-    prepare,
-)
+from mechwork.analysis.patching import PatchResult, check_head_pairs, check_inputs, evaluate_metric, prepare
 from mechwork.errors import ConfigError, invalid
+from mechwork.hooks import SITES, Hooks, check_eval, hook_name
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["PathPatchResult", "attribute", "direct_path_sweep", "path_patch"]
-
-Hooks = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
+__all__ = ["DirectPathSweep", "PathPatchResult", "attribute", "direct_path_sweep", "path_patch"]
 
 
 def _reduce(contrib: Tensor, kind: str, by: str) -> Tensor:
@@ -204,6 +195,43 @@ def _replace_heads(values: dict[int, Tensor], layer: int, heads: list[int]) -> C
     return hook
 
 
+def _check_path(model: TransformerBridge, clean: Tensor, corrupted: Tensor | str, senders: Any, receivers: Any,
+                component: str, direction: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Every argument of :func:`path_patch`, checked; the senders and receivers as (layer, head) lists."""
+    check_eval(model, "path patching")
+    if direction not in ("noising", "denoising"):
+        raise invalid("direction", "noising or denoising", direction)
+    if isinstance(corrupted, str):
+        if corrupted not in ABLATIONS or direction == "denoising":
+            valid = f"a token batch or one of {', '.join(ABLATIONS)}" if direction == "noising" else "a token batch"
+            raise invalid("corrupted", f"{valid} (direction {direction})", corrupted)
+        check_inputs(model, clean, clean, "path patching")
+    else:
+        check_inputs(model, clean, corrupted, "path patching")
+    if component not in ("q", "k", "v"):
+        raise invalid("component", "q, k or v", component)
+    snd, rcv = _check_heads(model, senders, "senders"), _check_heads(model, receivers, "receivers")
+    top = min(la for la, _ in rcv)
+    if any(la >= top for la, _ in snd):
+        raise ConfigError(f"every sender must sit below every receiver (senders {snd}, receivers {rcv})")
+    return snd, rcv
+
+
+def _by_layer(heads: list[tuple[int, int]]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for la, h in heads:
+        out.setdefault(la, []).append(h)
+    return out
+
+
+def _recorder(recorded: dict[int, Tensor], la: int) -> Callable[..., Tensor]:
+    def hook(act: Tensor, hook: Any = None) -> Tensor:
+        recorded[la] = act.detach().clone()
+        return act
+
+    return hook
+
+
 @no_type_check  # validates its own arguments, with one-line messages
 @torch.no_grad()
 def path_patch(
@@ -226,31 +254,17 @@ def path_patch(
     receiver and no LayerNorm between them this is TransformerLens's
     ``get_act_patch_direct_path`` (see :func:`direct_path_sweep`).
     """
-    check_model(model, "path patching")
-    if direction not in ("noising", "denoising"):
-        raise invalid("direction", "noising or denoising", direction)
-    if isinstance(corrupted, str):
-        if corrupted not in ABLATIONS or direction == "denoising":
-            valid = f"a token batch or one of {', '.join(ABLATIONS)}" if direction == "noising" else "a token batch"
-            raise invalid("corrupted", f"{valid} (direction {direction})", corrupted)
-        check_inputs(model, clean, clean, "path patching")
-    else:
-        check_inputs(model, clean, corrupted, "path patching")
-    if component not in ("q", "k", "v"):
-        raise invalid("component", "q, k or v", component)
-    snd, rcv = _check_heads(model, senders, "senders"), _check_heads(model, receivers, "receivers")
+    snd, rcv = _check_path(model, clean, corrupted, senders, receivers, component, direction)
     top = min(la for la, _ in rcv)
-    if any(la >= top for la, _ in snd):
-        raise ConfigError(f"every sender must sit below every receiver (senders {snd}, receivers {rcv})")
     device = next(model.parameters()).device
     clean = clean.to(device)
     b = clean.shape[0]
     base = clean if direction == "noising" or isinstance(corrupted, str) else corrupted.to(device)
     other = None if isinstance(corrupted, str) else (corrupted.to(device) if direction == "noising" else clean)
     below = range(top)
-    has_mlp = "blocks.0.hook_mlp_out" in model.hook_dict
-    z_names = {la: f"blocks.{la}.attn.hook_z" for la in below}
-    mlp_names = {la: f"blocks.{la}.hook_mlp_out" for la in below} if has_mlp else {}
+    has_mlp = hook_name("mlp_out", 0) in model.hook_dict
+    z_names = {la: hook_name("z", la) for la in below}
+    mlp_names = {la: hook_name("mlp_out", la) for la in below} if has_mlp else {}
     wanted = set(z_names.values()) | set(mlp_names.values())
     base_logits, cache = model.run_with_cache(base, names_filter=lambda n: n in wanted)
     base_z = {la: cache[n] for la, n in z_names.items()}
@@ -260,9 +274,7 @@ def path_patch(
     else:
         _, oc = model.run_with_cache(other, names_filter=lambda n: n in set(z_names.values()))
         swap_z = {la: oc[n] for la, n in z_names.items()}
-    by_layer: dict[int, list[int]] = {}
-    for la, h in snd:
-        by_layer.setdefault(la, []).append(h)
+    by_layer = _by_layer(snd)
     # senders swapped on every path
     full_hooks: Hooks = [(z_names[la], _replace_heads(swap_z, la, hs)) for la, hs in by_layer.items()]
     full_v = evaluate_metric(metric, model.run_with_hooks(base, fwd_hooks=full_hooks), b)
@@ -273,33 +285,68 @@ def path_patch(
     n_heads = int(model.cfg.n_heads)
     hooks: Hooks = [(z_names[la], _replace_heads(mixed, la, list(range(n_heads)))) for la in below]
     hooks += [(name, (lambda act, hook=None, v=cache[name]: v.clone())) for name in mlp_names.values()]
-    rec_names = {la: f"blocks.{la}.attn.hook_{component}" for la, _ in rcv}
+    rec_names = {la: hook_name(component, la) for la, _ in rcv}
     recorded: dict[int, Tensor] = {}
-
-    def record(la: int) -> Callable[..., Tensor]:
-        def hook(act: Tensor, hook: Any = None) -> Tensor:
-            recorded[la] = act.detach().clone()
-            return act
-
-        return hook
-
-    hooks += [(n, record(la)) for la, n in rec_names.items()]
+    hooks += [(n, _recorder(recorded, la)) for la, n in rec_names.items()]
     model.run_with_hooks(base, fwd_hooks=hooks)
     # run 3: the base input, only the receivers' component patched
-    rcv_layer: dict[int, list[int]] = {}
-    for la, h in rcv:
-        rcv_layer.setdefault(la, []).append(h)
-    final: Hooks = [(rec_names[la], _replace_heads(recorded, la, hs)) for la, hs in rcv_layer.items()]
+    final: Hooks = [(rec_names[la], _replace_heads(recorded, la, hs)) for la, hs in _by_layer(rcv).items()]
     value = evaluate_metric(metric, model.run_with_hooks(base, fwd_hooks=final), b)
     base_v = evaluate_metric(metric, base_logits, b)
     return PathPatchResult(snd, rcv, component, direction, float(value.mean()), float(base_v.mean()),
                            float(full_v.mean()))
 
 
+@dataclass(frozen=True)
+class DirectPathSweep(Result):
+    """Denoising path patching from one sender into every later head's ``component``.
+
+    ``values`` is ``[n_layers, n_heads]`` (TransformerLens's ``get_act_patch_direct_path``
+    layout); rows at or below the sender's layer are NaN. ``sweep[layer, head]`` indexes it.
+    """
+
+    values: Float[Tensor, "layer head"]
+    sender: tuple[int, int]
+    component: str
+
+    def __getitem__(self, idx: Any) -> Tensor:
+        return self.values[idx]
+
+    def summary(self) -> str:
+        sl, sh = self.sender
+        vals = self.values.nan_to_num(float("-inf"))
+        if bool(torch.isinf(vals).all()):
+            return f"direct paths from L{sl}H{sh}: no later layer to reach"
+        la, h = divmod(int(vals.argmax()), self.values.shape[1])
+        return (f"direct paths from L{sl}H{sh} into each later head's {self.component}: highest metric at "
+                f"L{la}H{h} ({float(self.values[la, h]):.4g})")
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per later head: the metric with the sender's path into its ``component`` patched."""
+        import pandas as pd
+
+        n_layers, n_heads = self.values.shape
+        rows = [(la, h) for la in range(self.sender[0] + 1, n_layers) for h in range(n_heads)]
+        return pd.DataFrame({"layer": [la for la, _ in rows], "head": [h for _, h in rows],
+                             "metric": [float(self.values[la, h]) for la, h in rows]})
+
+    def figure(self) -> Any:
+        import plotly.graph_objects as go
+
+        sl, sh = self.sender
+        v = self.values
+        fig = go.Figure(go.Heatmap(z=[[None if x != x else float(x) for x in row] for row in v.tolist()],
+                                   x=[f"H{h}" for h in range(v.shape[1])], y=[f"L{la}" for la in range(v.shape[0])],
+                                   colorscale="Viridis", colorbar={"title": {"text": "metric"}}))
+        fig.update_yaxes(autorange="reversed")
+        return fig.update_layout(title=f"Direct paths from L{sl}H{sh} into each later head's {self.component}",
+                                 xaxis_title="receiving head", yaxis_title="layer", height=320)
+
+
 def direct_path_sweep(
     model: TransformerBridge, clean: Tensor, corrupted: Tensor, metric: Callable[[Tensor], Any], *,
     sender: tuple[int, int], component: str = "q",
-) -> Tensor:
+) -> DirectPathSweep:
     """Denoising path patching from one sender into every later head's ``component``: ``[n_layers, n_heads]``.
 
     The layout of TransformerLens's ``get_act_patch_direct_path``; rows at or below the
@@ -312,4 +359,4 @@ def direct_path_sweep(
         for h in range(n_heads):
             out[la, h] = path_patch(model, clean, corrupted, metric, senders=[(sl, sh)], receivers=[(la, h)],
                                     component=component, direction="denoising").value
-    return out
+    return DirectPathSweep(out, (sl, sh), component)

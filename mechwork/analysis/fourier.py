@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechwork.errors import ConfigError, MechworkError, invalid
+from mechwork.errors import ConfigError, NotApplicable, invalid
+from mechwork.hooks import hook_name
 from mechwork.results import Result
-from mechwork.tasks import ModularArithmetic, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "FourierBasis",
     "KeyFrequencies",
+    "ModularTask",
     "NeuronFrequencies",
     "NotApplicable",
     "Spectrum",
@@ -62,8 +63,34 @@ __all__ = [
 FOURIER_OPS = ("add", "sub")
 
 
-class NotApplicable(MechworkError, ValueError):
-    """The analysis does not apply to this task (only add and sub have Fourier circuits)."""
+@runtime_checkable
+class ModularTask(Protocol):
+    """What the Fourier analyses read of a modular-arithmetic task (any object with these, by duck typing).
+
+    Pairs ``(a, b)`` of Z_p as token rows ``[a, b, =]``, a-major, labelled ``(a op b) mod p``.
+    """
+
+    @property
+    def p(self) -> int: ...
+    @property
+    def op(self) -> str: ...
+    @property
+    def d_vocab(self) -> int: ...
+    @property
+    def d_vocab_out(self) -> int: ...
+    @property
+    def n_pairs(self) -> int: ...
+    @property
+    def tokens(self) -> Int[Tensor, "n_pairs 3"]: ...
+    @property
+    def labels(self) -> Int[Tensor, " n_pairs"]: ...
+    @property
+    def train_idx(self) -> Int[Tensor, " n_train"]: ...
+    @property
+    def test_idx(self) -> Int[Tensor, " n_test"]: ...
+
+
+_MODULAR = ("p", "op", "d_vocab", "d_vocab_out", "n_pairs")  # read cheaply to recognise a modular task
 
 
 @dataclass(frozen=True)
@@ -115,29 +142,33 @@ def gini(x: Float[Tensor, " n"]) -> float:
 
 
 # -- checks ---------------------------------------------------------------------
-def check_task(model: TransformerBridge | None, task: object, analysis: str) -> ModularArithmetic:
-    """Refuse a non-modular task, an op without a Fourier circuit, or a model of another p."""
-    if not isinstance(task, ModularArithmetic):
+def check_task(model: TransformerBridge | None, task: object, analysis: str) -> ModularTask:
+    """Refuse a non-modular task, an op without a Fourier circuit, or a model of another p.
+
+    A modular task is any object with the attributes of :class:`ModularTask` (duck typing).
+    """
+    if not all(hasattr(task, name) for name in _MODULAR):
         raise NotApplicable(
             f"'{analysis}' needs a ModularArithmetic task (got {type(task).__name__}); "
             "Fourier analysis is for modular arithmetic"
         )
-    if task.op not in FOURIER_OPS:
+    mt = cast(ModularTask, task)
+    if mt.op not in FOURIER_OPS:
         raise NotApplicable(
-            f"'{analysis}' applies to op 'add' and 'sub' only (got {task.op!r}): "
+            f"'{analysis}' applies to op 'add' and 'sub' only (got {mt.op!r}): "
             "key frequencies, neuron clusters, trig-identity logits and restricted/excluded loss "
             "assume a circuit in a +/- b; embedding_spectrum still works"
         )
-    if task.p % 2 == 0:
-        raise invalid("p", "odd for a Fourier analysis", task.p)
+    if mt.p % 2 == 0:
+        raise invalid("p", "odd for a Fourier analysis", mt.p)
     if model is not None:
         cfg = model.cfg
-        if cfg.d_vocab != task.d_vocab or cfg.d_vocab_out != task.d_vocab_out:
+        if cfg.d_vocab != mt.d_vocab or cfg.d_vocab_out != mt.d_vocab_out:
             raise ConfigError(
                 f"model vocabulary ({cfg.d_vocab} in, {cfg.d_vocab_out} out) does not match the task's "
-                f"p={task.p} (needs {task.d_vocab} in, {task.d_vocab_out} out)"
+                f"p={mt.p} (needs {mt.d_vocab} in, {mt.d_vocab_out} out)"
             )
-    return task
+    return mt
 
 
 def _p_of(model: TransformerBridge, p: int | None) -> int:
@@ -217,7 +248,7 @@ def spectrum_of(w: Float[Tensor, "p d"], name: str, p: int, basis: FourierBasis 
 # -- running the model over the grid -------------------------------------------------
 @torch.no_grad()
 def grid_run(
-    model: TransformerBridge, task: ModularArithmetic, hook: str | None = "blocks.0.mlp.hook_post"
+    model: TransformerBridge, task: ModularTask, hook: str | None = hook_name("mlp_post", 0)
 ) -> tuple[Float[Tensor, "n_pairs d_vocab_out"], Tensor | None]:
     """Last-position logits (and ``hook``'s last-position activation) for every pair, on CPU."""
     device = next(model.parameters()).device
@@ -282,13 +313,13 @@ class NeuronFrequencies(Result):
 
 
 def neuron_frequencies(
-    model: TransformerBridge, task: Task, threshold: float = 0.85, layer: int = 0
+    model: TransformerBridge, task: object, threshold: float = 0.85, layer: int = 0
 ) -> NeuronFrequencies:
     """Cluster MLP neurons by the frequency of their last-position activation over (a, b)."""
-    task = check_task(model, task, "neuron_frequencies")
-    _, acts = grid_run(model, task, f"blocks.{layer}.mlp.hook_post")
+    mt = check_task(model, task, "neuron_frequencies")
+    _, acts = grid_run(model, mt, hook_name("mlp_post", layer))
     assert acts is not None
-    return neuron_frequencies_of(acts, task.p, threshold)
+    return neuron_frequencies_of(acts, mt.p, threshold)
 
 
 def neuron_frequencies_of(
@@ -368,16 +399,16 @@ def embedding_gap(energy: Float[Tensor, " freq"], max_keys: int = 12) -> list[in
 
 def key_frequencies(
     model: TransformerBridge,
-    task: Task,
+    task: object,
     *,
     threshold: float = 0.85,
     min_cluster: float = 0.02,
     neurons: NeuronFrequencies | None = None,
 ) -> KeyFrequencies:
     """Detect the key frequencies from the embedding spectrum and from the neuron clusters."""
-    task = check_task(model, task, "key_frequencies")
-    spec = embedding_spectrum(model, "W_E", task.p)
-    nf = neurons or neuron_frequencies(model, task, threshold)
+    mt = check_task(model, task, "key_frequencies")
+    spec = embedding_spectrum(model, "W_E", mt.p)
+    nf = neurons or neuron_frequencies(model, mt, threshold)
     from_emb = embedding_gap(spec.energy)
     n = len(nf.fve)
     from_neu = sorted(k for k, c in nf.cluster_sizes().items() if c >= max(2, min_cluster * n))

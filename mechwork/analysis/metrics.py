@@ -11,7 +11,8 @@ keeps per-example values and reports their mean).
   is the normalised logit difference);
 * :func:`correct_prob` -- probability of the answer;
 * :func:`loss` -- cross-entropy of the targets, over all or masked positions;
-* :func:`accuracy` -- argmax accuracy over all or masked positions.
+* :func:`accuracy` -- argmax accuracy over all or masked positions (built on
+  :func:`mechwork.engine.correct`, the one accuracy helper, re-exported here).
 
 Example::
 
@@ -33,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mechwork.engine import correct
 from mechwork.errors import ConfigError
 
-__all__ = ["Metric", "accuracy", "correct_prob", "logit_diff", "loss", "normalized"]
+__all__ = ["Metric", "accuracy", "correct", "correct_prob", "logit_diff", "loss", "normalized"]
 
 Metric = Callable[[Tensor], Tensor]
 
@@ -91,8 +93,8 @@ def accuracy(targets: Tensor, mask: Tensor | None = None) -> Metric:
     def metric(logits: Tensor) -> Tensor:
         t = targets.to(logits.device)
         if t.ndim == 1:
-            return (logits[:, -1].argmax(-1) == t).float().mean()
-        ok = (logits.argmax(-1) == t).float()
+            return correct(logits[:, -1], t).mean()
+        ok = correct(logits, t)
         m = torch.ones_like(ok) if mask is None else mask.to(ok.device).float()
         return (ok * m).sum() / m.sum().clamp_min(1)
 

@@ -61,6 +61,7 @@ from torch import Tensor
 
 from mechwork.engine import BaseRun, expand, supports
 from mechwork.errors import ConfigError, invalid
+from mechwork.hooks import BY, DIMS, SITES, Hooks, check_eval, hook_name
 from mechwork.limits import check_fits, finite_positive, patch_bytes
 from mechwork.results import Result
 
@@ -68,44 +69,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["BY", "DIMS", "SITES", "PatchResult", "check_head_pairs", "check_inputs", "check_model", "check_pairs",
-           "check_site", "check_tokens", "evaluate_metric", "hook_name", "patch", "pick_coords", "prepare"]
+__all__ = ["BY", "DIMS", "SITES", "PatchResult", "check_head_pairs", "check_inputs", "check_pairs", "check_site",
+           "check_tokens", "evaluate_metric", "hook_name", "patch", "pick_coords", "prepare"]
 
-SITES: dict[str, tuple[str, str]] = {  # site -> (hook name template, activation kind)
-    "resid_pre": ("blocks.{layer}.hook_resid_pre", "pos"),
-    "resid_mid": ("blocks.{layer}.hook_resid_mid", "pos"),
-    "attn_out": ("blocks.{layer}.hook_attn_out", "pos"),
-    "mlp_out": ("blocks.{layer}.hook_mlp_out", "pos"),
-    "z": ("blocks.{layer}.attn.hook_z", "head"),
-    "q": ("blocks.{layer}.attn.hook_q", "head"),
-    "k": ("blocks.{layer}.attn.hook_k", "head"),
-    "v": ("blocks.{layer}.attn.hook_v", "head"),
-    "pattern": ("blocks.{layer}.attn.hook_pattern", "pattern"),
-    "mlp_post": ("blocks.{layer}.mlp.hook_post", "neuron"),
-}
-BY: dict[str, tuple[str, ...]] = {  # activation kind -> valid ``by``
-    "pos": ("layer", "layer_pos"),
-    "head": ("head", "head_pos"),
-    "pattern": ("head", "head_pos"),
-    "neuron": ("neuron", "layer", "layer_pos"),
-}
-DIMS: dict[str, tuple[str, ...]] = {
-    "layer": ("layer",),
-    "layer_pos": ("layer", "pos"),
-    "head": ("layer", "head"),
-    "head_pos": ("layer", "pos", "head"),
-    "neuron": ("layer", "neuron"),
-}
 DIRECTIONS = ("denoising", "noising")
-
-
-def hook_name(site: str, layer: int) -> str:
-    return SITES[site][0].format(layer=layer)
-
-
-def check_model(model: TransformerBridge, operation: str) -> None:
-    if model.training:
-        raise ConfigError(f"{operation} needs a model in eval mode (got one in training mode); call model.eval()")
 
 
 def check_tokens(model: TransformerBridge, tokens: Tensor, name: str = "tokens") -> None:
@@ -172,7 +139,7 @@ def check_head_pairs(model: TransformerBridge, heads: Any, name: str = "heads") 
 
 def check_inputs(model: TransformerBridge, clean: Tensor, corrupted: Tensor, operation: str = "patching") -> None:
     """Eval mode, non-empty integer token batches of one shape, ids in the vocabulary, that fit the context."""
-    check_model(model, operation)
+    check_eval(model, operation)
     for name, t in (("clean", clean), ("corrupted", corrupted)):
         check_tokens(model, t, name)
     if clean.shape != corrupted.shape:
@@ -376,8 +343,7 @@ def _patch_hooks(model: TransformerBridge, base: Tensor, site: str, cells: list[
 
             return hook
 
-        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
-            (hook_name(site, layer), make_hook(todo, src[layer])) for layer, todo in per_layer.items()]
+        hooks: Hooks = [(hook_name(site, layer), make_hook(todo, src[layer])) for layer, todo in per_layer.items()]
         logits = model.run_with_hooks(base.repeat(len(part), 1), fwd_hooks=hooks)
         for c in range(len(part)):
             values[start + c] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)

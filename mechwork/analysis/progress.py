@@ -63,6 +63,7 @@ from torch import Tensor
 from mechwork.analysis.fourier import check_task, fourier_basis, key_frequencies, spectrum_of
 from mechwork.analysis.trig import restricted_loss, trig_directions
 from mechwork.bars import track
+from mechwork.engine import correct
 from mechwork.errors import CheckpointError
 from mechwork.fastpath import modadd_logits, supports_fast_path
 from mechwork.io import load_tensors
@@ -357,7 +358,7 @@ def progress_measures(
     tr, te = task.train_idx.to(dev), task.test_idx.to(dev)
     u = trig_directions(task, key_freqs).to(dev)  # validated and built once, not per checkpoint
     basis = fourier_basis(task.p)
-    fast = supports_fast_path(cfg, task)
+    fast = supports_fast_path(cfg, run.task)
     rows: dict[str, list[float]] = {k: [] for k in MEASURES}
     for step in track(steps, "progress measures", unit="checkpoint"):  # a bar only inside a command
         load(step)
@@ -365,11 +366,11 @@ def progress_measures(
         restricted = u.T @ (u @ logits)  # = split_logits(logits, task, key_freqs)
         excluded = logits - restricted
         lp = logits.log_softmax(-1).gather(1, labels[:, None])[:, 0]
-        correct = (logits.argmax(-1) == labels).float()
+        ok = correct(logits, labels)
         rows["train_loss"].append(float(-lp[tr].mean()))
         rows["test_loss"].append(float(-lp[te].mean()))
-        rows["train_acc"].append(float(correct[tr].mean()))
-        rows["test_acc"].append(float(correct[te].mean()))
+        rows["train_acc"].append(float(ok[tr].mean()))
+        rows["test_acc"].append(float(ok[te].mean()))
         rows["restricted_loss"].append(restricted_loss(restricted, excluded, labels))
         rows["excluded_loss"].append(float(F.cross_entropy(excluded[tr], labels[tr])))
         rows["gini"].append(spectrum_of(w["tok_embed.weight"][: task.p].detach(), "W_E", task.p, basis).gini)

@@ -18,9 +18,10 @@ approximately ``sum_k alpha_k cos(w_k (a + b - c))`` over the key frequencies,
   reference code); the excluded loss is over the training pairs (a model that
   still memorises keeps a low excluded loss).
 
-For ``op="sub"`` every ``a + b`` reads ``a - b``. Both functions also accept
-ready-made logits (:func:`trig_fit_of`, :func:`split_logits`), which the
-progress measures over a run reuse.
+For ``op="sub"`` every ``a + b`` reads ``a - b``. Each function that runs the
+model has a counterpart on ready-made logits, named with ``_of``
+(:func:`logit_trig_fit_of`, :func:`restricted_excluded_of`; also
+:func:`split_logits`), which the progress measures and dashboards reuse.
 
 Example::
 
@@ -42,10 +43,9 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from mechwork.analysis.fourier import check_task, grid_run, key_frequencies
+from mechwork.analysis.fourier import ModularTask, check_task, grid_run, key_frequencies
 from mechwork.errors import invalid
 from mechwork.results import Result
-from mechwork.tasks import ModularArithmetic, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -55,14 +55,16 @@ __all__ = [
     "RestrictedExcluded",
     "TrigFit",
     "logit_trig_fit",
+    "logit_trig_fit_of",
     "restricted_excluded",
+    "restricted_excluded_of",
+    "restricted_loss",
     "split_logits",
     "trig_directions",
-    "trig_fit_of",
 ]
 
 
-def _sum_grid(task: ModularArithmetic) -> Tensor:
+def _sum_grid(task: ModularTask) -> Tensor:
     a, b = task.tokens[:, 0], task.tokens[:, 1]
     return (a + b) % task.p if task.op == "add" else (a - b) % task.p
 
@@ -74,7 +76,7 @@ def _check_freqs(freqs: list[int], p: int) -> list[int]:
     return sorted(set(freqs))
 
 
-def trig_directions(task: ModularArithmetic, freqs: list[int]) -> Float[Tensor, "dirs n_pairs"]:
+def trig_directions(task: ModularTask, freqs: list[int]) -> Float[Tensor, "dirs n_pairs"]:
     """Orthonormal directions cos/sin(w_k (a +- b)) over the grid of pairs, two per frequency."""
     freqs = _check_freqs(freqs, task.p)
     s = _sum_grid(task).double()
@@ -89,7 +91,7 @@ def trig_directions(task: ModularArithmetic, freqs: list[int]) -> Float[Tensor, 
 
 
 def split_logits(
-    logits: Float[Tensor, "n_pairs d_vocab_out"], task: ModularArithmetic, freqs: list[int]
+    logits: Float[Tensor, "n_pairs d_vocab_out"], task: ModularTask, freqs: list[int]
 ) -> tuple[Float[Tensor, "n_pairs d_vocab_out"], Float[Tensor, "n_pairs d_vocab_out"]]:
     """(restricted, excluded): projection onto the key-frequency directions and its complement."""
     u = trig_directions(task, freqs).to(logits)
@@ -138,9 +140,10 @@ def restricted_loss(
     return float(F.cross_entropy(restricted + excluded.mean(0, keepdim=True), labels))
 
 
-def losses_of(
-    logits: Float[Tensor, "n_pairs d_vocab_out"], task: ModularArithmetic, freqs: list[int]
+def restricted_excluded_of(
+    logits: Float[Tensor, "n_pairs d_vocab_out"], task: ModularTask, freqs: list[int]
 ) -> RestrictedExcluded:
+    """:func:`restricted_excluded` of last-position logits already computed (rows ordered as ``task.tokens``)."""
     labels = task.labels.to(logits.device)
     restricted, excluded = split_logits(logits, task, freqs)
     tr, te = task.train_idx.to(logits.device), task.test_idx.to(logits.device)
@@ -155,13 +158,13 @@ def losses_of(
 
 
 def restricted_excluded(
-    model: TransformerBridge, task: Task, freqs: list[int] | None = None
+    model: TransformerBridge, task: object, freqs: list[int] | None = None
 ) -> RestrictedExcluded:
     """Restricted and excluded loss of ``model`` (key frequencies detected when not given)."""
-    task = check_task(model, task, "restricted_excluded")
-    freqs = key_frequencies(model, task).freqs if freqs is None else freqs
-    logits, _ = grid_run(model, task, hook=None)
-    return losses_of(logits, task, freqs)
+    mt = check_task(model, task, "restricted_excluded")
+    freqs = key_frequencies(model, mt).freqs if freqs is None else freqs
+    logits, _ = grid_run(model, mt, hook=None)
+    return restricted_excluded_of(logits, mt, freqs)
 
 
 @dataclass(frozen=True)
@@ -192,9 +195,10 @@ class TrigFit(Result):
                                  xaxis_title="key frequency k", yaxis_title="fraction of variance")
 
 
-def trig_fit_of(
-    logits: Float[Tensor, "n_pairs d_vocab_out"], task: ModularArithmetic, freqs: list[int]
+def logit_trig_fit_of(
+    logits: Float[Tensor, "n_pairs d_vocab_out"], task: ModularTask, freqs: list[int]
 ) -> TrigFit:
+    """:func:`logit_trig_fit` of last-position logits already computed (rows ordered as ``task.tokens``)."""
     freqs = _check_freqs(freqs, task.p)
     raw = logits.double()
     raw = raw - raw.mean(dim=1, keepdim=True)  # softmax ignores a per-input shift
@@ -213,9 +217,9 @@ def trig_fit_of(
     return TrigFit(freqs, coef.float(), per.float(), float(fve), float(fve_raw))
 
 
-def logit_trig_fit(model: TransformerBridge, task: Task, freqs: list[int] | None = None) -> TrigFit:
+def logit_trig_fit(model: TransformerBridge, task: object, freqs: list[int] | None = None) -> TrigFit:
     """Fraction of the logit variance explained by the key frequencies' cos(w_k(a+b-c)) terms."""
-    task = check_task(model, task, "logit_trig_fit")
-    freqs = key_frequencies(model, task).freqs if freqs is None else freqs
-    logits, _ = grid_run(model, task, hook=None)
-    return trig_fit_of(logits, task, freqs)
+    mt = check_task(model, task, "logit_trig_fit")
+    freqs = key_frequencies(model, mt).freqs if freqs is None else freqs
+    logits, _ = grid_run(model, mt, hook=None)
+    return logit_trig_fit_of(logits, mt, freqs)
