@@ -6,6 +6,8 @@ an attribute that needs them is first used.
     >>> import mechwork
     >>> model = mechwork.load("modadd-113")                      # embedded, grokked
     >>> logits, cache = model.run_with_cache(mechwork.preset("modadd-113").task.tokens[:8])
+
+A new task is a kit (:mod:`mechwork.kit`): build a ``mechwork.Kit`` in one file and ``mechwork.register`` it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mechwork.errors import MechworkError
 __version__ = "0.1.0"
 __all__ = [
     "InductionTask",
+    "Kit",
     "MechworkError",
     "ModularArithmetic",
     "Run",
@@ -26,10 +29,13 @@ __all__ = [
     "build_model",
     "load",
     "preset",
+    "register",
     "train",
 ]
 
 _LAZY = {
+    "Kit": "mechwork.kit",
+    "register": "mechwork.kit",
     "InductionTask": "mechwork.tasks",
     "ModularArithmetic": "mechwork.tasks",
     "ToyConfig": "mechwork.models",

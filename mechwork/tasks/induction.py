@@ -9,7 +9,7 @@ and the lines ``mechwork info`` says about a run.
 Example::
 
     >>> from mechwork.tasks.induction import KIT, InductionTask
-    >>> task = InductionTask(d_vocab=16, seq_len=16, batch_size=4, n_eval=8)
+    >>> task = InductionTask(d_vocab=16, seq_len=16, max_len=6, batch_size=4, n_eval=8)
     >>> tuple(task.batch("train", step=3).tokens.shape), tuple(task.batch("test").tokens.shape)
     ((4, 16), (8, 16))
     >>> KIT.probe(task, n=2).clean.shape
