@@ -45,9 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from jaxtyping import Bool, Int
     from torch import Tensor
 
-    from mechwork.models import ToyConfig
-    from mechwork.training import TrainConfig
-
 __all__ = [
     "BUILTIN",
     "Batch",
@@ -103,7 +100,7 @@ class Preset:
     """A named architecture with the task it was built for."""
 
     name: str
-    model: ToyConfig
+    model: Any  # a mechwork.models.ToyConfig
     task: Any
     description: str
 
@@ -223,8 +220,8 @@ class Kit:
 
     kind: str
     task: type  # the task dataclass; ``task(**fields)`` builds one
-    model: Callable[[Any], ToyConfig]  # model(task): the default architecture for a task of this kind
-    recipe: Callable[[Any], TrainConfig]  # recipe(task): the default training recipe
+    model: Callable[[Any], Any]  # model(task) -> ToyConfig: the default architecture for a task of this kind
+    recipe: Callable[[Any], Any]  # recipe(task) -> TrainConfig: the default training recipe
     probe: Callable[..., Probe]  # probe(task, n=8, seed=0, **kw): the standard patching experiment
     analyse: Callable[[Any], Any]  # analyse(source) -> Analysis: every result, computed once
     presets: Mapping[str, Preset] = field(default_factory=dict)  # name -> Preset

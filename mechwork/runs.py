@@ -50,6 +50,7 @@ from mechwork.io import atomic_open, load_json, load_tensors, save_tensors_atomi
 from mechwork.kit import Task, get_kit, kinds, task_from_dict
 from mechwork.limits import check_checkpoints_dir
 from mechwork.models import PRESETS, ToyConfig, build_model, load_weights
+from mechwork.trainconfig import TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -368,8 +369,6 @@ class Run:
 
     def _check_config(self) -> None:
         """Every field of the task, model and train sections present and valid; one line if not."""
-        from mechwork.training import TrainConfig
-
         where = self.path / "config.json"
         if not isinstance(self.config, dict):
             raise CheckpointError(f"bad run config {where}: must hold a JSON object (got {type(self.config).__name__})")
