@@ -143,7 +143,7 @@ def distance_irrelevance(model: TransformerBridge, task: object) -> DistanceIrre
     return distance_irrelevance_of(logits.gather(1, mt.labels[:, None])[:, 0].reshape(p, p))
 
 
-def distance_irrelevance_of(correct: Float[Tensor, "p p"]) -> DistanceIrrelevance:
+def distance_irrelevance_of(correct: Tensor) -> DistanceIrrelevance:  # checked here: a square [p, p] matrix
     """:func:`distance_irrelevance` of a ``[p, p]`` matrix of correct-answer logits ``L[a, b]``."""
     p = correct.shape[0]
     if correct.ndim != 2 or correct.shape[1] != p:
