@@ -188,13 +188,13 @@ def test_symmetry_measures_on_known_cases():
     model = build_model(ToyConfig.for_task(task, attn_rate=0.0))
     with torch.no_grad():  # a and b in the same position slot: the logits depend on E_a + E_b only
         weights(model)["pos.weight"][1] = weights(model)["pos.weight"][0]
-    assert gradient_symmetricity(model, task, n=30) == pytest.approx(1.0, abs=1e-5)
+    assert gradient_symmetricity(model, task, n=30).value == pytest.approx(1.0, abs=1e-5)
     p = 11
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     only_distance = torch.cos(2 * torch.pi * ((a - b) % p) / p)
-    assert distance_irrelevance_of(only_distance) == pytest.approx(0.0, abs=1e-6)
+    assert distance_irrelevance_of(only_distance).value == pytest.approx(0.0, abs=1e-6)
     noise = torch.randn(200, 200, generator=torch.Generator().manual_seed(0))
-    assert distance_irrelevance_of(noise) == pytest.approx(1.0, abs=0.05)
+    assert distance_irrelevance_of(noise).value == pytest.approx(1.0, abs=0.05)
     with pytest.raises(ConfigError, match="square"):
         distance_irrelevance_of(torch.zeros(3, 4))
 
