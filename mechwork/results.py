@@ -37,8 +37,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from mechwork.source import SourceInfo
-
 __all__ = ["Analysis", "Result"]
 
 
@@ -83,7 +81,9 @@ class Analysis:
     ([], 3)
     """
 
-    info: SourceInfo  # name, kind, task, model config, step, training config, stored summary, metrics
+    # a mechwork.source.SourceInfo (not imported: results sits below source): name, kind, task, model config,
+    # step, training config, stored summary, metrics, hook names
+    info: Any
     results: Mapping[str, Result] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
