@@ -10,8 +10,8 @@ training fast path, so the numbers printed are those of the model a user gets fr
 Example::
 
     >>> from mechwork.summary import describe
-    >>> print(describe("modadd-113").splitlines()[0])
-    preset modadd-113: 1-layer transformer that groks (a + b) mod 113 (Nanda et al. 2023)
+    >>> print(describe("modadd-113").splitlines()[3])
+      task: (a add b) mod 113: 12769 pairs, 3830 train (30%), seed 0
 """
 
 from __future__ import annotations
