@@ -34,13 +34,8 @@ def analyse(src: Source) -> Analysis:
     """The analysis bundle of an opened source, from its kit's ``analyse``."""
     from mechwork.kit import get_kit
 
-    try:
-        return get_kit(src.task.kind).analyse(src)
-    except NotImplementedError:  # TEMPORARY until the built-in kits point at mechwork.analysis.<kind>
-        from importlib import import_module
-
-        mod = {"modadd": "mechwork.analysis.grokking", "induction": "mechwork.analysis.induction"}[src.task.kind]
-        return import_module(mod).analyse(src)
+    bundle: Analysis = get_kit(src.task.kind).analyse(src)
+    return bundle
 
 
 def dashboard(
