@@ -37,10 +37,10 @@ from pathlib import Path
 
 import torch
 
+from mechwork.analysis.grokking import evaluate_modadd
 from mechwork.analysis.progress import progress_measures
 from mechwork.models import ToyConfig
 from mechwork.runs import Run, embedded_path, export
-from mechwork.summary import evaluate_modadd
 from mechwork.tasks import ModularArithmetic
 from mechwork.training import TrainConfig, train
 

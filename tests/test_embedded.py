@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mechwork.analysis.grokking import evaluate_modadd
 from mechwork.io import load_tensors
 from mechwork.models import ToyConfig, build_model, load_weights
 from mechwork.runs import embedded_info, embedded_path
-from mechwork.summary import evaluate_modadd
 from mechwork.tasks import ModularArithmetic
 
 ROOT = Path(__file__).resolve().parents[1]
