@@ -31,7 +31,6 @@ import dataclasses
 import html
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,7 +86,7 @@ class Analysis:
     results: Mapping[str, Result] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "results", MappingProxyType(dict(self.results)))
+        object.__setattr__(self, "results", dict(self.results))  # a copy: the caller's mapping may change
 
     def __getitem__(self, name: str) -> Any:
         try:
