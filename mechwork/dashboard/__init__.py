@@ -46,8 +46,9 @@ __all__ = [
     "page_for",
 ]
 
-# kind -> "module:function" of its page (imported on first use); any other kind gets the generic page
-PAGES: dict[str, str] = {
+# kind -> its page, as "module:function" (imported on first use) or the function itself (a user kit may add
+# one); any other kind gets the generic page
+PAGES: dict[str, str | Callable[[Analysis], Page]] = {
     "modadd": "mechwork.dashboard.grokking:grokking_page",
     "induction": "mechwork.dashboard.induction:induction_page",
 }
@@ -56,7 +57,10 @@ GENERIC = "mechwork.dashboard.sections:generic_page"
 
 def page_for(kind: str) -> Callable[[Analysis], Page]:
     """The page of a kit's ``kind``: its own if :data:`PAGES` names one, else the generic page."""
-    module, name = PAGES.get(kind, GENERIC).split(":")
+    where = PAGES.get(kind, GENERIC)
+    if callable(where):
+        return where
+    module, name = where.split(":")
     page: Callable[[Analysis], Page] = getattr(import_module(module), name)
     return page
 
