@@ -347,6 +347,8 @@ def _load_one(item: str) -> None:
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
+        elif item in sys.modules:
+            return  # imported (and registered) already
         else:
             importlib.import_module(item)
     except ConfigError:
