@@ -347,14 +347,13 @@ def _load_one(item: str) -> None:
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
-        elif item in sys.modules:
-            return  # imported (and registered) already
         else:
-            importlib.import_module(item)
+            module = importlib.import_module(item)
     except ConfigError:
         raise
     except Exception as e:  # a user's file: any error it raises is reported in one line
         msg = f"{type(e).__name__}: {e}".replace("\n", " ")
         raise ConfigError(f"cannot load kit {item!r}: {msg}") from None
-    if set(map(id, _REGISTRY.values())) == before:
+    registered = set(map(id, _REGISTRY.values()))
+    if registered == before and not any(id(v) in registered for v in vars(module).values()):  # holds no kit
         raise ConfigError(f"kit {item!r} registered no kit (call mechwork.kit.register(Kit(...)) in it)")
