@@ -30,13 +30,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from mechwork.errors import MechworkError
+from mechwork.errors import AssetError
 
 __all__ = ["CIRCUITSVIS", "PLOTLY", "Asset", "script_json", "script_safe_js"]
-
-
-class AssetError(MechworkError, FileNotFoundError):
-    """A JavaScript bundle that should ship inside an installed package is missing."""
 
 
 def _package_dir(package: str) -> Path:

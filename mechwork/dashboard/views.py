@@ -44,6 +44,7 @@ from typing import Any
 
 from mechwork.dashboard.assets import CIRCUITSVIS, script_json
 from mechwork.errors import invalid
+from mechwork.hooks import token_labels
 
 __all__ = ["COMPONENTS", "HTML_PROPS", "CircuitsView", "attention_heads", "attention_pattern", "colored_tokens",
            "jsonable"]
@@ -95,16 +96,6 @@ def _escape_text(x: Any) -> Any:
     if isinstance(x, list):
         return [_escape_text(v) for v in x]
     return x
-
-
-def token_labels(tokens: Iterable[Any]) -> list[str]:
-    """Readable labels: strings as they are, integers (and integer tensors) as decimal strings."""
-    out = []
-    for t in tokens:
-        if hasattr(t, "item"):
-            t = t.item()
-        out.append(t if isinstance(t, str) else str(int(t)))
-    return out
 
 
 @dataclass(frozen=True)
