@@ -506,7 +506,7 @@ def test_good_heads_and_memory_still_work(modadd):
     res = patch(model, probe.clean, probe.corrupted, probe.metric, site="z", by="head", heads=[np.int64(1), 3],
                 memory_mb=1)
     assert res.coords["head"] == [1, 3]
-    assert ablate(model, probe.clean, heads=[(0, np.int64(2))]).shape == (4, 3, 113)
+    assert ablate(model, probe.clean, heads=[(0, np.int64(2))]).logits.shape == (4, 3, 113)
 
 
 def test_errors_are_mechwork_errors():

@@ -115,7 +115,7 @@ def test_tokens_longer_than_n_ctx_or_without_data_are_one_line_everywhere(tiny_r
             with pytest.raises(ConfigError) as e:
                 call()
             assert needle in str(e.value) and "\n" not in str(e.value)
-    assert ablate(model, good, heads=[(0, 0)]).shape[0] == 2  # a batch that fits still runs
+    assert ablate(model, good, heads=[(0, 0)]).logits.shape[0] == 2  # a batch that fits still runs
 
 
 def _file_where_checkpoints_are(run):
@@ -188,7 +188,7 @@ def test_ablation_directions_of_the_wrong_shape_or_not_finite_are_one_line(tiny_
         assert "'directions' must be for 'blocks.0.hook_resid_pre', " in str(e.value) and needle in str(e.value)
     u = torch.zeros(width)
     u[0] = 1.0
-    assert ablate(model, tokens, directions={name: u}).shape[0] == 2  # a good direction still runs
+    assert ablate(model, tokens, directions={name: u}).logits.shape[0] == 2  # a good direction still runs
 
 
 def test_train_of_things_that_are_not_a_task_or_configs_is_one_line(tmp_path):
