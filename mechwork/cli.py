@@ -39,8 +39,8 @@ import click
 
 from mechwork import bars, limits
 from mechwork.errors import CheckpointError, ConfigError, MechworkError, NonFiniteError, RunBusyError
-from mechwork.hooks import BY_NAMES, SITE_NAMES
-from mechwork.kit import Command, Option, get_kit, kinds
+from mechwork.hooks import BY_NAMES, DIRECTIONS, METHODS, SITE_NAMES
+from mechwork.kit import HOW_TO_LOAD, Command, Option, get_kit, held_out, kinds
 
 __all__ = ["main"]
 
@@ -107,7 +107,10 @@ class _TrainGroup(click.Group):
         return sorted(kinds())
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return _train_command(name) if name in kinds() else None
+        if name not in kinds():  # e.g. a user kit's kind without its --kit
+            raise click.UsageError(f"'KIND' must be one of {', '.join(sorted(kinds()))}, or the kind of "
+                                   f"{HOW_TO_LOAD} (got {name!r})")
+        return _train_command(name)
 
 
 @cli.group(cls=_TrainGroup)
@@ -183,7 +186,7 @@ def _train_kind(ctx: click.Context, kind: str, spec: Command, kw: dict[str, Any]
     fields = spec.fields({o.name: kw[o.name] for o in spec.options} | {"seed": kw["seed"]})
     default_out = spec.out.format(**({"kind": kind, "seed": kw["seed"]} | fields))
     _check_train(kw, kind, spec, fields, default_out)
-    task = get_kit(kind).task(**fields)
+    task = get_kit(kind).build_task(fields)
     _run_training(ctx, task, kw, {o.name for o in spec.options} | {"seed"}, default_out)
 
 
@@ -257,12 +260,12 @@ def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], task_option
         task, model_cfg, train_cfg, out,
         resume=kw["resume"], force=kw["force"], quiet=bars.silenced(kw["quiet"]), device=kw["device"],
     )
-    last = res.rows[-1]
-    grok = res.first_step("test_acc", 0.99)
+    last, held = res.rows[-1], held_out(task)  # held: "test" but for a kit whose eval splits name another
+    grok = res.first_step(f"{held}_acc", 0.99)
     click.echo(
         f"{out}: step {last['step']}, train acc {last.get('train_acc', float('nan')):.4f}, "
-        f"test acc {last['test_acc']:.4f}, test loss {last['test_loss']:.4g}; "
-        + (f"test acc >= 99% first at step {grok}" if grok is not None else "test acc never reached 99%")
+        f"{held} acc {last[f'{held}_acc']:.4f}, {held} loss {last[f'{held}_loss']:.4g}; "
+        + (f"{held} acc >= 99% first at step {grok}" if grok is not None else f"{held} acc never reached 99%")
         + f" ({last['wall']:.1f} s)"
     )
 
@@ -344,8 +347,8 @@ def analyze_fourier(
 @click.argument("run_or_preset")
 @click.option("--site", type=click.Choice(SITE_NAMES), default="resid_pre", show_default=True)
 @click.option("--by", type=click.Choice(BY_NAMES), default="layer_pos", show_default=True)
-@click.option("--direction", type=click.Choice(["denoising", "noising"]), default="denoising", show_default=True)
-@click.option("--method", type=click.Choice(["exact", "attribution"]), default="exact", show_default=True,
+@click.option("--direction", type=click.Choice(DIRECTIONS), default="denoising", show_default=True)
+@click.option("--method", type=click.Choice(METHODS), default="exact", show_default=True,
               help="exact activation patching, or its gradient approximation (one forward + one backward)")
 @click.option("--n", "n_prompts", type=click.IntRange(min=1), default=8, show_default=True, help="prompts")
 @click.option("--seed", type=click.IntRange(0, limits.SEED_MAX), default=0, show_default=True)
@@ -363,21 +366,19 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
     light_kind, light_key = _source(run_or_preset, step)
     limits.patch_check(light_kind, light_key, n_prompts)
     from mechwork.dashboard.standard import check_out
-    from mechwork.runs import Run, load, resolve
+    from mechwork.source import open_source
 
     if dash_out is not None:
         try:
             check_out(dash_out)
         except MechworkError as e:
             raise click.BadParameter(str(e), param_hint="'--dashboard'") from e
-    kind, key = resolve(run_or_preset)
-    from mechwork.models import preset
     from mechwork.tasks import standard_probe
 
-    task = preset(key).task if kind == "preset" else Run(key).task
     bars.stage("loading the model")
-    model = load(key, step=step)
-    probe = standard_probe(task, n=n_prompts, seed=seed)
+    src = open_source(run_or_preset, step=step, history=False)
+    key, model = src.name, src.model
+    probe = standard_probe(src.task, n=n_prompts, seed=seed)
     bars.stage(f"{method} patching of {site} by {by} over {n_prompts} prompts")
     if method == "exact":
         from mechwork.analysis.patching import patch
@@ -420,7 +421,7 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="HTML file to write; its directory must exist "
                    "(default: dashboards/<name>.html, or dashboards/<name>.cdn.html with --assets cdn)")
-@click.option("--assets", type=click.Choice(["inline", "cdn"]), default="inline", show_default=True,
+@click.option("--assets", type=click.Choice(limits.ASSET_MODES), default="inline", show_default=True,
               help="inline: one file that works offline; cdn: small, loads plotly.js and circuitsvis from CDNs")
 @click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -432,9 +433,7 @@ def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int |
     out = out or Path("dashboards") / f"{name}{'.cdn' if assets == 'cdn' else ''}.html"
     _writable(out, "--out", html=True)
     from mechwork.dashboard.standard import check_out, dashboard
-    from mechwork.runs import resolve
 
-    kind, key = resolve(run_or_preset)
     try:
         check_out(out)
     except MechworkError as e:

@@ -3,11 +3,13 @@
 Every analysis names activations the way TransformerLens does
 (``blocks.{layer}.attn.hook_z``); this module is the one place those names are
 built. It imports the standard library only, so the command line builds its
-``--site`` and ``--by`` choices from these tables before torch is loaded.
+``--site``, ``--by``, ``--direction`` and ``--method`` choices from these tables before torch is loaded.
 
 * :data:`SITES` -- the patching sites: site -> (hook name template, activation kind);
 * :data:`BY` -- activation kind -> the valid ``by`` groupings; :data:`DIMS` -- ``by`` -> the
   dimensions of a result; :data:`SITE_NAMES` and :data:`BY_NAMES` list them (the CLI's choices);
+* :data:`DIRECTIONS` -- the patching directions; :data:`METHODS` -- exact patching or its
+  gradient approximation (``mechwork patch --method``);
 * :func:`hook_name` -- the TransformerLens hook name of a site in a layer;
 * :func:`check_eval` -- the eval-mode guard: analyses refuse a model in training mode;
 * :data:`Hooks` -- a list of ``(hook name or filter, hook function)``, as ``run_with_hooks`` takes;
@@ -31,7 +33,8 @@ from typing import Any
 
 from mechwork.errors import ConfigError, invalid
 
-__all__ = ["BY", "BY_NAMES", "DIMS", "SITES", "SITE_NAMES", "Hooks", "check_eval", "hook_name", "token_labels"]
+__all__ = ["BY", "BY_NAMES", "DIMS", "DIRECTIONS", "METHODS", "SITES", "SITE_NAMES", "Hooks", "check_eval", "hook_name",
+           "token_labels"]
 
 SITES: dict[str, tuple[str, str]] = {  # site -> (hook name template, activation kind)
     "resid_pre": ("blocks.{layer}.hook_resid_pre", "pos"),
@@ -60,6 +63,11 @@ DIMS: dict[str, tuple[str, ...]] = {  # ``by`` -> the dimensions of a patching r
 }
 SITE_NAMES: tuple[str, ...] = tuple(SITES)
 BY_NAMES: tuple[str, ...] = tuple(DIMS)
+# denoising runs the corrupted input and patches in clean activations (TransformerLens's convention);
+# noising runs the clean input and patches in corrupted ones
+DIRECTIONS: tuple[str, ...] = ("denoising", "noising")
+# exact activation patching, or attribution patching (its gradient approximation: one forward + one backward)
+METHODS: tuple[str, ...] = ("exact", "attribution")
 
 Hooks = list[tuple[str | Callable[..., Any], Callable[..., Any]]]
 

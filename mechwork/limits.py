@@ -43,6 +43,7 @@ from mechwork.errors import CheckpointError, ConfigError, OutputError, RunDirErr
 from mechwork.kit import Command, Option, registered_presets
 
 __all__ = [
+    "ASSET_MODES",
     "COMMANDS",
     "FOURIER_OPS",
     "OPS",
@@ -78,6 +79,7 @@ __all__ = [
 ]
 
 OPS = ("add", "sub", "mul", "div", "x2+y2")
+ASSET_MODES = ("inline", "cdn")  # a dashboard's scripts: inline (one offline file) or linked from CDNs
 PRESET_NAMES = ("modadd-113", "induction-2l")  # mechwork.models.PRESETS has these keys (a test checks)
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 _CKPT = re.compile(r"^step_(\d{7,})\.safetensors$")  # as mechwork.runs names checkpoints

@@ -36,15 +36,13 @@ def fourier_report(
     """(readable summary table, JSON-ready numbers) for a run directory or a preset."""
     from mechwork.analysis.fourier import check_task
     from mechwork.analysis.grokking import analyse
-    from mechwork.runs import resolve
     from mechwork.source import open_source
 
-    kind, _ = resolve(run_or_preset)
     stage("loading the model")  # progress bars: only inside a command (mechwork.bars)
     src = open_source(run_or_preset, step=step, device=device)
     check_task(src.model, src.task, "analyze fourier")
     stage("Fourier analyses")
-    bundle = analyse(src, progress=progress and kind == "run")
+    bundle = analyse(src, progress=progress and src.kind == "run")
     return render_fourier_report(bundle)
 
 

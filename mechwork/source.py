@@ -101,9 +101,15 @@ class Source:
 
 
 def open_source(
-    run_or_preset: str | os.PathLike[str], *, step: int | None = None, device: str | None = None
+    run_or_preset: str | os.PathLike[str], *, step: int | None = None, device: str | None = None,
+    history: bool = True,
 ) -> Source:
-    """Open a run directory or a preset; an unknown name is a one-line :class:`~mechwork.errors.ConfigError`."""
+    """Open a run directory or a preset; an unknown name is a one-line :class:`~mechwork.errors.ConfigError`.
+
+    This is the one way to open either (:func:`mechwork.runs.resolve` tells them apart). ``history=False``
+    leaves a run's ``metrics.jsonl`` unread (``metrics`` is None), for a command that needs only the task
+    and the model, such as ``mechwork patch``.
+    """
     import pandas as pd
 
     from mechwork.models import ToyConfig, preset
@@ -114,15 +120,15 @@ def open_source(
         pre = preset(key)
         info = embedded_info(key) if embedded_path(key).with_suffix(".json").is_file() else {}
         model = load(key, step=step, device=device)
-        history = info.get("history") or {}
-        metrics = pd.DataFrame(history["metrics"]) if "metrics" in history else None
+        stored = info.get("history") or {}
+        metrics = pd.DataFrame(stored["metrics"]) if "metrics" in stored else None
         return Source(key, "preset", pre.task, ToyConfig.from_dict(info.get("model", pre.model.to_dict())), model,
                       info.get("step"), info.get("train"), info.get("summary", {}), metrics)
     run = Run(key)
     model = run.model_at(step, device)
-    metrics = run.metrics
+    metrics = run.metrics if history else None
     return Source(key, "run", run.task, run.model_config, model, step if step is not None else run.steps[-1],
-                  run.config["train"], {}, metrics if len(metrics) else None)
+                  run.config["train"], {}, metrics if metrics is not None and len(metrics) else None)
 
 
 def describe_model(cfg: ToyConfig) -> str:

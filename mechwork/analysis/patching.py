@@ -61,7 +61,7 @@ from torch import Tensor
 
 from mechwork.engine import BaseRun, expand, supports
 from mechwork.errors import ConfigError, invalid
-from mechwork.hooks import BY, DIMS, SITES, Hooks, check_eval, hook_name
+from mechwork.hooks import BY, DIMS, DIRECTIONS, SITES, Hooks, check_eval, hook_name
 from mechwork.limits import check_fits, finite_positive, patch_bytes
 from mechwork.results import Result
 
@@ -71,8 +71,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["BY", "DIMS", "SITES", "PatchResult", "check_head_pairs", "check_inputs", "check_pairs", "check_site",
            "check_tokens", "evaluate_metric", "hook_name", "patch", "pick_coords", "prepare"]
-
-DIRECTIONS = ("denoising", "noising")
 
 
 def check_tokens(model: TransformerBridge, tokens: Tensor, name: str = "tokens") -> None:

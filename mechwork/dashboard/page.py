@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from mechwork.dashboard.assets import CIRCUITSVIS, PLOTLY, script_json
 from mechwork.dashboard.views import VIEW_CSS, CircuitsView, attention_heads, colored_tokens
 from mechwork.errors import OutputError, invalid
+from mechwork.limits import ASSET_MODES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -59,7 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ASSET_MODES", "Page", "saved_assets"]
 
-ASSET_MODES = ("inline", "cdn")
 esc = html.escape
 
 
