@@ -54,7 +54,7 @@ from mechwork.models import ACT_FNS, weights
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["BaseRun", "Site", "correct", "supports"]
+__all__ = ["BaseRun", "Site", "correct", "loss_accuracy", "supports"]
 
 # a site hook: (site name, activation) -> activation (possibly with a larger, copied-out batch)
 Site = Callable[[str, Tensor], Tensor]
@@ -67,6 +67,16 @@ def correct(logits: Float[Tensor, "*batch vocab"], labels: Int[Tensor, "*batch"]
     0.5
     """
     return (logits.argmax(-1) == labels).float()
+
+
+def loss_accuracy(logits: Float[Tensor, "n vocab"], labels: Int[Tensor, " n"]) -> tuple[Tensor, Tensor]:
+    """(mean cross-entropy, accuracy) of ``logits`` against ``labels``, as 0-d tensors: how a split is scored
+    (training's evaluations, and the train/test/all scores of :func:`mechwork.analysis.metrics.split_scores`).
+
+    >>> [round(float(x), 4) for x in loss_accuracy(torch.tensor([[0.0, 2.0], [3.0, 0.0]]), torch.tensor([1, 1]))]
+    [1.5878, 0.5]
+    """
+    return F.cross_entropy(logits, labels), correct(logits, labels).mean()
 
 
 def supports(model: TransformerBridge) -> bool:

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechwork.engine import correct
+from mechwork.engine import loss_accuracy
 from mechwork.errors import CheckpointError, ConfigError, NonFiniteError, invalid
 from mechwork.fastpath import modadd_logits, supports_fast_path
 from mechwork.io import first_non_finite
@@ -132,12 +132,6 @@ class TrainResult:
     def first_step(self, metric: str = "test_acc", threshold: float = 0.99) -> int | None:
         """First evaluated step where ``metric >= threshold`` (None if never)."""
         return next((r["step"] for r in self.rows if r.get(metric, -1) >= threshold), None)
-
-
-def _loss_acc(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    loss = F.cross_entropy(logits, targets)
-    acc = correct(logits, targets).mean()
-    return loss, acc
 
 
 def _make_forward(
@@ -461,7 +455,7 @@ def _evaluate(
     row: dict[str, Any] = {"step": step, "wall": round(wall, 4), "lr": lr}
     sets = {"train": train_batch} | {k: v for k, v in evals.items() if k != "train"}
     for name, b in sets.items():
-        loss, acc = _loss_acc(*forward(b))
+        loss, acc = loss_accuracy(*forward(b))
         row[f"{name}_loss"], row[f"{name}_acc"] = float(loss), float(acc)
     return row
 

@@ -43,7 +43,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechwork.analysis.patching import check_pairs, check_tokens
-from mechwork.engine import correct
+from mechwork.engine import loss_accuracy
 from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import Hooks, check_eval, hook_name
 from mechwork.results import Result
@@ -255,8 +255,8 @@ def fourier_ablation(model: TransformerBridge, task: object, freqs: Sequence[int
     logits = model.run_with_hooks(toks, fwd_hooks=[("hook_embed", hook)])[:, -1]
 
     def acc_loss(lg: Tensor) -> tuple[float, float]:
-        return (float(correct(lg, labels).mean()),
-                float(torch.nn.functional.cross_entropy(lg.float(), labels)))
+        loss, acc = loss_accuracy(lg.float(), labels)
+        return float(acc), float(loss)
 
     a, lo = acc_loss(logits)
     ba, bl = acc_loss(base)

@@ -31,7 +31,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechwork.analysis.fourier import FOURIER_OPS, embedding_spectrum, grid_run, key_frequencies, neuron_frequencies_of
+from mechwork.analysis.metrics import split_scores
 from mechwork.errors import ConfigError
+from mechwork.hooks import hook_name
 from mechwork.results import Analysis, Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ClusterSizes", "EmbeddingAblation", "EqualsAttention", "GridAccuracy", "NeuronGrids", "accuracy_of", "analyse",
-    "evaluate", "evaluate_modadd", "fourier_applies", "fourier_reason",
+    "evaluate", "evaluate_modadd", "fourier_applies", "fourier_reason", "grid_logits",
 ]
 
 KEY, OTHER, GREY, GREEN = "#d62728", "#1f77b4", "#7f7f7f", "#2ca02c"
@@ -243,18 +245,20 @@ def _examples(p: int) -> list[tuple[int, int]]:
 
 def accuracy_of(logits: Float[Tensor, "pairs d_vocab_out"], task: Any) -> GridAccuracy:
     """:class:`GridAccuracy` of the last-position logits of every pair (rows in ``task.tokens`` order)."""
-    import torch.nn.functional as F
-
-    from mechwork.engine import correct
-
-    labels, ok = task.labels, correct(logits, task.labels)
     out = {}
-    for name, idx in (("all", slice(None)), ("train", task.train_idx), ("test", task.test_idx)):
-        out[name], out[f"{name}_loss"] = float(ok[idx].mean()), float(F.cross_entropy(logits[idx], labels[idx]))
+    for name, (loss, acc) in split_scores(logits, task).items():
+        out[name], out[f"{name}_loss"] = acc, loss
     return GridAccuracy(n_all=task.n_pairs, n_train=len(task.train_idx), n_test=len(task.test_idx), **out)
 
 
-@torch.no_grad()
+def grid_logits(model: Any, task: Any, batch_size: int = 4096) -> Float[Tensor, "pairs d_vocab_out"]:
+    """Last-position logits of every pair through the model's hooked forward, in batches, on the CPU."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return torch.cat([model(task.tokens[i : i + batch_size].to(device))[:, -1]
+                          for i in range(0, task.n_pairs, batch_size)]).cpu()
+
+
 def evaluate_modadd(model: Any, task: Any, batch_size: int = 4096) -> dict[str, float]:
     """Loss and accuracy of ``model`` (through its hooked forward) on all pairs, train and test.
 
@@ -263,11 +267,7 @@ def evaluate_modadd(model: Any, task: Any, batch_size: int = 4096) -> dict[str, 
     >>> acc["all_acc"] > 0.995
     True
     """
-    device = next(model.parameters()).device
-    logits = torch.cat(
-        [model(task.tokens[i : i + batch_size].to(device))[:, -1] for i in range(0, task.n_pairs, batch_size)]
-    ).cpu()
-    return accuracy_of(logits, task).to_dict()
+    return accuracy_of(grid_logits(model, task, batch_size), task).to_dict()
 
 
 def _attention(model: Any, task: Any, logits: Tensor) -> EqualsAttention:
@@ -349,7 +349,7 @@ def analyse(src: Source, *, progress: bool = True) -> Analysis:
         raise ConfigError(f"model vocabulary ({cfg.d_vocab} in, {cfg.d_vocab_out} out) does not match the task's "
                           f"p={task.p} (needs {task.d_vocab} in, {task.d_vocab_out} out)")
     reason = fourier_reason(task, src.model_config)
-    logits, acts = grid_run(model, task, None if reason else "blocks.0.mlp.hook_post")
+    logits, acts = grid_run(model, task, None if reason else hook_name("mlp_post", 0))
     results: dict[str, Result | None] = {"accuracy": accuracy_of(logits, task),
                                          "attention": _attention(model, task, logits)}
     if reason is None:
@@ -362,8 +362,4 @@ def analyse(src: Source, *, progress: bool = True) -> Analysis:
 
 def evaluate(src: Source) -> Analysis:
     """The quick bundle: only ``accuracy`` (with losses), through the model's hooked forward in batches."""
-    acc = evaluate_modadd(src.model, src.task)
-    n = {"n_all": src.task.n_pairs, "n_train": len(src.task.train_idx), "n_test": len(src.task.test_idx)}
-    return Analysis(src.info, {"accuracy": GridAccuracy(
-        acc["all_acc"], acc["train_acc"], acc["test_acc"], **n,
-        all_loss=acc["all_loss"], train_loss=acc["train_loss"], test_loss=acc["test_loss"])})
+    return Analysis(src.info, {"accuracy": accuracy_of(grid_logits(src.model, src.task), src.task)})

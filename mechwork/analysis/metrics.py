@@ -12,7 +12,9 @@ keeps per-example values and reports their mean).
 * :func:`correct_prob` -- probability of the answer;
 * :func:`loss` -- cross-entropy of the targets, over all or masked positions;
 * :func:`accuracy` -- argmax accuracy over all or masked positions (built on
-  :func:`mechwork.engine.correct`, the one accuracy helper, re-exported here).
+  :func:`mechwork.engine.correct`, the one accuracy helper, re-exported here);
+* :func:`split_scores` -- (loss, accuracy) of a modular task's logits on all pairs, the training
+  pairs and the held-out ones (built on :func:`mechwork.engine.loss_accuracy`, as training scores a split).
 
 Example::
 
@@ -29,15 +31,16 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mechwork.engine import correct
+from mechwork.engine import correct, loss_accuracy
 from mechwork.errors import ConfigError
 
-__all__ = ["Metric", "accuracy", "correct", "correct_prob", "logit_diff", "loss", "normalized"]
+__all__ = ["Metric", "accuracy", "correct", "correct_prob", "logit_diff", "loss", "normalized", "split_scores"]
 
 Metric = Callable[[Tensor], Tensor]
 
@@ -113,3 +116,18 @@ def normalized(metric: Metric, clean_logits: Tensor, corrupted_logits: Tensor) -
         return (metric(logits) - lo) / gap
 
     return norm
+
+
+def split_scores(logits: Tensor, task: Any) -> dict[str, tuple[float, float]]:
+    """``{"all" | "train" | "test": (loss, accuracy)}`` of last-position logits ``[n_pairs, d_vocab_out]``
+    (rows in ``task.tokens`` order) against ``task.labels``, over ``task.train_idx`` and ``task.test_idx``.
+
+    The one place the modular-arithmetic scores are computed (the accuracy result and the
+    restricted/excluded losses read them).
+    """
+    labels = task.labels.to(logits.device)
+    out = {"all": loss_accuracy(logits, labels)}
+    for name, idx in (("train", task.train_idx), ("test", task.test_idx)):
+        i = idx.to(logits.device)
+        out[name] = loss_accuracy(logits[i], labels[i])
+    return {name: (float(loss), float(acc)) for name, (loss, acc) in out.items()}

@@ -365,6 +365,8 @@ def progress_measures(
         logits = modadd_logits(w, cfg, toks) if fast else model(toks)[:, -1]
         restricted = u.T @ (u @ logits)  # = split_logits(logits, task, key_freqs)
         excluded = logits - restricted
+        # one log_softmax over every pair per checkpoint (not metrics.split_scores: the stored measures were
+        # computed this way, and cross_entropy per split differs in the last bits)
         lp = logits.log_softmax(-1).gather(1, labels[:, None])[:, 0]
         ok = correct(logits, labels)
         rows["train_loss"].append(float(-lp[tr].mean()))

@@ -44,6 +44,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechwork.analysis.fourier import ModularTask, check_task, grid_run, key_frequencies
+from mechwork.analysis.metrics import split_scores
 from mechwork.errors import invalid
 from mechwork.results import Result
 
@@ -146,12 +147,13 @@ def restricted_excluded_of(
     """:func:`restricted_excluded` of last-position logits already computed (rows ordered as ``task.tokens``)."""
     labels = task.labels.to(logits.device)
     restricted, excluded = split_logits(logits, task, freqs)
-    tr, te = task.train_idx.to(logits.device), task.test_idx.to(logits.device)
+    tr = task.train_idx.to(logits.device)
+    scores = split_scores(logits, task)
     return RestrictedExcluded(
         _check_freqs(freqs, task.p),
-        float(F.cross_entropy(logits, labels)),
-        float(F.cross_entropy(logits[tr], labels[tr])),
-        float(F.cross_entropy(logits[te], labels[te])),
+        scores["all"][0],
+        scores["train"][0],
+        scores["test"][0],
         restricted_loss(restricted, excluded, labels),
         float(F.cross_entropy(excluded[tr], labels[tr])),
     )
