@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -57,8 +57,10 @@ __all__ = [
     "all_presets",
     "find_preset",
     "get_kit",
+    "held_out",
     "kinds",
     "kit_of",
+    "load_env_kits",
     "load_kits",
     "register",
     "task_from_dict",
@@ -137,7 +139,7 @@ class Option:
     """One task field as an option of ``mechwork train KIND`` (the flag is ``--name-with-dashes``)."""
 
     name: str
-    type: Any  # int, float, str, or a tuple of the allowed strings
+    type: Any  # int, float, str, bool, a tuple of the allowed strings, or a converter of the typed string
     default: Any = None
     help: str = ""
     min: int | float | None = None
@@ -171,21 +173,90 @@ class Command:
     train_options: tuple[str, ...] = ()
 
 
-def command_from_fields(task: type, help: str = "") -> Command:
-    """One option per field of the task dataclass that has a plain int, float or str default.
+# options every ``mechwork train KIND`` has (mechwork.cli): a task field of one of these names is no option
+TRAIN_OPTIONS = frozenset({"steps", "lr", "wd", "warmup", "decay_steps", "seed", "eval_every", "out", "resume",
+                           "force", "device", "quiet", "help", "kit", "grokfast", "grokfast_alpha",
+                           "grokfast_lambda"})
 
-    ``--seed`` (an option of every ``train`` command) sets the task's ``seed`` field when it has one.
+
+def _tuple_of(item: type) -> Callable[[Any], tuple[Any, ...]]:
+    """A converter of ``"1,2,3"`` (or a tuple) to a tuple of ``item``; its name is the CLI's metavar."""
+
+    def convert(value: Any) -> tuple[Any, ...]:
+        parts = value if isinstance(value, (tuple, list)) else [v for v in str(value).split(",") if v.strip()]
+        return tuple(item(v.strip() if isinstance(v, str) else v) for v in parts)
+
+    convert.__name__ = f"{item.__name__}s"
+    return convert
+
+
+def _option_type(hint: Any, default: Any) -> Any:
+    """The Option type of a field: int, float, str, bool, the strings of a Literal, a tuple converter; or None."""
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal and args and all(isinstance(a, str) for a in args):
+        return tuple(args)
+    items = {a for a in args if a is not Ellipsis}
+    if origin is tuple and len(items) == 1 and items <= {int, float, str}:  # of one type
+        return _tuple_of(args[0])
+    if isinstance(hint, str):  # an annotation that did not resolve
+        hint = {"bool": bool, "int": int, "float": float, "str": str}.get(hint)
+    if hint in (bool, int, float, str):
+        return hint
+    if default is not MISSING and type(default) in (bool, int, float, str):
+        return type(default)  # an unresolved annotation: the default's type
+    return None
+
+
+def _field_options(task: type) -> tuple[Option, ...]:
+    """One option per task field the CLI can type (see :func:`command_from_fields`)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(task)
+    except Exception:  # an annotation that does not resolve: fall back to the defaults' types
+        hints = {}
+    opts = []
+    for f in fields(task):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        kind = _option_type(hints.get(f.name, f.type), default)
+        if f.name not in TRAIN_OPTIONS and kind is not None:
+            opts.append(Option(f.name, kind, None if default is MISSING else default))
+    return tuple(opts)
+
+
+def command_from_fields(task: type, help: str = "") -> Command:
+    """The ``mechwork train KIND`` of a kit without its own :class:`Command`: one option per task field.
+
+    A field becomes ``--name-with-dashes`` when its type is int, float, str, bool (``--flag true``), a
+    ``Literal`` of strings (a choice) or a tuple of int, float or str (``--weights 1,2``); other fields keep
+    their defaults, and so does a field named like a training option (``steps``, ``lr``, ``out``, ...).
+    ``--seed`` sets the task's ``seed`` field when it has one. A non-finite float or a missing required
+    field is refused in one line. A ``finite`` task also gets ``--batch-size`` (minibatches of its
+    training split), unless it has a field of that name.
     """
+    import math
+
     names = {f.name for f in fields(task)}
-    opts = tuple(
-        Option(f.name, type(f.default), f.default) for f in fields(task)
-        if f.name != "seed" and isinstance(f.default, (int, float, str)) and not isinstance(f.default, bool)
-    )
+    opts = _field_options(task)
+    required = [f.name for f in fields(task) if f.default is MISSING and f.default_factory is MISSING]
 
     def task_fields(values: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in values.items() if k in names}
+        return {k: v for k, v in values.items() if k in names and not (v is None and k in required)}
 
-    return Command(help or (task.__doc__ or "").strip().split("\n")[0], opts, fields=task_fields)
+    def check(values: dict[str, Any]) -> None:
+        for name in required:
+            if values.get(name) is None:
+                raise ConfigError(f"'--{name.replace('_', '-')}' is required by the {task.__name__} task")
+        for o in opts:
+            v = values.get(o.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise invalid(o.name, "a finite number", v)
+
+    extra = ("batch_size",) if getattr(task, "finite", False) and "batch_size" not in names else ()
+    return Command(help or (task.__doc__ or "").strip().split("\n")[0], opts, fields=task_fields, check=check,
+                   train_options=extra)
 
 
 # -- the kit --------------------------------------------------------------------------------
@@ -197,13 +268,25 @@ def generic_batch_line(task: Any, train: Mapping[str, Any]) -> str:
     return "full batch" if size is None else f"minibatches of {size}"
 
 
+def held_out(task: Any) -> str:
+    """The split training's summary line reads: the task's first eval split other than ``"train"``.
+
+    >>> from mechwork.tasks import ModularArithmetic
+    >>> held_out(ModularArithmetic(p=7))
+    'test'
+    """
+    return next((s for s in getattr(task, "eval_splits", ("test",)) if s != "train"), "train")
+
+
 def generic_history_lines(task: Any, df: pd.DataFrame) -> list[str]:
-    """The last and best held-out accuracy of a metrics table."""
-    if df is None or "test_acc" not in df or not len(df):
+    """The last and best accuracy on the held-out split (:func:`held_out`) of a metrics table."""
+    split = held_out(task)
+    col = f"{split}_acc"
+    if df is None or col not in df or not len(df):
         return []
-    best = int(df["test_acc"].idxmax())
-    return [f"test acc {df['test_acc'].iloc[-1]:.2%} at step {int(df['step'].iloc[-1])}; best "
-            f"{df['test_acc'].loc[best]:.2%} at step {int(df['step'].loc[best])}"]
+    best = int(df[col].idxmax())
+    return [f"{split} acc {df[col].iloc[-1]:.2%} at step {int(df['step'].iloc[-1])}; best "
+            f"{df[col].loc[best]:.2%} at step {int(df['step'].loc[best])}"]
 
 
 def generic_embedded_lines(kit: Kit, task: Any, meta: Mapping[str, Any]) -> list[str]:
@@ -238,6 +321,16 @@ class Kit:
     def train_command(self) -> Command:
         return self.command or command_from_fields(self.task, self.description)
 
+    def build_task(self, values: Mapping[str, Any]) -> Any:
+        """``task(**values)``; whatever the task's constructor raises is a one-line ConfigError."""
+        try:
+            return self.task(**values)
+        except ConfigError:
+            raise
+        except Exception as e:  # a user's task validates its fields as it likes
+            msg = f"{type(e).__name__}: {e}".replace("\n", " ")
+            raise ConfigError(f"bad {self.kind} task: {msg}") from None
+
 
 _REGISTRY: dict[str, Kit] = {}
 
@@ -249,18 +342,29 @@ def register(kit: Kit) -> Kit:
     if getattr(kit.task, "kind", None) != kit.kind:
         raise ConfigError(f"kit {kit.kind!r}: its task class {kit.task.__name__} must have kind = {kit.kind!r} "
                           f"(got {getattr(kit.task, 'kind', None)!r})")
+    if kit.kind in BUILTIN and getattr(kit.task, "__module__", None) != BUILTIN[kit.kind]:
+        raise ConfigError(f"kit kind {kit.kind!r} is built in; give your kit (and its task's kind) another name")
     _REGISTRY[kit.kind] = kit
     return kit
 
 
+HOW_TO_LOAD = f"a kit loaded with --kit FILE (before the command), {ENV}=FILE or mechwork.kit.load_kits(FILE)"
+
+
 def get_kit(kind: str) -> Kit:
-    """The kit of ``kind``; an unknown kind is a one-line :class:`~mechwork.errors.ConfigError`."""
+    """The kit of ``kind``; an unknown kind is a one-line :class:`~mechwork.errors.ConfigError`.
+
+    A kind not registered yet is looked for in the kits named by ``MECHWORK_KITS`` (loaded once, on the
+    first miss), so a script run with that variable set opens its runs without calling :func:`load_kits`.
+    """
     if kind not in _REGISTRY and isinstance(kind, str) and kind in BUILTIN:
         from importlib import import_module
 
         import_module(BUILTIN[kind])  # registers itself
     if kind not in _REGISTRY:
-        raise invalid("task kind", f"one of {', '.join(kinds())}", kind)
+        load_env_kits()
+    if kind not in _REGISTRY:
+        raise invalid("task kind", f"one of {', '.join(kinds())}, or the kind of {HOW_TO_LOAD}", kind)
     return _REGISTRY[kind]
 
 
@@ -289,12 +393,14 @@ def task_from_dict(d: Mapping[str, Any]) -> Any:
     """Rebuild a task from its ``to_dict()`` (as stored in ``config.json``), through its kit."""
     d = dict(d)
     kind = d.pop("kind", None)
+    if isinstance(kind, str) and kind not in kinds():
+        load_env_kits()
     if not isinstance(kind, str) or kind not in kinds():
-        raise invalid("task.kind", f"one of {', '.join(kinds())}, or the kind of a kit loaded with --kit or "
-                      f"{ENV}", kind)
-    cls = get_kit(kind).task
-    check_known_fields(d, cls, f"{kind} task")
-    return cls(**d)
+        raise invalid("task.kind", f"one of {', '.join(kinds())}, or the kind of {HOW_TO_LOAD}", kind)
+    kit = get_kit(kind)
+    check_known_fields(d, kit.task, f"{kind} task")
+    tuples = {f.name for f in fields(kit.task) if isinstance(f.default, tuple) or "tuple" in str(f.type).lower()}
+    return kit.build_task({k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in d.items()})
 
 
 def all_presets() -> dict[str, Preset]:
@@ -310,17 +416,39 @@ def registered_presets() -> list[str]:
 def find_preset(name: str) -> Preset:
     """The preset ``name`` of any kit; a one-line ConfigError names the valid ones."""
     presets = all_presets()
+    if name not in presets and load_env_kits():
+        presets = all_presets()
     if name not in presets:
         raise invalid("preset", f"one of {', '.join(presets)}", name)
     return presets[name]
 
 
 # -- user kits ------------------------------------------------------------------------------
+_ENV_LOADED: list[str] = []  # the MECHWORK_KITS values loaded so far
+_FILES: dict[Path, Any] = {}  # a kit file loaded already (resolved path) -> its module
+
+
+def load_env_kits() -> list[str]:
+    """Load the kits named by ``MECHWORK_KITS`` (once per value of the variable); returns the kinds registered.
+
+    A kit that cannot be loaded is a one-line ConfigError that starts with ``MECHWORK_KITS:``.
+    """
+    spec = os.environ.get(ENV, "")
+    if not spec.strip() or spec in _ENV_LOADED:
+        return []
+    _ENV_LOADED.append(spec)
+    try:
+        return load_kits(spec)
+    except ConfigError as e:
+        raise ConfigError(f"{ENV}: {e}") from None
+
+
 def load_kits(spec: str | None) -> list[str]:
     """Import every kit named in ``spec`` (``os.pathsep``-separated ``.py`` files or module names).
 
-    Returns the kinds they registered. A file that does not exist, a module that cannot be imported or
-    one that registers no kit is a one-line :class:`~mechwork.errors.ConfigError`.
+    Returns the kinds they registered. A file or module is loaded once, however often it is named (as an
+    import is). A file that does not exist, a module that cannot be imported, one that raises or one that
+    registers no kit is a one-line :class:`~mechwork.errors.ConfigError`.
     """
     before = {k: id(kit) for k, kit in _REGISTRY.items()}
     for item in (s.strip() for s in (spec or "").split(os.pathsep)):
@@ -340,13 +468,22 @@ def _load_one(item: str) -> None:
             path = Path(item)
             if not path.is_file():
                 raise ConfigError(f"'kit' must be a .py file or a module name (got {item!r}: no such file)")
+            if path.resolve() in _FILES:
+                return  # loaded already: its kits are registered
             name = f"mechwork_user_kit_{path.stem}"
+            while name in sys.modules:  # another file of the same name
+                name += "_"
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
                 raise ConfigError(f"'kit' must be a .py file or a module name (got {item!r})")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
+            _FILES[path.resolve()] = module
         else:
             module = importlib.import_module(item)
     except ConfigError:

@@ -58,15 +58,29 @@ def training_curves(page: Page, bundle: Analysis, spans: Sequence[tuple[str, int
 
 def generic_page(bundle: Analysis) -> Page:
     """The page of a kit without its own: a summary from the numbers, the model and recipe, the training
-    curves, then every result of the bundle with its figure and table."""
+    curves, then every result of the bundle with its figure and table (a result without a figure or a
+    table shows what it has; a plain value, e.g. a float, shows as text)."""
     from mechwork.dashboard.page import Page
+    from mechwork.errors import ConfigError
+    from mechwork.results import Analysis
 
+    if not isinstance(bundle, Analysis):
+        raise ConfigError(f"a kit's analyse(source) must return a mechwork.results.Analysis (got "
+                          f"{type(bundle).__name__})")
     info = bundle.info
     page = Page(f"{info.task.kind} dashboard: {info.name}", subtitle=f"{info.task.describe()}; {info.where}")
-    lines = [f"**{name}**: {bundle[name].summary()}" for name in bundle] or ["The kit's analysis has no results."]
+    lines = [f"**{name}**: {_summary(bundle[name])}" for name in bundle] or ["The kit's analysis has no results."]
     summary(page, lines)
     model_and_training(page, info)
     training_curves(page, bundle)
     for name in bundle:
-        page.result(bundle[name], title=name, summary=True, table=True)
+        value = bundle[name]
+        if callable(getattr(value, "summary", None)):
+            page.result(value, title=name, summary=True, table=True)
+        else:
+            page.note(str(value), title=name)
     return page
+
+
+def _summary(value: Any) -> str:
+    return str(value.summary()) if callable(getattr(value, "summary", None)) else str(value)
