@@ -15,9 +15,19 @@ Nothing outside a kit branches on the task's type: callers ask the registry for 
 
 The registry lives in the core, below :mod:`mechwork.tasks`, because a run directory (core) must
 rebuild its task from ``config.json``. Built-in kits are named here by module path and imported on
-first use, as a plugin's entry point would be; a user kit is registered with :func:`register`,
-by naming its file or module in ``MECHWORK_KITS`` (``os.pathsep``-separated), or with the CLI's
-``--kit FILE``. This module imports no torch: the CLI reads it before deciding whether torch is needed.
+first use, as a plugin's entry point would be. A user kit is a file or module that calls
+:func:`register`; load it with the CLI's ``--kit FILE`` (before the command: ``mechwork --kit
+my_task.py train my_task``), with ``MECHWORK_KITS`` (``os.pathsep``-separated files or module names;
+read by the CLI, and by Python on the first kind it does not know) or with :func:`load_kits`. A file
+named twice loads once; a built-in kind (``modadd``, ``induction``) cannot be taken; a run of a kit
+that is not loaded is refused in one line saying how to load it.
+
+Without a :class:`Command` of its own, ``mechwork train KIND`` has one option per task field typed
+int, float, str, bool (``--flag true``), a ``Literal`` of strings (a choice) or a tuple
+(``--weights 1,2``); the task's constructor may refuse values (any exception it raises is one line).
+A ``finite`` task also gets ``--batch-size``. Training evaluates ``task.eval_splits`` (default
+``("test",)``); the first one other than ``"train"`` is the held-out split that the summary lines read
+(:func:`held_out`). This module imports no torch: the CLI reads it before deciding whether torch is needed.
 
 Example::
 

@@ -5,7 +5,8 @@ so a model must learn to attend to position 0 and copy what it finds there. Ever
 is here: the task (its data seam ``batch(split, step)``), a preset, the default model and recipe, the
 standard probe, and ``analyse()`` with a result of its own (accuracy by position) beside the attention
 patterns of :mod:`mechwork.analysis.attention`. Registering the kit makes ``mechwork train first_token``,
-``info``, ``patch`` and ``dashboard`` work::
+``info``, ``patch`` and ``dashboard`` work (``--kit`` goes before the command; the task's fields
+``d_vocab``, ``seq_len``, ``batch_size`` and ``n_eval`` are options of ``train first_token``)::
 
     mechwork --kit tests/kits/first_token.py train first_token --steps 200 --out runs/first
     MECHWORK_KITS=tests/kits/first_token.py mechwork dashboard runs/first --out first.html
