@@ -477,7 +477,8 @@ def _load_one(item: str) -> None:
         if item.endswith(".py") or os.sep in item:
             path = Path(item)
             if not path.is_file():
-                raise ConfigError(f"'kit' must be a .py file or a module name (got {item!r}: no such file)")
+                why = "a directory" if path.is_dir() else "no such file"
+                raise ConfigError(f"'kit' must be a .py file or a module name (got {item!r}: {why})")
             if path.resolve() in _FILES:
                 return  # loaded already: its kits are registered
             name = f"mechwork_user_kit_{path.stem}"

@@ -1,7 +1,7 @@
 """User kits written from the docs alone, one per class of kit, through the whole CLI and the Python API.
 
 tests/kits/: ``prevtok`` (loaded by module name; its held-out split is ``"valid"``; a result without a
-figure and a plain value), ``digitsum`` (a finite dataset: full batch or ``--batch-size``),
+figure and a plain value), ``digitsum`` (a finite dataset: full batch or ``--batch-size``; a page of its own),
 ``typed_fields`` (bool, float, Literal and tuple fields as ``train`` options) and ``minimal`` (no presets,
 an empty analysis). Then broken kits: a syntax error, one that raises, a missing file, a built-in kind,
 a file named twice, two files in MECHWORK_KITS, and a kit's run opened without its kit.
@@ -31,9 +31,11 @@ def registry(monkeypatch):
     """Each test starts from the built-in kits and leaves no user kit behind."""
     monkeypatch.delenv("MECHWORK_KITS", raising=False)
     kitmod.get_kit("modadd"), kitmod.get_kit("induction")
-    saved = dict(kitmod._REGISTRY), dict(kitmod._FILES), list(kitmod._ENV_LOADED)
+    from mechwork.dashboard import PAGES
+
+    saved = dict(kitmod._REGISTRY), dict(kitmod._FILES), list(kitmod._ENV_LOADED), dict(PAGES)
     yield
-    for store, old in zip((kitmod._REGISTRY, kitmod._FILES, kitmod._ENV_LOADED), saved, strict=True):
+    for store, old in zip((kitmod._REGISTRY, kitmod._FILES, kitmod._ENV_LOADED, PAGES), saved, strict=True):
         store.clear()
         store.update(old) if isinstance(store, dict) else store.extend(old)  # type: ignore[attr-defined]
 
@@ -90,6 +92,9 @@ def test_finite_kit_full_batch_and_minibatches(tmp_path, capsys):
                                                    "--resume", "--steps", "20", "--batch-size", "8")
     code, stdout, _ = run(capsys, *kit, "patch", str(full), "--site", "mlp_out", "--by", "layer")
     assert code == 0 and "b -> b + 1" in stdout
+    code, _, err = run(capsys, *kit, "dashboard", str(full), "--out", str(tmp_path / "ds.html"))
+    html = (tmp_path / "ds.html").read_text()
+    assert code == 0 and "Digit sums: " in html and "Accuracy by split" in html and "digitsum train" in html, err
 
     import mechwork
     from mechwork.runs import Run
@@ -182,6 +187,7 @@ def test_generic_page_refuses_what_is_not_an_analysis():
     ("def f(:\n    pass\n", "syntax.py", "cannot load kit '{path}': SyntaxError: invalid syntax"),
     ("raise RuntimeError('boom\\nsecond line')\n", "raises.py", "RuntimeError: boom second line"),
     (None, "absent.py", "'kit' must be a .py file or a module name (got '{path}': no such file)"),
+    (None, "a_dir/", "'kit' must be a .py file or a module name (got '{path}': a directory)"),
     ((KITS / "minimal.py").read_text().replace('"minimal"', '"modadd"'), "collide.py",
      "kit kind 'modadd' is built in; give your kit (and its task's kind) another name"),
 ])
@@ -190,10 +196,13 @@ def test_a_broken_kit_is_one_line(source, name, needle, tmp_path, capsys):
     path.parent.mkdir()
     if source is not None:
         path.write_text(source)
+    elif name.endswith("/"):
+        path.mkdir()
     err = refused(capsys, "--kit", str(path), "info", "modadd-113")
     assert needle.format(path=path) in err, err
     assert kitmod.get_kit("modadd").task.__name__ == "ModularArithmetic"  # the built-in kit is untouched
-    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(([name] if source else []) + ["kits"])
+    left = sorted(p.name for p in tmp_path.rglob("*"))
+    assert left == sorted(([name.strip("/")] if path.exists() else []) + ["kits"])  # nothing written
 
 
 def test_a_file_named_twice_loads_once_and_two_files_in_the_variable(tmp_path, capsys, monkeypatch):

@@ -2,7 +2,8 @@
 
 ``finite = True``: training takes the whole train split each step, or minibatches of it with
 ``--batch-size`` (which ``mechwork train digitsum`` offers because the task is finite); ``eval_splits``
-lists ``"train"`` beside ``"test"`` (training evaluates its batch anyway)::
+lists ``"train"`` beside ``"test"`` (training evaluates its batch anyway). It has a dashboard page of its
+own, set in ``mechwork.dashboard.PAGES``::
 
     mechwork --kit tests/kits/digitsum.py train digitsum --batch-size 16 --out runs/digits
 """
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from mechwork.dashboard import PAGES
 from mechwork.kit import Batch, Kit, Preset, Probe, register
 from mechwork.models import ToyConfig
 from mechwork.results import Analysis, Result
@@ -106,6 +108,18 @@ def analyse(source):
         out[s] = float((lg[:, -1].argmax(-1) == b.targets[:, -1]).float().mean())
     return Analysis(source.info, {"acc": Acc(**out)})
 
+
+def page(bundle: Analysis) -> Any:
+    """The kit's own dashboard page (instead of the generic one): the model, then its accuracy."""
+    from mechwork.dashboard import Page
+    from mechwork.dashboard.sections import model_and_training
+
+    out = Page(f"Digit sums: {bundle.info.name}", subtitle=bundle.info.task.describe())
+    model_and_training(out, bundle.info)
+    return out.result(bundle["acc"], title="Accuracy by split", table=True)
+
+
+PAGES[DigitSum.kind] = page  # mechwork dashboard renders a digitsum run with it
 
 PRESET = Preset("digitsum-small", model(DigitSum()), DigitSum(), "tiny digit-sum model")
 KIT = register(Kit("digitsum", DigitSum, model, recipe, probe, analyse, presets={PRESET.name: PRESET},
