@@ -162,6 +162,7 @@ def test_every_readme_block_runs(tmp_path, monkeypatch):
     blocks = parse(README.read_text())
     (tmp_path / "dashboards").mkdir()
     (tmp_path / "experiments").symlink_to(ROOT / "experiments", target_is_directory=True)
+    (tmp_path / "tests").symlink_to(ROOT / "tests", target_is_directory=True)  # the example kit
     monkeypatch.chdir(tmp_path)
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -205,6 +206,7 @@ def test_every_readme_block_runs(tmp_path, monkeypatch):
     inline, cdn = tmp_path / "dashboards" / "mine.html", tmp_path / "dashboards" / "mine.cdn.html"
     assert cdn.stat().st_size * 5 < inline.stat().st_size
     assert (tmp_path / "dashboards" / "div97.html").is_file()
+    assert "first-token accuracy by position" in (tmp_path / "dashboards" / "first.html").read_text()  # the kit
 
 
 # -- experiments/README.md: the study figures are what the results files say ------------------
