@@ -45,7 +45,7 @@ from torch import Tensor
 
 from mechwork.analysis.patching import PatchResult, check_head_pairs, check_inputs, evaluate_metric, prepare
 from mechwork.errors import ConfigError, invalid
-from mechwork.hooks import SITES, Hooks, check_eval, hook_name
+from mechwork.hooks import DIRECTIONS, SITES, Hooks, check_eval, hook_name
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -199,7 +199,7 @@ def _check_path(model: TransformerBridge, clean: Tensor, corrupted: Tensor | str
                 component: str, direction: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Every argument of :func:`path_patch`, checked; the senders and receivers as (layer, head) lists."""
     check_eval(model, "path patching")
-    if direction not in ("noising", "denoising"):
+    if direction not in DIRECTIONS:  # path patching says noising first: it is its default
         raise invalid("direction", "noising or denoising", direction)
     if isinstance(corrupted, str):
         if corrupted not in ABLATIONS or direction == "denoising":
