@@ -205,6 +205,43 @@ def test_a_broken_kit_is_one_line(source, name, needle, tmp_path, capsys):
     assert left == sorted(([name.strip("/")] if path.exists() else []) + ["kits"])  # nothing written
 
 
+MINIMAL = (KITS / "minimal.py").read_text()
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ("    def to_dict(self):", "    def as_dict(self):", "task class Minimal lacks to_dict (see mechwork.kit.Task)"),
+    ("@dataclass(frozen=True)\n", "", "its task class Minimal must be a dataclass"),
+    ("    n_ctx: ClassVar[int] = 3\n", "", "task class Minimal lacks n_ctx (see mechwork.kit.Task)"),
+])
+def test_a_kit_that_breaks_the_protocol_is_refused_on_load(old, new, needle, tmp_path, capsys):
+    (tmp_path / "k.py").write_text(MINIMAL.replace(old, new))
+    assert needle in refused(capsys, "--kit", str(tmp_path / "k.py"), "train", "minimal", "--out",
+                             str(tmp_path / "run"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.py"]
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ("model=lambda task: ToyConfig(", "model=lambda task: None and ToyConfig(",
+     "model(task) must return a mechwork.models.ToyConfig (got NoneType)"),
+    ("recipe=lambda task: TrainConfig(", "recipe=lambda task: dict(",
+     "recipe(task) must return a mechwork.training.TrainConfig (got dict)"),
+    ("d_vocab=task.d_vocab,", "d_vocab=3,", "model(task) has d_vocab 3, less than the task's 6"),
+    ("Batch(t, t.clone(),", "Batch(t, t[:, :2].clone(),", "task.batch('train') targets must be integers of the "
+     "tokens' shape [16, 3] (got [16, 2] torch.int64)"),
+    ("Batch(t, t.clone(), torch.ones_like(t, dtype=torch.bool))", "Batch(t, t.clone(), torch.zeros_like(t, dtype="
+     "torch.bool))", "task.batch('train') mask scores no position"),
+    ("Batch(t, t.clone(),", "Batch(t + 1, t.clone(),", "task.batch('train') tokens must be in [0, d_vocab = 6)"),
+    ("        g = torch.Generator()", "        assert split == 'train', split\n        g = torch.Generator()",
+     "task.batch('test') raised AssertionError: test"),
+])
+def test_a_kit_whose_task_hands_out_what_training_cannot_use(old, new, needle, tmp_path, capsys):
+    assert old in MINIMAL
+    (tmp_path / "k.py").write_text(MINIMAL.replace(old, new))
+    err = refused(capsys, "--kit", str(tmp_path / "k.py"), "train", "minimal", "--out", str(tmp_path / "run"))
+    assert f"kit 'minimal': {needle}" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.py"]  # no run directory
+
+
 def test_a_file_named_twice_loads_once_and_two_files_in_the_variable(tmp_path, capsys, monkeypatch):
     first = kitmod.load_kits(str(KITS / "minimal.py"))
     kit = kitmod.get_kit("minimal")
