@@ -43,11 +43,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from mechwork.errors import ConfigError, check_known_fields, invalid
+from mechwork.kitcheck import check_protocol, check_task, one_line
+from mechwork.kitcommand import Command, Option, command_from_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -143,132 +145,6 @@ class Task(Protocol):
     def describe(self) -> str: ...
 
 
-# -- the options of ``mechwork train KIND`` ---------------------------------------------------------
-@dataclass(frozen=True)
-class Option:
-    """One task field as an option of ``mechwork train KIND`` (the flag is ``--name-with-dashes``)."""
-
-    name: str
-    type: Any  # int, float, str, bool, a tuple of the allowed strings, or a converter of the typed string
-    default: Any = None
-    help: str = ""
-    min: int | float | None = None
-    max: int | float | None = None
-    min_open: bool = False
-    max_open: bool = False
-
-
-def _same(fields: dict[str, Any]) -> dict[str, Any]:
-    return fields
-
-
-@dataclass(frozen=True)
-class Command:
-    """What ``mechwork train KIND`` takes, and checks before torch is imported.
-
-    ``fields(values)`` turns the option values (and ``seed``) into the task's fields (derived defaults
-    go here); ``check(fields)`` refuses bad ones in one line; ``vocab(fields)`` gives ``d_vocab``,
-    ``d_vocab_out`` and ``n_ctx`` for the memory estimate of the model ``preset``; ``out`` is the
-    default run directory, formatted with the fields; ``train_options`` names the extra training
-    options the command offers (``"grokfast"``, ``"batch_size"``).
-    """
-
-    help: str
-    options: tuple[Option, ...]
-    fields: Callable[[dict[str, Any]], dict[str, Any]] = _same
-    check: Callable[[dict[str, Any]], None] | None = None
-    vocab: Callable[[dict[str, Any]], dict[str, int]] | None = None
-    preset: str | None = None
-    out: str = "runs/{kind}-s{seed}"
-    train_options: tuple[str, ...] = ()
-
-
-# options every ``mechwork train KIND`` has (mechwork.cli): a task field of one of these names is no option
-TRAIN_OPTIONS = frozenset({"steps", "lr", "wd", "warmup", "decay_steps", "seed", "eval_every", "out", "resume",
-                           "force", "device", "quiet", "help", "kit", "grokfast", "grokfast_alpha",
-                           "grokfast_lambda"})
-
-
-def _tuple_of(item: type) -> Callable[[Any], tuple[Any, ...]]:
-    """A converter of ``"1,2,3"`` (or a tuple) to a tuple of ``item``; its name is the CLI's metavar."""
-
-    def convert(value: Any) -> tuple[Any, ...]:
-        parts = value if isinstance(value, (tuple, list)) else [v for v in str(value).split(",") if v.strip()]
-        return tuple(item(v.strip() if isinstance(v, str) else v) for v in parts)
-
-    convert.__name__ = f"{item.__name__}s"
-    return convert
-
-
-def _option_type(hint: Any, default: Any) -> Any:
-    """The Option type of a field: int, float, str, bool, the strings of a Literal, a tuple converter; or None."""
-    import typing
-
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Literal and args and all(isinstance(a, str) for a in args):
-        return tuple(args)
-    items = {a for a in args if a is not Ellipsis}
-    if origin is tuple and len(items) == 1 and items <= {int, float, str}:  # of one type
-        return _tuple_of(args[0])
-    if isinstance(hint, str):  # an annotation that did not resolve
-        hint = {"bool": bool, "int": int, "float": float, "str": str}.get(hint)
-    if hint in (bool, int, float, str):
-        return hint
-    if default is not MISSING and type(default) in (bool, int, float, str):
-        return type(default)  # an unresolved annotation: the default's type
-    return None
-
-
-def _field_options(task: type) -> tuple[Option, ...]:
-    """One option per task field the CLI can type (see :func:`command_from_fields`)."""
-    import typing
-
-    try:
-        hints = typing.get_type_hints(task)
-    except Exception:  # an annotation that does not resolve: fall back to the defaults' types
-        hints = {}
-    opts = []
-    for f in fields(task):
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        kind = _option_type(hints.get(f.name, f.type), default)
-        if f.name not in TRAIN_OPTIONS and kind is not None:
-            opts.append(Option(f.name, kind, None if default is MISSING else default))
-    return tuple(opts)
-
-
-def command_from_fields(task: type, help: str = "") -> Command:
-    """The ``mechwork train KIND`` of a kit without its own :class:`Command`: one option per task field.
-
-    A field becomes ``--name-with-dashes`` when its type is int, float, str, bool (``--flag true``), a
-    ``Literal`` of strings (a choice) or a tuple of int, float or str (``--weights 1,2``); other fields keep
-    their defaults, and so does a field named like a training option (``steps``, ``lr``, ``out``, ...).
-    ``--seed`` sets the task's ``seed`` field when it has one. A non-finite float or a missing required
-    field is refused in one line. A ``finite`` task also gets ``--batch-size`` (minibatches of its
-    training split), unless it has a field of that name.
-    """
-    import math
-
-    names = {f.name for f in fields(task)}
-    opts = _field_options(task)
-    required = [f.name for f in fields(task) if f.default is MISSING and f.default_factory is MISSING]
-
-    def task_fields(values: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in values.items() if k in names and not (v is None and k in required)}
-
-    def check(values: dict[str, Any]) -> None:
-        for name in required:
-            if values.get(name) is None:
-                raise ConfigError(f"'--{name.replace('_', '-')}' is required by the {task.__name__} task")
-        for o in opts:
-            v = values.get(o.name)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise invalid(o.name, "a finite number", v)
-
-    extra = ("batch_size",) if getattr(task, "finite", False) and "batch_size" not in names else ()
-    return Command(help or (task.__doc__ or "").strip().split("\n")[0], opts, fields=task_fields, check=check,
-                   train_options=extra)
-
-
 # -- the kit --------------------------------------------------------------------------------
 def generic_batch_line(task: Any, train: Mapping[str, Any]) -> str:
     """How each training step's batch was drawn, for the recipe line of ``mechwork info``."""
@@ -342,73 +218,10 @@ class Kit:
         except ConfigError:
             raise
         except Exception as e:  # a user's task validates its fields as it likes
-            raise ConfigError(f"bad {self.kind} task: {_one_line(e)}") from None
+            raise ConfigError(f"bad {self.kind} task: {one_line(e)}") from None
         if check and self.kind not in BUILTIN:
             check_task(self, task)
         return task
-
-
-def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}".replace("\n", " ")
-
-
-def check_task(kit: Kit, task: Any) -> None:
-    """Refuse, in one line, a task whose kit hands out what training cannot use (before any run is written).
-
-    Each split of ``("train", *eval_splits)`` must give a :class:`Batch` of integer tokens in the task's
-    vocabulary and at most ``n_ctx`` long, targets of the same shape and a boolean mask with a position
-    to score; ``model(task)`` and ``recipe(task)`` must give configs (with ``to_dict()``) whose vocabulary
-    and context fit the task.
-    """
-    where = f"kit {kit.kind!r}"
-    for split in ("train", *getattr(task, "eval_splits", ("test",))):
-        try:
-            b = task.batch(split, 0)
-        except Exception as e:
-            raise ConfigError(f"{where}: task.batch({split!r}) raised {_one_line(e)}") from None
-        problem = _batch_problem(b, task)
-        if problem:
-            raise ConfigError(f"{where}: task.batch({split!r}) {problem}")
-    for name in ("model", "recipe"):
-        try:
-            made = getattr(kit, name)(task)
-        except Exception as e:
-            raise ConfigError(f"{where}: {name}(task) raised {_one_line(e)}") from None
-        if not callable(getattr(made, "to_dict", None)):
-            want = "mechwork.models.ToyConfig" if name == "model" else "mechwork.training.TrainConfig"
-            raise ConfigError(f"{where}: {name}(task) must return a {want} (got {type(made).__name__})")
-        if name == "model":
-            _check_sizes(where, made.to_dict(), task)
-
-
-def _batch_problem(b: Any, task: Any) -> str | None:
-    """What is wrong with a task's batch, or None."""
-    if not isinstance(b, Batch):
-        return f"must return a mechwork.kit.Batch (got {type(b).__name__})"
-    t, y, m = b.tokens, b.targets, b.mask
-    if t.dim() != 2 or t.dtype.is_floating_point or t.dtype.is_complex or len(t) == 0:
-        return f"tokens must be a non-empty [batch, pos] integer tensor (got {list(t.shape)} {t.dtype})"
-    if tuple(y.shape) != tuple(t.shape) or y.dtype.is_floating_point:
-        return f"targets must be integers of the tokens' shape {list(t.shape)} (got {list(y.shape)} {y.dtype})"
-    if tuple(m.shape) != tuple(t.shape) or str(m.dtype) != "torch.bool":
-        return f"mask must be booleans of the tokens' shape {list(t.shape)} (got {list(m.shape)} {m.dtype})"
-    if t.shape[1] > task.n_ctx:
-        return f"has {t.shape[1]} positions, more than task.n_ctx = {task.n_ctx}"
-    if int(t.min()) < 0 or int(t.max()) >= task.d_vocab:
-        return f"tokens must be in [0, d_vocab = {task.d_vocab}) (got {int(t.min())}..{int(t.max())})"
-    if not bool(m.any()):
-        return "mask scores no position"
-    ys = y[m]
-    if int(ys.min()) < 0 or int(ys.max()) >= task.d_vocab_out:
-        return f"targets must be in [0, d_vocab_out = {task.d_vocab_out}) (got {int(ys.min())}..{int(ys.max())})"
-    return None
-
-
-def _check_sizes(where: str, model: Mapping[str, Any], task: Any) -> None:
-    for key in ("d_vocab", "d_vocab_out", "n_ctx"):
-        if isinstance(model.get(key), int) and model[key] < getattr(task, key):
-            raise ConfigError(f"{where}: model(task) has {key} {model[key]}, less than the task's "
-                              f"{getattr(task, key)}")
 
 
 _REGISTRY: dict[str, Kit] = {}
@@ -423,30 +236,12 @@ def register(kit: Kit) -> Kit:
                           f"(got {getattr(kit.task, 'kind', None)!r})")
     if kit.kind in BUILTIN and getattr(kit.task, "__module__", None) != BUILTIN[kit.kind]:
         raise ConfigError(f"kit kind {kit.kind!r} is built in; give your kit (and its task's kind) another name")
-    _check_protocol(kit)
+    check_protocol(kit)
     _REGISTRY[kit.kind] = kit
     return kit
 
 
 HOW_TO_LOAD = f"a kit loaded with --kit FILE (before the command), {ENV}=FILE or mechwork.kit.load_kits(FILE)"
-
-
-def _check_protocol(kit: Kit) -> None:
-    """The kit's parts are callables and its task class is a dataclass with the :class:`Task` members."""
-    import dataclasses
-
-    where = f"kit {kit.kind!r}"
-    bad = [n for n in ("model", "recipe", "probe", "analyse") if not callable(getattr(kit, n))]
-    if bad:
-        raise ConfigError(f"{where}: {', '.join(bad)} must be callable")
-    if not dataclasses.is_dataclass(kit.task):
-        raise ConfigError(f"{where}: its task class {kit.task.__name__} must be a dataclass (@dataclass(frozen=True))")
-    names = {f.name for f in fields(kit.task)}
-    missing = [n for n in ("batch", "to_dict", "describe") if not callable(getattr(kit.task, n, None))]
-    missing += [n for n in ("d_vocab", "d_vocab_out", "n_ctx") if n not in names and not hasattr(kit.task, n)]
-    if missing:
-        raise ConfigError(f"{where}: its task class {kit.task.__name__} lacks {', '.join(missing)} "
-                          "(see mechwork.kit.Task)")
 
 
 def get_kit(kind: str) -> Kit:
