@@ -298,7 +298,8 @@ def task_from_dict(d: Mapping[str, Any]) -> Any:
 
 
 def all_presets() -> dict[str, Preset]:
-    """Every registered kit's presets, built-in kits first (loads the built-in kits)."""
+    """Every registered kit's presets, built-in kits first (loads the built-in kits and those of MECHWORK_KITS)."""
+    load_env_kits()
     return {name: pre for kind in kinds() for name, pre in get_kit(kind).presets.items()}
 
 
@@ -310,8 +311,6 @@ def registered_presets() -> list[str]:
 def find_preset(name: str) -> Preset:
     """The preset ``name`` of any kit; a one-line ConfigError names the valid ones."""
     presets = all_presets()
-    if name not in presets and load_env_kits():
-        presets = all_presets()
     if name not in presets:
         raise invalid("preset", f"one of {', '.join(presets)}", name)
     return presets[name]

@@ -275,3 +275,12 @@ def test_a_kits_run_without_its_kit(tmp_path, capsys, monkeypatch):
         _ = Run(out).task
     monkeypatch.setenv("MECHWORK_KITS", str(KITS / "minimal.py"))  # the variable works from Python too
     assert Run(out).task == kitmod.get_kit("minimal").task()
+
+
+def test_the_variable_names_presets_to_python_too(monkeypatch):
+    import mechwork
+
+    monkeypatch.setenv("MECHWORK_KITS", str(KITS / "digitsum.py"))
+    with pytest.raises(CheckpointError, match="preset 'digitsum-small' has no embedded weights"):
+        mechwork.load("digitsum-small")  # found (a user kit's preset ships no weights), not an unknown name
+    assert "digitsum-small" in mechwork.models.PRESETS
