@@ -43,12 +43,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from mechwork.errors import ConfigError, check_known_fields, invalid
-from mechwork.kitcheck import check_protocol, check_task, one_line
+from mechwork.kitcheck import check_protocol, check_task, one_line, reported
 from mechwork.kitcommand import Command, Option, command_from_fields
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -228,7 +228,11 @@ _REGISTRY: dict[str, Kit] = {}
 
 
 def register(kit: Kit) -> Kit:
-    """Add ``kit`` to the registry (a second kit of the same kind replaces the first); returns it."""
+    """Add ``kit`` to the registry (a second kit of the same kind replaces the first); returns the registered kit.
+
+    A user kit's ``analyse`` and ``probe`` come back wrapped: an error they raise (but a MechworkError) is a
+    one-line ConfigError naming the kit, the error and where it was raised, chained to the original.
+    """
     if not isinstance(kit, Kit):
         raise invalid("kit", "a mechwork.kit.Kit", type(kit).__name__)
     if getattr(kit.task, "kind", None) != kit.kind:
@@ -237,6 +241,9 @@ def register(kit: Kit) -> Kit:
     if kit.kind in BUILTIN and getattr(kit.task, "__module__", None) != BUILTIN[kit.kind]:
         raise ConfigError(f"kit kind {kit.kind!r} is built in; give your kit (and its task's kind) another name")
     check_protocol(kit)
+    if kit.kind not in BUILTIN:  # a user's analyse or probe that fails is one line (the chain keeps its traceback)
+        kit = replace(kit, analyse=reported(kit.kind, "analyse", kit.analyse),
+                      probe=reported(kit.kind, "probe", kit.probe))
     _REGISTRY[kit.kind] = kit
     return kit
 

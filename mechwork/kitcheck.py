@@ -14,17 +14,40 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
 from mechwork.errors import ConfigError
 
-__all__ = ["check_protocol", "check_task", "one_line"]
+__all__ = ["check_protocol", "check_task", "one_line", "reported"]
 
 
 def one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}".replace("\n", " ")
+    """``"ZeroDivisionError: division by zero (at my_kit.py:40)"``: the error and where it was raised."""
+    import traceback
+    from pathlib import Path
+
+    frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ is not None else []
+    at = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(e).__name__}: {e}".replace("\n", " ") + at
+
+
+def reported(kind: str, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a user kit's ``analyse`` or ``probe``) with any error but a MechworkError turned into one line."""
+    from mechwork.errors import MechworkError
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MechworkError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"kit {kind!r}: {name}() raised {one_line(e)}") from e
+
+    return call
 
 
 def check_task(kit: Any, task: Any) -> None:

@@ -242,6 +242,25 @@ def test_a_kit_whose_task_hands_out_what_training_cannot_use(old, new, needle, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.py"]  # no run directory
 
 
+def test_a_user_analyse_or_probe_that_raises_is_one_line_naming_where(tmp_path, capsys):
+    source = MINIMAL.replace("analyse=lambda source: Analysis(source.info, {}),", "analyse=lambda source: 1 / 0,")
+    source = source.replace("    clean = task.batch(\"test\").tokens[:n]\n", "    raise KeyError(n)\n")
+    assert source.count("1 / 0") == 1 and source.count("raise KeyError(n)") == 1
+    (tmp_path / "k.py").write_text(source)
+    kit, out, page = ["--kit", str(tmp_path / "k.py")], tmp_path / "run", tmp_path / "p.html"
+    assert run(capsys, *kit, "train", "minimal", "--out", str(out), "--quiet")[0] == 0
+    err = refused(capsys, *kit, "dashboard", str(out), "--out", str(page))
+    assert "kit 'minimal': analyse() raised ZeroDivisionError: division by zero (at k.py:" in err
+    assert not page.exists()
+    err = refused(capsys, *kit, "patch", str(out))
+    assert "kit 'minimal': probe() raised KeyError: 8 (at k.py:" in err
+    from mechwork.source import open_source
+
+    with pytest.raises(ConfigError) as caught:  # from Python, the original error is chained
+        kitmod.get_kit("minimal").analyse(open_source(str(out)))
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+
+
 def test_a_file_named_twice_loads_once_and_two_files_in_the_variable(tmp_path, capsys, monkeypatch):
     first = kitmod.load_kits(str(KITS / "minimal.py"))
     kit = kitmod.get_kit("minimal")
