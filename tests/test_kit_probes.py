@@ -242,6 +242,17 @@ def test_a_kit_whose_task_hands_out_what_training_cannot_use(old, new, needle, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.py"]  # no run directory
 
 
+def test_a_kit_with_no_held_out_split(tmp_path, capsys):
+    source = MINIMAL.replace("    n_ctx: ClassVar[int] = 3\n", "    n_ctx: ClassVar[int] = 3\n    eval_splits = ()\n")
+    (tmp_path / "k.py").write_text(source)
+    kit, out = ["--kit", str(tmp_path / "k.py")], tmp_path / "run"
+    code, stdout, err = run(capsys, *kit, "train", "minimal", "--out", str(out), "--quiet")
+    assert code == 0 and stdout.count("train acc") == 2 and "train loss" in stdout and "test acc" not in stdout, err
+    assert "train acc never reached 99%" in stdout
+    code, stdout, _ = run(capsys, *kit, "info", str(out))
+    assert code == 0 and "  train acc " in stdout and "test_acc" not in stdout, stdout
+
+
 def test_a_user_analyse_or_probe_that_raises_is_one_line_naming_where(tmp_path, capsys):
     source = MINIMAL.replace("analyse=lambda source: Analysis(source.info, {}),", "analyse=lambda source: 1 / 0,")
     source = source.replace("    clean = task.batch(\"test\").tokens[:n]\n", "    raise KeyError(n)\n")
