@@ -336,11 +336,12 @@ def load_env_kits() -> list[str]:
     spec = os.environ.get(ENV, "")
     if not spec.strip() or spec in _ENV_LOADED:
         return []
-    _ENV_LOADED.append(spec)
     try:
-        return load_kits(spec)
-    except ConfigError as e:
+        loaded = load_kits(spec)
+    except ConfigError as e:  # not marked loaded: the next kind it is asked for says this again
         raise ConfigError(f"{ENV}: {e}") from None
+    _ENV_LOADED.append(spec)
+    return loaded
 
 
 def load_kits(spec: str | None) -> list[str]:

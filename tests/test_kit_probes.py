@@ -303,6 +303,10 @@ def test_a_kits_run_without_its_kit(tmp_path, capsys, monkeypatch):
 
     with pytest.raises(CheckpointError, match="or the kind of a kit loaded with --kit FILE"):
         _ = Run(out).task
+    monkeypatch.setenv("MECHWORK_KITS", str(tmp_path / "no_such_kit.py"))
+    for _ in range(2):  # a broken variable is named each time it is needed
+        with pytest.raises(CheckpointError, match="MECHWORK_KITS: 'kit' must be a .py file or a module name"):
+            _ = Run(out).task
     monkeypatch.setenv("MECHWORK_KITS", str(KITS / "minimal.py"))  # the variable works from Python too
     assert Run(out).task == kitmod.get_kit("minimal").task()
 
