@@ -122,7 +122,8 @@ def command_from_fields(task: type, help: str = "") -> Command:
     ``Literal`` of strings (a choice) or a tuple of int, float or str (``--weights 1,2``); other fields keep
     their defaults, and so does a field named like a training option (``steps``, ``lr``, ``out``, ...).
     ``--seed`` sets the task's ``seed`` field when it has one. A non-finite float or a missing required
-    field is refused in one line. A ``finite`` task also gets ``--batch-size`` (minibatches of its
+    field (one without a default) is refused in one line; ``--resume`` needs a required field again, with the
+    run's value. A ``finite`` task also gets ``--batch-size`` (minibatches of its
     training split), unless it has a field of that name.
     """
     import math

@@ -23,6 +23,7 @@ from mechwork.cli import main
 from mechwork.errors import CheckpointError, ConfigError
 
 KITS = Path(__file__).resolve().parent / "kits"
+MINIMAL = (KITS / "minimal.py").read_text()  # variants of the least a kit needs
 STEPS = ["--steps", "12", "--eval-every", "4", "--quiet"]
 
 
@@ -160,6 +161,17 @@ def test_fields_named_like_training_options_and_required_fields(tmp_path):
     assert cmd.fields({"size": 4, "seed": 1}) == {"size": 4, "seed": 1}
 
 
+def test_a_required_field_is_a_required_option(tmp_path, capsys):
+    (tmp_path / "k.py").write_text(MINIMAL.replace("    d_vocab: int = 6\n", "    d_vocab: int\n"))
+    kit, out = ["--kit", str(tmp_path / "k.py")], tmp_path / "run"
+    assert "'--d-vocab' is required by the Minimal task" in refused(capsys, *kit, "train", "minimal", "--out", str(out))
+    assert not out.exists()
+    assert run(capsys, *kit, "train", "minimal", "--out", str(out), "--d-vocab", "6", "--quiet")[0] == 0
+    code, stdout, err = run(capsys, *kit, "train", "minimal", "--out", str(out), "--resume", "--steps", "7",
+                            "--d-vocab", "6", "--quiet")
+    assert code == 0 and "step 7" in stdout, err
+
+
 # -- (d) a minimal kit: no presets, an empty analysis -------------------------------------------------------------
 def test_minimal_kit(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -203,9 +215,6 @@ def test_a_broken_kit_is_one_line(source, name, needle, tmp_path, capsys):
     assert kitmod.get_kit("modadd").task.__name__ == "ModularArithmetic"  # the built-in kit is untouched
     left = sorted(p.name for p in tmp_path.rglob("*"))
     assert left == sorted(([name.strip("/")] if path.exists() else []) + ["kits"])  # nothing written
-
-
-MINIMAL = (KITS / "minimal.py").read_text()
 
 
 @pytest.mark.parametrize(("old", "new", "needle"), [
