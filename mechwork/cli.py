@@ -108,8 +108,8 @@ class _TrainGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in kinds():  # e.g. a user kit's kind without its --kit
-            raise click.UsageError(f"'KIND' must be one of {', '.join(sorted(kinds()))}, or the kind of "
-                                   f"{HOW_TO_LOAD} (got {name!r})")
+            raise click.UsageError(f"No such command {name!r}: KIND must be one of {', '.join(sorted(kinds()))}, "
+                                   f"or the kind of {HOW_TO_LOAD}")
         return _train_command(name)
 
 
@@ -263,8 +263,9 @@ def _run_training(ctx: click.Context, task: Any, kw: dict[str, Any], task_option
     last, held = res.rows[-1], held_out(task)  # held: "test" but for a kit whose eval splits name another
     grok = res.first_step(f"{held}_acc", 0.99)
     click.echo(
-        f"{out}: step {last['step']}, train acc {last.get('train_acc', float('nan')):.4f}, "
-        f"{held} acc {last[f'{held}_acc']:.4f}, {held} loss {last[f'{held}_loss']:.4g}; "
+        f"{out}: step {last['step']}, "
+        + (f"train acc {last.get('train_acc', float('nan')):.4f}, " if held != "train" else "")  # no held-out split
+        + f"{held} acc {last[f'{held}_acc']:.4f}, {held} loss {last[f'{held}_loss']:.4g}; "
         + (f"{held} acc >= 99% first at step {grok}" if grok is not None else f"{held} acc never reached 99%")
         + f" ({last['wall']:.1f} s)"
     )
