@@ -7,6 +7,10 @@ import os
 import pytest
 import torch
 
+# tests/kits/ holds user kits that register themselves when imported: the tests load them on purpose (in a
+# subprocess, or with the registry restored after), so doctest collection must not import them into a worker.
+collect_ignore = ["kits"]
+
 # The suite runs on two xdist workers (make test): one intra-op thread each, so the
 # two cores are never oversubscribed (OpenMP spin-waits make that very slow).
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))

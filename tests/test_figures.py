@@ -109,6 +109,7 @@ def every_result(embedded_model, bundles) -> list[Result]:
     from mechwork.analysis.attribution import DirectPathSweep, PathPatchResult
     from mechwork.analysis.fourier import embedding_spectrum, key_frequencies, neuron_frequencies
     from mechwork.analysis.grokking import stored_progress
+    from mechwork.analysis.symmetry import distance_irrelevance, gradient_symmetricity
     from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
     from mechwork.dashboard.figures import TrainingCurves
     from mechwork.models import preset
@@ -127,6 +128,7 @@ def every_result(embedded_model, bundles) -> list[Result]:
         restricted_excluded(embedded_model, task), attention_patterns(embedded_model, task.tokens[:2]),
         head_detectors(induction), composition_scores(induction, n_samples=20),
         fourier_ablation(embedded_model, task), stored_progress(open_source("modadd-113")),
+        gradient_symmetricity(embedded_model, task, n=16), distance_irrelevance(embedded_model, task),
         PathPatchResult([(0, 1)], [(1, 2)], "k", "noising", 0.4, 1.0, 0.2),
         DirectPathSweep(torch.tensor([[float("nan")] * 4, [0.1, 0.5, 0.2, 0.3]]), (0, 1), "q"),
         fit_scaling(2.0 + 50 / n**0.3, n, config=few), fit_scaling(2.0 + 50 / n**0.3 + 30 / d**0.2, n, d, config=few),
