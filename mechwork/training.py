@@ -53,7 +53,8 @@ from mechwork.engine import loss_accuracy
 from mechwork.errors import CheckpointError, ConfigError, NonFiniteError, invalid
 from mechwork.fastpath import modadd_logits, supports_fast_path
 from mechwork.io import first_non_finite
-from mechwork.kit import Batch, Task, kit_of
+from mechwork.kit import BUILTIN, Batch, Task, kit_of
+from mechwork.kitcheck import check_task
 from mechwork.limits import check_fits, model_params, train_bytes
 from mechwork.masks import MaskedOptimizerHook
 from mechwork.models import ToyConfig, build_model, load_weights, native_module, resolve_device, weights
@@ -269,7 +270,9 @@ def _open(
     resume: bool, force: bool, device: torch.device | str | None, fast: bool,
 ) -> _Plan:
     """Check the arguments and settle the configs of a fresh run, or of the run to resume; write nothing."""
-    kit_of(task)
+    kit = kit_of(task)
+    if task.kind not in BUILTIN:  # a user kit's batches, model and recipe, tried before anything is written
+        check_task(kit, task)
     if model_cfg is not None and not isinstance(model_cfg, ToyConfig):
         raise invalid("model_cfg", "a ToyConfig or None", type(model_cfg).__name__)
     if train_cfg is not None and not isinstance(train_cfg, TrainConfig):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -249,6 +250,13 @@ def test_a_kit_whose_task_hands_out_what_training_cannot_use(old, new, needle, t
     err = refused(capsys, "--kit", str(tmp_path / "k.py"), "train", "minimal", "--out", str(tmp_path / "run"))
     assert f"kit 'minimal': {needle}" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.py"]  # no run directory
+    # from Python too: train() tries the kit's task before it writes the run directory
+    from mechwork.kit import get_kit
+    from mechwork.training import train
+
+    with pytest.raises(ConfigError, match=re.escape(f"kit 'minimal': {needle}")):
+        train(get_kit("minimal").task(), out=tmp_path / "run", quiet=True)  # the kit --kit loaded above
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.py"]
 
 
 def test_a_kit_with_no_held_out_split(tmp_path, capsys):
