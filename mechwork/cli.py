@@ -428,7 +428,7 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 @bars.quiet_option
 def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int | None, device: str | None) -> None:
-    """Write the standard dashboard (grokking or induction) of a run directory or a preset."""
+    """Write the dashboard of a run directory or a preset: its kit's page (grokking, induction) or the generic one."""
     kind, key = _source(run_or_preset, step, device)
     name = Path(key).resolve().name if kind == "run" else key
     out = out or Path("dashboards") / f"{name}{'.cdn' if assets == 'cdn' else ''}.html"
