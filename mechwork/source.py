@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,24 +80,15 @@ class SourceInfo:
 
 
 @dataclass(frozen=True)
-class Source:
-    """A run or preset, opened: the eval-mode model and everything :class:`SourceInfo` holds."""
+class Source(SourceInfo):
+    """A run or preset, opened: everything :class:`SourceInfo` holds, and the eval-mode model."""
 
-    name: str  # the preset name, or the run directory as given
-    kind: Literal["preset", "run"]
-    task: Any  # the task dataclass (see mechwork.kit.Task)
-    model_config: ToyConfig
-    model: TransformerBridge
-    step: int | None  # the checkpoint shown (None: a preset's final weights)
-    train: dict[str, Any] | None  # the training config, if known
-    summary: dict[str, Any]  # the preset's stored summary ({} for a run)
-    metrics: pd.DataFrame | None  # one row per evaluation, or None without history
+    model: TransformerBridge = field(kw_only=True)
 
     @property
     def info(self) -> SourceInfo:
-        """Everything but the model."""
-        return SourceInfo(self.name, self.kind, self.task, self.model_config, self.step, self.train, self.summary,
-                          self.metrics, tuple(getattr(self.model, "hook_dict", ())))
+        """Everything but the model (what a bundle keeps)."""
+        return SourceInfo(**{f.name: getattr(self, f.name) for f in fields(SourceInfo)})
 
 
 def open_source(
@@ -122,13 +113,18 @@ def open_source(
         model = load(key, step=step, device=device)
         stored = info.get("history") or {}
         metrics = pd.DataFrame(stored["metrics"]) if "metrics" in stored else None
-        return Source(key, "preset", pre.task, ToyConfig.from_dict(info.get("model", pre.model.to_dict())), model,
-                      info.get("step"), info.get("train"), info.get("summary", {}), metrics)
+        return Source(key, "preset", pre.task, ToyConfig.from_dict(info.get("model", pre.model.to_dict())),
+                      info.get("step"), info.get("train"), info.get("summary", {}), metrics, _hooks(model), model=model)
     run = Run(key)
     model = run.model_at(step, device)
     metrics = run.metrics if history else None
-    return Source(key, "run", run.task, run.model_config, model, step if step is not None else run.steps[-1],
-                  run.config["train"], {}, metrics if metrics is not None and len(metrics) else None)
+    return Source(key, "run", run.task, run.model_config, step if step is not None else run.steps[-1],
+                  run.config["train"], {}, metrics if metrics is not None and len(metrics) else None, _hooks(model),
+                  model=model)
+
+
+def _hooks(model: Any) -> tuple[str, ...]:
+    return tuple(getattr(model, "hook_dict", ()))
 
 
 def describe_model(cfg: ToyConfig) -> str:
