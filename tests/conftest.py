@@ -46,3 +46,15 @@ def tiny_train_cfg():
     from mechwork.training import TrainConfig
 
     return TrainConfig(steps=30, eval_every=10, ckpt_every=10, ckpt_log=4)
+
+
+@pytest.fixture(scope="session")
+def four_models(tmp_path_factory):
+    """name -> what ``mechwork.load`` takes, for the own-model acceptance models (tests/fourmodels.py)."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import fourmodels
+
+    root = tmp_path_factory.mktemp("fourmodels")
+    return {name: fourmodels.build(name, root) for name in fourmodels.NAMES}
