@@ -19,8 +19,10 @@ live parameters of :func:`mechwork.models.weights`, with TransformerLens's hook
 semantics for the sites (``resid_pre``, ``q``/``k``/``v``, ``pattern``, ``z``,
 ``attn_out``, ``resid_mid``, ``mlp_post``, ``mlp_out``). The tests hold its
 patching results to ``transformer_lens.patching``'s to 1e-5.
-:func:`supports` says whether a model fits (standard positions, no rotary, no
-gated MLP, no grouped keys, no soft caps, LayerNorm or none).
+:func:`supports` says whether a model fits: mechwork's own toy models (their
+native weight names; a bridge over a Hugging Face model names its weights
+otherwise, e.g. GPT-2's fused Conv1D ``c_attn``), with standard positions, no
+rotary, no gated MLP, no grouped keys, no soft caps, LayerNorm or none.
 
 :func:`correct` reads any forward's logits against labels: 1.0 where the top
 logit is the label. It is mechwork's one accuracy helper (training, summaries,
@@ -79,12 +81,16 @@ def loss_accuracy(logits: Float[Tensor, "n vocab"], labels: Int[Tensor, " n"]) -
     return F.cross_entropy(logits, labels), correct(logits, labels).mean()
 
 
+NATIVE = frozenset({"tok_embed.weight", "pos.weight", "head.weight"})  # weights the engine reads by name
+
+
 def supports(model: TransformerBridge) -> bool:
     """True when the engine reproduces ``model``'s forward (see the module docstring)."""
     c = model.cfg
     norm = getattr(c, "normalization_type", None)
     return (
-        getattr(c, "positional_embedding_type", "standard") == "standard"
+        set(weights(model)) >= NATIVE  # mechwork's own layout (a bridge over a Hugging Face model names them else)
+        and getattr(c, "positional_embedding_type", "standard") == "standard"
         and not getattr(c, "gated_mlp", False)
         and getattr(c, "n_key_value_heads", None) in (None, c.n_heads)
         and float(getattr(c, "attn_scores_soft_cap", -1.0) or -1.0) <= 0

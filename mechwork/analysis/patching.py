@@ -30,6 +30,12 @@ speed differs.
 * **metric**: logits ``[batch, pos, vocab]`` to a scalar, or to a ``[batch]``
   vector (then per-example values are kept and the mean reported). Helpers
   are in :mod:`mechwork.analysis.metrics`.
+* **engine**: native toy models (:func:`mechwork.engine.supports`) run on
+  :mod:`mechwork.engine`, which reruns only the layers and positions a patch
+  can change; any other bridge (a Hugging Face model, rotary, RMSNorm, a gated
+  MLP) runs the generic hook path, whole forward passes of the bridge.
+  ``engine=False`` forces the hook path. ``PatchResult.engine`` says which ran
+  (``"fast"`` or ``"hooks"``); the summary and the figure title name it.
 * The model must be in eval mode: a model in training mode is refused with a
   clear error (dropout would make patching noisy; TransformerLens refuses too).
 
@@ -43,8 +49,8 @@ Example::
     >>> clean, corrupted = toks[[5, 300]], toks[[6, 301]]
     >>> res = patch(model, clean, corrupted, logit_diff((clean[:, 0] + clean[:, 1]) % 113,
     ...             (corrupted[:, 0] + corrupted[:, 1]) % 113), site="resid_pre", by="layer_pos")
-    >>> tuple(res.values.shape), res.dims
-    ((1, 3), ('layer', 'pos'))
+    >>> tuple(res.values.shape), res.dims, res.engine
+    ((1, 3), ('layer', 'pos'), 'fast')
 """
 
 from __future__ import annotations
@@ -316,7 +322,8 @@ def patch(
     shape = tuple(len(v) for v in coords.values())
     per = values.reshape(*shape, b) if per_example else None
     vals = per.mean(-1) if per is not None else values.reshape(shape)
-    return PatchResult(vals, dims, coords, site, by, direction, float(clean_v.mean()), float(corrupt_v.mean()), per)
+    return PatchResult(vals, dims, coords, site, by, direction, float(clean_v.mean()), float(corrupt_v.mean()), per,
+                       engine="fast" if use_engine else "hooks")
 
 
 Cell = tuple[int, ...]
@@ -381,6 +388,7 @@ def _patch_engine(run: BaseRun, site: str, cells: list[Cell], has_pos: bool, src
             values[i] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)
 
 
+ENGINES = {"fast": "fast engine", "hooks": "hook path"}  # PatchResult.engine -> how summaries and titles name it
 NEGLIGIBLE_GAP = 1e-3  # a clean-corrupted gap under this share of the metric's scale is treated as none
 
 
@@ -398,6 +406,7 @@ class PatchResult(Result):
     corrupted_value: float  # metric of the corrupted run
     per_example: Tensor | None = None  # [..., batch] when the metric returned a [batch] vector
     method: str = "activation patching"
+    engine: str = "hooks"  # which path ran: "fast" (mechwork.engine) or "hooks" (the bridge's forward with hooks)
 
     def effect(self) -> Tensor:
         """Fraction of the clean-corrupted gap each cell accounts for (1 = all of it)."""
@@ -435,7 +444,8 @@ class PatchResult(Result):
         return not gap >= NEGLIGIBLE_GAP * max(1.0, abs(self.clean_value), abs(self.corrupted_value))
 
     def summary(self) -> str:
-        head = (f"{self.method}, {self.site} by {self.by} ({self.direction}): clean {self.clean_value:.4g}, "
+        head = (f"{self.method} ({ENGINES.get(self.engine, self.engine)}), {self.site} by {self.by} "
+                f"({self.direction}): clean {self.clean_value:.4g}, "
                 f"corrupted {self.corrupted_value:.4g}")
         if self.gap_is_negligible():
             return (f"{head}; the corruption barely moves the metric (gap "
@@ -448,15 +458,17 @@ class PatchResult(Result):
 
         grids = torch.meshgrid(*[torch.tensor(self.coords[d]) for d in self.dims], indexing="ij")
         cols = {d: g.flatten().tolist() for d, g in zip(self.dims, grids, strict=True)}
-        return pd.DataFrame({**cols, "value": self.values.flatten().tolist(),
-                             "effect": self.effect().flatten().tolist()})
+        df = pd.DataFrame({**cols, "value": self.values.flatten().tolist(),
+                           "effect": self.effect().flatten().tolist()})
+        df.attrs.update(method=self.method, engine=self.engine)
+        return df
 
     def figure(self) -> Any:
         import plotly.graph_objects as go
 
         v = self.values
-        title = f"{self.method}: {self.site} by {self.by} ({self.direction}); clean {self.clean_value:.3g}, " \
-                f"corrupted {self.corrupted_value:.3g}"
+        title = f"{self.method} ({ENGINES.get(self.engine, self.engine)}): {self.site} by {self.by} " \
+                f"({self.direction}); clean {self.clean_value:.3g}, corrupted {self.corrupted_value:.3g}"
         metric = f"patched metric ({self.direction})"
         if v.ndim == 1:
             fig = go.Figure(go.Bar(x=[f"L{x}" for x in self.coords["layer"]], y=v.tolist()))
