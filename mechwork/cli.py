@@ -18,6 +18,7 @@ registered kind, with options from the kit's table (the built-in tables live in
 Examples::
 
     mechwork --kit my_task.py train my_task --steps 500 --out runs/mine
+    mechwork --task my_task.py:KIT train my_task --steps 500 --out runs/mine
     mechwork train modadd --p 113 --steps 3000 --out runs/modadd
     mechwork train modadd --out runs/modadd --resume --steps 6000
     mechwork train induction --steps 3000 --out runs/induction
@@ -92,10 +93,23 @@ def _load_kits(ctx: click.Context, param: click.Parameter, value: tuple[str, ...
             raise click.BadParameter(str(e), param_hint="'--kit'") from None
 
 
+def _load_tasks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    """Register the Kit objects named by ``--task path/to/file.py:KitName``."""
+    from mechwork.kit import load_task
+
+    for item in value:
+        try:
+            load_task(item)
+        except MechworkError as e:
+            raise click.BadParameter(str(e), param_hint="'--task'") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mechwork")
 @click.option("--kit", "kits", multiple=True, metavar="FILE", expose_value=False, callback=_load_kits,
               help="load a task kit from a .py file or module (repeatable; also MECHWORK_KITS, os.pathsep-separated)")
+@click.option("--task", "tasks", multiple=True, metavar="FILE.py:KIT", expose_value=False, callback=_load_tasks,
+              help="register the Kit object KIT defined in FILE.py (repeatable)")
 def cli() -> None:
     """mechwork: train toy transformers, open them up, publish what you find."""
 

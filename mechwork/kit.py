@@ -1,32 +1,20 @@
 """The kit registry: how training, models, probes, the CLI and the dashboards find a task.
 
 A *kit* gathers everything mechwork needs to know about one kind of task, in the task's own module
-(``mechwork/tasks/<kind>.py``, or a user's file):
+(``mechwork/tasks/<kind>.py``, or a user's file): the task dataclass, whose data comes through one seam,
+``task.batch(split, step)`` (as nanoGPT's ``get_batch(split)``); its presets; the default model and recipe;
+its standard probe; ``analyse(source) -> Analysis`` (every result its pages show, computed once); what
+``mechwork info`` says of its runs and the options of ``mechwork train KIND`` (by default one per typed task
+field, :mod:`mechwork.kitcommand`). Nothing outside a kit branches on the task's type.
 
-* the task dataclass, whose data comes through one seam, ``task.batch(split, step)``
-  (in the style of nanoGPT's ``get_batch(split)``);
-* its presets (named model config + task) and the default model and recipe for any task of the kind;
-* its standard probe (clean, corrupted, metric);
-* ``analyse(source) -> Analysis``: every result its pages show, computed once;
-* the few lines of text ``mechwork info`` says about its runs, and the options of ``mechwork train KIND``.
-
-Nothing outside a kit branches on the task's type: callers ask the registry for the kit of
-``task.kind``.
-
-The registry lives in the core, below :mod:`mechwork.tasks`, because a run directory (core) must
-rebuild its task from ``config.json``. Built-in kits are named here by module path and imported on
-first use, as a plugin's entry point would be. A user kit is a file or module that calls
-:func:`register`; load it with the CLI's ``--kit FILE`` (before the command: ``mechwork --kit
-my_task.py train my_task``), with ``MECHWORK_KITS`` (``os.pathsep``-separated files or module names;
-read by the CLI, and by Python on the first kind it does not know) or with :func:`load_kits`. A file
-named twice loads once; a built-in kind (``modadd``, ``induction``) cannot be taken; a run of a kit
-that is not loaded is refused in one line saying how to load it.
-
-Without a :class:`Command` of its own, ``mechwork train KIND`` has one option per task field typed
-int, float, str, bool (``--flag true``), a ``Literal`` of strings (a choice) or a tuple
-(``--weights 1,2``); the task's constructor may refuse values (any exception it raises is one line).
-A ``finite`` task also gets ``--batch-size``. Training evaluates ``task.eval_splits`` (default
-``("test",)``); the first one other than ``"train"`` is the held-out split that the summary lines read
+The registry is core, below :mod:`mechwork.tasks`, because a run directory must rebuild its task from
+``config.json``; built-in kits are named here by module path and imported on first use, as plugins. A user
+kit is loaded, before the command, with ``--kit FILE`` (a file or module that calls :func:`register`),
+``--task path/to/file.py:KitName`` (:func:`load_task`: registers that Kit object of the file),
+``MECHWORK_KITS`` (``os.pathsep``-separated files or modules; read by Python too, on the first kind it does
+not know) or :func:`load_kits`. A file loads once; a built-in kind cannot be taken; a run whose kit is not
+loaded is refused in one line saying how to load it. Training evaluates ``task.eval_splits`` (default
+``("test",)``); the first one other than ``"train"`` is the held-out split the summaries read
 (:func:`held_out`). This module imports no torch: the CLI reads it before deciding whether torch is needed.
 
 Example::
@@ -58,23 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
 __all__ = [
-    "BUILTIN",
-    "Batch",
-    "Command",
-    "Kit",
-    "Option",
-    "Preset",
-    "Probe",
-    "Task",
-    "all_presets",
-    "find_preset",
-    "get_kit",
-    "held_out",
-    "kinds",
-    "kit_of",
-    "load_env_kits",
-    "load_kits",
-    "register",
+    "BUILTIN", "Batch", "Command", "Kit", "Option", "Preset", "Probe", "Task", "all_presets", "find_preset",
+    "get_kit", "held_out", "kinds", "kit_of", "load_env_kits", "load_kits", "load_task", "register",
     "task_from_dict",
 ]
 
@@ -123,13 +96,10 @@ class Preset:
 class Task(Protocol):
     """What training, models and analyses may assume of any task (a frozen dataclass).
 
-    Optional class attributes, read with ``getattr`` and a default:
-
-    * ``eval_splits`` (``("test",)``): the held-out splits that training evaluates besides its batch;
-    * ``finite`` (False): the ``"train"`` split is one fixed dataset, which training minibatches
-      when ``TrainConfig.batch_size`` is set;
-    * ``fast_path`` (False): inputs are ``[a, b, =]`` with a constant last token and the loss at the
-      last position, so :mod:`mechwork.fastpath` may train it.
+    Optional class attributes, read with ``getattr`` and a default: ``eval_splits`` (``("test",)``: the
+    held-out splits training evaluates); ``finite`` (False: the ``"train"`` split is one fixed dataset, which
+    training minibatches when ``TrainConfig.batch_size`` is set); ``fast_path`` (False: inputs are ``[a, b, =]``
+    with the loss at the last position, so :mod:`mechwork.fastpath` may train it).
     """
 
     kind: ClassVar[str]
@@ -225,6 +195,7 @@ class Kit:
 
 
 _REGISTRY: dict[str, Kit] = {}
+_PASSED: dict[str, tuple[Kit, Kit]] = {}  # kind -> (the registered kit, the Kit given to register)
 
 
 def register(kit: Kit) -> Kit:
@@ -241,10 +212,12 @@ def register(kit: Kit) -> Kit:
     if kit.kind in BUILTIN and getattr(kit.task, "__module__", None) != BUILTIN[kit.kind]:
         raise ConfigError(f"kit kind {kit.kind!r} is built in; give your kit (and its task's kind) another name")
     check_protocol(kit)
+    passed = kit
     if kit.kind not in BUILTIN:  # a user's analyse or probe that fails is one line (the chain keeps its traceback)
         kit = replace(kit, analyse=reported(kit.kind, "analyse", kit.analyse),
                       probe=reported(kit.kind, "probe", kit.probe))
     _REGISTRY[kit.kind] = kit
+    _PASSED[kit.kind] = (kit, passed)
     return kit
 
 
@@ -359,40 +332,69 @@ def load_kits(spec: str | None) -> list[str]:
 
 
 def _load_one(item: str) -> None:
-    import importlib
+    before = set(map(id, _REGISTRY.values()))
+    if item.endswith(".py") or os.sep in item:
+        if not (path := Path(item)).is_file():
+            why = "a directory" if path.is_dir() else "no such file"
+            raise ConfigError(f"'kit' must be a .py file or a module name (got {item!r}: {why})")
+        if path.resolve() in _FILES:
+            return  # loaded already: its kits are registered
+    module = _imported(item, "kit")
+    registered = set(map(id, _REGISTRY.values()))
+    if registered == before and not any(id(v) in registered for v in vars(module).values()):  # holds no kit
+        raise ConfigError(f"kit {item!r} registered no kit (call mechwork.kit.register(Kit(...)) in it)")
+
+
+def load_task(spec: str) -> str:
+    """Register the :class:`Kit` named ``Name`` in ``path/to/file.py:Name`` (the CLI's ``--task``); returns its kind.
+
+    The file is imported once (as by ``--kit``); a kit it registered itself is not registered again. A missing
+    file, a name it does not define (its Kit objects are named) or no Kit is a one-line ConfigError.
+    """
+    file, sep, name = str(spec).rpartition(":")
+    if not sep or not file or not name.isidentifier():
+        raise invalid("task", "path/to/file.py:KitName", spec)
+    if not Path(file).is_file():
+        raise ConfigError(f"task file {file!r} {'is not a file' if Path(file).exists() else 'does not exist'}")
+    defined = vars(_imported(file, "task file", path=True))
+    if name not in defined:
+        kits = [k for k, v in defined.items() if isinstance(v, Kit) and not k.startswith("_")]
+        raise ConfigError(f"{file} does not define {name!r} (the Kit objects it defines: "
+                          f"{', '.join(kits) if kits else 'none'})")
+    kit = defined[name]
+    if not isinstance(kit, Kit):
+        raise ConfigError(f"{file}:{name} must be a mechwork.Kit (got {type(kit).__name__})")
+    now, (was, given) = _REGISTRY.get(kit.kind), _PASSED.get(kit.kind, (None, None))
+    if now is not kit and not (now is was and given is kit):  # not registered by the file itself
+        register(kit)
+    return kit.kind
+
+
+def _imported(item: str, what: str, *, path: bool = False) -> Any:
+    """The module ``item`` (a .py file, or with ``path``); whatever it raises but a ConfigError is one line."""
     import importlib.util
     import sys
 
-    before = set(map(id, _REGISTRY.values()))
     try:
-        if item.endswith(".py") or os.sep in item:
-            path = Path(item)
-            if not path.is_file():
-                why = "a directory" if path.is_dir() else "no such file"
-                raise ConfigError(f"'kit' must be a .py file or a module name (got {item!r}: {why})")
-            if path.resolve() in _FILES:
-                return  # loaded already: its kits are registered
-            name = f"mechwork_user_kit_{path.stem}"
+        if not (path or item.endswith(".py") or os.sep in item):
+            return importlib.import_module(item)
+        if (file := Path(item).resolve()) not in _FILES:  # a user's file: a module of its own, imported once
+            name = f"mechwork_user_kit_{file.stem}"
             while name in sys.modules:  # another file of the same name
                 name += "_"
-            spec = importlib.util.spec_from_file_location(name, path)
+            spec = importlib.util.spec_from_file_location(name, file)
             if spec is None or spec.loader is None:
-                raise ConfigError(f"'kit' must be a .py file or a module name (got {item!r})")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
+                raise ConfigError(f"cannot import {item!r} as Python")
+            sys.modules[name] = module = importlib.util.module_from_spec(spec)
             try:
                 spec.loader.exec_module(module)
             except BaseException:
                 del sys.modules[name]
                 raise
-            _FILES[path.resolve()] = module
-        else:
-            module = importlib.import_module(item)
+            _FILES[file] = module
+        return _FILES[file]
     except ConfigError:
         raise
     except Exception as e:  # a user's file: any error it raises is reported in one line
         msg = f"{type(e).__name__}: {e}".replace("\n", " ")
-        raise ConfigError(f"cannot load kit {item!r}: {msg}") from None
-    registered = set(map(id, _REGISTRY.values()))
-    if registered == before and not any(id(v) in registered for v in vars(module).values()):  # holds no kit
-        raise ConfigError(f"kit {item!r} registered no kit (call mechwork.kit.register(Kit(...)) in it)")
+        raise ConfigError(f"cannot load {what} {item!r}: {msg}") from None
