@@ -19,10 +19,11 @@ live parameters of :func:`mechwork.models.weights`, with TransformerLens's hook
 semantics for the sites (``resid_pre``, ``q``/``k``/``v``, ``pattern``, ``z``,
 ``attn_out``, ``resid_mid``, ``mlp_post``, ``mlp_out``). The tests hold its
 patching results to ``transformer_lens.patching``'s to 1e-5.
-:func:`supports` says whether a model fits: mechwork's own toy models (their
-native weight names; a bridge over a Hugging Face model names its weights
-otherwise, e.g. GPT-2's fused Conv1D ``c_attn``), with standard positions, no
-rotary, no gated MLP, no grouped keys, no soft caps, LayerNorm or none.
+:func:`supports` says whether a model fits: mechwork's own toy models, and
+a bridge over Hugging Face's GPT-2 (:func:`layout` renames its weights to the
+native names and transposes its ``Conv1D`` ones), with standard positions, no
+rotary, no gated MLP, no grouped keys, no soft caps, LayerNorm or none. Any
+other bridge (Llama: rotary, RMSNorm, gated MLP) takes the hook path.
 
 :func:`correct` reads any forward's logits against labels: 1.0 where the top
 logit is the label. It is mechwork's one accuracy helper (training, summaries,
@@ -50,13 +51,14 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechwork.errors import ConfigError
 from mechwork.fastpath import ACTIVATIONS
 from mechwork.models import ACT_FNS, weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["BaseRun", "Site", "correct", "loss_accuracy", "supports"]
+__all__ = ["BaseRun", "Site", "correct", "layout", "loss_accuracy", "supports"]
 
 # a site hook: (site name, activation) -> activation (possibly with a larger, copied-out batch)
 Site = Callable[[str, Tensor], Tensor]
@@ -82,6 +84,41 @@ def loss_accuracy(logits: Float[Tensor, "n vocab"], labels: Int[Tensor, " n"]) -
 
 
 NATIVE = frozenset({"tok_embed.weight", "pos.weight", "head.weight"})  # weights the engine reads by name
+GPT2 = frozenset({"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.q.weight",
+                  "transformer.h.0.mlp.c_fc.weight"})  # a bridge over Hugging Face's GPT2LMHeadModel
+
+
+def layout(model: TransformerBridge) -> dict[str, Tensor] | None:
+    """The engine's weights (detached, under mechwork's native names, ``nn.Linear`` layout), or None.
+
+    mechwork's own models are read as they are. A bridge over Hugging Face's
+    GPT-2 is renamed: its split ``q``/``k``/``v`` (the bridge's ``nn.Linear``
+    slices of ``c_attn``, the ones its forward runs) as they are, its
+    ``Conv1D`` weights (``x @ W``) transposed, the unembedding tied to ``wte``
+    unless an ``lm_head`` of its own is there. Any other layout: None.
+    """
+    w = {k: v.detach() for k, v in weights(model).items()}
+    if set(w) >= NATIVE:
+        return w
+    if not set(w) >= GPT2:
+        return None
+    out = {"tok_embed.weight": w["transformer.wte.weight"], "pos.weight": w["transformer.wpe.weight"],
+           "head.weight": w.get("lm_head.weight", w["transformer.wte.weight"]),
+           "ln_out.weight": w["transformer.ln_f.weight"], "ln_out.bias": w["transformer.ln_f.bias"]}
+    for layer in range(int(model.cfg.n_layers)):
+        hf, pre = f"transformer.h.{layer}.", f"layers.{layer}."
+
+        def conv(*names: str, hf: str = hf) -> Tensor:  # a Conv1D weight, under either of its names
+            return next(w[hf + n] for n in names if hf + n in w)
+
+        for ours, theirs in (("ln1", "ln_1"), ("ln2", "ln_2"), ("attn.q", "attn.q"), ("attn.k", "attn.k"),
+                             ("attn.v", "attn.v")):
+            out[f"{pre}{ours}.weight"], out[f"{pre}{ours}.bias"] = w[f"{hf}{theirs}.weight"], w[f"{hf}{theirs}.bias"]
+        for ours, names in (("attn.o", ("attn.o", "attn.c_proj")), ("mlp.fc_in", ("mlp.c_fc",)),
+                            ("mlp.fc_out", ("mlp.c_proj",))):
+            out[f"{pre}{ours}.weight"] = conv(*(n + ".weight" for n in names)).T
+            out[f"{pre}{ours}.bias"] = conv(*(n + ".bias" for n in names))
+    return out
 
 
 def supports(model: TransformerBridge) -> bool:
@@ -89,7 +126,7 @@ def supports(model: TransformerBridge) -> bool:
     c = model.cfg
     norm = getattr(c, "normalization_type", None)
     return (
-        set(weights(model)) >= NATIVE  # mechwork's own layout (a bridge over a Hugging Face model names them else)
+        layout(model) is not None  # mechwork's own weights, or a Hugging Face GPT-2's
         and getattr(c, "positional_embedding_type", "standard") == "standard"
         and not getattr(c, "gated_mlp", False)
         and getattr(c, "n_key_value_heads", None) in (None, c.n_heads)
@@ -99,6 +136,7 @@ def supports(model: TransformerBridge) -> bool:
         and (bool(getattr(c, "attn_only", False)) or (c.act_fn or "gelu") in ACT_FNS)
         and getattr(c, "attention_dir", "causal") == "causal"
         and not getattr(c, "final_rms", False)
+        and not getattr(c, "scale_attn_by_inverse_layer_idx", False)
         and float(getattr(model, "attn_rate", 1.0)) == 1.0  # a mixed-in constant pattern lives in a hook
     )
 
@@ -118,7 +156,12 @@ class BaseRun:
 
     def __init__(self, model: TransformerBridge, tokens: Tensor, record: set[str] | None = None):
         c = model.cfg
-        self.w = {k: v.detach() for k, v in weights(model).items()}
+        w = layout(model)
+        if w is None:
+            raise ConfigError("the fast engine reads mechwork's own models and Hugging Face GPT-2 bridges only "
+                              f"(got {getattr(model.cfg, 'architecture', None) or type(model).__name__}); "
+                              "see mechwork.engine.supports")
+        self.w = w
         self.n_layers, self.n_heads, self.d_head = int(c.n_layers), int(c.n_heads), int(c.d_head)
         self.attn_only = bool(getattr(c, "attn_only", False))
         self.ln = getattr(c, "normalization_type", None) == "LN"
