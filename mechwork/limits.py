@@ -15,7 +15,8 @@ machine's memory.
 * :func:`check_modadd` / :func:`check_induction` -- the task arguments (used by :mod:`mechwork.tasks`).
 * :func:`check_device` -- ``cpu``, ``cuda[:N]`` or ``mps``, and whether this torch build can use it.
 * :func:`check_writable` -- an output file can be written (its directory exists and takes new files).
-* :func:`resolve` / :func:`check_step` / :func:`source_config` -- a run directory or preset, read as JSON.
+* :func:`resolve` / :func:`check_step` / :func:`source_config` -- a run directory, preset or ``save_pretrained``
+  model directory (:func:`model_dir_config`), read as JSON.
 
 Example::
 
@@ -48,6 +49,7 @@ __all__ = [
     "FOURIER_OPS",
     "OPS",
     "PRESET_NAMES",
+    "accepted",
     "build_bytes",
     "check_checkpoints_dir",
     "check_device",
@@ -59,6 +61,7 @@ __all__ = [
     "check_seed",
     "check_step",
     "check_writable",
+    "classify_dir",
     "cuda_unavailable",
     "finite_positive",
     "format_bytes",
@@ -67,6 +70,7 @@ __all__ = [
     "machine_memory",
     "modadd_task_bytes",
     "model_bytes",
+    "model_dir_config",
     "model_params",
     "patch_bytes",
     "patch_check",
@@ -455,17 +459,58 @@ def check_run_target(path: str | os.PathLike[str], *, resume: bool, force: bool)
 
 
 # -- runs and presets, read as JSON -----------------------------------------------------------
+RUN_SECTIONS = ("task", "model", "train")  # a run's config.json has these; a save_pretrained one has none
+
+
+def _config_json(path: str | os.PathLike[str]) -> Any:
+    """The parsed ``config.json`` of directory ``path``; None when absent or not readable JSON."""
+    try:
+        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def model_dir_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``config.json`` of a directory saved with ``save_pretrained`` (it names ``model_type`` or
+    ``architectures``, and has none of a run's sections); None for anything else."""
+    d = _config_json(path)
+    if not isinstance(d, dict) or any(k in d for k in RUN_SECTIONS):
+        return None
+    return d if isinstance(d.get("model_type"), str) or isinstance(d.get("architectures"), list) else None
+
+
+def accepted(names: list[str] | tuple[str, ...], *, bridge: bool = False) -> str:
+    """What a model argument may be, for the one-line error of anything else."""
+    return (f"a run directory or one of {', '.join(names)} (a preset), a directory saved with save_pretrained"
+            + (", or a TransformerBridge" if bridge else ""))
+
+
+def classify_dir(key: str) -> str:
+    """``"model"`` for a save_pretrained directory, else ``"run"``; one line when config.json is neither's.
+
+    A config.json that cannot be read is left to the run loader, which names the file and the fault.
+    """
+    if model_dir_config(key) is not None:
+        return "model"
+    d = _config_json(key)
+    if isinstance(d, dict) and not any(k in d for k in RUN_SECTIONS):
+        raise ConfigError(f"{key!r} is neither a run directory (its config.json has no task, model or train "
+                          "section) nor a model directory saved with save_pretrained (no model_type or architectures)")
+    return "run"
+
+
 def resolve(path_or_preset: str | os.PathLike[str]) -> tuple[str, str]:
-    """``("preset", name)`` or ``("run", path)`` as :func:`mechwork.runs.resolve`, and a run must have config.json."""
+    """``("preset", name)``, ``("run", path)`` or ``("model", path)`` as :func:`mechwork.runs.resolve`, read as
+    JSON; a directory must have a config.json."""
     key = os.fspath(path_or_preset)
+    names = [*PRESET_NAMES, *(n for n in registered_presets() if n not in PRESET_NAMES)]  # and users' kits'
     if Path(key).exists():
         if not (Path(key) / "config.json").is_file():
-            raise RunDirError(f"not a run directory (no config.json): {key!r}")
-        return "run", key
-    names = [*PRESET_NAMES, *(n for n in registered_presets() if n not in PRESET_NAMES)]  # and users' kits'
+            raise RunDirError(f"not a run directory (no config.json): {key!r}; give {accepted(names)}")
+        return classify_dir(key), key
     if key in names:
         return "preset", key
-    raise ConfigError(f"'path_or_preset' must be a run directory or one of {', '.join(names)} (got {key!r})")
+    raise ConfigError(f"'path_or_preset' must be {accepted(names)} (got {key!r})")
 
 
 def run_steps(path: str | os.PathLike[str]) -> list[int]:
@@ -481,6 +526,8 @@ def check_step(kind: str, key: str, step: int | None) -> None:
         return
     if kind == "preset":
         raise ConfigError(f"'step' must be None for preset {key!r} (got {step})")
+    if kind == "model":
+        raise ConfigError(f"'step' must be None for model directory {key!r}: it holds one set of weights (got {step})")
     steps = run_steps(key)
     if not steps:
         raise CheckpointError(f"no checkpoints in {Path(key) / 'checkpoints'}")
@@ -490,7 +537,10 @@ def check_step(kind: str, key: str, step: int | None) -> None:
 
 
 def source_config(kind: str, key: str) -> dict[str, Any] | None:
-    """The ``task`` and ``model`` dicts of a preset (its embedded JSON) or a run (config.json); None if unreadable."""
+    """The ``task`` and ``model`` dicts of a preset (its embedded JSON) or a run (config.json); None if unreadable
+    (and for a model directory, which has neither)."""
+    if kind not in ("preset", "run"):
+        return None
     f = Path(__file__).parent / "data" / f"{key}.json" if kind == "preset" else Path(key) / "config.json"
     try:
         d = json.loads(f.read_text())
@@ -529,6 +579,9 @@ FOURIER_OPS = ("add", "sub")  # as mechwork.analysis.fourier.FOURIER_OPS (a test
 
 def check_fourier_source(kind: str, key: str) -> None:
     """Refuse, from its JSON, a run or preset whose task has no Fourier circuit (as analysis.fourier.check_task)."""
+    if kind == "model":
+        raise ConfigError(f"'analyze fourier' needs a modular-arithmetic run or preset (got {key!r}, a model "
+                          "directory with no task); Fourier analysis is for modular arithmetic")
     cfg = source_config(kind, key)
     if cfg is None:
         return

@@ -38,8 +38,11 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
 import torch
@@ -49,7 +52,16 @@ from torch import Tensor, nn
 from mechwork.errors import CheckpointError, ConfigError, check_known_fields, invalid
 from mechwork.hooks import hook_name
 from mechwork.kit import Preset, Task, all_presets, find_preset, kit_of
-from mechwork.limits import build_bytes, check_device, check_fits, check_seed, format_bytes, model_bytes, model_params
+from mechwork.limits import (
+    build_bytes,
+    check_device,
+    check_fits,
+    check_seed,
+    format_bytes,
+    model_bytes,
+    model_dir_config,
+    model_params,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - import for annotations only
     from transformer_lens.model_bridge import TransformerBridge
@@ -58,9 +70,11 @@ __all__ = [
     "PRESETS",
     "Preset",
     "ToyConfig",
+    "boot_directory",
     "build_model",
     "default_device",
     "head_weights",
+    "is_bridge",
     "load_weights",
     "native_module",
     "preset",
@@ -372,3 +386,91 @@ def load_weights(model: TransformerBridge, tensors: dict[str, Tensor], source: s
                     f"checkpoint{where}: '{k}' has shape {tuple(t.shape)}, model needs {tuple(p.shape)}"
                 )
             p.copy_(t.to(device=p.device, dtype=p.dtype))
+
+
+# -- a directory saved with save_pretrained ---------------------------------------------------
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json",
+                   "vocab.txt")
+ARCHITECTURE_LIST = "transformer_lens.factories.architecture_adapter_factory.SUPPORTED_ARCHITECTURES"
+
+
+def is_bridge(x: object) -> bool:
+    """Whether ``x`` is a TransformerLens ``TransformerBridge`` (checked without importing TransformerLens)."""
+    return any(c.__name__ == "TransformerBridge" and c.__module__.startswith("transformer_lens.")
+               for c in type(x).__mro__)
+
+
+def _architecture(path: str, hf: dict[str, Any]) -> str:
+    """The architecture TransformerLens's bridge boots for config ``hf``; one line naming it when it has none."""
+    from types import SimpleNamespace
+
+    from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
+
+    try:
+        return str(determine_architecture_from_hf_config(SimpleNamespace(**hf)))
+    except ValueError:
+        named = ", ".join(repr(a) for a in hf.get("architectures") or []) or "none named"
+        raise ConfigError(
+            f"{path!r}: TransformerLens {TL_VERSION_LINE} cannot boot architecture {named} "
+            f"(model_type {hf.get('model_type')!r}); the architectures it boots are listed in {ARCHITECTURE_LIST}"
+        ) from None
+
+
+@contextmanager
+def _swapped(obj: Any, name: str, value: Any) -> Iterator[None]:
+    """``obj.name`` is ``value`` inside the block, and what it was after."""
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+@contextmanager
+def _offline(with_tokenizer: bool) -> Iterator[None]:
+    """No Hub access, no HF progress bars and, for a directory without tokenizer files, no tokenizer loaded."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import huggingface_hub.constants as hub
+    from transformer_lens.model_bridge.sources.transformers import source
+    from transformers.utils import logging as hf_logging
+
+    bars_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(_swapped(hub, "HF_HUB_OFFLINE", True))
+            if not with_tokenizer:  # the source would otherwise build an empty tokenizer from the model's config
+                stack.enter_context(_swapped(source, "skip_tokenizer_for_modality", lambda cfg: True))
+            yield
+    finally:
+        if bars_on:
+            hf_logging.enable_progress_bar()
+
+
+def boot_directory(path: str | os.PathLike[str], device: torch.device | str | None = None) -> TransformerBridge:
+    """Boot a directory saved with ``save_pretrained`` through TransformerLens's bridge, from local files only.
+
+    The directory's tokenizer comes with it when it has tokenizer files; without them the bridge has none
+    (prompts are then token ids). Never reaches the network. An architecture TransformerLens cannot boot, or
+    a directory that is not a model, is refused with one line. Returns the bridge in eval mode.
+    """
+    key = os.fspath(path)
+    hf = model_dir_config(key)
+    if hf is None:
+        raise ConfigError(f"{key!r} is not a model directory saved with save_pretrained (it needs a config.json "
+                          "naming model_type or architectures)")
+    architecture = _architecture(key, hf)
+    device = resolve_device(device)
+    with_tokenizer = any((Path(key) / f).is_file() for f in TOKENIZER_FILES)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        with _offline(with_tokenizer):
+            model = TransformerBridge.boot_transformers(str(Path(key).resolve()), device=device)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{key!r}: TransformerLens cannot boot this {architecture} directory offline: "
+                          f"{first}") from None
+    return model.eval()

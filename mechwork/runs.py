@@ -1,4 +1,4 @@
-"""Run directories: a training run as files, and ``load`` for runs and presets.
+"""Run directories: a training run as files, and ``load`` for runs, presets, model directories and bridges.
 
 A run directory holds everything needed to rebuild, resume and analyse a run::
 
@@ -16,7 +16,8 @@ a second writer is refused with one line naming the holder.
 ``Run(path)`` reads a run and checks its ``config.json`` strictly (complete
 task, model and train sections of valid types: nothing falls back to a
 default); :func:`load` returns an eval-mode bridge model for a run (any
-checkpointed step) or for a preset with embedded weights.
+checkpointed step), a preset with embedded weights, a directory saved with
+``save_pretrained`` (booted offline) or a ``TransformerBridge`` given as is.
 
 Example::
 
@@ -48,8 +49,8 @@ import torch
 from mechwork.errors import CheckpointError, ConfigError, RunBusyError, RunDirError
 from mechwork.io import atomic_open, load_json, load_tensors, save_tensors_atomic, write_json_atomic
 from mechwork.kit import Task, get_kit, kinds, task_from_dict
-from mechwork.limits import check_checkpoints_dir
-from mechwork.models import PRESETS, ToyConfig, build_model, load_weights
+from mechwork.limits import accepted, check_checkpoints_dir, check_step, classify_dir
+from mechwork.models import PRESETS, ToyConfig, boot_directory, build_model, is_bridge, load_weights, resolve_device
 from mechwork.trainconfig import TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -447,13 +448,25 @@ class Run:
 
 
 def load(
-    path_or_preset: str | os.PathLike[str], step: int | None = None, device: torch.device | str | None = None
+    path_or_preset: str | os.PathLike[str] | TransformerBridge, step: int | None = None,
+    device: torch.device | str | None = None,
 ) -> TransformerBridge:
-    """An eval-mode bridge model from a run directory or a preset name.
+    """An eval-mode bridge model from a preset name, a run directory, a ``save_pretrained`` directory or a bridge.
 
-    A preset loads the weights embedded in the package (offline, no download).
+    A preset loads the weights embedded in the package (offline, no download); a run its last checkpoint (or
+    ``step``); a model directory boots through TransformerLens's bridge from local files only
+    (:func:`mechwork.models.boot_directory`); a ``TransformerBridge`` is returned as it is, in eval mode (moved
+    to ``device`` when one is given). Anything else is one line naming what is accepted.
     """
-    kind, key = resolve(path_or_preset)
+    if is_bridge(path_or_preset):
+        if step is not None:
+            raise ConfigError(f"'step' must be None for a TransformerBridge: it holds one set of weights (got {step})")
+        model: Any = path_or_preset
+        return (model if device is None else model.to(resolve_device(device))).eval()
+    kind, key = resolve(path_or_preset)  # type: ignore[arg-type]  # a bridge returned above
+    if kind == "model":
+        check_step("model", key, step)
+        return boot_directory(key, device)
     if kind == "preset":
         if step is not None:
             raise ConfigError(f"'step' must be None for preset {key!r} (got {step})")
@@ -470,22 +483,26 @@ def load(
 
 
 def resolve(path_or_preset: str | os.PathLike[str]) -> tuple[str, str]:
-    """``("preset", name)`` or ``("run", path)``; anything else is a one-line error.
+    """``("preset", name)``, ``("run", path)`` or ``("model", path)`` (a ``save_pretrained`` directory); anything
+    else is a one-line error.
 
-    An existing path wins over a preset of the same name.
+    An existing path wins over a preset of the same name. A directory without config.json, or whose
+    config.json is neither a run's nor a model's, is refused; one that cannot be read is left to :class:`Run`.
     """
+    valid = f"'path_or_preset' must be {accepted(list(PRESETS), bridge=True)}"
     if not isinstance(path_or_preset, (str, os.PathLike)):
-        raise ConfigError(
-            f"'path_or_preset' must be a run directory or one of {', '.join(PRESETS)} (got {path_or_preset!r})"
-        )
+        raise ConfigError(f"{valid} (got {path_or_preset!r})")
     key = os.fspath(path_or_preset)
     if not isinstance(key, str):
-        raise ConfigError(f"'path_or_preset' must be a run directory or one of {', '.join(PRESETS)} (got {key!r})")
+        raise ConfigError(f"{valid} (got {key!r})")
     if Path(key).exists():
-        return "run", key
+        if Path(key).is_dir() and not (Path(key) / "config.json").is_file():
+            raise RunDirError(f"not a run directory (no config.json): {key!r}; give "
+                              f"{accepted(list(PRESETS), bridge=True)}")
+        return classify_dir(key), key
     if key in PRESETS:
         return "preset", key
-    raise ConfigError(f"'path_or_preset' must be a run directory or one of {', '.join(PRESETS)} (got {key!r})")
+    raise ConfigError(f"{valid} (got {key!r})")
 
 
 def embedded_info(name: str) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""A run directory or a preset, opened: the model, its task, its configs and its training history.
+"""A run directory, a preset or any model, opened: the model, its task, its configs and its training history.
 
 :func:`open_source` resolves a run directory or a preset name into a :class:`Source`: the eval-mode
 model, the task, the configs and, when there is one, the metrics table. A run's history is read from
 its directory; a preset's from the JSON beside its embedded weights. A preset with no history has
-``metrics=None``.
+``metrics=None``. A directory saved with ``save_pretrained`` (kind ``"model"``) or a ``TransformerBridge``
+(kind ``"bridge"``) has no task, configs or history (all None); its :attr:`SourceInfo.description` is
+:func:`describe_bridge`, the architecture in one line read from the model's cfg.
 
 A kit's ``analyse(source)`` turns a source into an :class:`~mechwork.results.Analysis` bundle (every
 result its pages show, computed once). The bundle keeps :attr:`Source.info`, the model-free part of the
@@ -35,28 +37,40 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechwork.models import ToyConfig
 
 __all__ = [
-    "Source", "SourceInfo", "count_parameters", "describe_model", "describe_recipe", "open_source", "recipe_line",
+    "Source", "SourceInfo", "count_parameters", "describe_bridge", "describe_model", "describe_recipe", "open_source",
+    "recipe_line",
 ]
 
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """What is known of a run or preset without its model: the part of a :class:`Source` a bundle keeps."""
+    """What is known of a source without its model: the part of a :class:`Source` a bundle keeps."""
 
-    name: str  # the preset name, or the run directory as given
-    kind: Literal["preset", "run"]
-    task: Any  # the task dataclass (see mechwork.kit.Task)
-    model_config: ToyConfig
-    step: int | None  # the checkpoint shown (None: a preset's final weights)
+    name: str  # the preset name, the run or model directory as given, or a bridge's cfg.model_name
+    kind: Literal["preset", "run", "model", "bridge"]
+    task: Any  # the task dataclass (see mechwork.kit.Task); None for a model directory or a bridge
+    model_config: ToyConfig | None  # None for a model directory or a bridge (see description)
+    step: int | None  # the checkpoint shown (None: a preset's final weights, a model directory, a bridge)
     train: dict[str, Any] | None  # the training config, if known
     summary: dict[str, Any]  # the preset's stored summary ({} for a run)
     metrics: pd.DataFrame | None  # one row per evaluation, or None without history
     hooks: tuple[str, ...] = ()  # the model's hook points
+    description: str | None = None  # a model directory's or bridge's architecture in one line (describe_bridge)
 
     @property
     def where(self) -> str:
-        """``step 20 of run runs/x`` or ``the modadd-113 preset``."""
-        return f"step {self.step} of run {self.name}" if self.kind == "run" else f"the {self.name} preset"
+        """``step 20 of run runs/x``, ``the modadd-113 preset``, ``model directory d (GPT2LMHeadModel, ...)``."""
+        if self.kind == "run":
+            return f"step {self.step} of run {self.name}"
+        if self.kind == "preset":
+            return f"the {self.name} preset"
+        what = "model directory" if self.kind == "model" else "TransformerBridge"
+        return f"{what} {self.name} ({self.description})"
+
+    @property
+    def model_line(self) -> str:
+        """The model in one line: :func:`describe_model` of a toy config, else :attr:`description`."""
+        return describe_model(self.model_config) if self.model_config is not None else str(self.description)
 
     @property
     def last_step(self) -> int:
@@ -92,21 +106,31 @@ class Source(SourceInfo):
 
 
 def open_source(
-    run_or_preset: str | os.PathLike[str], *, step: int | None = None, device: str | None = None,
+    run_or_preset: str | os.PathLike[str] | TransformerBridge, *, step: int | None = None, device: str | None = None,
     history: bool = True,
 ) -> Source:
-    """Open a run directory or a preset; an unknown name is a one-line :class:`~mechwork.errors.ConfigError`.
+    """Open a run directory, a preset, a ``save_pretrained`` directory or a ``TransformerBridge``; anything else
+    is a one-line :class:`~mechwork.errors.ConfigError`.
 
-    This is the one way to open either (:func:`mechwork.runs.resolve` tells them apart). ``history=False``
+    This is the one way to open any of them (:func:`mechwork.runs.resolve` tells them apart). ``history=False``
     leaves a run's ``metrics.jsonl`` unread (``metrics`` is None), for a command that needs only the task
     and the model, such as ``mechwork patch``.
     """
     import pandas as pd
 
-    from mechwork.models import ToyConfig, preset
+    from mechwork.models import ToyConfig, is_bridge, preset
     from mechwork.runs import Run, embedded_info, embedded_path, load, resolve
 
-    kind, key = resolve(run_or_preset)
+    if is_bridge(run_or_preset):
+        model = load(run_or_preset, step=step, device=device)
+        name = str(getattr(model.cfg, "model_name", None) or "TransformerBridge")
+        return Source(name, "bridge", None, None, None, None, {}, None, _hooks(model), describe_bridge(model),
+                      model=model)
+    kind, key = resolve(run_or_preset)  # type: ignore[arg-type]  # a bridge is opened above
+    if kind == "model":
+        model = load(key, step=step, device=device)
+        return Source(key, "model", None, None, None, None, {}, None, _hooks(model), describe_bridge(model),
+                      model=model)
     if kind == "preset":
         pre = preset(key)
         info = embedded_info(key) if embedded_path(key).with_suffix(".json").is_file() else {}
@@ -136,6 +160,26 @@ def describe_model(cfg: ToyConfig) -> str:
         f"{cfg.n_layers} layer(s), d_model {cfg.d_model}, {cfg.n_heads} heads of {cfg.d_head}, {mlp}, "
         f"{norm}, d_vocab {cfg.d_vocab} -> {cfg.d_vocab_out}, n_ctx {cfg.n_ctx}; {bias}"
     )
+
+
+def describe_bridge(model: Any) -> str:
+    """Any bridge's architecture in one line, from its cfg: layers, widths, MLP, normalisation, positions,
+    vocabulary, context, and whether it has a tokenizer (else prompts are token ids)."""
+    c = model.cfg
+    arch = getattr(c, "architecture", None) or type(getattr(model, "original_model", model)).__name__
+    kv = getattr(c, "n_key_value_heads", None)
+    heads = f"{c.n_heads} heads of {c.d_head}" + (f" ({kv} key/value heads)" if kv and kv != c.n_heads else "")
+    gated = "gated " if getattr(c, "gated_mlp", False) else ""
+    mlp = "attention-only" if getattr(c, "attn_only", False) else f"{gated}d_mlp {c.d_mlp} ({c.act_fn})"
+    norm = {"LN": "LayerNorm", "LNPre": "LayerNorm (folded)", "RMS": "RMSNorm", "RMSPre": "RMSNorm (folded)"}.get(
+        getattr(c, "normalization_type", None) or "", "no normalisation")
+    pos = getattr(c, "positional_embedding_type", None) or "standard"
+    positions = {"standard": "learned positions", "shortformer": "shortformer positions"}.get(pos, f"{pos} positions")
+    d_out = getattr(c, "d_vocab_out", None)
+    vocab = f"d_vocab {c.d_vocab}" + (f" -> {d_out}" if d_out not in (None, -1, c.d_vocab) else "")
+    tok = "a tokenizer" if getattr(model, "tokenizer", None) is not None else "no tokenizer (prompts are token ids)"
+    return (f"{arch}: {c.n_layers} layer(s), d_model {c.d_model}, {heads}, {mlp}, {norm}, {positions}, {vocab}, "
+            f"n_ctx {c.n_ctx}; {tok}")
 
 
 def count_parameters(cfg: ToyConfig) -> tuple[int, int]:

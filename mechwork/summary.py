@@ -1,9 +1,10 @@
-"""Plain-text summaries of runs, presets and the embedded model (``mechwork info``, ``demo``).
+"""Plain-text summaries of runs, presets, any model and the embedded model (``mechwork info``, ``demo``).
 
-Both render stored data and analysis results; neither touches a model. :func:`describe` reads a run
-directory (config, checkpoints, metrics) or a preset (its config and the JSON beside its weights), and
-asks the task's kit for the lines only it knows how to say (``Kit.batch_line``, ``Kit.history_lines``,
-``Kit.embedded_lines``). :func:`demo_report` renders the quick analysis bundle of the embedded model
+:func:`describe` reads a run directory (config, checkpoints, metrics) or a preset (its config and the JSON
+beside its weights), and asks the task's kit for the lines only it knows how to say (``Kit.batch_line``,
+``Kit.history_lines``, ``Kit.embedded_lines``). A directory saved with ``save_pretrained`` has no task or
+history: it is booted (offline) and described from its cfg, as is a ``TransformerBridge``.
+:func:`demo_report` renders the quick analysis bundle of the embedded model
 (:func:`mechwork.analysis.grokking.evaluate`: accuracy and loss through the hooked bridge itself, not the
 training fast path, so the numbers printed are those of the model a user gets from :func:`mechwork.load`).
 
@@ -16,21 +17,39 @@ Example::
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 from mechwork.analysis.grokking import evaluate_modadd
 from mechwork.kit import get_kit
-from mechwork.models import preset
+from mechwork.models import boot_directory, is_bridge, preset
 from mechwork.runs import Run, embedded_info, embedded_path, resolve
-from mechwork.source import count_parameters, describe_model, describe_recipe
+from mechwork.source import count_parameters, describe_bridge, describe_model, describe_recipe
 
-__all__ = ["demo_report", "describe", "evaluate_modadd"]
+__all__ = ["demo_report", "describe", "describe_loaded", "evaluate_modadd"]
 
 
-def describe(run_or_preset: str | os.PathLike[str]) -> str:
-    """A readable description of a run directory or a preset."""
+def describe(run_or_preset: Any) -> str:
+    """A readable description of a run directory, a preset, a ``save_pretrained`` directory or a bridge."""
+    if is_bridge(run_or_preset):
+        return describe_loaded(run_or_preset, f"TransformerBridge {getattr(run_or_preset.cfg, 'model_name', '')}")
     kind, key = resolve(run_or_preset)
+    if kind == "model":
+        return describe_loaded(boot_directory(key, "cpu"), f"model directory {key} (booted offline)")
     return describe_preset(key) if kind == "preset" else describe_run(key)
+
+
+def describe_loaded(model: Any, title: str) -> str:
+    """A model with no task or history (a model directory or a bridge): its architecture from its cfg, its
+    parameters and its tokenizer."""
+    ps = list(model.parameters())  # a bridge's parameters are those of the model it wraps
+    tok = getattr(model, "tokenizer", None)
+    return "\n".join([
+        title.strip(),
+        f"  model: {describe_bridge(model)}",
+        f"  parameters: {sum(p.numel() for p in ps):,}",
+        f"  tokenizer: {type(tok).__name__} of {len(tok):,} entries (prompts may be text)" if tok is not None
+        else "  tokenizer: none (prompts are token ids)",
+    ])
 
 
 def describe_preset(name: str) -> str:
