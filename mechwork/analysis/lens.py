@@ -1,0 +1,161 @@
+"""The logit lens: what the model would predict if it stopped after each layer.
+
+Every accumulated residual stream (before each layer, and the final one) is
+read through the model's own final norm (its statistics recomputed for that
+stream, as TransformerLens's ``apply_ln_to_stack(recompute_ln=True)`` does)
+and unembedding (``W_U``, ``b_U``). :func:`logit_lens` follows one target token
+per prompt and position through the layers: its logit, log-probability and
+rank (0 = top-1; only strictly larger logits count, as in TransformerLens), and
+records each layer's top-1 token. The default target at position ``t`` is the
+prompt's next token ``t + 1``, and at the last position the model's own final
+top-1. The last row (``final_post``) is the model's own output.
+
+Example::
+
+    >>> import mechwork, torch
+    >>> from mechwork.analysis.lens import logit_lens
+    >>> model = mechwork.load("induction-2l", device="cpu")
+    >>> lens = logit_lens(model, torch.tensor([[5, 9, 3, 5, 9, 3]]))
+    >>> lens.labels, tuple(lens.ranks.shape)
+    (('0_pre', '1_pre', 'final_post'), (3, 1, 6))
+    >>> int(lens.ranks[-1, 0, -1])  # the final top-1 is, by definition, rank 0 at the last position
+    0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from mechwork.analysis.logit import as_tokens, token_ids
+from mechwork.errors import invalid
+from mechwork.hooks import check_eval
+from mechwork.results import Result
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["VALUES", "LogitLens", "logit_lens"]
+
+VALUES = ("log_prob", "logit", "rank")
+
+
+@dataclass(frozen=True)
+class LogitLens(Result):
+    """The target token's logit, log-probability and rank after each layer, at every position of every prompt."""
+
+    logits: Float[Tensor, "layer batch pos"]
+    log_probs: Float[Tensor, "layer batch pos"]
+    ranks: Int[Tensor, "layer batch pos"]
+    top: Int[Tensor, "layer batch pos"]  # each layer's top-1 token
+    targets: Int[Tensor, "batch pos"]
+    labels: tuple[str, ...]  # the stack entries: "0_pre", "1_pre", ..., "final_post"
+    tokens: tuple[tuple[str, ...], ...]  # each prompt's token labels
+    target_labels: tuple[tuple[str, ...], ...]  # the target's label at each position
+    top_labels: tuple[tuple[tuple[str, ...], ...], ...]  # [layer][prompt][pos] label of each layer's top-1
+
+    def first_top(self) -> Int[Tensor, "batch pos"]:
+        """At each position, the first layer from which on the target stays top-1 (``len(labels)``: never)."""
+        n = len(self.labels)
+        at_top = self.ranks == 0
+        stays = at_top.flip(0).cumprod(0).flip(0).bool()  # top-1 here and at every later layer
+        first = torch.where(stays, torch.arange(n)[:, None, None], torch.full_like(self.ranks, n))
+        return first.min(0).values
+
+    def summary(self) -> str:
+        n, b, t = self.ranks.shape
+        top_final = float((self.ranks[-1] == 0).float().mean())
+        first = self.first_top()
+        settled = first[first < n]
+        where = (f"; where it is, it settles there from {self.labels[int(settled.float().median().round())]} "
+                 f"(median)") if settled.numel() else ""
+        per = ", ".join(f"{lab} {float(self.log_probs[i].mean()):.3g}" for i, lab in enumerate(self.labels))
+        return (f"logit lens over {n} stack entries on {b} prompt(s) of {t} tokens: the target token is the "
+                f"model's top-1 at {top_final:.0%} of positions{where}; its mean log-probability by entry: {per}")
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        n, b, t = self.ranks.shape
+        rows = [(self.labels[i], j, p, self.tokens[j][p], self.target_labels[j][p], float(self.logits[i, j, p]),
+                 float(self.log_probs[i, j, p]), int(self.ranks[i, j, p]), self.top_labels[i][j][p])
+                for i in range(n) for j in range(b) for p in range(t)]
+        return pd.DataFrame(rows, columns=["layer", "prompt", "pos", "token", "target", "logit", "log_prob", "rank",
+                                           "top"])
+
+    def figure(self, i: int = 0, value: str = "log_prob") -> Any:
+        """A heatmap, stack entry x position, of the target's ``value`` (log_prob, logit or rank) on prompt ``i``."""
+        import plotly.graph_objects as go
+
+        b = self.ranks.shape[1]
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < b:
+            raise invalid("i", f"a prompt index in [0, {b - 1}]", i)
+        if value not in VALUES:
+            raise invalid("value", f"one of {', '.join(VALUES)}", value)
+        z = {"log_prob": self.log_probs, "logit": self.logits, "rank": self.ranks}[value][:, i].float()
+        x = [f"{p}:{tok}" for p, tok in enumerate(self.tokens[i])]
+        text = [[f"target {self.target_labels[i][p]!r}<br>top-1 {self.top_labels[la][i][p]!r}"
+                 for p in range(z.shape[1])] for la in range(z.shape[0])]
+        heat = go.Heatmap(z=z.tolist(), x=x, y=list(self.labels), text=text, colorbar={"title": {"text": value}},
+                          colorscale="Viridis" if value != "rank" else "Viridis_r",
+                          hovertemplate="%{y} at %{x}<br>%{text}<br>" + value + " %{z:.3g}<extra></extra>")
+        return go.Figure(heat).update_layout(
+            title=f"Logit lens, prompt {i}: the target token's {value.replace('_', '-')} after each layer",
+            xaxis_title="position: token (the target is the next token)", yaxis_title="residual stream",
+            height=160 + 40 * z.shape[0])
+
+
+def _targets(model: TransformerBridge, targets: Any, batch: Tensor, final_top: Tensor) -> Tensor:
+    """``[batch, pos]`` target ids: the next token, and the final top-1 at the last position, by default."""
+    b, t = batch.shape
+    if targets is None:
+        return torch.cat([batch[:, 1:].cpu(), final_top[:, -1:].cpu()], dim=1)
+    if isinstance(targets, Tensor) and targets.dim() == 2:
+        if tuple(targets.shape) != (b, t):
+            raise invalid("targets", f"a [{b}, {t}] id tensor (one target per prompt and position)",
+                          f"shape {tuple(targets.shape)}")
+        cols = [token_ids(model, targets[:, p], b, "targets") for p in range(t)]
+        return torch.stack(cols, dim=1)
+    return token_ids(model, targets, b, "targets")[:, None].expand(b, t).clone()
+
+
+def _label(model: TransformerBridge, ids: Tensor) -> tuple[str, ...]:
+    if getattr(model, "tokenizer", None) is not None:
+        return tuple(str(model.to_string(i[None])) for i in ids)
+    return tuple(str(int(i)) for i in ids)
+
+
+@torch.no_grad()
+def logit_lens(model: TransformerBridge, tokens: Any, *, targets: Any = None) -> LogitLens:
+    """The logit lens on ``tokens`` (ids or, with a tokenizer, strings) for one target per prompt and position.
+
+    ``targets``: None (next token; the model's final top-1 at the last position), one id or one-token string
+    for every position, a ``[batch]`` tensor (one per prompt), or a ``[batch, pos]`` tensor.
+    """
+    check_eval(model, "logit_lens")
+    batch, labels = as_tokens(model, tokens)
+    n_layers = int(model.cfg.n_layers)
+    names = {f"blocks.{la}.hook_resid_pre" for la in range(n_layers)} | {f"blocks.{n_layers - 1}.hook_resid_post"}
+    logits, cache = model.run_with_cache(batch, names_filter=lambda n: n in names)
+    target = _targets(model, targets, batch, logits.argmax(-1))
+    stack, entries = cache.accumulated_resid(apply_ln=True, return_labels=True)  # layer batch pos d_model
+    W_U, b_U = model.W_U, getattr(model, "b_U", None)
+    idx = target.to(W_U.device)[..., None]
+    out: dict[str, list[Tensor]] = {"logit": [], "log_prob": [], "rank": [], "top": []}
+    for layer in stack:
+        lg = layer @ W_U + (b_U if isinstance(b_U, Tensor) else 0.0)
+        mine = lg.gather(-1, idx)
+        out["logit"].append(mine[..., 0])
+        out["log_prob"].append(torch.log_softmax(lg.float(), -1).gather(-1, idx)[..., 0])
+        out["rank"].append((lg > mine).sum(-1))
+        out["top"].append(lg.argmax(-1))
+    got = {k: torch.stack(v).cpu() for k, v in out.items()}
+    tops = tuple(tuple(_label(model, row) for row in layer) for layer in got["top"])
+    return LogitLens(got["logit"].float(), got["log_prob"], got["rank"], got["top"], target,
+                     tuple(entries), tuple(tuple(r) for r in labels), tuple(_label(model, row) for row in target),
+                     tops)
