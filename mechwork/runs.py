@@ -448,7 +448,7 @@ class Run:
 
 
 def load(
-    path_or_preset: str | os.PathLike[str] | TransformerBridge, step: int | None = None,
+    path_or_preset: str | os.PathLike[str] | TransformerBridge | object, step: int | None = None,
     device: torch.device | str | None = None,
 ) -> TransformerBridge:
     """An eval-mode bridge model from a preset name, a run directory, a ``save_pretrained`` directory or a bridge.
@@ -463,7 +463,7 @@ def load(
             raise ConfigError(f"'step' must be None for a TransformerBridge: it holds one set of weights (got {step})")
         model: Any = path_or_preset
         return (model if device is None else model.to(resolve_device(device))).eval()
-    kind, key = resolve(path_or_preset)  # type: ignore[arg-type]  # a bridge returned above
+    kind, key = resolve(path_or_preset)
     if kind == "model":
         check_step("model", key, step)
         return boot_directory(key, device)
@@ -482,7 +482,7 @@ def load(
     return Run(key).model_at(step, device)
 
 
-def resolve(path_or_preset: str | os.PathLike[str]) -> tuple[str, str]:
+def resolve(path_or_preset: str | os.PathLike[str] | object) -> tuple[str, str]:
     """``("preset", name)``, ``("run", path)`` or ``("model", path)`` (a ``save_pretrained`` directory); anything
     else is a one-line error.
 

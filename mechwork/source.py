@@ -106,8 +106,8 @@ class Source(SourceInfo):
 
 
 def open_source(
-    run_or_preset: str | os.PathLike[str] | TransformerBridge, *, step: int | None = None, device: str | None = None,
-    history: bool = True,
+    run_or_preset: str | os.PathLike[str] | TransformerBridge | object, *, step: int | None = None,
+    device: str | None = None, history: bool = True,
 ) -> Source:
     """Open a run directory, a preset, a ``save_pretrained`` directory or a ``TransformerBridge``; anything else
     is a one-line :class:`~mechwork.errors.ConfigError`.
@@ -126,7 +126,7 @@ def open_source(
         name = str(getattr(model.cfg, "model_name", None) or "TransformerBridge")
         return Source(name, "bridge", None, None, None, None, {}, None, _hooks(model), describe_bridge(model),
                       model=model)
-    kind, key = resolve(run_or_preset)  # type: ignore[arg-type]  # a bridge is opened above
+    kind, key = resolve(run_or_preset)
     if kind == "model":
         model = load(key, step=step, device=device)
         return Source(key, "model", None, None, None, None, {}, None, _hooks(model), describe_bridge(model),
