@@ -1,5 +1,9 @@
 """The ``mechwork`` command line: ``train``, ``info``, ``analyze``, ``patch``, ``dashboard`` and ``demo``.
 
+``info``, ``patch`` and ``dashboard`` take a MODEL: a preset, a run directory, or a model directory saved
+with ``save_pretrained`` (booted offline through TransformerLens's bridge). ``--prompts FILE`` and
+``--pair CLEAN CORRUPTED`` give a model prompts of your own (text if it has a tokenizer, else token ids).
+
 Bad input never half-writes anything: every argument is validated (and the
 task, model and train configs are built) before a run directory is touched.
 A bad argument prints one line, ``mechwork: error: ...`` naming the value and
@@ -25,7 +29,9 @@ Examples::
     mechwork info runs/modadd
     mechwork info modadd-113
     mechwork patch induction-2l --site z --by head_pos --json z.json
+    mechwork patch path/to/hf_model --pair "when mary and john went" "when john and mary went"
     mechwork dashboard modadd-113 --out dashboards/modadd-113.html
+    mechwork dashboard path/to/hf_model --prompts prompts.txt --pair "the cat sat" "the dog sat"
     mechwork demo
 """
 
@@ -316,10 +322,10 @@ def _train_config(task: Any, kw: dict[str, Any], task_options: set[str]) -> Any:
 
 
 @cli.command()
-@click.argument("run_or_preset")
+@click.argument("run_or_preset", metavar="MODEL")
 @bars.quiet_option
 def info(run_or_preset: str) -> None:
-    """Describe a run directory or a preset."""
+    """Describe a preset, a run directory or a model directory (saved with save_pretrained)."""
     _source(run_or_preset)
     from mechwork.summary import describe
 
@@ -358,8 +364,43 @@ def analyze_fourier(
         click.echo(f"wrote {json_out}")
 
 
+def _prompt_arg(text: str) -> str | list[int]:
+    """A --pair prompt: a line of integers (space- or comma-separated) is token ids, anything else text."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if parts and all(p.lstrip("-").isdigit() for p in parts):
+        return [int(p) for p in parts]
+    return text
+
+
+def _prompt_inputs(prompts: Path | None, pair: tuple[str, str] | None, kind: str) -> tuple[Any, Any] | None:
+    """Check --prompts and --pair before any model is loaded; the pair with each prompt parsed.
+
+    A preset or a run (a toy model: no tokenizer) takes token ids only; a text prompt is refused here already.
+    """
+    if prompts is not None and not prompts.is_file():
+        what = "does not exist" if not prompts.exists() else "is not a file"
+        raise click.BadParameter(f"prompts file {str(prompts)!r} {what}", param_hint="'--prompts'")
+    if pair is not None and any(not p.strip() for p in pair):
+        raise click.BadParameter(f"both prompts must be non-empty (got {pair[0]!r} and {pair[1]!r})",
+                                 param_hint="'--pair'")
+    if pair is None:
+        return None
+    parsed = (_prompt_arg(pair[0]), _prompt_arg(pair[1]))
+    text = next((p for p in parsed if isinstance(p, str)), None)
+    if text is not None and kind in ("preset", "run"):
+        raise click.BadParameter(f"this model has no tokenizer: give token ids (got the string {text!r})",
+                                 param_hint="'--pair'")
+    return parsed
+
+
+_PAIR_HELP = "a clean and a corrupted prompt of one token length (text, or token ids like '1 2 3')"
+
+
 @cli.command("patch")
-@click.argument("run_or_preset")
+@click.argument("model", metavar="MODEL")
+@click.option("--pair", nargs=2, metavar="CLEAN CORRUPTED", default=None,
+              help=_PAIR_HELP + "; the metric: clean top next token minus corrupted top next token "
+                   "(default: the task's standard prompts; repeated random tokens for a model directory)")
 @click.option("--site", type=click.Choice(SITE_NAMES), default="resid_pre", show_default=True)
 @click.option("--by", type=click.Choice(BY_NAMES), default="layer_pos", show_default=True)
 @click.option("--direction", type=click.Choice(DIRECTIONS), default="denoising", show_default=True)
@@ -373,13 +414,19 @@ def analyze_fourier(
 @click.option("--dashboard", "dash_out", type=click.Path(path_type=Path), default=None,
               help="write the result as a dashboard page (.html)")
 @bars.quiet_option
-def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: str, n_prompts: int, seed: int,
-              top: int, step: int | None, json_out: Path | None, dash_out: Path | None) -> None:
-    """Activation patching on the task's standard clean/corrupted prompts; prints the top cells."""
+def patch_cmd(model: str, pair: tuple[str, str] | None, site: str, by: str, direction: str, method: str,
+              n_prompts: int, seed: int, top: int, step: int | None, json_out: Path | None,
+              dash_out: Path | None) -> None:
+    """Activation patching of a preset, run or model directory; prints the top cells.
+
+    The prompts are the task's standard clean/corrupted ones, or --pair's two prompts.
+    """
     _writable(json_out, "--json")
     _writable(dash_out, "--dashboard", html=True)
-    light_kind, light_key = _source(run_or_preset, step)
-    limits.patch_check(light_kind, light_key, n_prompts)
+    light_kind, light_key = _source(model, step)
+    prompts = _prompt_inputs(None, pair, light_kind)
+    if prompts is None and light_kind != "model":
+        limits.patch_check(light_kind, light_key, n_prompts)
     from mechwork.dashboard.standard import check_out
     from mechwork.source import open_source
 
@@ -388,31 +435,19 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
             check_out(dash_out)
         except MechworkError as e:
             raise click.BadParameter(str(e), param_hint="'--dashboard'") from e
-    from mechwork.tasks import standard_probe
-
     bars.stage("loading the model")
-    src = open_source(run_or_preset, step=step, history=False)
-    key, model = src.name, src.model
-    probe = standard_probe(src.task, n=n_prompts, seed=seed)
-    bars.stage(f"{method} patching of {site} by {by} over {n_prompts} prompts")
+    src = open_source(model, step=step, history=False)
+    key, probe = src.name, _probe(src, prompts, n_prompts, seed)
+    bars.stage(f"{method} patching of {site} by {by} over {probe.clean.shape[0]} prompt(s)")
     if method == "exact":
         from mechwork.analysis.patching import patch
 
-        res = patch(model, probe.clean, probe.corrupted, probe.metric, site=site, by=by, direction=direction)
+        res = patch(src.model, probe.clean, probe.corrupted, probe.metric, site=site, by=by, direction=direction)
     else:
         from mechwork.analysis.attribution import attribute
 
-        res = attribute(model, probe.clean, probe.corrupted, probe.metric, site=site, by=by, direction=direction)
-    click.echo(f"{res.method} of {key}: {site} by {by}, {direction}")
-    click.echo(f"  prompts: {probe.description}")
-    click.echo(f"  metric: clean {res.clean_value:.4g}, corrupted {res.corrupted_value:.4g}")
-    negligible = res.gap_is_negligible()
-    if negligible:
-        click.echo(f"  the corruption barely moves the metric (gap {abs(res.clean_value - res.corrupted_value):.2g}),"
-                   " so no cell's share of it is meaningful")
-    click.echo(f"  top {top} cells (value" + ("" if negligible else ", share of the clean-corrupted gap") + "):")
-    for label, value, eff in res.top(top):
-        click.echo(f"    {label:<16} {value:>10.4g}" + ("" if negligible else f"  {eff:>7.1%}"))
+        res = attribute(src.model, probe.clean, probe.corrupted, probe.metric, site=site, by=by, direction=direction)
+    _print_patch(res, key, probe.description, top)
     if json_out is not None:
         from mechwork.io import write_json_atomic
 
@@ -431,21 +466,71 @@ def patch_cmd(run_or_preset: str, site: str, by: str, direction: str, method: st
         click.echo(f"wrote {dash_out}")
 
 
+def _probe(src: Any, pair: tuple[Any, Any] | None, n_prompts: int, seed: int) -> Any:
+    """The clean/corrupted prompts and metric: --pair's (the pair metric), else the task's standard probe, else
+    (a model directory) a repeated-random-token pair."""
+    from types import SimpleNamespace
+
+    if pair is None and src.task is not None:
+        from mechwork.tasks import standard_probe
+
+        return standard_probe(src.task, n=n_prompts, seed=seed)
+    from mechwork.analysis.prompt import default_prompts, pair_metric
+    from mechwork.prompts import prompt_pair
+
+    if pair is not None:
+        clean, corrupted = prompt_pair(src.model, *pair)
+        where = f"--pair {clean.texts[0]!r} / {corrupted.texts[0]!r} ({clean.lengths[0]} tokens)"
+    else:
+        _, (clean, corrupted), how = default_prompts(src.model, seed=seed)
+        where = f"one pair of {how} (clean) and fresh tokens in the first half (corrupted)"
+    info, metric = pair_metric(src.model, clean, corrupted)
+    return SimpleNamespace(clean=clean.batch(), corrupted=corrupted.batch(), metric=metric,
+                           description=f"{where}; {info.summary()}")
+
+
+def _print_patch(res: Any, key: str, description: str, top: int) -> None:
+    click.echo(f"{res.method} of {key}: {res.site} by {res.by}, {res.direction}")
+    click.echo(f"  prompts: {description}")
+    click.echo(f"  metric: clean {res.clean_value:.4g}, corrupted {res.corrupted_value:.4g}")
+    negligible = res.gap_is_negligible()
+    if negligible:
+        click.echo(f"  the corruption barely moves the metric (gap {abs(res.clean_value - res.corrupted_value):.2g}),"
+                   " so no cell's share of it is meaningful")
+    click.echo(f"  top {top} cells (value" + ("" if negligible else ", share of the clean-corrupted gap") + "):")
+    for label, value, eff in res.top(top):
+        click.echo(f"    {label:<16} {value:>10.4g}" + ("" if negligible else f"  {eff:>7.1%}"))
+
+
 @cli.command("dashboard")
-@click.argument("run_or_preset")
+@click.argument("model", metavar="MODEL")
+@click.option("--prompts", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="one prompt a line (text, or token ids like '1 2 3'): the prompt page on these prompts")
+@click.option("--pair", nargs=2, metavar="CLEAN CORRUPTED", default=None,
+              help=_PAIR_HELP + ": the prompt page with the patching and attribution sweeps of the pair")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="HTML file to write; its directory must exist "
-                   "(default: dashboards/<name>.html, or dashboards/<name>.cdn.html with --assets cdn)")
+              help="HTML file to write; its directory must exist (default: dashboards/<name>.html, "
+                   "<name>-prompts.html for a prompt page of a run or preset, .cdn.html with --assets cdn)")
 @click.option("--assets", type=click.Choice(limits.ASSET_MODES), default="inline", show_default=True,
               help="inline: one file that works offline; cdn: small, loads plotly.js and circuitsvis from CDNs")
 @click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 @bars.quiet_option
-def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int | None, device: str | None) -> None:
-    """Write the dashboard of a run directory or a preset: its kit's page (grokking, induction) or the generic one."""
-    kind, key = _source(run_or_preset, step, device)
-    name = Path(key).resolve().name if kind == "run" else key
-    out = out or Path("dashboards") / f"{name}{'.cdn' if assets == 'cdn' else ''}.html"
+def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None, out: Path | None, assets: str,
+                  step: int | None, device: str | None) -> None:
+    """Write the dashboard of a preset, run directory or model directory.
+
+    A run or preset gets its kit's page (grokking, induction, or the generic one); with --prompts or --pair,
+    or for a model directory (saved with save_pretrained), the prompt page: attention, direct logit
+    attribution, logit lens, head detectors, and the patching sweeps of a pair (repeated random tokens when no
+    prompts are given).
+    """
+    kind, key = _source(model, step, device)
+    parsed = _prompt_inputs(prompts, pair, kind)
+    prompt_page = prompts is not None or parsed is not None or kind == "model"
+    name = Path(key).resolve().name if kind != "preset" else key
+    suffix = "-prompts" if prompt_page and kind != "model" else ""
+    out = out or Path("dashboards") / f"{name}{suffix}{'.cdn' if assets == 'cdn' else ''}.html"
     _writable(out, "--out", html=True)
     from mechwork.dashboard.standard import check_out, dashboard
 
@@ -456,7 +541,12 @@ def dashboard_cmd(run_or_preset: str, out: Path | None, assets: str, step: int |
     from mechwork.dashboard.page import saved_assets
 
     before = saved_assets(out)  # replacing a page of the other mode is said, never silent
-    dashboard(key, out, assets=assets, step=step, device=device)
+    if prompt_page:
+        from mechwork.dashboard.prompt import prompt_dashboard
+
+        prompt_dashboard(key, out, prompts_file=prompts, pair=parsed, assets=assets, step=step, device=device)
+    else:
+        dashboard(key, out, assets=assets, step=step, device=device)
     note = f"; replaced the {before} page that was there" if before not in (None, assets) else ""
     click.echo(f"wrote {out} ({out.stat().st_size:,} bytes, {assets} assets{note})")
 

@@ -1,0 +1,116 @@
+"""The command line on your own models: ``info``, ``patch --pair`` and ``dashboard`` (the prompt page) on a
+Hugging Face directory and on the custom3l run, and the bad inputs: exit 2, one line naming the values,
+nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mechwork.cli import main
+
+GPT2_PAIR = ("when mary and john went to the store john gave a drink to",
+             "when mary and john went to the store mary gave a drink to")
+IDS_PAIR = ("3 9 14 22 3 9 14", "3 9 14 22 5 11 40")
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()  # what came before (e.g. transformers saving a model) is not the command's
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_describes_a_model_directory_and_a_run(capsys, four_models):
+    code, out, _ = run(capsys, "info", four_models["gpt2"])
+    assert code == 0 and "2 layer" in out and "tokenizer" in out.lower()
+    code, out, _ = run(capsys, "info", four_models["custom3l"])
+    assert code == 0 and "3 layer(s)" in out and "induction" in out
+
+
+def test_patch_pair_on_a_model_directory_matches_the_pair_metric(capsys, tmp_path, four_models):
+    import mechwork
+    from mechwork.analysis.patching import patch
+    from mechwork.analysis.prompt import pair_metric
+    from mechwork.prompts import prompt_pair
+
+    out = tmp_path / "z.json"
+    code, text, err = run(capsys, "patch", four_models["gpt2"], "--pair", *GPT2_PAIR, "--site", "z", "--by", "head",
+                          "--json", str(out))
+    assert code == 0, err
+    assert "(the clean prompt's top next token)" in text and "top 10 cells" in text
+    data = json.loads(out.read_text())
+    model = mechwork.load(four_models["gpt2"], device="cpu")
+    clean, corrupted = prompt_pair(model, *GPT2_PAIR)
+    info, metric = pair_metric(model, clean, corrupted)
+    assert abs(data["clean"] - info.clean_value) < 1e-4 and abs(data["corrupted"] - info.corrupted_value) < 1e-4
+    want = patch(model, clean.batch(), corrupted.batch(), metric, site="z", by="head")
+    assert torch.allclose(torch.tensor(data["values"]), want.values, atol=1e-5)
+
+
+def test_patch_pair_overrides_a_runs_standard_prompts(capsys, four_models):
+    code, text, err = run(capsys, "patch", four_models["custom3l"], "--pair", *IDS_PAIR)
+    assert code == 0, err
+    assert "--pair '3 9 14 22 3 9 14' / '3 9 14 22 5 11 40' (7 tokens)" in text
+    code, text, err = run(capsys, "patch", four_models["custom3l"], "--n", "2")  # the task's own prompts
+    assert code == 0 and "--pair" not in text, err
+
+
+def test_dashboard_of_a_model_directory_is_the_prompt_page(capsys, tmp_path, four_models):
+    out = tmp_path / "gpt2.html"
+    code, _, err = run(capsys, "dashboard", four_models["gpt2"], "--out", str(out))
+    assert code == 0, err
+    html = out.read_text()
+    assert "<title>Prompt dashboard:" in html and "repeated random tokens" in html
+    assert "Activation patching of each head" in html  # the default pair made from the repeated tokens
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("the cat sat on the mat\n\none two three\n")
+    code, _, err = run(capsys, "dashboard", four_models["gpt2"], "--prompts", str(prompts), "--pair", *GPT2_PAIR,
+                       "--out", str(out))
+    assert code == 0, err
+    html = out.read_text()
+    assert "Attention on prompt 2" in html and "Attention on prompt 3" not in html and "the cat sat" in html
+
+
+def test_dashboard_of_a_run_keeps_its_kit_page_unless_prompts_are_given(capsys, tmp_path, four_models):
+    kit = tmp_path / "kit.html"
+    code, _, err = run(capsys, "dashboard", four_models["custom3l"], "--out", str(kit))
+    assert code == 0, err
+    assert "<title>Induction dashboard:" in kit.read_text()
+    prompt = tmp_path / "prompt.html"
+    code, _, err = run(capsys, "dashboard", four_models["custom3l"], "--pair", *IDS_PAIR, "--out", str(prompt))
+    assert code == 0, err
+    assert "<title>Prompt dashboard:" in prompt.read_text()
+
+
+@pytest.mark.parametrize("case", ["too_long", "pair_lengths", "missing_file", "text_no_tokenizer_run",
+                                  "text_no_tokenizer_dir"])
+def test_bad_prompt_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, four_models, case):
+    from fourmodels import hf_dir
+
+    out = tmp_path / "page.html"
+    if case == "text_no_tokenizer_dir":
+        hf_dir("gpt2", tmp_path / "bare", with_tokenizer=False)
+    long_file = tmp_path / "long.txt"
+    long_file.write_text(" ".join(["the cat sat on the mat"] * 12) + "\n")  # 72 tokens + BOS: n_ctx is 64
+    args, needles = {
+        "too_long": (["dashboard", four_models["gpt2"], "--prompts", str(long_file)], ["73 tokens", "64"]),
+        "pair_lengths": (["dashboard", four_models["gpt2"], "--pair", "the cat sat", "the cat sat on the mat"],
+                         ["clean 4 tokens", "corrupted 7"]),
+        "missing_file": (["dashboard", four_models["custom3l"], "--prompts", str(tmp_path / "nope.txt")],
+                         ["nope.txt", "does not exist"]),
+        "text_no_tokenizer_run": (["patch", four_models["custom3l"], "--pair", "the cat", "the dog"],
+                                  ["no tokenizer", "'the cat'"]),
+        "text_no_tokenizer_dir": (["dashboard", str(tmp_path / "bare"), "--pair", "the cat", "the dog"],
+                                  ["no tokenizer", "'the cat'"]),
+    }[case]
+    if args[0] == "dashboard":
+        args += ["--out", str(out)]
+    code, text, err = run(capsys, *args)
+    assert code == 2, (text, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mechwork: error:"), err
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert not out.exists()
