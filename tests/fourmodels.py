@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 NAMES = ("custom3l", "gpt2", "llama", "induction-2l")
 
@@ -45,6 +46,7 @@ def hf_dir(arch: str, out: Path, *, with_tokenizer: bool = True, n_ctx: int = 64
 
     tok = tokenizer()
     torch.manual_seed(0)
+    model: Any
     if arch == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=n_ctx, n_embd=64, n_layer=2, n_head=4,
                                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))

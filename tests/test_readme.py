@@ -15,7 +15,9 @@ plain in the source) right before it:
   NEW (small settings for a block that would train for long); OLD must occur
   in the block, so a marker cannot go stale;
 * ``<!-- readme-test: env NAME=VALUE -->`` -- an environment variable for
-  that block.
+  that block;
+* ``<!-- readme-test: file NAME -->`` -- the block is not run but written to
+  NAME in the working directory, for the blocks after it to use (a task file).
 
 Outputs shown in comments are not asserted; every block must run without
 error.
@@ -59,6 +61,7 @@ class Block:
     skip: str | None = None
     replace: list[tuple[str, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    file: str | None = None  # a 'file NAME' marker: the block is written to NAME, not run
 
     def runnable(self) -> str:
         code = self.code
@@ -113,12 +116,14 @@ def apply_marker(block: Block, directive: str, at: int) -> None:
     words = shlex.split(directive)
     if words and words[0] == "replace" and len(words) == 3:
         block.replace.append((words[1], words[2]))
+    elif words and words[0] == "file" and len(words) == 2 and "/" not in words[1]:
+        block.file = words[1]
     elif words and words[0] == "env" and len(words) == 2 and "=" in words[1]:
         name, value = words[1].split("=", 1)
         block.env[name] = value
     else:
         raise MarkerError(f"README.md:{at}: unknown marker {directive!r} (valid: 'skip: REASON', "
-                          "'replace \"OLD\" \"NEW\"', 'env NAME=VALUE')")
+                          "'replace \"OLD\" \"NEW\"', 'env NAME=VALUE', 'file NAME')")
 
 
 # -- the parser itself ---------------------------------------------------------------------
@@ -139,6 +144,9 @@ def test_markers_attach_to_the_next_block_and_refuse_strays():
         parse("<!-- readme-test: skipp -->\n```bash\nls\n```\n")
     with pytest.raises(MarkerError, match="is not in the block"):
         parse("<!-- readme-test: replace \"a\" \"b\" -->\n```bash\nls\n```\n")[0].runnable()
+    assert parse("<!-- readme-test: file task.py -->\n```python\nx = 1\n```\n")[0].file == "task.py"
+    with pytest.raises(MarkerError, match="unknown marker"):  # a file goes in the working directory itself
+        parse("<!-- readme-test: file ../task.py -->\n```python\nx = 1\n```\n")
 
 
 def test_readme_markers_are_current():
@@ -175,6 +183,9 @@ def test_every_readme_block_runs(tmp_path, monkeypatch):
         if block.skip:
             continue
         code = block.runnable()
+        if block.file:  # a file the next blocks use (e.g. a task kit), written where they run
+            (tmp_path / block.file).write_text(code)
+            continue
         t0, c0 = time.perf_counter(), _cpu()
         where = f"README.md block at line {block.line}"
         if block.lang == "python":
@@ -192,7 +203,7 @@ def test_every_readme_block_runs(tmp_path, monkeypatch):
         seconds.append((block.line, time.perf_counter() - t0, _cpu() - c0))
     print("README blocks by line, wall / CPU seconds: " + ", ".join(f"{line}: {t:.0f} / {c:.0f}"
                                                                     for line, t, c in seconds))
-    assert ran == len([b for b in blocks if not b.skip]) and ran >= 10
+    assert ran == len([b for b in blocks if not b.skip and not b.file]) and ran >= 10
     # what the README says the blocks leave behind
     assert (tmp_path / "dashboards" / "modadd-113.html").stat().st_size > 1_000_000
     assert (tmp_path / "runs" / "mine" / "config.json").is_file()

@@ -512,5 +512,6 @@ def test_load_of_a_non_path_names_what_is_accepted():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    valid = "'path_or_preset' must be a run directory or one of modadd-113, induction-2l"
+    valid = ("'path_or_preset' must be a run directory or one of modadd-113, induction-2l (a preset), a directory "
+             "saved with save_pretrained, or a TransformerBridge")
     assert out.stdout.splitlines() == [f"{valid} (got None)", f"{valid} (got 3)", f"{valid} (got b'runs/x')"]

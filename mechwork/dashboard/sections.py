@@ -36,10 +36,10 @@ def summary(page: Page, lines: list[str]) -> Page:
 
 def model_and_training(page: Page, info: SourceInfo, extra: Sequence[tuple[str, Any]] = ()) -> Page:
     """Source, task, model and recipe (when known), then ``extra`` rows."""
-    from mechwork.source import describe_model
-
-    rows: list[tuple[str, Any]] = [("source", info.name), ("task", info.task.describe()),
-                                   ("model", describe_model(info.model_config))]
+    rows: list[tuple[str, Any]] = [("source", info.name)]
+    if info.task is not None:
+        rows.append(("task", info.task.describe()))
+    rows.append(("model", info.model_line))
     if info.recipe is not None:
         rows.append(("training", info.recipe))
     return page.kv([*rows, *extra], title="Model and training")
