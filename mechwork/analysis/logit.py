@@ -86,7 +86,7 @@ def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> In
             raise ConfigError(f"this model has no tokenizer: give '{name}' as a token id (got {value!r})")
         ids = model.to_tokens(value, prepend_bos=False, truncate=False, move_to_device=False)[0]
         if ids.numel() != 1:
-            raise invalid(name, "a string that is one token", f"{value!r}, {ids.numel()} tokens")
+            raise ConfigError(f"'{name}' must be a string that is one token (got {value!r}: {ids.numel()} tokens)")
         out = ids.to(torch.int64).expand(batch)
     elif isinstance(value, int) and not isinstance(value, bool):
         out = torch.full((batch,), value, dtype=torch.int64)
