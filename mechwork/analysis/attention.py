@@ -45,8 +45,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechwork.analysis.patching import check_tokens
-from mechwork.errors import invalid
+from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import hook_name, token_labels
+from mechwork.prompts import has_tokenizer
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,7 +141,10 @@ def attention_patterns(
     tokens: Int[Tensor, "batch pos"],
     labels: Sequence[Sequence[str]] | None = None,
 ) -> AttentionPatterns:
-    """Every layer's attention pattern on ``tokens`` (one forward pass, cache filtered to the patterns)."""
+    """Every layer's attention pattern on ``tokens`` (one forward pass, cache filtered to the patterns).
+
+    Tokens are labelled by ``labels``, else by the model's tokenizer (its token strings), else by their ids.
+    """
     check_tokens(model, tokens, "tokens")
     n_layers, _, _, n_ctx = _cfg(model)
     if tokens.shape[1] > n_ctx:
@@ -149,7 +153,9 @@ def attention_patterns(
     names = {hook_name("pattern", la) for la in range(n_layers)}
     _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
     pats = torch.stack([cache[hook_name("pattern", la)] for la in range(n_layers)], dim=1).float().cpu()
-    if labels is None:
+    if labels is None and has_tokenizer(model):  # the tokenizer's strings, as TransformerLens's to_str_tokens
+        labs = [[str(t) for t in model.to_str_tokens(row)] for row in tokens]
+    elif labels is None:
         eq = _eq_token(model)
         labs = [token_labels(row, eq) for row in tokens]
     else:
@@ -241,7 +247,7 @@ def head_detectors(
 class CompositionScores(Result):
     """Q/K/V-composition of every (earlier head, later head) pair, with a random baseline.
 
-    ``scores[kind]`` (``kind`` in ``"q"``, ``"k"``, ``"v"``) is ``[layer1, head1, layer2, head2]``:
+    ``scores[kind]`` (``kind`` in ``"q"``, ``"k"``, ``"v"``: those computed) is ``[layer1, head1, layer2, head2]``:
     how much head ``(layer1, head1)``'s output feeds head ``(layer2, head2)``'s query, key or
     value side. Entries with ``layer2 <= layer1`` are NaN (no composition is possible there).
     Every score lies in [0, 1]; ``baseline`` (± ``baseline_std``) is the mean score of random
@@ -341,11 +347,40 @@ def _random_baseline(d_model: int, d_head: int, n_samples: int, seed: int) -> Fl
     return (_frobenius(w_a @ w_b) / (_frobenius(w_a) * _frobenius(w_b))).float()
 
 
+def _head_matrices(model: TransformerBridge) -> dict[str, Tensor]:
+    """``W_Q``, ``W_K``, ``W_V`` ``[layer, head, d_model, d_head]`` and ``W_O`` ``[layer, head, d_head, d_model]``.
+
+    TransformerLens's own accessors (``model.W_Q``...), which read any bridge's
+    weights (a Hugging Face model's fused or Conv1D ones too); grouped key/value
+    heads are repeated so every query head has its own.
+    """
+    n_heads = int(model.cfg.n_heads)
+    out = {}
+    for k in ("W_Q", "W_K", "W_V", "W_O"):
+        w = getattr(model, k).detach().float()
+        out[k] = w.repeat_interleave(n_heads // w.shape[1], dim=1) if w.shape[1] != n_heads else w
+    return out
+
+
+def _kinds(model: TransformerBridge, kinds: Sequence[str] | None) -> tuple[str, ...]:
+    """The compositions to score: all three, or V only on a rotary model (its W_QK turns with position)."""
+    rotary = getattr(model.cfg, "positional_embedding_type", "standard") == "rotary"
+    if kinds is None:
+        return ("v",) if rotary else COMPOSITIONS
+    if isinstance(kinds, str) or not kinds or any(k not in COMPOSITIONS for k in kinds):
+        raise invalid("kinds", f"a non-empty list of {', '.join(COMPOSITIONS)}", kinds)
+    if rotary and any(k in ("q", "k") for k in kinds):
+        raise ConfigError(f"'kinds' must be ['v'] on a rotary model: its queries and keys turn with position, so "
+                          f"W_Q W_K^T is not its QK circuit and Q-/K-composition are undefined (got {list(kinds)})")
+    return tuple(dict.fromkeys(kinds))
+
+
 @torch.no_grad()
-def composition_scores(model: TransformerBridge, *, n_samples: int = 300, seed: int = 0) -> CompositionScores:
+def composition_scores(model: TransformerBridge, *, n_samples: int = 300, seed: int = 0,
+                       kinds: Sequence[str] | None = None) -> CompositionScores:
     """Q-, K- and V-composition scores between every head and every head of a later layer.
 
-    Row-vector convention (TransformerLens, :func:`mechwork.models.head_weights`): head ``h``
+    Row-vector convention (TransformerLens's ``model.W_Q``... on any bridge): head ``h``
     of layer ``l`` has ``W_OV = W_V[l, h] @ W_O[l, h]`` and ``W_QK = W_Q[l, h] @ W_K[l, h].T``
     (both ``d_model x d_model``); it writes ``x @ W_OV`` into the residual stream and scores
     ``x_dest @ W_QK @ x_src.T``. For an earlier head ``h1`` and a later head ``h2``, with
@@ -356,8 +391,10 @@ def composition_scores(model: TransformerBridge, *, n_samples: int = 300, seed: 
       (equivalently ``||W_QK(h2) @ W_OV(h1).T||_F / ...``);
     * V-composition ``c(W_OV(h1), W_OV(h2))``: h1's output read by h2's values.
 
+    ``kinds`` picks some of ``q``, ``k``, ``v`` (default: all three; on a rotary model,
+    whose QK circuit depends on position, V only, and asking for Q or K is refused).
     Scores are ``[layer1, head1, layer2, head2]`` tensors, NaN where ``layer2 <= layer1``.
-    They ignore LayerNorm and biases (weights only). The baseline is the mean (and std) of
+    They ignore normalisation and biases (weights only). The baseline is the mean (and std) of
     ``c(W_A, W_B)`` over ``n_samples`` pairs of random rank-``d_head`` ``d_model x d_model``
     matrices (ARENA's ``generate_single_random_comp_score``), seeded by ``seed``.
 
@@ -368,20 +405,19 @@ def composition_scores(model: TransformerBridge, *, n_samples: int = 300, seed: 
         >>> tuple(comp["k"].shape), bool(comp["k"][1, 0, 0, 0].isnan())
         ((2, 4, 2, 4), True)
     """
-    from mechwork.models import head_weights
-
     if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 2:
         raise invalid("n_samples", "an integer >= 2", n_samples)
-    w = head_weights(model)
-    w_ov = (w["W_V"] @ w["W_O"]).float()  # layer head d_model d_model
-    w_qk = (w["W_Q"] @ w["W_K"].transpose(-1, -2)).float()
+    chosen = _kinds(model, kinds)
+    w = _head_matrices(model)
+    w_ov = w["W_V"] @ w["W_O"]  # layer head d_model d_model
+    w_qk = w["W_Q"] @ w["W_K"].transpose(-1, -2)
     n_layers, n_heads, d_model = w_ov.shape[:3]
     d_head = int(w["W_Q"].shape[-1])
-    scores = {k: torch.full((n_layers, n_heads, n_layers, n_heads), float("nan")) for k in COMPOSITIONS}
+    scores = {k: torch.full((n_layers, n_heads, n_layers, n_heads), float("nan")) for k in chosen}
+    reader = {"q": lambda la: w_qk[la], "k": lambda la: w_qk[la].transpose(-1, -2), "v": lambda la: w_ov[la]}
     for l1 in range(n_layers):
         for l2 in range(l1 + 1, n_layers):
-            scores["q"][l1, :, l2] = _composition(w_ov[l1], w_qk[l2]).cpu()
-            scores["k"][l1, :, l2] = _composition(w_ov[l1], w_qk[l2].transpose(-1, -2)).cpu()
-            scores["v"][l1, :, l2] = _composition(w_ov[l1], w_ov[l2]).cpu()
+            for k in chosen:
+                scores[k][l1, :, l2] = _composition(w_ov[l1], reader[k](l2)).cpu()
     base = _random_baseline(d_model, d_head, n_samples, seed)
     return CompositionScores(scores, float(base.mean()), float(base.std()), n_samples)
