@@ -312,6 +312,14 @@ def test_bad_arguments_are_one_line(models):
         with pytest.raises(ConfigError) as exc:
             call()
         _one_line(exc, *needles)
+    plain.cfg.output_logits_soft_cap = 30.0
+    try:
+        for call in (lambda: direct_logit_attribution(plain, toks, 3), lambda: logit_lens(plain, toks)):
+            with pytest.raises(ConfigError) as exc:
+                call()
+            _one_line(exc, "soft-caps", "30")
+    finally:
+        plain.cfg.output_logits_soft_cap = 0.0
     plain.train()
     try:
         with pytest.raises(ConfigError, match="eval mode"):
@@ -333,6 +341,14 @@ def test_results_render(models, name):
     (label, value), = dla.top(1)
     assert label in dla.summary() and f"{value:+.3g}" in dla.summary()
     assert value == pytest.approx(float(dla.values.mean(1).max()))
+    lens = logit_lens(raw, toks)
+    hits = int((lens.ranks[-1, :, :-1] == 0).sum())
+    assert f"the next token is the model's top-1 at {hits} of {3 * 8} positions (the last" in lens.summary()
+    lp = lens.log_probs[:, :, :-1].mean((1, 2))
+    k = int((lp[1:] - lp[:-1]).argmax())
+    assert f"the largest rise is into {lens.labels[k + 1]} ({float(lp[k + 1] - lp[k]):+.3g})" in lens.summary()
+    assert "top-1 at" in logit_lens(raw, toks, targets=2).summary() and "(the last" not in logit_lens(
+        raw, toks, targets=2).summary()
 
 
 def test_induction_heads_carry_the_correct_logit(models, capsys):

@@ -1,4 +1,5 @@
-"""The logit lens: what the model would predict if it stopped after each layer.
+"""The logit lens: what the model would predict if it stopped after each layer (and the arguments it shares
+with :mod:`mechwork.analysis.logit`: prompts, target tokens, positions).
 
 Every accumulated residual stream (before each layer, and the final one) is
 read through the model's own final norm (its statistics recomputed for that
@@ -31,8 +32,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechwork.analysis.logit import as_tokens, token_ids
-from mechwork.errors import invalid
+from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import check_eval
 from mechwork.results import Result
 
@@ -40,9 +40,59 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["VALUES", "LogitLens", "logit_lens"]
+__all__ = ["VALUES", "LogitLens", "as_tokens", "check_readout", "logit_lens", "position", "token_ids"]
 
 VALUES = ("log_prob", "logit", "rank")
+
+
+# -- arguments (the logit lens's and direct logit attribution's) --------------------------------------------------
+def as_tokens(model: TransformerBridge, tokens: Any) -> tuple[Int[Tensor, "batch pos"], list[list[str]]]:
+    """``tokens`` (a ``[batch, pos]`` or ``[pos]`` id tensor, a string, strings, or lists of ids) as one batch
+    on the model's device, with each prompt's token labels (:func:`mechwork.prompts.tokenize`)."""
+    from mechwork.prompts import tokenize
+
+    prompts = tokenize(model, tokens)
+    return prompts.batch(), [list(row) for row in prompts.labels]
+
+
+def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> Int[Tensor, " batch"]:
+    """An answer argument (an id, a single-token string, or a ``[batch]`` / 0-d tensor) as ``[batch]`` ids."""
+    d_out = int(model.W_U.shape[-1])
+    if isinstance(value, str):
+        if getattr(model, "tokenizer", None) is None:
+            raise ConfigError(f"this model has no tokenizer: give '{name}' as a token id (got {value!r})")
+        ids = model.to_tokens(value, prepend_bos=False, truncate=False, move_to_device=False)[0]
+        if ids.numel() != 1:
+            raise ConfigError(f"'{name}' must be a string that is one token (got {value!r}: {ids.numel()} tokens)")
+        out = ids.to(torch.int64).expand(batch)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        out = torch.full((batch,), value, dtype=torch.int64)
+    elif isinstance(value, Tensor) and not value.is_floating_point() and value.dtype != torch.bool \
+            and value.numel() in (1, batch) and value.dim() <= 1:
+        out = value.detach().reshape(-1).to(torch.int64).cpu().expand(batch)
+    else:
+        got = f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, Tensor) else value
+        raise invalid(name, f"a token id, a one-token string or a [{batch}] integer tensor", got)
+    bad = (out < 0) | (out >= d_out)
+    if bool(bad.any()):
+        raise invalid(name, f"a token id in [0, {d_out - 1}] (the model's output vocabulary)", int(out[bad][0]))
+    return out.clone()
+
+
+def check_readout(model: TransformerBridge, operation: str) -> None:
+    """Refuse a model whose logits are not ``final norm -> W_U + b_U`` (a soft cap or a logit scale after it)."""
+    cap = float(getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0)
+    if cap > 0:
+        raise ConfigError(f"{operation} reads the logits as final norm -> W_U + b_U, and this model soft-caps them "
+                          f"(output_logits_soft_cap {cap:g})")
+
+
+def position(pos: Any, n_pos: int) -> int:
+    """``pos`` (negative counts from the end) as an index into ``n_pos`` positions."""
+    if isinstance(pos, bool) or not isinstance(pos, int) or not -n_pos <= pos < n_pos:
+        raise invalid("pos", f"a position in [{-n_pos}, {n_pos - 1}] (the prompts have {n_pos} tokens)", pos)
+    return pos % n_pos
+
 
 
 @dataclass(frozen=True)
@@ -58,6 +108,7 @@ class LogitLens(Result):
     tokens: tuple[tuple[str, ...], ...]  # each prompt's token labels
     target_labels: tuple[tuple[str, ...], ...]  # the target's label at each position
     top_labels: tuple[tuple[tuple[str, ...], ...], ...]  # [layer][prompt][pos] label of each layer's top-1
+    own_last: bool = False  # the default targets: the next token, and the output's own top-1 at the last position
 
     def first_top(self) -> Int[Tensor, "batch pos"]:
         """At each position, the first layer from which on the target stays top-1 (``len(labels)``: never)."""
@@ -69,14 +120,16 @@ class LogitLens(Result):
 
     def summary(self) -> str:
         n, b, t = self.ranks.shape
-        top_final = float((self.ranks[-1] == 0).float().mean())
-        first = self.first_top()
-        settled = first[first < n]
-        where = (f"; where it is, it settles there from {self.labels[int(settled.float().median().round())]} "
-                 f"(median)") if settled.numel() else ""
-        per = ", ".join(f"{lab} {float(self.log_probs[i].mean()):.3g}" for i, lab in enumerate(self.labels))
-        return (f"logit lens over {n} stack entries on {b} prompt(s) of {t} tokens: the target token is the "
-                f"model's top-1 at {top_final:.0%} of positions{where}; its mean log-probability by entry: {per}")
+        cut = t - 1 if self.own_last and t > 1 else t  # the last position's default target is the output's top-1
+        rank, lp = self.ranks[:, :, :cut].float().mean((1, 2)), self.log_probs[:, :, :cut].float().mean((1, 2))
+        hits, jump = int((self.ranks[-1, :, :cut] == 0).sum()), lp[1:] - lp[:-1]
+        k, first, last = int(jump.argmax()), self.labels[0], self.labels[-1]
+        left = " (the last position, whose target is the output's own top-1, left out)" if cut < t else ""
+        return (f"logit lens on {b} prompt(s) of {t} tokens through {n} residual streams ({first} to {last}): the "
+                f"{'next' if self.own_last else 'target'} token is the model's top-1 at {hits} of {b * cut} "
+                f"positions{left}; its mean rank goes from {float(rank[0]):.3g} at {first} to {float(rank[-1]):.3g} "
+                f"at {last}, its mean log-probability from {float(lp[0]):.3g} to {float(lp[-1]):.3g}; the largest "
+                f"rise is into {self.labels[k + 1]} ({float(jump[k]):+.3g})")
 
     def to_frame(self) -> pd.DataFrame:
         import pandas as pd
@@ -138,6 +191,7 @@ def logit_lens(model: TransformerBridge, tokens: Any, *, targets: Any = None) ->
     for every position, a ``[batch]`` tensor (one per prompt), or a ``[batch, pos]`` tensor.
     """
     check_eval(model, "logit_lens")
+    check_readout(model, "the logit lens")
     batch, labels = as_tokens(model, tokens)
     n_layers = int(model.cfg.n_layers)
     names = {f"blocks.{la}.hook_resid_pre" for la in range(n_layers)} | {f"blocks.{n_layers - 1}.hook_resid_post"}
@@ -158,4 +212,4 @@ def logit_lens(model: TransformerBridge, tokens: Any, *, targets: Any = None) ->
     tops = tuple(tuple(_label(model, row) for row in layer) for layer in got["top"])
     return LogitLens(got["logit"].float(), got["log_prob"], got["rank"], got["top"], target,
                      tuple(entries), tuple(tuple(r) for r in labels), tuple(_label(model, row) for row in target),
-                     tops)
+                     tops, targets is None)

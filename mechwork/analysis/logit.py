@@ -20,8 +20,11 @@ Units (the row labels are TransformerLens's):
 * ``component``: ``embed``, ``pos_embed`` (models with a learned positional
   embedding), ``{l}_attn_out`` and ``{l}_mlp_out`` per layer, then ``bias``;
 * ``head``: ``embed``, ``pos_embed``, per layer each head ``L{l}H{h}``, the
-  attention output bias ``{l}_attn_bias`` (what the layer writes beyond its
-  heads: ``b_O``) and ``{l}_mlp_out``, then ``bias``;
+  attention layer's constant ``{l}_attn_bias`` and ``{l}_mlp_out``, then
+  ``bias``. As TransformerLens folds them (``fold_ln``, ``fold_value_biases``),
+  a head's value bias (with the norm's bias read through ``W_V``) times ``W_O``
+  is no part of the head, whose attention weights sum to one, but of the
+  layer's constant, with ``b_O``;
 * ``neuron`` (one MLP ``layer``): each neuron ``L{l}N{n}`` (its activation
   times its ``W_out`` row), ``{l}_mlp_bias``, ``rest`` (everything else in the
   residual stream), then ``bias``.
@@ -52,6 +55,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechwork.analysis.lens import as_tokens, check_readout, position, token_ids
 from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import check_eval
 from mechwork.results import Result
@@ -61,51 +65,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.ActivationCache import ActivationCache
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["UNITS", "LogitAttribution", "ResidualDecomposition", "as_tokens", "direct_logit_attribution",
-           "residual_decomposition", "token_ids"]
+__all__ = ["UNITS", "LogitAttribution", "ResidualDecomposition", "direct_logit_attribution", "residual_decomposition"]
 
 UNITS = ("component", "head", "neuron")
 _NORMS = (None, "LN", "LNPre", "RMS", "RMSPre")
-
-
-# -- arguments ------------------------------------------------------------------------------------------------
-def as_tokens(model: TransformerBridge, tokens: Any) -> tuple[Int[Tensor, "batch pos"], list[list[str]]]:
-    """``tokens`` (a ``[batch, pos]`` or ``[pos]`` id tensor, a string, strings, or lists of ids) as one batch
-    on the model's device, with each prompt's token labels (:func:`mechwork.prompts.tokenize`)."""
-    from mechwork.prompts import tokenize
-
-    prompts = tokenize(model, tokens)
-    return prompts.batch(), [list(row) for row in prompts.labels]
-
-
-def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> Int[Tensor, " batch"]:
-    """An answer argument (an id, a single-token string, or a ``[batch]`` / 0-d tensor) as ``[batch]`` ids."""
-    d_out = int(model.W_U.shape[-1])
-    if isinstance(value, str):
-        if getattr(model, "tokenizer", None) is None:
-            raise ConfigError(f"this model has no tokenizer: give '{name}' as a token id (got {value!r})")
-        ids = model.to_tokens(value, prepend_bos=False, truncate=False, move_to_device=False)[0]
-        if ids.numel() != 1:
-            raise ConfigError(f"'{name}' must be a string that is one token (got {value!r}: {ids.numel()} tokens)")
-        out = ids.to(torch.int64).expand(batch)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        out = torch.full((batch,), value, dtype=torch.int64)
-    elif isinstance(value, Tensor) and not value.is_floating_point() and value.dtype != torch.bool \
-            and value.numel() in (1, batch) and value.dim() <= 1:
-        out = value.detach().reshape(-1).to(torch.int64).cpu().expand(batch)
-    else:
-        got = f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, Tensor) else value
-        raise invalid(name, f"a token id, a one-token string or a [{batch}] integer tensor", got)
-    bad = (out < 0) | (out >= d_out)
-    if bool(bad.any()):
-        raise invalid(name, f"a token id in [0, {d_out - 1}] (the model's output vocabulary)", int(out[bad][0]))
-    return out.clone()
-
-
-def _position(pos: Any, n_pos: int) -> int:
-    if isinstance(pos, bool) or not isinstance(pos, int) or not -n_pos <= pos < n_pos:
-        raise invalid("pos", f"a position in [{-n_pos}, {n_pos - 1}] (the prompts have {n_pos} tokens)", pos)
-    return pos % n_pos
 
 
 # -- the folded unembedding direction --------------------------------------------------------------------------
@@ -350,14 +313,14 @@ class ResidualDecomposition(Result):
 
 
 def _describe(model: TransformerBridge, answer: Tensor, wrong: Tensor | None) -> str:
-    def name(ids: Tensor) -> str:
+    def name(ids: Tensor, role: str) -> str:
         if bool((ids == ids[0]).all()):
             tok = model.to_string(ids[:1]) if getattr(model, "tokenizer", None) is not None else str(int(ids[0]))
             return repr(tok)
-        return "the given tokens"
+        return f"each prompt's {role}"
 
-    what = f"the logit of {name(answer)}"
-    return what if wrong is None else f"{what} minus that of {name(wrong)}"
+    what = f"the logit of {name(answer, 'answer')}"
+    return what if wrong is None else f"{what} minus that of {name(wrong, 'wrong token')}"
 
 
 # -- the analyses ---------------------------------------------------------------------------------------------
@@ -368,7 +331,7 @@ def residual_decomposition(
     :func:`direct_logit_attribution`); built on ``ActivationCache.decompose_resid`` / ``stack_head_results``."""
     check_eval(model, "residual_decomposition")
     batch, _ = as_tokens(model, tokens)
-    p = _position(pos, batch.shape[1])
+    p = position(pos, batch.shape[1])
     layer = _check_unit(model, unit, layer)
     _, cache = _run(model, batch, _names(model, unit, layer))
     stack, labels = _stack(model, cache, p, unit, layer)
@@ -394,8 +357,9 @@ def direct_logit_attribution(
     is not changed. See the module docstring for the rows.
     """
     check_eval(model, "direct_logit_attribution")
+    check_readout(model, "direct logit attribution")
     batch, _ = as_tokens(model, tokens)
-    p = _position(pos, batch.shape[1])
+    p = position(pos, batch.shape[1])
     layer = _check_unit(model, unit, layer)
     a = token_ids(model, answer, batch.shape[0], "answer")
     w = None if wrong is None else token_ids(model, wrong, batch.shape[0], "wrong")
