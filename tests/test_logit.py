@@ -43,19 +43,6 @@ ATOL = 1e-5
 _MODELS: dict[tuple[str, bool, str], Any] = {}
 
 
-def _boot(x: str) -> Any:
-    """``mechwork.load(x)``; a save_pretrained directory through the bridge if load does not take it yet."""
-    path = Path(x)
-    if path.is_dir() and (path / "config.json").is_file() and not (path / "run.json").exists():
-        try:
-            return mechwork.load(x, device="cpu")
-        except mechwork.MechworkError:
-            from transformer_lens.model_bridge import TransformerBridge
-
-            return TransformerBridge.boot_transformers(x, device="cpu").eval()
-    return mechwork.load(x, device="cpu")
-
-
 def _jitter_native(model: Any) -> None:
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
@@ -99,7 +86,7 @@ def models(four_models, tmp_path_factory):
         if key not in _MODELS:
             x = four_models[name]
             hf = name in ("gpt2", "llama")
-            model = _boot(_jitter_hf(x, root / name) if jitter and hf else x)
+            model = mechwork.load(_jitter_hf(x, root / name) if jitter and hf else x, device="cpu")
             if jitter and not hf:
                 _jitter_native(model)
             if copy != "raw":
