@@ -153,6 +153,21 @@ def test_dla_single_logit_equals_transformer_lens_without_centred_unembedding(mo
     toks = _tokens(raw)
     a, _ = _answers(raw)
     _compare(direct_logit_attribution(raw, toks, a, unit=unit), _tl_dla(ref, toks, a, None, unit, -1), unit)
+    # a folded model given by the user: the same numbers
+    _compare(direct_logit_attribution(ref, toks, a, unit=unit), _tl_dla(ref, toks, a, None, unit, -1), unit)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_model_is_not_changed(models, name):
+    raw = models(name, True)
+    before = {k: v.detach().clone() for k, v in raw.state_dict().items()}
+    toks = _tokens(raw)
+    direct_logit_attribution(raw, toks, 1, 2, unit="head")
+    residual_decomposition(raw, toks)
+    logit_lens(raw, toks)
+    after = raw.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(v, after[k]) for k, v in before.items())
+    assert not getattr(raw, "compatibility_mode", False) and not raw.training
 
 
 def test_tl_centres_a_square_unembedding_on_the_wrong_axis(models):
