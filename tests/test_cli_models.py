@@ -50,6 +50,12 @@ def test_patch_pair_on_a_model_directory_matches_the_pair_metric(capsys, tmp_pat
     assert torch.allclose(torch.tensor(data["values"]), want.values, atol=1e-5)
 
 
+def test_patch_on_a_model_directory_without_a_pair_uses_repeated_random_tokens(capsys, four_models):
+    code, text, err = run(capsys, "patch", four_models["llama"], "--top", "3")
+    assert code == 0, err
+    assert "repeated random tokens" in text and "top 3 cells" in text
+
+
 def test_patch_pair_overrides_a_runs_standard_prompts(capsys, four_models):
     code, text, err = run(capsys, "patch", four_models["custom3l"], "--pair", *IDS_PAIR)
     assert code == 0, err

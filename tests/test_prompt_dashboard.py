@@ -26,7 +26,8 @@ TEXT = {"gpt2", "llama"}  # the models with a tokenizer
 PAIRS = {True: ("when mary and john went to the store john gave a drink to",
                 "when mary and john went to the store mary gave a drink to"),
          False: ("3 9 14 22 3 9 14", "3 9 14 22 5 11 40")}
-PROMPTS = {True: "the cat sat on the mat and the dog sat on the\none two three four five six\n",
+EVIL = "<img src=x onerror=console.error(1)>"  # run as HTML, it would log an error (and request x)
+PROMPTS = {True: f"the cat sat on the mat and the dog sat on the\none two three {EVIL}\n",  # shown as text
            False: "1 2 3 4 5 1 2 3 4\n7, 8, 9, 7, 8\n"}
 
 
@@ -59,6 +60,16 @@ def test_prompt_page_draws_everything_offline(tmp_path, four_models, name):
     html = out.read_text()
     assert "Activation patching of each head" in html and "Logit lens on prompt 2" in html
     assert "no pair was given" not in html.lower()
+    assert ("&lt;img src=x" in html) is text and "<img src=x" not in html
+
+
+def test_dashboard_of_a_model_directory_is_the_prompt_page(four_models):
+    from mechwork.dashboard import dashboard
+
+    page = dashboard(four_models["llama"])
+    assert page.title.startswith("Prompt dashboard:")
+    titles = [b.title for b in page.blocks]
+    assert "Attention on prompt 2" in titles and "Activation patching of each head's output (z)" in titles
 
 
 def test_prompt_bundle_metric_is_the_models_own_prediction(four_models):

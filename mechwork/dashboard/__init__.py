@@ -11,6 +11,10 @@
 * :func:`dashboard` opens a run directory or a preset, has its kit analyse it once, renders
   the page and saves it; :func:`grokking_dashboard` and :func:`induction_dashboard` are the
   two built-in pages for a run directory or a preset.
+* :func:`prompt_dashboard` is the page of any model on prompts of your own (attention, direct logit
+  attribution, logit lens, head detectors, patching of a clean/corrupted pair); :func:`prompt_page`
+  renders it from :func:`mechwork.analysis.prompt.analyse_prompts`'s bundle. A model directory gets it
+  from :func:`dashboard` too.
 
 Example::
 
@@ -44,6 +48,8 @@ __all__ = [
     "grokking_dashboard",
     "induction_dashboard",
     "page_for",
+    "prompt_dashboard",
+    "prompt_page",
 ]
 
 # kind -> its page, as "module:function" (imported on first use) or the function itself (a user kit may add
@@ -69,6 +75,8 @@ _LAZY = {
     "grokking_dashboard": "mechwork.dashboard.grokking",
     "induction_dashboard": "mechwork.dashboard.induction",
     "dashboard": "mechwork.dashboard.standard",
+    "prompt_dashboard": "mechwork.dashboard.prompt",
+    "prompt_page": "mechwork.dashboard.prompt",
 }
 
 

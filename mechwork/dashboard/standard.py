@@ -4,6 +4,8 @@
 ``analyse(source)`` (every result, computed once), then the kind's page from
 :func:`~mechwork.dashboard.page_for` (the generic page for a kit without its own), then
 :meth:`~mechwork.dashboard.page.Page.save`. The page sees the analysis bundle, never the model.
+A model directory (saved with ``save_pretrained``) has no kit: it gets the prompt page
+(:func:`mechwork.dashboard.prompt.prompt_dashboard`) on repeated random tokens.
 
 Example::
 
@@ -58,6 +60,12 @@ def dashboard(
         raise ConfigError(f"'assets' must be one of {', '.join(ASSET_MODES)} (got {assets!r})")
     if out is not None:
         check_out(out)
+    from mechwork.runs import resolve
+
+    if resolve(run_or_preset)[0] == "model":  # no task, so no kit: the prompt page
+        from mechwork.dashboard.prompt import prompt_dashboard
+
+        return prompt_dashboard(run_or_preset, out, assets=assets, step=step, device=device)
     stage("loading the model and its history")  # progress bars: only inside a command (mechwork.bars)
     src = open_source(run_or_preset, step=step, device=device)
     kind = src.task.kind
