@@ -7,6 +7,10 @@ an attribute that needs them is first used.
     >>> model = mechwork.load("modadd-113")                      # embedded, grokked
     >>> logits, cache = model.run_with_cache(mechwork.preset("modadd-113").task.tokens[:8])
 
+``mechwork.load`` takes a preset name, a run directory, a directory saved with ``save_pretrained`` (booted
+offline through TransformerLens's bridge, with its tokenizer if it has one) or a ``TransformerBridge``;
+:func:`mechwork.tokenize` turns text (through the model's tokenizer) or token ids into checked prompts.
+
 A new task is a kit (:mod:`mechwork.kit`): build a ``mechwork.Kit`` in one file and ``mechwork.register`` it.
 """
 
@@ -30,6 +34,7 @@ __all__ = [
     "load",
     "preset",
     "register",
+    "tokenize",
     "train",
 ]
 
@@ -43,6 +48,7 @@ _LAZY = {
     "preset": "mechwork.models",
     "Run": "mechwork.runs",
     "load": "mechwork.runs",
+    "tokenize": "mechwork.prompts",
     "TrainConfig": "mechwork.training",
     "train": "mechwork.training",
 }

@@ -469,8 +469,10 @@ def boot_directory(path: str | os.PathLike[str], device: torch.device | str | No
     try:
         with _offline(with_tokenizer):
             model = TransformerBridge.boot_transformers(str(Path(key).resolve()), device=device)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"{key!r}: TransformerLens cannot boot this {architecture} directory offline: "
-                          f"{first}") from None
+    except Exception as e:  # whatever transformers or TL raise on a user's directory: one line, with its type
+        text = " ".join(str(e).split())
+        text = f"{type(e).__name__}: {text[:300] + ('...' if len(text) > 300 else '')}"
+        weights_fault = "safetensor" in text.lower() or "pytorch_model.bin" in text
+        error = CheckpointError if weights_fault else ConfigError
+        raise error(f"{key!r}: TransformerLens cannot boot this {architecture} directory offline ({text})") from None
     return model.eval()

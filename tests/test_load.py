@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -151,6 +152,21 @@ def test_an_architecture_transformer_lens_cannot_boot_is_named(tmp_path, no_netw
     from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
 
     assert "FooForCausalLM" not in SUPPORTED_ARCHITECTURES and "GPT2LMHeadModel" in SUPPORTED_ARCHITECTURES
+
+
+def test_missing_or_corrupt_weights_are_one_line(tmp_path, four_models):
+    from mechwork.errors import CheckpointError
+
+    src = Path(four_models["gpt2"])
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "config.json").write_text((src / "config.json").read_text())
+    with pytest.raises(CheckpointError, match=r"cannot boot this GPT2LMHeadModel directory offline \(OSError: .*"
+                                              r"no file named model.safetensors"):
+        mechwork.load(tmp_path / "none")
+    (tmp_path / "none" / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"\(SafetensorError: .*header") as e:
+        mechwork.load(tmp_path / "none")
+    assert "\n" not in str(e.value)
 
 
 def test_a_model_directory_takes_no_step(four_models):
