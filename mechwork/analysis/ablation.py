@@ -42,7 +42,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechwork.analysis.patching import check_pairs, check_tokens
+from mechwork.analysis.checks import check_pairs, check_tokens
 from mechwork.engine import loss_accuracy
 from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import Hooks, check_eval, hook_name

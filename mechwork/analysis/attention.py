@@ -42,8 +42,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechwork.analysis.checks import check_tokens
 from mechwork.analysis.composition import COMPOSITIONS, CompositionScores, composition_scores
-from mechwork.analysis.patching import check_tokens
 from mechwork.errors import invalid
 from mechwork.hooks import hook_name, token_labels
 from mechwork.prompts import has_tokenizer
