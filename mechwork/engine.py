@@ -100,7 +100,7 @@ def layout(model: TransformerBridge) -> dict[str, Tensor] | None:
     w = {k: v.detach() for k, v in weights(model).items()}
     if set(w) >= NATIVE:
         return w
-    if not set(w) >= GPT2:
+    if getattr(model.cfg, "architecture", None) != "GPT2LMHeadModel" or not set(w) >= GPT2:
         return None
     out = {"tok_embed.weight": w["transformer.wte.weight"], "pos.weight": w["transformer.wpe.weight"],
            "head.weight": w.get("lm_head.weight", w["transformer.wte.weight"]),
