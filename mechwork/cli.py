@@ -372,7 +372,7 @@ def _prompt_arg(text: str) -> str | list[int]:
     return text
 
 
-def _prompt_inputs(prompts: Path | None, pair: tuple[str, str] | None, kind: str) -> tuple[Any, Any] | None:
+def _prompt_inputs(prompts: Path | None, pair: tuple[str, str] | None, kind: str, key: str) -> tuple[Any, Any] | None:
     """Check --prompts and --pair before any model is loaded; the pair with each prompt parsed.
 
     A preset or a run (a toy model: no tokenizer) takes token ids only; a text prompt is refused here already.
@@ -390,7 +390,24 @@ def _prompt_inputs(prompts: Path | None, pair: tuple[str, str] | None, kind: str
     if text is not None and kind in ("preset", "run"):
         raise click.BadParameter(f"this model has no tokenizer: give token ids (got the string {text!r})",
                                  param_hint="'--pair'")
+    if text is None:
+        _check_id_pair(parsed, kind, key)
     return parsed
+
+
+def _check_id_pair(pair: tuple[Any, Any], kind: str, key: str) -> None:
+    """A pair of token-id prompts: equal lengths, and (a preset or run, whose config says) within the context."""
+    (a, b), n_ctx = pair, None
+    if len(a) != len(b):
+        raise ConfigError(f"'--pair' prompts must tokenise to the same length (clean {len(a)} tokens, "
+                          f"corrupted {len(b)})")
+    if kind in ("preset", "run"):
+        cfg = limits.source_config(kind, key)
+        n_ctx = (cfg or {}).get("model", {}).get("n_ctx")
+    if isinstance(n_ctx, int) and len(a) > n_ctx:
+        shown = " ".join(map(str, a))
+        raise ConfigError(f"the clean prompt {shown!r} is {len(a)} tokens, longer than the model's context of "
+                          f"{n_ctx} tokens")
 
 
 _PAIR_HELP = "a clean and a corrupted prompt of one token length (text, or token ids like '1 2 3')"
@@ -424,7 +441,11 @@ def patch_cmd(model: str, pair: tuple[str, str] | None, site: str, by: str, dire
     _writable(json_out, "--json")
     _writable(dash_out, "--dashboard", html=True)
     light_kind, light_key = _source(model, step)
-    prompts = _prompt_inputs(None, pair, light_kind)
+    prompts = _prompt_inputs(None, pair, light_kind, light_key)
+    if (prompts is not None or light_kind == "model") and "n_prompts" in _explicit(click.get_current_context()):
+        why = "--pair gives one pair (drop --n or --pair)" if prompts is not None else \
+            "a model directory has no task: it is patched on --pair, or one pair of repeated random tokens"
+        raise click.UsageError(f"'--n' {n_prompts} counts a task's standard prompts; {why}")
     if prompts is None and light_kind != "model":
         limits.patch_check(light_kind, light_key, n_prompts)
     from mechwork.dashboard.standard import check_out
@@ -526,7 +547,7 @@ def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None
     prompts are given).
     """
     kind, key = _source(model, step, device)
-    parsed = _prompt_inputs(prompts, pair, kind)
+    parsed = _prompt_inputs(prompts, pair, kind, key)
     prompt_page = prompts is not None or parsed is not None or kind == "model"
     name = Path(key).resolve().name if kind != "preset" else key
     suffix = "-prompts" if prompt_page and kind != "model" else ""

@@ -91,9 +91,12 @@ def test_dashboard_of_a_run_keeps_its_kit_page_unless_prompts_are_given(capsys, 
     assert "<title>Prompt dashboard:" in prompt.read_text()
 
 
+BEFORE_LOADING = {"missing_file", "text_no_tokenizer_run", "ids_too_long_run", "ids_pair_lengths", "n_with_pair"}
+
+
 @pytest.mark.parametrize("case", ["too_long", "pair_lengths", "missing_file", "text_no_tokenizer_run",
-                                  "text_no_tokenizer_dir"])
-def test_bad_prompt_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, four_models, case):
+                                  "text_no_tokenizer_dir", "ids_too_long_run", "ids_pair_lengths", "n_with_pair"])
+def test_bad_prompt_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, monkeypatch, four_models, case):
     from fourmodels import hf_dir
 
     out = tmp_path / "page.html"
@@ -111,9 +114,20 @@ def test_bad_prompt_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, f
                                   ["no tokenizer", "'the cat'"]),
         "text_no_tokenizer_dir": (["dashboard", str(tmp_path / "bare"), "--pair", "the cat", "the dog"],
                                   ["no tokenizer", "'the cat'"]),
+        # refused from the config alone, before the model loads
+        "ids_too_long_run": (["dashboard", four_models["custom3l"], "--pair", " ".join(["1"] * 65),
+                              " ".join(["2"] * 65)], ["65 tokens", "context of 64"]),
+        "ids_pair_lengths": (["patch", four_models["gpt2"], "--pair", "1 2 3", "1 2"],
+                             ["clean 3 tokens", "corrupted 2"]),
+        "n_with_pair": (["patch", four_models["custom3l"], "--pair", "1 2", "3 4", "--n", "4"], ["'--n' 4", "--pair"]),
     }[case]
     if args[0] == "dashboard":
         args += ["--out", str(out)]
+    if case in BEFORE_LOADING:
+        def no_loading(*a, **k):
+            raise AssertionError("the model was loaded before the bad input was refused")
+
+        monkeypatch.setattr("mechwork.source.open_source", no_loading)
     code, text, err = run(capsys, *args)
     assert code == 2, (text, err)
     lines = err.strip().splitlines()

@@ -14,7 +14,8 @@ in length, so each runs on its own):
 * ``lens``: the logit lens, every layer x position (:func:`mechwork.analysis.lens.logit_lens`);
 
 then, once for the model, ``detectors``: previous-token, induction and duplicate-token scores
-(:func:`~mechwork.analysis.attention.head_detectors` on repeated random tokens of the model's vocabulary).
+(:func:`~mechwork.analysis.attention.head_detectors` on repeated random tokens of the model's vocabulary, halves
+of up to 32 tokens; left out for a context under 4 tokens).
 For a ``pair`` (clean, corrupted; same token length), the metric is a logit difference at the last
 position, chosen from the model's own predictions (:func:`pair_metric`): the clean prompt's top next token
 minus the corrupted prompt's top next token; when both prompts predict the same token, the clean top
@@ -285,8 +286,9 @@ def analyse_prompts(model: TransformerBridge, prompts: Any = None, pair: Any = N
     preds = Predictions(kept.texts, kept.labels, tuple(t[0] for t in tops), tuple(t[1] for t in tops),
                         model=model_facts(model), source=source, dropped=len(given) - len(kept))
     each = _per_prompt(model, kept, preds)
-    results: dict[str, Result] = {"predictions": _digest(preds, each["dla"], each["lens"]), **each,
-                                  "detectors": head_detectors(model, half=_half(model))}
+    results: dict[str, Result] = {"predictions": _digest(preds, each["dla"], each["lens"]), **each}
+    if int(model.cfg.n_ctx) >= 4:  # the detectors need two halves of at least 2 tokens
+        results["detectors"] = head_detectors(model, half=_half(model))
     if clean_corrupted is not None:
         results.update(_sweeps(model, *clean_corrupted))
     return Analysis(info if info is not None else _info(model, name), results)

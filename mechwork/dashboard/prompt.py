@@ -81,6 +81,8 @@ def lens_line(bundle: Analysis) -> str | None:
 
 
 def detector_lines(bundle: Analysis) -> list[str]:
+    if "detectors" not in bundle:
+        return []
     scores = bundle["detectors"]
     prev, ind = scores.top("previous_token", DETECTED), scores.top("induction", DETECTED)
 
@@ -175,10 +177,17 @@ def prompt_page(bundle: Analysis) -> Page:
     model_section(page, bundle)
     attention_section(page, bundle)
     logit_section(page, bundle)
+    detector_section(page, bundle)
+    return patching_section(page, bundle)
+
+
+def detector_section(page: Page, bundle: Analysis) -> Page:
+    if "detectors" not in bundle:
+        return page.note("The model's context is too short for two repeated halves of 2 tokens, so the head "
+                         "detectors do not apply.", title="Head detectors")
     det = bundle["detectors"]
     page.result(det, title="Head detectors", caption=det.summary())
-    page.table(det.to_frame(), title="Head detector scores")
-    return patching_section(page, bundle)
+    return page.table(det.to_frame(), title="Head detector scores")
 
 
 def _where(info: Any) -> str:
