@@ -129,8 +129,10 @@ def summary_lines(bundle: Analysis) -> list[str]:
 
 # -- sections ----------------------------------------------------------------------------------
 def model_section(page: Page, bundle: Analysis) -> Page:
-    pred = bundle["predictions"]
-    page.kv(list(pred.model.items()), title="Model")
+    pred, info = bundle["predictions"], bundle.info
+    task = getattr(info, "task", None)
+    rows = [("source", _where(info)), *([("task", task.describe())] if task is not None else [])]
+    page.kv(rows + list(pred.model.items()), title="Model")
     more = f" ({pred.dropped} more not analysed)" if pred.dropped else ""
     return page.table(pred.to_frame(), title="Prompts and next-token predictions",
                       caption=f"Prompts: {pred.source}{more}. The two most likely next tokens at the last position.")
