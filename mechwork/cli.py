@@ -563,7 +563,7 @@ def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None
 
     before = saved_assets(out)  # replacing a page of the other mode is said, never silent
     if prompt_page:
-        from mechwork.dashboard.prompt import prompt_dashboard
+        from mechwork.dashboard.standard import prompt_dashboard
 
         prompt_dashboard(key, out, prompts_file=prompts, pair=parsed, assets=assets, step=step, device=device)
     else:

@@ -36,7 +36,7 @@ PROMPTS = {True: f"the cat sat on the mat and the dog sat on the\none two three 
 def test_prompt_page_draws_everything_offline(tmp_path, four_models, name):
     require_chromium()
     from mechwork.cli import _prompt_arg
-    from mechwork.dashboard.prompt import prompt_dashboard
+    from mechwork.dashboard.standard import prompt_dashboard
 
     text = name in TEXT
     prompts = tmp_path / "prompts.txt"

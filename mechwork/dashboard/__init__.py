@@ -75,7 +75,7 @@ _LAZY = {
     "grokking_dashboard": "mechwork.dashboard.grokking",
     "induction_dashboard": "mechwork.dashboard.induction",
     "dashboard": "mechwork.dashboard.standard",
-    "prompt_dashboard": "mechwork.dashboard.prompt",
+    "prompt_dashboard": "mechwork.dashboard.standard",
     "prompt_page": "mechwork.dashboard.prompt",
 }
 

@@ -1,8 +1,9 @@
 """The prompt dashboard: any model on a few prompts, rendered from its prompt analysis bundle alone.
 
 :func:`prompt_page` turns the bundle of :func:`mechwork.analysis.prompt.analyse_prompts` into a
-:class:`~mechwork.dashboard.page.Page`; :func:`prompt_dashboard` opens a model (a preset, a run directory,
-a ``save_pretrained`` directory), reads the prompts, analyses them once and saves the page. Sections:
+:class:`~mechwork.dashboard.page.Page`; :func:`mechwork.dashboard.standard.prompt_dashboard` opens a model (a
+preset, a run directory, a ``save_pretrained`` directory), reads the prompts, analyses them once and saves the
+page. Sections:
 
 1. a summary whose every sentence is chosen by a condition on the numbers (:func:`summary_lines`): how
    sure the model is of its next token, which component contributes most directly to it, the layer at
@@ -31,7 +32,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from mechwork.analysis.prompt import SAME_TOP
@@ -41,7 +41,7 @@ from mechwork.dashboard.page import Page
 if TYPE_CHECKING:  # pragma: no cover
     from mechwork.results import Analysis
 
-__all__ = ["CONFIDENT", "DETECTED", "prompt_dashboard", "prompt_page", "summary_lines"]
+__all__ = ["CONFIDENT", "DETECTED", "prompt_page", "summary_lines"]
 
 CONFIDENT = 0.5  # a top next token at or above this probability is a confident prediction
 DETECTED = 0.5  # a detector score at or above this names the head
@@ -197,39 +197,3 @@ def _where(info: Any) -> str:
         return str(info.where)
     except (AttributeError, TypeError, ValueError):
         return str(info.name)
-
-
-def prompt_dashboard(
-    model_or_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
-    prompts_file: str | os.PathLike[str] | None = None, pair: tuple[Any, Any] | None = None,
-    assets: str = "inline", step: int | None = None, device: str | None = None,
-) -> Page:
-    """Open a model, read its prompts, analyse them once, build the page; save it to ``out`` when given.
-
-    Without ``prompts_file`` and ``pair``: repeated random tokens and a pair made from them
-    (:func:`~mechwork.analysis.prompt.default_prompts`). Every prompt is checked before the analysis runs.
-    """
-    from mechwork.analysis.prompt import analyse_prompts, default_prompts
-    from mechwork.bars import stage
-    from mechwork.dashboard.standard import check_out
-    from mechwork.prompts import prompt_pair, read_prompts
-    from mechwork.source import open_source
-
-    if out is not None:
-        check_out(out)
-    stage("loading the model")
-    src = open_source(model_or_path, step=step, device=device)
-    model, source = src.model, "given"
-    prompts = read_prompts(model, prompts_file) if prompts_file is not None else None
-    pairs = prompt_pair(model, *pair) if pair is not None else None
-    if prompts is None and pairs is None:
-        prompts, pairs, source = default_prompts(model)
-    stage("analysing the prompts")
-    bundle = analyse_prompts(model, prompts, pairs, name=src.name, info=src.info, source=source)
-    del src, model
-    stage("building the prompt page")
-    page = prompt_page(bundle)
-    if out is not None:
-        stage(f"writing {out}")
-        page.save(out, assets=assets)
-    return page

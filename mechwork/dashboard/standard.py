@@ -5,7 +5,8 @@
 :func:`~mechwork.dashboard.page_for` (the generic page for a kit without its own), then
 :meth:`~mechwork.dashboard.page.Page.save`. The page sees the analysis bundle, never the model.
 A model directory (saved with ``save_pretrained``) has no kit: it gets the prompt page
-(:func:`mechwork.dashboard.prompt.prompt_dashboard`) on repeated random tokens.
+(:func:`prompt_dashboard`, the same pipeline for prompts of your own: the page is
+:func:`mechwork.dashboard.prompt.prompt_page`) on repeated random tokens.
 
 Example::
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mechwork.bars import stage
 from mechwork.errors import ConfigError
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechwork.results import Analysis
     from mechwork.source import Source
 
-__all__ = ["analyse", "check_out", "dashboard"]
+__all__ = ["analyse", "check_out", "dashboard", "prompt_dashboard"]
 
 
 def analyse(src: Source) -> Analysis:
@@ -63,8 +64,6 @@ def dashboard(
     from mechwork.runs import resolve
 
     if resolve(run_or_preset)[0] == "model":  # no task, so no kit: the prompt page
-        from mechwork.dashboard.prompt import prompt_dashboard
-
         return prompt_dashboard(run_or_preset, out, assets=assets, step=step, device=device)
     stage("loading the model and its history")  # progress bars: only inside a command (mechwork.bars)
     src = open_source(run_or_preset, step=step, device=device)
@@ -74,6 +73,41 @@ def dashboard(
     del src  # the page is built from the bundle alone
     stage(f"building the {kind} page")
     page = page_for(kind)(bundle)
+    if out is not None:
+        stage(f"writing {out}")
+        page.save(out, assets=assets)
+    return page
+
+
+def prompt_dashboard(
+    model_or_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+    prompts_file: str | os.PathLike[str] | None = None, pair: tuple[Any, Any] | None = None,
+    assets: str = "inline", step: int | None = None, device: str | None = None,
+) -> Page:
+    """Open a model, read its prompts, analyse them once, build the page; save it to ``out`` when given.
+
+    Without ``prompts_file`` and ``pair``: repeated random tokens and a pair made from them
+    (:func:`~mechwork.analysis.prompt.default_prompts`). Every prompt is checked before the analysis runs.
+    """
+    from mechwork.analysis.prompt import analyse_prompts, default_prompts
+    from mechwork.dashboard.prompt import prompt_page
+    from mechwork.prompts import prompt_pair, read_prompts
+    from mechwork.source import open_source
+
+    if out is not None:
+        check_out(out)
+    stage("loading the model")
+    src = open_source(model_or_path, step=step, device=device)
+    model, source = src.model, "given"
+    prompts = read_prompts(model, prompts_file) if prompts_file is not None else None
+    pairs = prompt_pair(model, *pair) if pair is not None else None
+    if prompts is None and pairs is None:
+        prompts, pairs, source = default_prompts(model)
+    stage("analysing the prompts")
+    bundle = analyse_prompts(model, prompts, pairs, name=src.name, info=src.info, source=source)
+    del src, model
+    stage("building the prompt page")
+    page = prompt_page(bundle)
     if out is not None:
         stage(f"writing {out}")
         page.save(out, assets=assets)
