@@ -78,6 +78,7 @@ __all__ = [
     "load_weights",
     "native_module",
     "preset",
+    "readout_problem",
     "resolve_device",
     "save_tensors",
     "weights",
@@ -475,4 +476,43 @@ def boot_directory(path: str | os.PathLike[str], device: torch.device | str | No
         weights_fault = "safetensor" in text.lower() or "pytorch_model.bin" in text
         error = CheckpointError if weights_fault else ConfigError
         raise error(f"{key!r}: TransformerLens cannot boot this {architecture} directory offline ({text})") from None
-    return model.eval()
+    _smoke(model.eval(), key, architecture)
+    return model
+
+
+def _smoke(model: TransformerBridge, key: str, architecture: str) -> None:
+    """Run one token through a freshly booted bridge: a model TransformerLens boots but cannot run (a
+    transformers / TransformerLens version mismatch) is refused at load, in one line, not at its first use.
+    An encoder-decoder bridge (which needs decoder inputs) is left alone."""
+    if "decoder_blocks" in model._modules or "encoder_blocks" in model._modules:
+        return
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device))
+    except Exception as e:  # whatever the model's own forward raises
+        text = " ".join(str(e).split())[:300]
+        raise ConfigError(f"{key!r}: TransformerLens {TL_VERSION_LINE} boots this {architecture} directory but "
+                          f"cannot run it ({type(e).__name__}: {text})") from None
+
+
+def readout_problem(model: TransformerBridge, readout: bool = True) -> str | None:
+    """Why ``model``'s logits are not ``unembed(ln_final(last block's hook_resid_post))`` of a residual stream
+    that its attention and MLP outputs sum to (None: they are), as TransformerLens's own logit-lens and DLA
+    checks decide: hybrid (state-space) blocks, and with ``readout`` a task head on the readout path, no
+    unembedding, soft-capped logits."""
+    from transformer_lens.tools.analysis._model_state import hybrid_block_types
+    from transformer_lens.tools.analysis.logit_lens import _require_decoder_unembed
+
+    hybrid = hybrid_block_types(model)
+    if hybrid:
+        return f"it has hybrid blocks ({', '.join(hybrid)}) whose outputs are not attention and MLP outputs"
+    if not readout:
+        return None
+    try:
+        _require_decoder_unembed(model, operation="this analysis")
+    except (ValueError, NotImplementedError) as e:
+        return " ".join(str(e).split())
+    cap = float(getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0)
+    if cap > 0:
+        return f"it soft-caps its logits (output_logits_soft_cap {cap:g})"
+    return None

@@ -113,7 +113,8 @@ def _ids_row(model: Any, ids: Any, what: str) -> Int[Tensor, " pos"]:
 def _text_row(model: Any, text: str, what: str) -> Int[Tensor, " pos"]:
     """A string tokenized as ``model.to_tokens`` does (never truncated: a long prompt is refused instead)."""
     if not has_tokenizer(model):
-        raise ConfigError(f"this model has no tokenizer: give token ids (got the string {_short(text)})")
+        where = "" if re.fullmatch(r"prompt \d+", what) else f" on {what}"
+        raise ConfigError(f"this model has no tokenizer: give token ids (got the string {_short(text)}{where})")
     row = model.to_tokens(text, truncate=False, move_to_device=False)[0].to(torch.int64).cpu()
     if row.numel() == 0:
         raise ConfigError(f"{what} {_short(text)} tokenises to no tokens")
@@ -199,7 +200,7 @@ def read_prompts(model: Any, path: str | os.PathLike[str]) -> Prompts:
         raise ConfigError(f"prompts file {str(p)!r} does not exist" if not p.exists()
                           else f"prompts file {str(p)!r} is not a file")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first prompt
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"prompts file {str(p)!r} cannot be read as UTF-8 text: {e}") from None
     numbered = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]

@@ -9,7 +9,10 @@ per prompt and position through the layers: its logit, log-probability and
 rank (0 = top-1; only strictly larger logits count, as in TransformerLens), and
 records each layer's top-1 token. The default target at position ``t`` is the
 prompt's next token ``t + 1``, and at the last position the model's own final
-top-1. The last row (``final_post``) is the model's own output.
+top-1 (also wherever the next token is no output of the model, such as an
+input-only ``=`` token). The last row (``final_post``) is the model's own
+output: a model for which it is not (a logit scale the cache does not show) is
+refused in one line rather than misread.
 
 Example::
 
@@ -25,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["VALUES", "LogitLens", "as_tokens", "check_readout", "logit_lens", "position", "token_ids"]
+__all__ = ["VALUES", "LogitLens", "as_tokens", "check_exact", "check_readout", "logit_lens", "position",
+           "token_ids"]
 
 VALUES = ("log_prob", "logit", "rank")
 
@@ -56,14 +61,20 @@ def as_tokens(model: TransformerBridge, tokens: Any) -> tuple[Int[Tensor, "batch
 
 
 def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> Int[Tensor, " batch"]:
-    """An answer argument (an id, a single-token string, or a ``[batch]`` / 0-d tensor) as ``[batch]`` ids."""
+    """An answer argument (an id, a single-token string, a ``[batch]`` / 0-d tensor, or a list of ids or
+    one-token strings, one per prompt) as ``[batch]`` ids."""
     d_out = int(model.W_U.shape[-1])
-    if isinstance(value, str):
+    if isinstance(value, (list, tuple)) and len(value) in (1, batch) and all(
+            isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in value):
+        out = torch.cat([token_ids(model, v, 1, name) for v in value]).expand(batch)
+    elif isinstance(value, str):
         if getattr(model, "tokenizer", None) is None:
             raise ConfigError(f"this model has no tokenizer: give '{name}' as a token id (got {value!r})")
         ids = model.to_tokens(value, prepend_bos=False, truncate=False, move_to_device=False)[0]
         if ids.numel() != 1:
-            raise ConfigError(f"'{name}' must be a string that is one token (got {value!r}: {ids.numel()} tokens)")
+            toks = [str(t) for t in model.to_str_tokens(ids)] if ids.numel() else []
+            raise ConfigError(f"'{name}' must be a string that is one token (got {value!r}: {ids.numel()} tokens"
+                              f"{', ' + repr(toks) if toks else ''}); give one token, or its id")
         out = ids.to(torch.int64).expand(batch)
     elif isinstance(value, int) and not isinstance(value, bool):
         out = torch.full((batch,), value, dtype=torch.int64)
@@ -72,27 +83,59 @@ def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> In
         out = value.detach().reshape(-1).to(torch.int64).cpu().expand(batch)
     else:
         got = f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, Tensor) else value
-        raise invalid(name, f"a token id, a one-token string or a [{batch}] integer tensor", got)
+        raise invalid(name, f"a token id, a one-token string, or {batch} of them (a list or a [{batch}] integer "
+                            "tensor, one per prompt)", got)
     bad = (out < 0) | (out >= d_out)
     if bool(bad.any()):
         raise invalid(name, f"a token id in [0, {d_out - 1}] (the model's output vocabulary)", int(out[bad][0]))
     return out.clone()
 
 
-def check_readout(model: TransformerBridge, operation: str) -> None:
-    """Refuse a model whose logits are not ``final norm -> W_U + b_U`` (a soft cap or a logit scale after it)."""
-    cap = float(getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0)
-    if cap > 0:
-        raise ConfigError(f"{operation} reads the logits as final norm -> W_U + b_U, and this model soft-caps them "
-                          f"(output_logits_soft_cap {cap:g})")
+def check_readout(model: TransformerBridge, operation: str, readout: bool = True) -> None:
+    """Refuse, before running, a model whose logits are not ``final norm -> W_U + b_U`` of a residual stream its
+    components sum to (hybrid blocks, a task head, soft-capping: :func:`mechwork.models.readout_problem`)."""
+    from mechwork.models import readout_problem
+
+    problem = readout_problem(model, readout)
+    if problem is not None and not readout:
+        raise ConfigError(f"{operation} splits the residual stream into attention and MLP outputs, and this "
+                          f"model's is not: {problem}")
+    if problem is not None:
+        raise ConfigError(f"{operation} reads the logits as final norm -> W_U + b_U of the residual stream, and "
+                          f"this model does not: {problem}")
+
+
+_SCALES = ("logits_scaling", "logit_scale", "embedding_multiplier", "residual_multiplier", "attention_multiplier")
+
+
+def check_exact(operation: str, got: Tensor, own: Tensor, size: Tensor, what: str, model: TransformerBridge) -> None:
+    """Refuse a result whose parts do not add up to the model's own value (``got`` against ``own``, to 1e-4 of
+    ``1 + size``): a model whose stream or readout has a step the analysis does not model (a logit scale, an
+    embedding scale or norm) would otherwise be attributed wrong without a word."""
+    err = (got.float() - own.float()).abs()
+    tol = 1e-4 * (1 + size.float().abs())
+    if bool((err > tol).any()):
+        i = int((err - tol).flatten().argmax())
+        scales = [f"{k} {float(v):g}" for k in _SCALES
+                  if isinstance(v := getattr(model.cfg, k, None), (int, float)) and float(v) not in (0.0, 1.0)]
+        cause = f" (its config has {', '.join(scales)})" if scales else ""
+        raise ConfigError(f"{operation} cannot split this model exactly: the parts sum to "
+                          f"{float(got.flatten()[i]):.5g} but {what} is {float(own.flatten()[i]):.5g}; its "
+                          f"residual stream or readout has a step TransformerLens's cache does not show{cause}")
 
 
 def position(pos: Any, n_pos: int) -> int:
-    """``pos`` (negative counts from the end) as an index into ``n_pos`` positions."""
-    if isinstance(pos, bool) or not isinstance(pos, int) or not -n_pos <= pos < n_pos:
+    """``pos`` (an integer, or a 0-d integer tensor; negative counts from the end) as an index into ``n_pos``."""
+    p = None
+    if not isinstance(pos, bool) and not (isinstance(pos, Tensor) and (
+            pos.is_floating_point() or pos.dtype == torch.bool or pos.numel() != 1)):
+        try:
+            p = operator.index(pos)
+        except TypeError:
+            p = None
+    if p is None or not -n_pos <= p < n_pos:
         raise invalid("pos", f"a position in [{-n_pos}, {n_pos - 1}] (the prompts have {n_pos} tokens)", pos)
-    return pos % n_pos
-
+    return p % n_pos
 
 
 @dataclass(frozen=True)
@@ -164,10 +207,13 @@ class LogitLens(Result):
 
 
 def _targets(model: TransformerBridge, targets: Any, batch: Tensor, final_top: Tensor) -> Tensor:
-    """``[batch, pos]`` target ids: the next token, and the final top-1 at the last position, by default."""
+    """``[batch, pos]`` target ids: the next token, and the final top-1 at the last position, by default (and
+    wherever the next token is no output of the model: an input-only token, id >= ``d_vocab_out``)."""
     b, t = batch.shape
     if targets is None:
-        return torch.cat([batch[:, 1:].cpu(), final_top[:, -1:].cpu()], dim=1)
+        nxt, top = batch[:, 1:].cpu(), final_top.cpu()
+        nxt = torch.where(nxt < int(model.W_U.shape[-1]), nxt, top[:, :-1])
+        return torch.cat([nxt, top[:, -1:]], dim=1)
     if isinstance(targets, Tensor) and targets.dim() == 2:
         if tuple(targets.shape) != (b, t):
             raise invalid("targets", f"a [{b}, {t}] id tensor (one target per prompt and position)",
@@ -209,6 +255,8 @@ def logit_lens(model: TransformerBridge, tokens: Any, *, targets: Any = None) ->
         out["rank"].append((lg > mine).sum(-1))
         out["top"].append(lg.argmax(-1))
     got = {k: torch.stack(v).cpu() for k, v in out.items()}
+    own = logits.gather(-1, idx.to(logits.device))[..., 0].detach().cpu()
+    check_exact("the logit lens", got["logit"][-1], own, own, "the model's own logit", model)
     tops = tuple(tuple(_label(model, row) for row in layer) for layer in got["top"])
     return LogitLens(got["logit"].float(), got["log_prob"], got["rank"], got["top"], target,
                      tuple(entries), tuple(tuple(r) for r in labels), tuple(_label(model, row) for row in target),

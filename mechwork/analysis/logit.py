@@ -55,7 +55,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechwork.analysis.lens import as_tokens, check_readout, position, token_ids
+from mechwork.analysis.lens import as_tokens, check_exact, check_readout, position, token_ids
 from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import check_eval
 from mechwork.results import Result
@@ -330,12 +330,15 @@ def residual_decomposition(
     """The final residual stream at ``pos`` split into components (``unit`` and ``layer`` as for
     :func:`direct_logit_attribution`); built on ``ActivationCache.decompose_resid`` / ``stack_head_results``."""
     check_eval(model, "residual_decomposition")
+    check_readout(model, "residual_decomposition", readout=False)
     batch, _ = as_tokens(model, tokens)
     p = position(pos, batch.shape[1])
     layer = _check_unit(model, unit, layer)
     _, cache = _run(model, batch, _names(model, unit, layer))
     stack, labels = _stack(model, cache, p, unit, layer)
     final = cache[f"blocks.{int(model.cfg.n_layers) - 1}.hook_resid_post"][:, p]
+    check_exact("residual_decomposition", stack.sum(0), final, stack.abs().sum(0), "the final residual stream",
+                model)
     return ResidualDecomposition(stack.detach().cpu(), tuple(labels), final.detach().cpu(), p)
 
 
@@ -371,5 +374,7 @@ def direct_logit_attribution(
     own = logits[rows, p, a.to(logits.device)]
     if w is not None:
         own = own - logits[rows, p, w.to(logits.device)]
+    check_exact("direct logit attribution", values.sum(0), own.detach().float().cpu(), values.abs().sum(0),
+                "the model's own logit" + (" difference" if w is not None else ""), model)
     return LogitAttribution(values, (*labels, "bias"), unit, p, a, w, own.detach().float().cpu(),
                             _describe(model, a, w))
