@@ -375,7 +375,8 @@ def _prompt_arg(text: str) -> str | list[int]:
 def _prompt_inputs(prompts: Path | None, pair: tuple[str, str] | None, kind: str, key: str) -> tuple[Any, Any] | None:
     """Check --prompts and --pair before any model is loaded; the pair with each prompt parsed.
 
-    A preset or a run (a toy model: no tokenizer) takes token ids only; a text prompt is refused here already.
+    A preset or a run (a toy model: no tokenizer) takes token ids only, which must fit the context its config
+    names: a text prompt or a long one is refused here already (a model directory's are, once it is loaded).
     """
     if prompts is not None and not prompts.is_file():
         what = "does not exist" if not prompts.exists() else "is not a file"
@@ -383,30 +384,41 @@ def _prompt_inputs(prompts: Path | None, pair: tuple[str, str] | None, kind: str
     if pair is not None and any(not p.strip() for p in pair):
         raise click.BadParameter(f"both prompts must be non-empty (got {pair[0]!r} and {pair[1]!r})",
                                  param_hint="'--pair'")
+    toy = kind in ("preset", "run")
+    n_ctx = (limits.source_config(kind, key) or {}).get("model", {}).get("n_ctx") if toy else None
+    if prompts is not None and toy:
+        lines = [(n, line.strip()) for n, line in enumerate(_read_lines(prompts), 1) if line.strip()]
+        for n, line in lines:
+            _check_ids(_prompt_arg(line), f"line {n} of {str(prompts)!r}", n_ctx, "'--prompts'")
     if pair is None:
         return None
     parsed = (_prompt_arg(pair[0]), _prompt_arg(pair[1]))
-    text = next((p for p in parsed if isinstance(p, str)), None)
-    if text is not None and kind in ("preset", "run"):
-        raise click.BadParameter(f"this model has no tokenizer: give token ids (got the string {text!r})",
-                                 param_hint="'--pair'")
-    if text is None:
-        _check_id_pair(parsed, kind, key)
+    if toy:
+        for what, p in zip(("the clean prompt", "the corrupted prompt"), parsed, strict=True):
+            _check_ids(p, what, n_ctx, "'--pair'")
+    if not any(isinstance(p, str) for p in parsed) and len(parsed[0]) != len(parsed[1]):
+        raise ConfigError(f"'--pair' prompts must tokenise to the same length (clean {len(parsed[0])} tokens, "
+                          f"corrupted {len(parsed[1])})")
     return parsed
 
 
-def _check_id_pair(pair: tuple[Any, Any], kind: str, key: str) -> None:
-    """A pair of token-id prompts: equal lengths, and (a preset or run, whose config says) within the context."""
-    (a, b), n_ctx = pair, None
-    if len(a) != len(b):
-        raise ConfigError(f"'--pair' prompts must tokenise to the same length (clean {len(a)} tokens, "
-                          f"corrupted {len(b)})")
-    if kind in ("preset", "run"):
-        cfg = limits.source_config(kind, key)
-        n_ctx = (cfg or {}).get("model", {}).get("n_ctx")
-    if isinstance(n_ctx, int) and len(a) > n_ctx:
-        shown = " ".join(map(str, a))
-        raise ConfigError(f"the clean prompt {shown!r} is {len(a)} tokens, longer than the model's context of "
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"prompts file {str(path)!r} cannot be read as UTF-8 text: {e}",
+                                 param_hint="'--prompts'") from None
+
+
+def _check_ids(prompt: str | list[int], what: str, n_ctx: Any, hint: str) -> None:
+    """A toy model's prompt: token ids (it has no tokenizer) that fit its context."""
+    if isinstance(prompt, str):
+        raise click.BadParameter(f"this model has no tokenizer: give token ids (got the string {prompt!r} in "
+                                 f"{what})", param_hint=hint)
+    if isinstance(n_ctx, int) and len(prompt) > n_ctx:
+        shown = " ".join(map(str, prompt))
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ConfigError(f"{what} {shown!r} is {len(prompt)} tokens, longer than the model's context of "
                           f"{n_ctx} tokens")
 
 
@@ -544,7 +556,8 @@ def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None
     A run or preset gets its kit's page (grokking, induction, or the generic one); with --prompts or --pair,
     or for a model directory (saved with save_pretrained), the prompt page: attention, direct logit
     attribution, logit lens, head detectors, and the patching sweeps of a pair (repeated random tokens when no
-    prompts are given).
+    prompts are given). The pair's metric is the logit of the clean prompt's top next token minus that of the
+    corrupted prompt's (the clean runner-up when both predict the same token).
     """
     kind, key = _source(model, step, device)
     parsed = _prompt_inputs(prompts, pair, kind, key)

@@ -91,11 +91,13 @@ def test_dashboard_of_a_run_keeps_its_kit_page_unless_prompts_are_given(capsys, 
     assert "<title>Prompt dashboard:" in prompt.read_text()
 
 
-BEFORE_LOADING = {"missing_file", "text_no_tokenizer_run", "ids_too_long_run", "ids_pair_lengths", "n_with_pair"}
+BEFORE_LOADING = {"missing_file", "text_no_tokenizer_run", "ids_too_long_run", "ids_pair_lengths", "n_with_pair",
+                  "text_file_run", "ids_file_too_long_run"}
 
 
 @pytest.mark.parametrize("case", ["too_long", "pair_lengths", "missing_file", "text_no_tokenizer_run",
-                                  "text_no_tokenizer_dir", "ids_too_long_run", "ids_pair_lengths", "n_with_pair"])
+                                  "text_no_tokenizer_dir", "ids_too_long_run", "ids_pair_lengths", "n_with_pair",
+                                  "text_file_run", "ids_file_too_long_run"])
 def test_bad_prompt_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, monkeypatch, four_models, case):
     from fourmodels import hf_dir
 
@@ -104,6 +106,9 @@ def test_bad_prompt_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, m
         hf_dir("gpt2", tmp_path / "bare", with_tokenizer=False)
     long_file = tmp_path / "long.txt"
     long_file.write_text(" ".join(["the cat sat on the mat"] * 12) + "\n")  # 72 tokens + BOS: n_ctx is 64
+    text_file, long_ids = tmp_path / "text.txt", tmp_path / "ids.txt"
+    text_file.write_text("1 2 3\nthe cat sat\n")
+    long_ids.write_text(" ".join(["5"] * 49) + "\n")
     args, needles = {
         "too_long": (["dashboard", four_models["gpt2"], "--prompts", str(long_file)], ["73 tokens", "64"]),
         "pair_lengths": (["dashboard", four_models["gpt2"], "--pair", "the cat sat", "the cat sat on the mat"],
@@ -120,6 +125,10 @@ def test_bad_prompt_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, m
         "ids_pair_lengths": (["patch", four_models["gpt2"], "--pair", "1 2 3", "1 2"],
                              ["clean 3 tokens", "corrupted 2"]),
         "n_with_pair": (["patch", four_models["custom3l"], "--pair", "1 2", "3 4", "--n", "4"], ["'--n' 4", "--pair"]),
+        "text_file_run": (["dashboard", four_models["custom3l"], "--prompts", str(text_file)],
+                          ["no tokenizer", "'the cat sat'", "line 2 of"]),
+        "ids_file_too_long_run": (["dashboard", "induction-2l", "--prompts", str(long_ids)],
+                                  ["line 1 of", "49 tokens", "context of 48"]),
     }[case]
     if args[0] == "dashboard":
         args += ["--out", str(out)]
