@@ -197,3 +197,25 @@ def test_summary_negligible_gap_and_attribution_disagreement():
     dis = _text(_bundle(attr_heads=attr))
     assert "Attribution patching disagrees: its top head is L1H0, exact patching's L0H1" in dis
     assert "agrees" not in dis.replace("disagrees", "")
+
+
+def test_a_model_dla_cannot_split_gets_a_note_not_a_crash(monkeypatch):
+    """DLA's own one-line refusal (a model it cannot split exactly) becomes a note; the rest of the page stays."""
+    import mechwork
+    import mechwork.analysis.logit as logit
+    from mechwork.analysis.prompt import NotApplicable, analyse_prompts
+    from mechwork.dashboard.prompt import prompt_page
+    from mechwork.errors import ConfigError
+
+    def refuse(*a, **k):
+        raise ConfigError("direct logit attribution cannot split this model exactly (a test)")
+
+    monkeypatch.setattr(logit, "direct_logit_attribution", refuse)
+    bundle = analyse_prompts(mechwork.load("induction-2l", device="cpu"), [[1, 2, 3, 1, 2]])
+    assert isinstance(bundle["dla"], NotApplicable) and isinstance(bundle["dla_diff"], NotApplicable)
+    assert not isinstance(bundle["lens"], NotApplicable) and bundle["predictions"].dla_top == ()
+    page = prompt_page(bundle)
+    notes = [b.body for b in page.blocks if b.title == "Direct logit attribution"]
+    assert len(notes) == 1 and "cannot split this model exactly (a test)" in notes[0]
+    assert "Logit lens on prompt 1" in [b.title for b in page.blocks]
+    assert not any("contributes most directly" in s or "not from a head" in s for s in summary_lines(bundle))

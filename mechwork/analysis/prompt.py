@@ -12,6 +12,7 @@ in length, so each runs on its own):
   of the top prediction minus the runner-up (:func:`mechwork.analysis.logit.direct_logit_attribution`,
   per head);
 * ``lens``: the logit lens, every layer x position (:func:`mechwork.analysis.lens.logit_lens`);
+  a model DLA or the lens cannot split exactly gets a :class:`NotApplicable` result naming why;
 
 then, once for the model, ``detectors``: previous-token, induction and duplicate-token scores
 (:func:`~mechwork.analysis.attention.head_detectors` on repeated random tokens of the model's vocabulary, halves
@@ -35,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,12 +51,11 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-    from mechwork.analysis.attention import AttentionPatterns
     from mechwork.analysis.lens import LogitLens
     from mechwork.prompts import Prompts
 
-__all__ = ["MAX_PROMPTS", "PairMetric", "PerPrompt", "Predictions", "analyse_prompts", "default_prompts",
-           "model_facts", "pair_metric", "top_two"]
+__all__ = ["MAX_PROMPTS", "NotApplicable", "PairMetric", "PerPrompt", "Predictions", "analyse_prompts",
+           "default_prompts", "model_facts", "pair_metric", "top_two"]
 
 MAX_PROMPTS = 8  # prompts analysed per page (attention, DLA and lens run once per prompt)
 SAME_TOP = "clean top vs clean runner-up"
@@ -84,6 +85,22 @@ class PerPrompt(Result):
 
         frames = [r.to_frame().assign(prompt=i + 1) for i, r in enumerate(self.items)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@dataclass(frozen=True)
+class NotApplicable(Result):
+    """An analysis this model does not allow, and why (the analysis's own one-line refusal)."""
+
+    what: str
+    reason: str
+
+    def summary(self) -> str:
+        return f"{self.what} does not apply to this model: {self.reason}"
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame({"analysis": [self.what], "reason": [self.reason]})
 
 
 @dataclass(frozen=True)
@@ -208,25 +225,33 @@ def pair_metric(model: TransformerBridge, clean: Prompts, corrupted: Prompts) ->
     return PairMetric(clean.labels[0], corrupted.labels[0], (a, a_s), wrong, rule, cv, kv), metric
 
 
-def _per_prompt(model: TransformerBridge, prompts: Prompts, preds: Predictions) -> dict[str, PerPrompt]:
+def _per_prompt(model: TransformerBridge, prompts: Prompts, preds: Predictions) -> dict[str, Result]:
+    """Attention, DLA (top; top minus runner-up) and lens on each prompt; DLA or lens on a model they cannot
+    split exactly (a one-line ConfigError of theirs) is :class:`NotApplicable`, with that line."""
     from mechwork.analysis.attention import attention_patterns
     from mechwork.analysis.lens import logit_lens
     from mechwork.analysis.logit import direct_logit_attribution
 
     dev = _device(model)
-    att: list[AttentionPatterns] = []
-    dla, diff, lens = [], [], []
-    for row, labels, top, second in zip(prompts.rows, prompts.labels, preds.top, preds.runner_up, strict=True):
-        toks = row[None].to(dev)
-        att.append(attention_patterns(model, toks, [list(labels)]))
-        dla.append(direct_logit_attribution(model, toks, top[0], unit="head"))
-        diff.append(direct_logit_attribution(model, toks, top[0], second[0], unit="head"))
-        lens.append(logit_lens(model, toks))
-    texts = prompts.texts
-    return {"attention": PerPrompt(tuple(att), texts, "attention patterns"),
-            "dla": PerPrompt(tuple(dla), texts, "direct logit attribution of the top prediction"),
-            "dla_diff": PerPrompt(tuple(diff), texts, "direct logit attribution of top minus runner-up"),
-            "lens": PerPrompt(tuple(lens), texts, "logit lens")}
+    rows = [(r[None].to(dev), lab, t[0], s[0]) for r, lab, t, s in
+            zip(prompts.rows, prompts.labels, preds.top, preds.runner_up, strict=True)]
+    jobs: dict[str, tuple[str, Callable[..., Result]]] = {
+        "attention": ("attention patterns", lambda x, lab, a, w: attention_patterns(model, x, [list(lab)])),
+        "dla": ("direct logit attribution of the top prediction",
+                lambda x, lab, a, w: direct_logit_attribution(model, x, a, unit="head")),
+        "dla_diff": ("direct logit attribution of top minus runner-up",
+                     lambda x, lab, a, w: direct_logit_attribution(model, x, a, w, unit="head")),
+        "lens": ("logit lens", lambda x, lab, a, w: logit_lens(model, x)),
+    }
+    out: dict[str, Result] = {}
+    for key, (what, run) in jobs.items():
+        try:
+            out[key] = PerPrompt(tuple(run(*row) for row in rows), prompts.texts, what)
+        except ConfigError as e:
+            if key == "attention":
+                raise
+            out[key] = NotApplicable(what, str(e))
+    return out
 
 
 def _sweeps(model: TransformerBridge, clean: Prompts, corrupted: Prompts) -> dict[str, Result]:
@@ -294,14 +319,16 @@ def analyse_prompts(model: TransformerBridge, prompts: Any = None, pair: Any = N
     return Analysis(info if info is not None else _info(model, name), results)
 
 
-def _digest(preds: Predictions, dla: PerPrompt, lens: PerPrompt) -> Predictions:
-    """The predictions with the numbers the page's summary reads from the DLA and the lens."""
+def _digest(preds: Predictions, dla: Result, lens: Result) -> Predictions:
+    """The predictions with the numbers the page's summary reads from the DLA and the lens (where they ran)."""
     from dataclasses import replace
 
-    tops = tuple((str(r.top(1)[0][0]), float(r.top(1)[0][1])) for r in dla.items)
-    first = tuple(_lens_first(r) for r in lens.items)
-    layers = tuple(str(x) for x in _lens_layers(lens.items[0])) if lens.items else ()
-    return replace(preds, dla_top=tops, lens_first=first, lens_layers=layers)
+    if isinstance(dla, PerPrompt):
+        preds = replace(preds, dla_top=tuple((str(r.top(1)[0][0]), float(r.top(1)[0][1])) for r in dla.items))
+    if isinstance(lens, PerPrompt) and lens.items:
+        preds = replace(preds, lens_first=tuple(_lens_first(r) for r in lens.items),
+                        lens_layers=tuple(str(x) for x in _lens_layers(lens.items[0])))
+    return preds
 
 
 def _lens_layers(lens: LogitLens) -> list[str]:

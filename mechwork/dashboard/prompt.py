@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mechwork.analysis.prompt import SAME_TOP
+from mechwork.analysis.prompt import SAME_TOP, NotApplicable, PerPrompt
 from mechwork.dashboard import sections
 from mechwork.dashboard.page import Page
 
@@ -149,11 +149,15 @@ def attention_section(page: Page, bundle: Analysis) -> Page:
 def logit_section(page: Page, bundle: Analysis) -> Page:
     dla, diff, lens = bundle["dla"], bundle["dla_diff"], bundle["lens"]
     pred = bundle["predictions"]
-    for i in range(len(dla)):
+    if isinstance(dla, NotApplicable):
+        page.note(dla.summary(), title="Direct logit attribution")
+    for i in range(len(dla) if isinstance(dla, PerPrompt) else 0):
         top, second = pred.top[i][1], pred.runner_up[i][1]
         page.result(dla[i], title=f"Direct logit attribution on prompt {i + 1}: {top!r}", summary=True)
         page.result(diff[i], title=f"Direct logit attribution on prompt {i + 1}: {top!r} minus {second!r}",
                     summary=True)
+    if isinstance(lens, NotApplicable):
+        return page.note(lens.summary(), title="Logit lens")
     for i in range(len(lens)):
         page.result(lens[i], title=f"Logit lens on prompt {i + 1}", summary=True)
     return page
