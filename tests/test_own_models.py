@@ -10,7 +10,8 @@ path patching and ablation run and give numbers that could have come out wrong.
   :func:`mechwork.engine.supports` takes the model (custom3l, gpt2, induction-2l) and the hook path
   (``engine=False``; the only path for llama); ``PatchResult.engine`` says which ran. Not compared: TL's
   ``get_act_patch_attn_head_pattern_dest_src_pos`` (one cell per destination AND source position: ``patch()`` has
-  no such grouping).
+  no such grouping). TL has no neuron variant: ``mlp_post`` by neuron and by position is checked fast engine
+  against hook path.
 * **jittered copies**: the tiny GPT-2 starts with zero biases and unit norm weights and near-uniform attention,
   so the engine's reading of its weights is also checked on a copy with random biases and norm weights and
   sharper attention (queries and keys scaled up), where a misplaced bias or transpose would show.
@@ -139,6 +140,11 @@ def _sweeps(name: str, model: Any, label: str = "") -> list[str]:
             ours[(site, by)] = res.values
         assert max(diffs.values()) <= TOL, (name, label, site, by, diffs)
         lines.append(f"{name}{label} {site} by {by}: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+    if _has(model, "mlp_post"):  # TL has no neuron variant: the two paths against each other
+        for by, kw in (("neuron", {"neurons": range(6)}), ("layer_pos", {})):
+            fast, hooks = (patch(model, clean, corrupted, metric, site="mlp_post", by=by, engine=e, **kw)
+                           for e in (True, False))
+            assert float((fast.values - hooks.values).abs().max()) <= TOL and float(hooks.values.std()) > 0
     for tl_fn, rows in EVERY if not label else []:  # the stacks of the sweeps above: on the plain model only
         if not all(_has(model, site) for site, _ in rows):
             continue
