@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import torch
 import transformer_lens.patching as tlp
@@ -251,11 +253,11 @@ def test_cli_patch_bad_input(tmp_path, monkeypatch, capsys, args, message):
 def test_the_every_sweeps_and_per_example_reduction_match_transformer_lens(modadd):
     model, clean, corrupted, metric = modadd
     _, cache = model.run_with_cache(clean)
-    ref = tlp.get_act_patch_block_every(model, corrupted, cache, metric).cpu()  # [3, layer, pos]
+    ref = cast(torch.Tensor, tlp.get_act_patch_block_every(model, corrupted, cache, metric)).cpu()  # [3, layer, pos]
     ours = torch.stack([patch(model, clean, corrupted, metric, site=s, by="layer_pos").values
                         for s in ("resid_pre", "attn_out", "mlp_out")])
     assert float((ours - ref).abs().max()) <= TOL
-    ref = tlp.get_act_patch_attn_head_all_pos_every(model, corrupted, cache, metric).cpu()  # [5, layer, head]
+    ref = cast(torch.Tensor, tlp.get_act_patch_attn_head_all_pos_every(model, corrupted, cache, metric)).cpu()
     ours = torch.stack([patch(model, clean, corrupted, metric, site=s, by="head").values
                         for s in ("z", "q", "k", "v", "pattern")])
     assert float((ours - ref).abs().max()) <= TOL
