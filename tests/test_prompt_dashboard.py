@@ -41,7 +41,8 @@ def test_prompt_page_draws_everything_offline(tmp_path, four_models, name):
     text = name in TEXT
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(PROMPTS[text])
-    pair = tuple(_prompt_arg(p) for p in PAIRS[text])
+    clean, corrupted = PAIRS[text]
+    pair = (_prompt_arg(clean), _prompt_arg(corrupted))
     out = tmp_path / f"{name}.html"
     start = time.perf_counter()
     page = prompt_dashboard(four_models[name], out, prompts_file=prompts, pair=pair, device="cpu")
