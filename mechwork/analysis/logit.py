@@ -204,9 +204,16 @@ def _check_unit(model: TransformerBridge, unit: Any, layer: Any) -> int | None:
     if model.cfg.attn_only:
         raise ConfigError("unit='neuron' needs MLP layers, and this model is attention-only")
     if layer is None:
-        return n_layers - 1
+        layer = n_layers - 1
     if isinstance(layer, bool) or not isinstance(layer, int) or not -n_layers <= layer < n_layers:
         raise invalid("layer", f"an MLP layer in [0, {n_layers - 1}]", layer)
+    mlp = model.blocks[layer % n_layers].mlp
+    try:
+        mlp.W_out  # noqa: B018 - a dense MLP has one; a mixture of experts has one per expert
+    except AttributeError:
+        raise ConfigError(f"unit='neuron' needs a dense MLP (one W_out), and layer {layer % n_layers} of this "
+                          f"model has a {type(mlp).__name__} (a mixture of experts?): use unit='component' or "
+                          "'head'") from None
     return layer % n_layers
 
 
