@@ -26,6 +26,7 @@ readout path), Mamba (state-space blocks), and a CodeGen directory that Transfor
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,10 +174,11 @@ def test_the_three_analyses_equal_transformer_lens(model_dir, name):
     torch.testing.assert_close(dec.vectors.sum(0), cache[f"blocks.{raw.cfg.n_layers - 1}.hook_resid_post"][:, 3],
                                atol=ATOL, rtol=0)
     lens = logit_lens(raw, toks)
-    theirs = tl_lens(raw, toks, positions=None, targets=lens.targets, return_type="logits")
-    assert list(lens.labels) == theirs.labels
-    torch.testing.assert_close(lens.logits, theirs.values[..., 0].float(), atol=ATOL, rtol=0)
-    assert torch.equal(lens.ranks, theirs.readout.target_ranks[..., 0])
+    tl = tl_lens(raw, toks, positions=None, targets=lens.targets, return_type="logits")
+    assert list(lens.labels) == tl.labels
+    torch.testing.assert_close(lens.logits, tl.values[..., 0].float(), atol=ATOL, rtol=0)
+    ranks = tl.readout.target_ranks
+    assert ranks is not None and torch.equal(lens.ranks, ranks[..., 0])
 
 
 REFUSED = {  # name -> what the one line says (DLA; the lens the same, decomposition where it applies)
@@ -192,7 +194,7 @@ REFUSED = {  # name -> what the one line says (DLA; the lens the same, decomposi
 def test_what_cannot_be_split_exactly_is_refused_in_one_line(model_dir, name):
     raw = mechwork.load(model_dir(name), device="cpu")
     toks = _tokens(raw)
-    calls = [lambda: direct_logit_attribution(raw, toks, 3, 5, unit="head")]
+    calls: list[Callable[[], object]] = [lambda: direct_logit_attribution(raw, toks, 3, 5, unit="head")]
     if name != "xglm":  # XGLM's readout is plain: its lens is exact (its stream is what does not split)
         calls.append(lambda: logit_lens(raw, toks))
     if name in ("xglm", "mamba"):  # the stream itself does not split (granite's, bert's and gemma2's does)
