@@ -68,10 +68,12 @@ __all__ = [
     "induction_task_bytes",
     "is_prime",
     "machine_memory",
+    "missing_detail",
     "modadd_task_bytes",
     "model_bytes",
     "model_dir_config",
     "model_params",
+    "no_config_detail",
     "patch_bytes",
     "patch_check",
     "probe_bytes",
@@ -499,18 +501,39 @@ def classify_dir(key: str) -> str:
     return "run"
 
 
+def no_config_detail(key: str) -> str:
+    """What a path without config.json is instead, for its one-line refusal (a file, tokenizer files only...)."""
+    p = Path(key)
+    if p.is_file():
+        return " (it is a file: give the directory that holds it)" if p.name == "config.json" else " (it is a file)"
+    names = {f.name for f in p.iterdir()} if p.is_dir() else set()
+    if not names:
+        return " (it is empty)"
+    if any("token" in n or n in ("vocab.json", "merges.txt", "vocab.txt") for n in names) and not any(
+            n.endswith((".safetensors", ".bin")) for n in names):
+        return " (it holds tokenizer files only: save the model there with save_pretrained too)"
+    return ""
+
+
+def missing_detail(key: str) -> str:
+    """``': no such file or directory'`` for a key that reads as a path (not a preset name), else ``''``."""
+    return ": no such file or directory" if os.sep in key or "/" in key or key.startswith((".", "~")) else ""
+
+
 def resolve(path_or_preset: str | os.PathLike[str]) -> tuple[str, str]:
     """``("preset", name)``, ``("run", path)`` or ``("model", path)`` as :func:`mechwork.runs.resolve`, read as
-    JSON; a directory must have a config.json."""
+    JSON; a directory must have a config.json. A leading ``~`` is the home directory."""
     key = os.fspath(path_or_preset)
+    key = os.path.expanduser(key) if key.startswith("~") else key
     names = [*PRESET_NAMES, *(n for n in registered_presets() if n not in PRESET_NAMES)]  # and users' kits'
     if Path(key).exists():
         if not (Path(key) / "config.json").is_file():
-            raise RunDirError(f"not a run directory (no config.json): {key!r}; give {accepted(names)}")
+            raise RunDirError(f"not a run directory (no config.json): {key!r}{no_config_detail(key)}; give "
+                              f"{accepted(names)}")
         return classify_dir(key), key
     if key in names:
         return "preset", key
-    raise ConfigError(f"'path_or_preset' must be {accepted(names)} (got {key!r})")
+    raise ConfigError(f"'path_or_preset' must be {accepted(names)} (got {key!r}{missing_detail(key)})")
 
 
 def run_steps(path: str | os.PathLike[str]) -> list[int]:

@@ -131,6 +131,13 @@ def _as_prompts(prompts: Any) -> list[Any]:
     """Split what :func:`tokenize` takes into a list of single prompts (each a string, or ids)."""
     if isinstance(prompts, str):
         return [prompts]
+    if isinstance(prompts, Prompts):  # already tokenized (perhaps for another model: checked again)
+        return list(prompts.rows)
+    if hasattr(prompts, "__array__") and not isinstance(prompts, Tensor):  # a numpy array of ids
+        try:
+            prompts = torch.as_tensor(prompts)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"prompts as an array must hold integer token ids ({e})") from None
     if isinstance(prompts, Tensor):
         if prompts.dim() == 1:
             return [prompts]
@@ -165,11 +172,13 @@ def _check_context(model: Any, row: Int[Tensor, " pos"], text: str, what: str) -
 
 
 def tokenize(model: Any, prompts: Any, *, names: Sequence[str] | None = None) -> Prompts:
-    """``prompts`` (a string, strings, a ``[pos]`` or ``[batch, pos]`` tensor, or lists of ids) as :class:`Prompts`.
+    """``prompts`` (a string, strings, a ``[pos]`` or ``[batch, pos]`` tensor or numpy array, lists of ids, or
+    :class:`Prompts` already made) as :class:`Prompts`.
 
     ``names`` (optional) names each prompt in the errors (default ``prompt 1``, ``prompt 2``, ...).
     """
     items = _as_prompts(prompts)
+    given = prompts.texts if isinstance(prompts, Prompts) else None
     device = _device(model)
     rows, labels, texts = [], [], []
     for i, prompt in enumerate(items):
@@ -178,7 +187,7 @@ def tokenize(model: Any, prompts: Any, *, names: Sequence[str] | None = None) ->
         _check_context(model, row, text, what)
         labels.append(_labels(model, row))
         rows.append(row.to(device))
-        texts.append(text)
+        texts.append(given[i] if given is not None else text)
     return Prompts(rows=tuple(rows), labels=tuple(labels), texts=tuple(texts))
 
 

@@ -49,7 +49,7 @@ import torch
 from mechwork.errors import CheckpointError, ConfigError, RunBusyError, RunDirError
 from mechwork.io import atomic_open, load_json, load_tensors, save_tensors_atomic, write_json_atomic
 from mechwork.kit import Task, get_kit, kinds, task_from_dict
-from mechwork.limits import accepted, check_checkpoints_dir, check_step, classify_dir
+from mechwork.limits import accepted, check_checkpoints_dir, check_step, classify_dir, missing_detail, no_config_detail
 from mechwork.models import PRESETS, ToyConfig, boot_directory, build_model, is_bridge, load_weights, resolve_device
 from mechwork.trainconfig import TrainConfig
 
@@ -495,14 +495,15 @@ def resolve(path_or_preset: str | os.PathLike[str] | object) -> tuple[str, str]:
     key = os.fspath(path_or_preset)
     if not isinstance(key, str):
         raise ConfigError(f"{valid} (got {key!r})")
+    key = os.path.expanduser(key) if key.startswith("~") else key
     if Path(key).exists():
-        if Path(key).is_dir() and not (Path(key) / "config.json").is_file():
-            raise RunDirError(f"not a run directory (no config.json): {key!r}; give "
+        if not (Path(key) / "config.json").is_file():
+            raise RunDirError(f"not a run directory (no config.json): {key!r}{no_config_detail(key)}; give "
                               f"{accepted(list(PRESETS), bridge=True)}")
         return classify_dir(key), key
     if key in PRESETS:
         return "preset", key
-    raise ConfigError(f"{valid} (got {key!r})")
+    raise ConfigError(f"{valid} (got {key!r}{missing_detail(key)})")
 
 
 def embedded_info(name: str) -> dict[str, Any]:

@@ -123,12 +123,13 @@ def test_a_bridge_loads_as_is(four_models):
 def test_a_path_that_is_neither_run_preset_nor_model_dir(tmp_path):
     accepted = ("a run directory or one of modadd-113, induction-2l (a preset), a directory saved with "
                 "save_pretrained, or a TransformerBridge")
-    with pytest.raises(RunDirError, match=rf"^not a run directory \(no config.json\): '{tmp_path}'; give "
-                                          rf"{accepted}$".replace("(a preset)", r"\(a preset\)")):
+    with pytest.raises(RunDirError, match=rf"^not a run directory \(no config.json\): '{tmp_path}' \(it is empty\); "
+                                          rf"give {accepted}$".replace("(a preset)", r"\(a preset\)")):
         mechwork.load(tmp_path)
     with pytest.raises(ConfigError) as e:
         mechwork.load(tmp_path / "missing")
-    assert str(e.value) == f"'path_or_preset' must be {accepted} (got '{tmp_path / 'missing'}')"
+    assert str(e.value) == f"'path_or_preset' must be {accepted} (got '{tmp_path / 'missing'}': no such file or " \
+                           "directory)"
     with pytest.raises(ConfigError, match="must be a run directory"):
         open_source(3.5)  # type: ignore[arg-type]
     neither = tmp_path / "neither"

@@ -255,7 +255,8 @@ def test_logit_lens_equals_transformer_lens(models, name):
         ref = tl_lens(raw, toks, positions=None, targets=nxt, return_type=kind)
         assert list(lens.labels) == ref.labels and ref.labels[-1] == "final_post"
         torch.testing.assert_close(mine, ref.values[..., 0].float(), atol=ATOL, rtol=0)
-        assert torch.equal(lens.ranks, ref.readout.target_ranks[..., 0])
+        ranks = ref.readout.target_ranks
+        assert ranks is not None and torch.equal(lens.ranks, ranks[..., 0])
     torch.testing.assert_close(lens.logits[-1], logits.gather(-1, nxt[..., None])[..., 0].float(), atol=ATOL, rtol=0)
     assert torch.equal(lens.top[-1], logits.argmax(-1)) and bool((lens.ranks[-1, :, -1] == 0).all())
     shared = logit_lens(raw, toks, targets=4)
@@ -377,3 +378,46 @@ def test_induction_heads_carry_the_correct_logit(models, capsys):
     assert top == induction
     others = [float(mean[i].abs()) for i in order[len(induction):]]
     assert min(float(mean[i]) for i in order[:len(induction)]) > 10 * max(others)
+
+
+def test_more_forms_of_the_same_question(models):
+    """A 1-D prompt, numpy ids and positions, per-prompt answers as a list, a Prompts object, a leading space."""
+    import numpy as np
+
+    raw = models("gpt2", True)
+    text = ["the cat sat on the", "the dog sat on the"]
+    toks = tokenize(raw, text)
+    mat, log = (int(raw.to_single_token(s)) for s in ("mat", "log"))
+    ref = direct_logit_attribution(raw, toks.batch(), torch.tensor([mat, log]), pos=-2)
+    for tokens, answer, pos in ((toks, ["mat", "log"], -2), (text, [mat, log], np.int64(-2)),
+                                (toks.batch().numpy(), [np.int64(mat), "log"], torch.tensor(4))):
+        got = direct_logit_attribution(raw, tokens, answer, pos=pos)
+        assert got.pos == 4
+        torch.testing.assert_close(got.values, ref.values, atol=0, rtol=0)
+    one = direct_logit_attribution(raw, toks.rows[0], mat)  # a 1-D prompt is a batch of one
+    torch.testing.assert_close(one.values[:, 0], direct_logit_attribution(raw, toks.batch(), mat).values[:, 0])
+    assert raw.to_single_token(" mat") == mat  # this tokenizer splits on whitespace: ' mat' is 'mat'
+    same = direct_logit_attribution(raw, text, "mat", "mat")
+    assert bool((same.values == 0).all()) and bool((same.logit == 0).all())
+    for bad, needles in (((text, ["mat", "log", "cat"]), ["'answer'", "2 of them"]),
+                         ((text, "mat cat"), ["'answer'", "one token", "2 tokens", "'mat', 'cat'"]),
+                         ((text, True), ["'answer'", "True"])):
+        with pytest.raises(ConfigError) as exc:
+            direct_logit_attribution(raw, *bad)
+        _one_line(exc, *needles)
+    with pytest.raises(ConfigError) as exc:
+        direct_logit_attribution(raw, text, "mat", pos=torch.tensor(1.0))
+    _one_line(exc, "'pos'")
+
+
+def test_the_lens_default_target_skips_input_only_tokens():
+    """modadd-113 reads '=' (id 113) but never outputs it: there the default target is the model's own top-1."""
+    model = mechwork.load("modadd-113", device="cpu")
+    toks = torch.tensor([[5, 7, 113], [9, 2, 113]])
+    lens = logit_lens(model, toks)
+    top = model(toks).argmax(-1)
+    assert lens.targets[:, 0].tolist() == [7, 2]
+    assert torch.equal(lens.targets[:, 1:], top[:, 1:])
+    with pytest.raises(ConfigError) as exc:
+        logit_lens(model, toks, targets=113)
+    _one_line(exc, "'targets'", "[0, 112]", "113")

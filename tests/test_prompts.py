@@ -139,3 +139,37 @@ def test_missing_or_empty_file(ind2l, tmp_path):
         read_prompts(ind2l, empty)
     with pytest.raises(ConfigError, match="is not a file"):
         read_prompts(ind2l, tmp_path)
+
+
+def test_a_file_as_editors_write_it(gpt2, ind2l, tmp_path):
+    """A byte-order mark, CRLF line ends, trailing spaces and blank lines change nothing; "1, 2, 3" is ids."""
+    f = tmp_path / "p.txt"
+    f.write_bytes("\ufeffthe cat sat  \r\n\r\n   \r\n1, 2, 3\r\nthe dog\t\r\n".encode())
+    p = read_prompts(gpt2, f)
+    assert p.texts == ("the cat sat", "1 2 3", "the dog")
+    assert torch.equal(p.rows[0], gpt2.to_tokens("the cat sat")[0]) and p.rows[1].tolist() == [1, 2, 3]
+    f.write_bytes("\ufeff1 2 3\r\n4,5,6,\r\n".encode())
+    assert [r.tolist() for r in read_prompts(ind2l, f).rows] == [[1, 2, 3], [4, 5, 6]]
+    for line, needles in (("1 -2 3", ["line 1", "token id -2", "ids 0 to"]),
+                          ("1.5 2", ["no tokenizer", "'1.5 2'", "on line 1 of"])):
+        f.write_text(line + "\n")
+        with pytest.raises(ConfigError) as e:
+            read_prompts(ind2l, f)
+        assert "\n" not in str(e.value) and all(n in str(e.value) for n in needles), str(e.value)
+    f.write_text(" ".join(["7"] * int(ind2l.cfg.n_ctx)) + "\n")  # exactly the context: fits
+    assert read_prompts(ind2l, f).lengths == (int(ind2l.cfg.n_ctx),)
+
+
+def test_prompts_numpy_arrays_and_prompts_objects_are_taken(gpt2, ind2l):
+    import numpy as np
+
+    p = tokenize(ind2l, np.array([[1, 2, 3], [4, 5, 6]]))
+    assert [r.tolist() for r in p.rows] == [[1, 2, 3], [4, 5, 6]]
+    with pytest.raises(ConfigError, match="integer token ids"):
+        tokenize(ind2l, np.array([[1.5, 2.0]]))
+    made = tokenize(gpt2, ["the cat", "the dog"])
+    again = tokenize(gpt2, made)
+    assert again.texts == made.texts and all(torch.equal(a, b) for a, b in zip(again.rows, made.rows, strict=True))
+    big = tokenize(gpt2, [[int(gpt2.cfg.d_vocab) - 1]])
+    with pytest.raises(ConfigError, match="outside the model's vocabulary"):
+        tokenize(ind2l, big)  # checked again against the model it is given to

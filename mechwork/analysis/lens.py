@@ -65,7 +65,7 @@ def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> In
     one-token strings, one per prompt) as ``[batch]`` ids."""
     d_out = int(model.W_U.shape[-1])
     if isinstance(value, (list, tuple)) and len(value) in (1, batch) and all(
-            isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in value):
+            isinstance(v, str) or _integer(v) is not None for v in value):
         out = torch.cat([token_ids(model, v, 1, name) for v in value]).expand(batch)
     elif isinstance(value, str):
         if getattr(model, "tokenizer", None) is None:
@@ -76,8 +76,8 @@ def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> In
             raise ConfigError(f"'{name}' must be a string that is one token (got {value!r}: {ids.numel()} tokens"
                               f"{', ' + repr(toks) if toks else ''}); give one token, or its id")
         out = ids.to(torch.int64).expand(batch)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        out = torch.full((batch,), value, dtype=torch.int64)
+    elif (one := _integer(value)) is not None:
+        out = torch.full((batch,), one, dtype=torch.int64)
     elif isinstance(value, Tensor) and not value.is_floating_point() and value.dtype != torch.bool \
             and value.numel() in (1, batch) and value.dim() <= 1:
         out = value.detach().reshape(-1).to(torch.int64).cpu().expand(batch)
@@ -89,6 +89,16 @@ def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> In
     if bool(bad.any()):
         raise invalid(name, f"a token id in [0, {d_out - 1}] (the model's output vocabulary)", int(out[bad][0]))
     return out.clone()
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int when it is one (a Python or numpy integer; not a bool, a float or a tensor)."""
+    if isinstance(value, (bool, Tensor, float)) or type(value).__name__ == "bool_":
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def check_readout(model: TransformerBridge, operation: str, readout: bool = True) -> None:

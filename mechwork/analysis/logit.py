@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 import torch
 from jaxtyping import Float, Int
@@ -332,7 +332,7 @@ def _describe(model: TransformerBridge, answer: Tensor, wrong: Tensor | None) ->
 
 # -- the analyses ---------------------------------------------------------------------------------------------
 def residual_decomposition(
-    model: TransformerBridge, tokens: Any, *, pos: int = -1, unit: str = "component", layer: int | None = None
+    model: TransformerBridge, tokens: Any, *, pos: SupportsIndex = -1, unit: str = "component", layer: int | None = None
 ) -> ResidualDecomposition:
     """The final residual stream at ``pos`` split into components (``unit`` and ``layer`` as for
     :func:`direct_logit_attribution`); built on ``ActivationCache.decompose_resid`` / ``stack_head_results``."""
@@ -355,7 +355,7 @@ def direct_logit_attribution(
     answer: Any,
     wrong: Any = None,
     *,
-    pos: int = -1,
+    pos: SupportsIndex = -1,
     unit: str = "component",
     layer: int | None = None,
 ) -> LogitAttribution:
