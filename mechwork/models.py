@@ -74,8 +74,10 @@ __all__ = [
     "build_model",
     "default_device",
     "head_weights",
+    "hybrid_blocks",
     "is_bridge",
     "load_weights",
+    "mlp_width",
     "native_module",
     "preset",
     "readout_problem",
@@ -495,15 +497,30 @@ def _smoke(model: TransformerBridge, key: str, architecture: str) -> None:
                           f"cannot run it ({type(e).__name__}: {text})") from None
 
 
+def hybrid_blocks(model: TransformerBridge) -> list[str]:
+    """The state-space or linear-attention block types of ``model`` (TransformerLens's ``hybrid_block_types``)."""
+    from transformer_lens.tools.analysis._model_state import hybrid_block_types
+
+    return list(hybrid_block_types(model))
+
+
+def mlp_width(model: TransformerBridge) -> int | None:
+    """The number of neurons of the first MLP, read from its ``W_out`` (``cfg.d_mlp`` can be a default the
+    architecture ignores, OPT's ``ffn_dim``); None for a mixture of experts or no MLP."""
+    try:
+        return int(model.blocks[0].mlp.W_out.shape[-2])
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
 def readout_problem(model: TransformerBridge, readout: bool = True) -> str | None:
     """Why ``model``'s logits are not ``unembed(ln_final(last block's hook_resid_post))`` of a residual stream
     that its attention and MLP outputs sum to (None: they are), as TransformerLens's own logit-lens and DLA
     checks decide: hybrid (state-space) blocks, and with ``readout`` a task head on the readout path, no
     unembedding, soft-capped logits."""
-    from transformer_lens.tools.analysis._model_state import hybrid_block_types
     from transformer_lens.tools.analysis.logit_lens import _require_decoder_unembed
 
-    hybrid = hybrid_block_types(model)
+    hybrid = hybrid_blocks(model)
     if hybrid:
         return f"it has hybrid blocks ({', '.join(hybrid)}) whose outputs are not attention and MLP outputs"
     if not readout:

@@ -165,16 +165,26 @@ def describe_model(cfg: ToyConfig) -> str:
 def describe_bridge(model: Any) -> str:
     """Any bridge's architecture in one line, from its cfg: layers, widths, MLP, normalisation, positions,
     vocabulary, context, and whether it has a tokenizer (else prompts are token ids)."""
+    from mechwork.models import hybrid_blocks, mlp_width
+
     c = model.cfg
     arch = getattr(c, "architecture", None) or type(getattr(model, "original_model", model)).__name__
     kv = getattr(c, "n_key_value_heads", None)
-    heads = f"{c.n_heads} heads of {c.d_head}" + (f" ({kv} key/value heads)" if kv and kv != c.n_heads else "")
+    heads = f"{c.n_heads} heads of {c.d_head}" + (
+        f" ({kv} key/value head{'s' if kv != 1 else ''})" if kv and kv != c.n_heads else "")
+    hybrid = hybrid_blocks(model)
+    if hybrid:
+        heads = f"{', '.join(hybrid)} blocks (state-space or linear attention)"
     gated = "gated " if getattr(c, "gated_mlp", False) else ""
-    mlp = "attention-only" if getattr(c, "attn_only", False) else f"{gated}d_mlp {c.d_mlp} ({c.act_fn})"
+    width = mlp_width(model) or c.d_mlp
+    mlp = "attention-only" if getattr(c, "attn_only", False) else f"{gated}d_mlp {width} ({c.act_fn})"
+    if getattr(c, "num_experts", None) and mlp_width(model) is None:
+        mlp = f"a mixture of {c.num_experts} {mlp} experts ({getattr(c, 'experts_per_token', '?')} per token)"
     norm = {"LN": "LayerNorm", "LNPre": "LayerNorm (folded)", "RMS": "RMSNorm", "RMSPre": "RMSNorm (folded)"}.get(
         getattr(c, "normalization_type", None) or "", "no normalisation")
     pos = getattr(c, "positional_embedding_type", None) or "standard"
-    positions = {"standard": "learned positions", "shortformer": "shortformer positions"}.get(pos, f"{pos} positions")
+    positions = {"standard": "learned positions", "shortformer": "shortformer positions",
+                 "none": "no positional embedding"}.get(pos, f"{pos} positions")
     d_out = getattr(c, "d_vocab_out", None)
     vocab = f"d_vocab {c.d_vocab}" + (f" -> {d_out}" if d_out not in (None, -1, c.d_vocab) else "")
     tok = "a tokenizer" if getattr(model, "tokenizer", None) is not None else "no tokenizer (prompts are token ids)"

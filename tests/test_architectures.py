@@ -232,3 +232,15 @@ def test_half_precision_bridges_are_not_refused(model_dir, dtype):
     assert dla.values.dtype == torch.float32 and len(dla.labels) == 14
     residual_decomposition(model, toks)
     logit_lens(model, toks)
+
+
+def test_info_describes_each_architecture_from_its_weights(model_dir):
+    from mechwork.summary import describe
+
+    expect = {"opt": "4 heads of 16, d_mlp 128 (relu), LayerNorm, learned positions",  # cfg.d_mlp says 256
+              "gemma": "4 heads of 16 (1 key/value head), gated d_mlp 128", "bloom": "alibi positions",
+              "mixtral": "(2 key/value heads), a mixture of 4 gated d_mlp 128 (silu) experts (2 per token)",
+              "mamba": "mixer blocks (state-space or linear attention)", "neox": "LayerNorm, rotary positions"}
+    for name, part in expect.items():
+        text = describe(str(model_dir(name)))
+        assert part in text, (name, text)
