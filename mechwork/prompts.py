@@ -40,7 +40,7 @@ from torch import Tensor
 
 from mechwork.errors import ConfigError
 
-__all__ = ["Prompts", "has_tokenizer", "prompt_pair", "read_prompts", "tokenize"]
+__all__ = ["Prompts", "check_model", "has_tokenizer", "prompt_pair", "read_prompts", "tokenize"]
 
 _IDS_LINE = re.compile(r"^-?\d+(?:\s*[,\s]\s*-?\d+)*\s*,?$")
 
@@ -67,6 +67,15 @@ class Prompts:
             raise ConfigError(f"the prompts tokenise to different lengths ({', '.join(map(str, self.lengths))} "
                               "tokens): give prompts of one length to batch them")
         return torch.stack(list(self.rows))
+
+
+def check_model(model: Any, operation: str = "this") -> None:
+    """Refuse, in one line, a ``model`` that is not a model (a path, a name, None...): ``mechwork.load`` makes one."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "d_vocab") or not hasattr(model, "run_with_cache"):
+        got = repr(model) if isinstance(model, (str, int, float)) or model is None else f"a {type(model).__name__}"
+        raise ConfigError(f"{operation} needs a TransformerBridge as 'model' (mechwork.load(path or preset) gives "
+                          f"one; got {got[:80]})")
 
 
 def has_tokenizer(model: Any) -> bool:
@@ -177,6 +186,7 @@ def tokenize(model: Any, prompts: Any, *, names: Sequence[str] | None = None) ->
 
     ``names`` (optional) names each prompt in the errors (default ``prompt 1``, ``prompt 2``, ...).
     """
+    check_model(model, "tokenize")
     items = _as_prompts(prompts)
     given = prompts.texts if isinstance(prompts, Prompts) else None
     device = _device(model)

@@ -491,7 +491,10 @@ def resolve(path_or_preset: str | os.PathLike[str] | object) -> tuple[str, str]:
     """
     valid = f"'path_or_preset' must be {accepted(list(PRESETS), bridge=True)}"
     if not isinstance(path_or_preset, (str, os.PathLike)):
-        raise ConfigError(f"{valid} (got {path_or_preset!r})")
+        got = repr(path_or_preset)
+        if len(got) > 80 or "\n" in got:  # a model or a module: its repr is many lines
+            got = f"a {type(path_or_preset).__name__}"
+        raise ConfigError(f"{valid} (got {got})")
     key = os.fspath(path_or_preset)
     if not isinstance(key, str):
         raise ConfigError(f"{valid} (got {key!r})")

@@ -198,3 +198,9 @@ def test_limits_tells_a_model_directory_from_json_alone(four_models, tmp_path):
     assert out.stdout.splitlines() == [
         f"('model', {four_models['gpt2']!r}) ('run', {four_models['custom3l']!r}) ('preset', 'modadd-113')",
         "ConfigError", "ConfigError", "False"]
+
+
+def test_a_module_that_is_not_a_bridge_is_named_by_its_type():
+    with pytest.raises(ConfigError) as e:
+        mechwork.load(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()))
+    assert "\n" not in str(e.value) and str(e.value).endswith("or a TransformerBridge (got a Sequential)")

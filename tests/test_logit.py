@@ -421,3 +421,13 @@ def test_the_lens_default_target_skips_input_only_tokens():
     with pytest.raises(ConfigError) as exc:
         logit_lens(model, toks, targets=113)
     _one_line(exc, "'targets'", "[0, 112]", "113")
+
+
+def test_what_is_not_a_model_is_refused_in_one_line():
+    for call, op in ((lambda m: direct_logit_attribution(m, [[1, 2]], 1), "direct_logit_attribution"),
+                     (lambda m: residual_decomposition(m, [[1, 2]]), "residual_decomposition"),
+                     (lambda m: logit_lens(m, [[1, 2]]), "logit_lens"), (lambda m: tokenize(m, [1, 2]), "tokenize")):
+        for bad, got in (("induction-2l", "'induction-2l'"), (None, "None"), (torch.nn.Linear(2, 2), "a Linear")):
+            with pytest.raises(ConfigError) as exc:
+                call(bad)
+            _one_line(exc, op, "TransformerBridge", f"got {got}")

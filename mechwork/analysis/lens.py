@@ -38,6 +38,7 @@ from torch import Tensor
 
 from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import check_eval
+from mechwork.prompts import check_model
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -248,6 +249,7 @@ def logit_lens(model: TransformerBridge, tokens: Any, *, targets: Any = None) ->
     ``targets``: None (next token; the model's final top-1 at the last position), one id or one-token string
     for every position, a ``[batch]`` tensor (one per prompt), or a ``[batch, pos]`` tensor.
     """
+    check_model(model, "logit_lens")
     check_eval(model, "logit_lens")
     check_readout(model, "the logit lens")
     batch, labels = as_tokens(model, tokens)

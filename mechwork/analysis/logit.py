@@ -58,6 +58,7 @@ from torch import Tensor
 from mechwork.analysis.lens import as_tokens, check_exact, check_readout, position, token_ids
 from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import check_eval
+from mechwork.prompts import check_model
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -336,6 +337,7 @@ def residual_decomposition(
 ) -> ResidualDecomposition:
     """The final residual stream at ``pos`` split into components (``unit`` and ``layer`` as for
     :func:`direct_logit_attribution`); built on ``ActivationCache.decompose_resid`` / ``stack_head_results``."""
+    check_model(model, "residual_decomposition")
     check_eval(model, "residual_decomposition")
     check_readout(model, "residual_decomposition", readout=False)
     batch, _ = as_tokens(model, tokens)
@@ -366,6 +368,7 @@ def direct_logit_attribution(
     ``layer``: the MLP layer of ``unit="neuron"`` (default: the last). Works on a raw bridge; the model
     is not changed. See the module docstring for the rows.
     """
+    check_model(model, "direct_logit_attribution")
     check_eval(model, "direct_logit_attribution")
     check_readout(model, "direct logit attribution")
     batch, _ = as_tokens(model, tokens)
