@@ -212,13 +212,10 @@ def register(kit: Kit) -> Kit:
     if kit.kind in BUILTIN and getattr(kit.task, "__module__", None) != BUILTIN[kit.kind]:
         raise ConfigError(f"kit kind {kit.kind!r} is built in; give your kit (and its task's kind) another name")
     check_protocol(kit)
-    passed = kit
-    if kit.kind not in BUILTIN:  # a user's analyse or probe that fails is one line (the chain keeps its traceback)
-        kit = replace(kit, analyse=reported(kit.kind, "analyse", kit.analyse),
-                      probe=reported(kit.kind, "probe", kit.probe))
-    _REGISTRY[kit.kind] = kit
-    _PASSED[kit.kind] = (kit, passed)
-    return kit
+    wrapped = kit if kit.kind in BUILTIN else replace(  # a user's analyse or probe that fails is one line
+        kit, analyse=reported(kit.kind, "analyse", kit.analyse), probe=reported(kit.kind, "probe", kit.probe))
+    _REGISTRY[kit.kind], _PASSED[kit.kind] = wrapped, (wrapped, kit)
+    return wrapped
 
 
 HOW_TO_LOAD = f"a kit loaded with --kit FILE (before the command), {ENV}=FILE or mechwork.kit.load_kits(FILE)"
@@ -342,7 +339,9 @@ def _load_one(item: str) -> None:
     module = _imported(item, "kit")
     registered = set(map(id, _REGISTRY.values()))
     if registered == before and not any(id(v) in registered for v in vars(module).values()):  # holds no kit
-        raise ConfigError(f"kit {item!r} registered no kit (call mechwork.kit.register(Kit(...)) in it)")
+        kits = [k for k, v in vars(module).items() if isinstance(v, Kit) and not k.startswith("_")]
+        hint = f", or name its Kit with --task {item}:{kits[0]}" if kits else ""
+        raise ConfigError(f"kit {item!r} registered no kit (call mechwork.kit.register(Kit(...)) in it{hint})")
 
 
 def load_task(spec: str) -> str:
@@ -358,9 +357,8 @@ def load_task(spec: str) -> str:
         raise ConfigError(f"task file {file!r} {'is not a file' if Path(file).exists() else 'does not exist'}")
     defined = vars(_imported(file, "task file", path=True))
     if name not in defined:
-        kits = [k for k, v in defined.items() if isinstance(v, Kit) and not k.startswith("_")]
-        raise ConfigError(f"{file} does not define {name!r} (the Kit objects it defines: "
-                          f"{', '.join(kits) if kits else 'none'})")
+        kits = ", ".join(k for k, v in defined.items() if isinstance(v, Kit) and not k.startswith("_")) or "none"
+        raise ConfigError(f"{file} does not define {name!r} (the Kit objects it defines: {kits})")
     kit = defined[name]
     if not isinstance(kit, Kit):
         raise ConfigError(f"{file}:{name} must be a mechwork.Kit (got {type(kit).__name__})")

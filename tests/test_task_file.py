@@ -164,3 +164,12 @@ def test_a_bad_task_is_one_line_exit_2(spec, needle, tmp_path):
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert res.stderr.startswith("mechwork: error: ") and needle in res.stderr, res.stderr
     assert sorted(p for p in tmp_path.iterdir() if p.name != "__pycache__") == before  # nothing written
+
+
+def test_kit_of_a_file_that_registers_nothing_points_to_task(registry, tmp_path):
+    (tmp_path / "mytask.py").write_text(example())
+    spec = str(tmp_path / "mytask.py")
+    with pytest.raises(ConfigError, match=rf"registered no kit \(call mechwork.kit.register\(Kit\(...\)\) in it, or "
+                                          rf"name its Kit with --task {re.escape(spec)}:KIT\)"):
+        kitmod.load_kits(spec)
+    assert "reverse" not in kitmod.kinds()
