@@ -77,8 +77,10 @@ __all__ = [
     "hybrid_blocks",
     "is_bridge",
     "load_weights",
+    "logit_scale",
     "mlp_width",
     "native_module",
+    "output_transform",
     "preset",
     "readout_problem",
     "resolve_device",
@@ -513,11 +515,11 @@ def mlp_width(model: TransformerBridge) -> int | None:
         return None
 
 
-def readout_problem(model: TransformerBridge, readout: bool = True) -> str | None:
-    """Why ``model``'s logits are not ``unembed(ln_final(last block's hook_resid_post))`` of a residual stream
-    that its attention and MLP outputs sum to (None: they are), as TransformerLens's own logit-lens and DLA
-    checks decide: hybrid (state-space) blocks, and with ``readout`` a task head on the readout path, no
-    unembedding, soft-capped logits."""
+def readout_problem(model: TransformerBridge, readout: bool = True, linear: bool = True) -> str | None:
+    """Why ``model``'s logits are not ``transform(unembed(ln_final(last block's hook_resid_post)))`` of a
+    residual stream that its attention and MLP outputs sum to (None: they are), as TransformerLens's own
+    logit-lens and DLA checks decide: hybrid (state-space) blocks, and with ``readout`` a task head on the
+    readout path or no unembedding; with ``linear`` also a transform that is not a plain scale (a soft cap)."""
     from transformer_lens.tools.analysis.logit_lens import _require_decoder_unembed
 
     hybrid = hybrid_blocks(model)
@@ -529,7 +531,27 @@ def readout_problem(model: TransformerBridge, readout: bool = True) -> str | Non
         _require_decoder_unembed(model, operation="this analysis")
     except (ValueError, NotImplementedError) as e:
         return " ".join(str(e).split())
-    cap = float(getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0)
-    if cap > 0:
-        return f"it soft-caps its logits (output_logits_soft_cap {cap:g})"
+    if linear and logit_scale(model) is None:
+        cap = float(getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0)
+        return (f"it soft-caps its logits (output_logits_soft_cap {cap:g}), which no sum of parts survives" if cap > 0
+                else "its logits pass through a transform that is not a scale")
     return None
+
+
+def output_transform(model: TransformerBridge, logits: Tensor) -> Tensor:
+    """``logits`` (``W_U`` readouts) through the model's own post-unembedding step, as its forward applies it
+    (TransformerLens's adapter ``apply_output_logits_transform``: a Gemma soft cap, Granite's ``logits_scaling``,
+    Cohere's ``logit_scale``; none for most models)."""
+    transform = getattr(getattr(model, "adapter", None), "apply_output_logits_transform", None)
+    return transform(logits) if callable(transform) else logits
+
+
+def logit_scale(model: TransformerBridge) -> float | None:
+    """The factor of the model's post-unembedding step when it is a plain scale (1.0: none), None when it is not
+    linear (a soft cap): linear steps keep direct logit attribution exact, once its rows are scaled."""
+    W_U = model.W_U
+    probe = torch.tensor([[[-50.0, -3.0, -1.0, 0.5, 2.0, 50.0]]], dtype=W_U.dtype, device=W_U.device)
+    with torch.no_grad():
+        out = output_transform(model, probe.clone())
+    scale = out[..., 4] / probe[..., 4]
+    return float(scale) if torch.allclose(out, scale * probe, rtol=1e-4, atol=1e-5) else None

@@ -14,12 +14,13 @@ the value biases and a parallel block's shared norm are exercised). Per architec
 
 Covered: GPT-NeoX/Pythia (parallel attention and MLP, partial rotary), Qwen2 (GQA, qkv bias), a GQA Llama,
 Mistral, OPT, Gemma (embedding scale, RMSNorm with offset, one KV head), GPT-J, Phi (parallel, partial rotary),
-BLOOM (ALiBi, embedding norm folded by TL), GPT-BigCode (multi-query), Falcon, StableLM, Qwen3 (QK norm) and
-Mixtral (mixture of experts: no neuron unit, refused in one line).
+BLOOM (ALiBi, embedding norm folded by TL), GPT-BigCode (multi-query), Falcon, StableLM, Qwen3 (QK norm), Mixtral
+(mixture of experts: no neuron unit, refused in one line) and Cohere (a logit scale). Granite's ``logits_scaling``
+is applied to DLA's rows, which sum to the model's own logit; TransformerLens's DLA leaves it out (pinned).
 
-What cannot be split exactly is refused in one line, never answered wrong: Gemma 2 (soft-capped logits), Granite
-(a logit scale the cache does not show), XGLM (an embedding scale outside the hooks: its logit lens, which reads
-the accumulated stream, stays exact), BERT (a masked-LM head on the
+What cannot be split exactly is refused in one line, never answered wrong: Gemma 2's soft-capped logits (DLA; its
+logit lens reads through the cap and equals TransformerLens's), XGLM (an embedding scale outside the hooks: its
+logit lens, which reads the accumulated stream, stays exact), BERT (a masked-LM head on the
 readout path), Mamba (state-space blocks), and a CodeGen directory that TransformerLens boots but cannot run.
 """
 
@@ -69,9 +70,12 @@ def _configs() -> dict[str, tuple[str, str, dict[str, Any]]]:
         "qwen3": ("Qwen3ForCausalLM", "Qwen3Config", {**kv2, "head_dim": 16}),
         "mixtral": ("MixtralForCausalLM", "MixtralConfig", {**kv2, "num_local_experts": 4, "num_experts_per_tok": 2}),
         # refused: what these models do is not final norm -> W_U + b_U of a sum of attention and MLP outputs
-        "gemma2": ("Gemma2ForCausalLM", "Gemma2Config", {**kv2, "head_dim": 16, "pad_token_id": 0}),
+        "cohere": ("CohereForCausalLM", "CohereConfig", {**kv2, "logit_scale": 0.5, "pad_token_id": 0}),
+        # scaled or capped logits: DLA scales its rows (Granite: TransformerLens's own DLA does not), the lens
+        # reads through the cap; DLA refuses the cap
         "granite": ("GraniteForCausalLM", "GraniteConfig", {**kv2, "logits_scaling": 4.0, "embedding_multiplier": 2.0,
                                                             "residual_multiplier": 0.5}),
+        "gemma2": ("Gemma2ForCausalLM", "Gemma2Config", {**kv2, "head_dim": 16, "pad_token_id": 0}),
         "xglm": ("XGLMForCausalLM", "XGLMConfig", {"d_model": 64, "num_layers": 2, "attention_heads": 4,
                                                    "ffn_dim": 128, "max_position_embeddings": 64, "pad_token_id": 0}),
         "bert": ("BertForMaskedLM", "BertConfig", {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
@@ -83,7 +87,7 @@ def _configs() -> dict[str, tuple[str, str, dict[str, Any]]]:
 
 
 EXACT = ("neox", "qwen2", "llama-gqa", "mistral", "opt", "gemma", "gptj", "phi", "bloom", "bigcode", "falcon",
-         "stablelm", "qwen3", "mixtral")
+         "stablelm", "qwen3", "mixtral", "cohere")
 
 
 def _save(name: str, out: Path) -> Path:
@@ -183,7 +187,6 @@ def test_the_three_analyses_equal_transformer_lens(model_dir, name):
 
 REFUSED = {  # name -> what the one line says (DLA; the lens the same, decomposition where it applies)
     "gemma2": "soft-caps its logits (output_logits_soft_cap 30)",
-    "granite": "logits_scaling 4",
     "xglm": "cannot split this model exactly",
     "bert": "mlm_head",
     "mamba": "hybrid blocks",
@@ -195,8 +198,8 @@ def test_what_cannot_be_split_exactly_is_refused_in_one_line(model_dir, name):
     raw = mechwork.load(model_dir(name), device="cpu")
     toks = _tokens(raw)
     calls: list[Callable[[], object]] = [lambda: direct_logit_attribution(raw, toks, 3, 5, unit="head")]
-    if name != "xglm":  # XGLM's readout is plain: its lens is exact (its stream is what does not split)
-        calls.append(lambda: logit_lens(raw, toks))
+    if name not in ("xglm", "gemma2"):  # their lens is exact (XGLM's stream does not split; Gemma 2's cap is
+        calls.append(lambda: logit_lens(raw, toks))  # read through, as TransformerLens's lens reads it)
     if name in ("xglm", "mamba"):  # the stream itself does not split (granite's, bert's and gemma2's does)
         calls.append(lambda: residual_decomposition(raw, toks))
     for call in calls:
@@ -205,7 +208,7 @@ def test_what_cannot_be_split_exactly_is_refused_in_one_line(model_dir, name):
         assert "\n" not in str(exc.value)
     with pytest.raises(MechworkError, match=REFUSED[name].replace("(", r"\(").replace(")", r"\)")):
         direct_logit_attribution(raw, toks, 3, 5)
-    if name == "xglm":
+    if name in ("xglm", "gemma2"):
         from transformer_lens.tools.analysis import logit_lens as tl_lens
 
         lens = logit_lens(raw, toks)
@@ -244,3 +247,27 @@ def test_info_describes_each_architecture_from_its_weights(model_dir):
     for name, part in expect.items():
         text = describe(str(model_dir(name)))
         assert part in text, (name, text)
+
+
+def test_granite_logits_scaling_is_applied_to_the_rows(model_dir):
+    """Granite divides its logits by ``logits_scaling`` (4 here): mechwork's rows sum to the model's own logit
+    difference; TransformerLens's DLA (compatibility mode) leaves the division out, so sums to 4 times it."""
+    from transformer_lens.tools.analysis import direct_logit_attribution as tl_dla
+    from transformer_lens.tools.analysis import logit_lens as tl_lens
+
+    raw = mechwork.load(model_dir("granite"), device="cpu")
+    ref = mechwork.load(model_dir("granite"), device="cpu")
+    ref.enable_compatibility_mode(disable_warnings=True)
+    ref.eval()
+    toks = _tokens(raw)
+    a, w = torch.tensor([3, 11]), torch.tensor([5, 7])
+    logits = raw(toks)
+    diff = (logits[torch.arange(2), -1, a] - logits[torch.arange(2), -1, w]).float()
+    for unit in ("component", "head", "neuron"):
+        torch.testing.assert_close(direct_logit_attribution(raw, toks, a, w, unit=unit).values.sum(0), diff,
+                                   atol=ATOL, rtol=0)
+    mine, theirs = direct_logit_attribution(raw, toks, a, w), tl_dla(ref, toks, a, w)
+    torch.testing.assert_close(4 * mine.values[:-1], theirs.attribution.float(), atol=ATOL, rtol=0)
+    lens = logit_lens(raw, toks)
+    tl = tl_lens(raw, toks, positions=None, targets=lens.targets, return_type="logits")
+    torch.testing.assert_close(lens.logits, tl.values[..., 0].float(), atol=ATOL, rtol=0)

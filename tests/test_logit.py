@@ -315,12 +315,14 @@ def test_bad_arguments_are_one_line(models):
         with pytest.raises(ConfigError) as exc:
             call()
         _one_line(exc, *needles)
-    plain.cfg.output_logits_soft_cap = 30.0
+    plain.cfg.output_logits_soft_cap = 0.5  # the readout now says it caps; this model's forward does not
     try:
-        for call in (lambda: direct_logit_attribution(plain, toks, 3), lambda: logit_lens(plain, toks)):
-            with pytest.raises(ConfigError) as exc:
-                call()
-            _one_line(exc, "soft-caps", "30")
+        with pytest.raises(ConfigError) as exc:
+            direct_logit_attribution(plain, toks, 3)
+        _one_line(exc, "soft-caps", "0.5")
+        with pytest.raises(ConfigError) as exc:  # the lens applies the cap, and finds it is not the model's output
+            logit_lens(plain, toks)
+        _one_line(exc, "cannot split this model exactly", "the model's own logit is")
     finally:
         plain.cfg.output_logits_soft_cap = 0.0
     plain.train()

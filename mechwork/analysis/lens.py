@@ -3,15 +3,16 @@ with :mod:`mechwork.analysis.logit`: prompts, target tokens, positions).
 
 Every accumulated residual stream (before each layer, and the final one) is
 read through the model's own final norm (its statistics recomputed for that
-stream, as TransformerLens's ``apply_ln_to_stack(recompute_ln=True)`` does)
-and unembedding (``W_U``, ``b_U``). :func:`logit_lens` follows one target token
-per prompt and position through the layers: its logit, log-probability and
+stream, as TransformerLens's ``apply_ln_to_stack(recompute_ln=True)`` does),
+unembedding (``W_U``, ``b_U``) and post-unembedding step (a Gemma soft cap, a
+logit scale), as TransformerLens's ``logit_lens`` reads it. :func:`logit_lens`
+follows one target token per prompt and position through the layers: its logit, log-probability and
 rank (0 = top-1; only strictly larger logits count, as in TransformerLens), and
 records each layer's top-1 token. The default target at position ``t`` is the
 prompt's next token ``t + 1``, and at the last position the model's own final
 top-1 (also wherever the next token is no output of the model, such as an
 input-only ``=`` token). The last row (``final_post``) is the model's own
-output: a model for which it is not (a logit scale the cache does not show) is
+output: a model for which it is not (a step the cache does not show) is
 refused in one line rather than misread.
 
 Example::
@@ -38,6 +39,7 @@ from torch import Tensor
 
 from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import check_eval
+from mechwork.models import output_transform
 from mechwork.prompts import check_model
 from mechwork.results import Result
 
@@ -102,12 +104,13 @@ def _integer(value: Any) -> int | None:
         return None
 
 
-def check_readout(model: TransformerBridge, operation: str, readout: bool = True) -> None:
-    """Refuse, before running, a model whose logits are not ``final norm -> W_U + b_U`` of a residual stream its
-    components sum to (hybrid blocks, a task head, soft-capping: :func:`mechwork.models.readout_problem`)."""
+def check_readout(model: TransformerBridge, operation: str, readout: bool = True, linear: bool = True) -> None:
+    """Refuse, before running, a model whose logits are not ``final norm -> W_U + b_U`` (then a scale, or with
+    ``linear=False`` any elementwise step) of a residual stream its components sum to (hybrid blocks, a task
+    head, soft-capping: :func:`mechwork.models.readout_problem`)."""
     from mechwork.models import readout_problem
 
-    problem = readout_problem(model, readout)
+    problem = readout_problem(model, readout, linear)
     if problem is not None and not readout:
         raise ConfigError(f"{operation} splits the residual stream into attention and MLP outputs, and this "
                           f"model's is not: {problem}")
@@ -251,7 +254,7 @@ def logit_lens(model: TransformerBridge, tokens: Any, *, targets: Any = None) ->
     """
     check_model(model, "logit_lens")
     check_eval(model, "logit_lens")
-    check_readout(model, "the logit lens")
+    check_readout(model, "the logit lens", linear=False)
     batch, labels = as_tokens(model, tokens)
     n_layers = int(model.cfg.n_layers)
     names = {f"blocks.{la}.hook_resid_pre" for la in range(n_layers)} | {f"blocks.{n_layers - 1}.hook_resid_post"}
@@ -262,7 +265,7 @@ def logit_lens(model: TransformerBridge, tokens: Any, *, targets: Any = None) ->
     idx = target.to(W_U.device)[..., None]
     out: dict[str, list[Tensor]] = {"logit": [], "log_prob": [], "rank": [], "top": []}
     for layer in stack:
-        lg = layer @ W_U + (b_U if isinstance(b_U, Tensor) else 0.0)
+        lg = output_transform(model, layer @ W_U + (b_U if isinstance(b_U, Tensor) else 0.0))
         mine = lg.gather(-1, idx)
         out["logit"].append(mine[..., 0])
         out["log_prob"].append(torch.log_softmax(lg.float(), -1).gather(-1, idx)[..., 0])

@@ -87,6 +87,16 @@ def _final_norm(model: TransformerBridge) -> tuple[str | None, Tensor | None, Te
     return norm, weight if isinstance(weight, Tensor) else None, bias if isinstance(bias, Tensor) else None
 
 
+def _scale(model: TransformerBridge) -> float:
+    """The plain scale of the model's post-unembedding step (Granite's ``1 / logits_scaling``, Cohere's
+    ``logit_scale``; 1.0 for most models): every row, and the bias, is multiplied by it."""
+    from mechwork.models import logit_scale
+
+    scale = logit_scale(model)
+    assert scale is not None  # check_readout refused a step that is not a scale
+    return scale
+
+
 def _centres(model: TransformerBridge) -> bool:
     """Whether the final norm subtracts the mean (as TransformerLens's ``apply_ln_to_stack`` decides)."""
     norm = getattr(model.cfg, "normalization_type", None)
@@ -379,7 +389,7 @@ def direct_logit_attribution(
     logits, cache = _run(model, batch, _names(model, unit, layer))
     stack, labels = _stack(model, cache, p, unit, layer)
     direction, const = _directions(model, cache, p, a, w)
-    values = torch.cat([(stack * direction).sum(-1), const[None]]).detach().float().cpu()
+    values = torch.cat([(stack * direction).sum(-1), const[None]]).detach().float().cpu() * _scale(model)
     rows = torch.arange(batch.shape[0], device=logits.device)
     own = logits[rows, p, a.to(logits.device)]
     if w is not None:
