@@ -271,3 +271,27 @@ def test_granite_logits_scaling_is_applied_to_the_rows(model_dir):
     lens = logit_lens(raw, toks)
     tl = tl_lens(raw, toks, positions=None, targets=lens.targets, return_type="logits")
     torch.testing.assert_close(lens.logits, tl.values[..., 0].float(), atol=ATOL, rtol=0)
+
+
+def test_a_tokenizer_that_adds_its_own_bos(model_dir, tmp_path):
+    """Llama, Mistral and Gemma tokenizers put the BOS token in themselves: one BOS per prompt still, and a
+    one-word answer is still one token."""
+    import shutil
+
+    from tokenizers import processors
+
+    from mechwork.prompts import tokenize
+
+    out = tmp_path / "llama-bos"
+    shutil.copytree(model_dir("llama-gqa"), out)
+    tok = tokenizer()
+    bos = int(tok.bos_token_id)
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", pair="<|endoftext|> $A <|endoftext|> $B", special_tokens=[("<|endoftext|>", bos)])
+    tok.save_pretrained(out)
+    model = mechwork.load(out, device="cpu")
+    assert model.tokenizer("the cat")["input_ids"][0] == bos  # the tokenizer adds it
+    p = tokenize(model, "the cat sat")
+    assert p.labels[0] == ("<|endoftext|>", "the", "cat", "sat")
+    dla = direct_logit_attribution(model, ["the cat sat on the", "the dog sat on the"], "mat", " log")
+    assert dla.target == "the logit of 'mat' minus that of 'log'" and dla.pos == 5
