@@ -396,6 +396,7 @@ def load_weights(model: TransformerBridge, tensors: dict[str, Tensor], source: s
 # -- a directory saved with save_pretrained ---------------------------------------------------
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json",
                    "vocab.txt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt")
 ARCHITECTURE_LIST = "transformer_lens.factories.architecture_adapter_factory.SUPPORTED_ARCHITECTURES"
 
 
@@ -467,6 +468,9 @@ def boot_directory(path: str | os.PathLike[str], device: torch.device | str | No
         raise ConfigError(f"{key!r} is not a model directory saved with save_pretrained (it needs a config.json "
                           "naming model_type or architectures)")
     architecture = _architecture(key, hf)
+    if not any(f.name.endswith(WEIGHT_SUFFIXES) for f in Path(key).iterdir()):
+        raise CheckpointError(f"{key!r} holds a config.json ({architecture}) but no weights (model.safetensors or "
+                              "pytorch_model.bin): save the model there with save_pretrained")
     device = resolve_device(device)
     with_tokenizer = any((Path(key) / f).is_file() for f in TOKENIZER_FILES)
     from transformer_lens.model_bridge import TransformerBridge

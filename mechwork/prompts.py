@@ -219,7 +219,8 @@ def read_prompts(model: Any, path: str | os.PathLike[str]) -> Prompts:
         raise ConfigError(f"prompts file {str(p)!r} does not exist" if not p.exists()
                           else f"prompts file {str(p)!r} is not a file")
     try:
-        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first prompt
+        raw = p.read_bytes()  # UTF-8 (a byte-order mark is not part of the first prompt), or UTF-16 with its mark
+        text = raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"prompts file {str(p)!r} cannot be read as UTF-8 text: {e}") from None
     numbered = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]

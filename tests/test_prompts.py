@@ -173,3 +173,10 @@ def test_prompts_numpy_arrays_and_prompts_objects_are_taken(gpt2, ind2l):
     big = tokenize(gpt2, [[int(gpt2.cfg.d_vocab) - 1]])
     with pytest.raises(ConfigError, match="outside the model's vocabulary"):
         tokenize(ind2l, big)  # checked again against the model it is given to
+
+
+def test_a_utf16_file_from_a_windows_editor(gpt2, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_bytes("the cat sat\r\n1 2 3\r\n".encode("utf-16"))  # with its byte-order mark
+    p = read_prompts(gpt2, f)
+    assert p.texts == ("the cat sat", "1 2 3") and p.rows[1].tolist() == [1, 2, 3]
