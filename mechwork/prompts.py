@@ -188,6 +188,8 @@ def tokenize(model: Any, prompts: Any, *, names: Sequence[str] | None = None) ->
     """
     check_model(model, "tokenize")
     items = _as_prompts(prompts)
+    if not items:
+        raise ConfigError("no prompts given: give a string, token ids, or a list of them (got an empty batch)")
     given = prompts.texts if isinstance(prompts, Prompts) else None
     device = _device(model)
     rows, labels, texts = [], [], []

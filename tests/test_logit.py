@@ -433,3 +433,19 @@ def test_what_is_not_a_model_is_refused_in_one_line():
             with pytest.raises(ConfigError) as exc:
                 call(bad)
             _one_line(exc, op, "TransformerBridge", f"got {got}")
+
+
+def test_batch_shapes_a_transformer_lens_user_writes(models):
+    model = models("induction-2l")
+    toks = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    ref = direct_logit_attribution(model, toks, torch.tensor([7, 8]))
+    torch.testing.assert_close(direct_logit_attribution(model, toks, torch.tensor([[7], [8]])).values, ref.values)
+    per_pos = logit_lens(model, toks, targets=[[1, 2, 3], [4, 5, 6]])
+    assert per_pos.targets.tolist() == [[1, 2, 3], [4, 5, 6]]
+    per_prompt = logit_lens(model, toks, targets=torch.tensor([[7], [8]]))
+    assert per_prompt.targets.tolist() == [[7, 7, 7], [8, 8, 8]]
+    with pytest.raises(ConfigError) as exc:
+        direct_logit_attribution(model, torch.zeros(0, 5, dtype=torch.long), 1)
+    _one_line(exc, "no prompts given", "empty batch")
+    one = logit_lens(model, [[3]])
+    assert "1 token" in one.summary() and "own top-1" in one.summary() and int(one.ranks[-1, 0, 0]) == 0

@@ -82,7 +82,7 @@ def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> In
     elif (one := _integer(value)) is not None:
         out = torch.full((batch,), one, dtype=torch.int64)
     elif isinstance(value, Tensor) and not value.is_floating_point() and value.dtype != torch.bool \
-            and value.numel() in (1, batch) and value.dim() <= 1:
+            and value.numel() in (1, batch) and sum(n > 1 for n in value.shape) <= 1:  # [batch], [batch, 1], 0-d
         out = value.detach().reshape(-1).to(torch.int64).cpu().expand(batch)
     else:
         got = f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, Tensor) else value
@@ -180,6 +180,10 @@ class LogitLens(Result):
     def summary(self) -> str:
         n, b, t = self.ranks.shape
         cut = t - 1 if self.own_last and t > 1 else t  # the last position's default target is the output's top-1
+        if self.own_last and t == 1:  # one token: its only target is the output's own top-1
+            return (f"logit lens on {b} prompt(s) of 1 token through {n} residual streams: the target is the "
+                    f"output's own top-1; its mean rank goes from {float(self.ranks[0].float().mean()):.3g} at "
+                    f"{self.labels[0]} to 0 at {self.labels[-1]}")
         rank, lp = self.ranks[:, :, :cut].float().mean((1, 2)), self.log_probs[:, :, :cut].float().mean((1, 2))
         hits, jump = int((self.ranks[-1, :, :cut] == 0).sum()), lp[1:] - lp[:-1]
         k, first, last = int(jump.argmax()), self.labels[0], self.labels[-1]
@@ -230,7 +234,12 @@ def _targets(model: TransformerBridge, targets: Any, batch: Tensor, final_top: T
         nxt, top = batch[:, 1:].cpu(), final_top.cpu()
         nxt = torch.where(nxt < int(model.W_U.shape[-1]), nxt, top[:, :-1])
         return torch.cat([nxt, top[:, -1:]], dim=1)
-    if isinstance(targets, Tensor) and targets.dim() == 2:
+    if isinstance(targets, (list, tuple)) and targets and all(isinstance(r, (list, tuple, Tensor)) for r in targets):
+        try:  # one row of ids per prompt
+            targets = torch.as_tensor([list(map(int, r)) for r in targets])
+        except (TypeError, ValueError) as e:
+            raise invalid("targets", f"a [{b}, {t}] list of token ids (one per prompt and position)", e) from None
+    if isinstance(targets, Tensor) and targets.dim() == 2 and tuple(targets.shape) != (b, 1):
         if tuple(targets.shape) != (b, t):
             raise invalid("targets", f"a [{b}, {t}] id tensor (one target per prompt and position)",
                           f"shape {tuple(targets.shape)}")
@@ -250,7 +259,8 @@ def logit_lens(model: TransformerBridge, tokens: Any, *, targets: Any = None) ->
     """The logit lens on ``tokens`` (ids or, with a tokenizer, strings) for one target per prompt and position.
 
     ``targets``: None (next token; the model's final top-1 at the last position), one id or one-token string
-    for every position, a ``[batch]`` tensor (one per prompt), or a ``[batch, pos]`` tensor.
+    for every position, a ``[batch]`` / ``[batch, 1]`` tensor or a list (one per prompt), or a ``[batch, pos]``
+    tensor or list of lists (one per prompt and position).
     """
     check_model(model, "logit_lens")
     check_eval(model, "logit_lens")
