@@ -519,16 +519,26 @@ def mlp_width(model: TransformerBridge) -> int | None:
         return None
 
 
-def readout_problem(model: TransformerBridge, readout: bool = True, linear: bool = True) -> str | None:
+def readout_problem(model: TransformerBridge, readout: bool = True, linear: bool = True,
+                    split: bool = True) -> str | None:
     """Why ``model``'s logits are not ``transform(unembed(ln_final(last block's hook_resid_post)))`` of a
     residual stream that its attention and MLP outputs sum to (None: they are), as TransformerLens's own
-    logit-lens and DLA checks decide: hybrid (state-space) blocks, and with ``readout`` a task head on the
-    readout path or no unembedding; with ``linear`` also a transform that is not a plain scale (a soft cap)."""
+    logit-lens and DLA checks decide. With ``split``: hybrid (state-space, recurrent) blocks, or a block without
+    ``hook_attn_out`` / ``hook_mlp_out``; with ``readout``: a task head on the readout path or no unembedding;
+    with ``linear``: a post-unembedding step that is not a plain scale (a soft cap)."""
     from transformer_lens.tools.analysis.logit_lens import _require_decoder_unembed
 
-    hybrid = hybrid_blocks(model)
-    if hybrid:
-        return f"it has hybrid blocks ({', '.join(hybrid)}) whose outputs are not attention and MLP outputs"
+    if split:
+        hybrid = hybrid_blocks(model)
+        if hybrid:
+            return f"it has hybrid blocks ({', '.join(hybrid)}) whose outputs are not attention and MLP outputs"
+        hooks = getattr(model, "hook_dict", {})
+        kinds = ("attn",) if getattr(model.cfg, "attn_only", False) else ("attn", "mlp")
+        for layer in range(int(model.cfg.n_layers)):
+            missing = [f"blocks.{layer}.hook_{k}_out" for k in kinds if f"blocks.{layer}.hook_{k}_out" not in hooks]
+            if missing:
+                block = type(model.blocks[layer]).__name__
+                return f"block {layer} ({block}) has no {' or '.join(missing)}: it is not attention and an MLP"
     if not readout:
         return None
     try:

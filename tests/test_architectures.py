@@ -18,10 +18,11 @@ BLOOM (ALiBi, embedding norm folded by TL), GPT-BigCode (multi-query), Falcon, S
 (mixture of experts: no neuron unit, refused in one line) and Cohere (a logit scale). Granite's ``logits_scaling``
 is applied to DLA's rows, which sum to the model's own logit; TransformerLens's DLA leaves it out (pinned).
 
-What cannot be split exactly is refused in one line, never answered wrong: Gemma 2's soft-capped logits (DLA; its
-logit lens reads through the cap and equals TransformerLens's), XGLM (an embedding scale outside the hooks: its
-logit lens, which reads the accumulated stream, stays exact), BERT (a masked-LM head on the
-readout path), Mamba (state-space blocks), and a CodeGen directory that TransformerLens boots but cannot run.
+What cannot be split exactly is refused in one line, never answered wrong: Gemma 2's soft-capped logits, XGLM (an
+embedding scale outside the hooks), BERT (a masked-LM head on the readout path), Mamba and Jamba (state-space
+blocks), RecurrentGemma (recurrent blocks, and a soft cap), and a CodeGen directory that TransformerLens boots but
+cannot run. The logit lens needs only the accumulated stream and the readout: on Gemma 2, XGLM, Mamba, Jamba and
+RecurrentGemma it equals TransformerLens's (and ends at the model's own logits).
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def _configs() -> dict[str, tuple[str, str, dict[str, Any]]]:
         "bert": ("BertForMaskedLM", "BertConfig", {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
                                                    "intermediate_size": 128}),
         "mamba": ("MambaForCausalLM", "MambaConfig", {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 8}),
+        "jamba": ("JambaForCausalLM", "JambaConfig", {
+            **kv2, "attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1,
+            "num_experts": 2, "mamba_d_state": 8, "use_mamba_kernels": False}),
+        "recurrent-gemma": ("RecurrentGemmaForCausalLM", "RecurrentGemmaConfig", {
+            **_L, "num_key_value_heads": 1, "lru_width": 64, "block_types": ["recurrent", "attention"]}),
         "codegen": ("CodeGenForCausalLM", "CodeGenConfig", {"n_embd": 64, "n_layer": 2, "n_head": 4, "rotary_dim": 8,
                                                             "n_positions": 64, "n_ctx": 64}),
     }
@@ -185,22 +191,30 @@ def test_the_three_analyses_equal_transformer_lens(model_dir, name):
     assert ranks is not None and torch.equal(lens.ranks, ranks[..., 0])
 
 
-REFUSED = {  # name -> what the one line says (DLA; the lens the same, decomposition where it applies)
+REFUSED = {  # name -> what DLA's one line says
     "gemma2": "soft-caps its logits (output_logits_soft_cap 30)",
     "xglm": "cannot split this model exactly",
     "bert": "mlm_head",
-    "mamba": "hybrid blocks",
+    "mamba": "hybrid blocks (mixer)",
+    "jamba": "hybrid blocks",
+    "recurrent-gemma": "block 0 (RecurrentGemmaBlockBridge) has no blocks.0.hook_attn_out",
 }
+SPLIT = ("gemma2", "bert")  # their residual stream does split into attention and MLP outputs
+LENS = ("gemma2", "xglm", "mamba", "jamba", "recurrent-gemma")  # their logit lens is exact, as TransformerLens's
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_what_cannot_be_split_exactly_is_refused_in_one_line(model_dir, name):
+    """DLA is refused in one line; the decomposition too where the stream does not split; the logit lens, which
+    needs only the accumulated stream and the readout, equals TransformerLens's wherever the readout is exact."""
+    from transformer_lens.tools.analysis import logit_lens as tl_lens
+
     raw = mechwork.load(model_dir(name), device="cpu")
     toks = _tokens(raw)
     calls: list[Callable[[], object]] = [lambda: direct_logit_attribution(raw, toks, 3, 5, unit="head")]
-    if name not in ("xglm", "gemma2"):  # their lens is exact (XGLM's stream does not split; Gemma 2's cap is
-        calls.append(lambda: logit_lens(raw, toks))  # read through, as TransformerLens's lens reads it)
-    if name in ("xglm", "mamba"):  # the stream itself does not split (granite's, bert's and gemma2's does)
+    if name not in LENS:
+        calls.append(lambda: logit_lens(raw, toks))
+    if name not in SPLIT:
         calls.append(lambda: residual_decomposition(raw, toks))
     for call in calls:
         with pytest.raises(MechworkError) as exc:
@@ -208,12 +222,12 @@ def test_what_cannot_be_split_exactly_is_refused_in_one_line(model_dir, name):
         assert "\n" not in str(exc.value)
     with pytest.raises(MechworkError, match=REFUSED[name].replace("(", r"\(").replace(")", r"\)")):
         direct_logit_attribution(raw, toks, 3, 5)
-    if name in ("xglm", "gemma2"):
-        from transformer_lens.tools.analysis import logit_lens as tl_lens
-
+    if name in LENS:
         lens = logit_lens(raw, toks)
         theirs = tl_lens(raw, toks, positions=None, targets=lens.targets, return_type="logits")
         torch.testing.assert_close(lens.logits, theirs.values[..., 0].float(), atol=ATOL, rtol=0)
+        torch.testing.assert_close(lens.logits[-1], raw(toks).gather(-1, lens.targets[..., None])[..., 0].float(),
+                                   atol=ATOL, rtol=0)
 
 
 def test_a_directory_transformer_lens_boots_but_cannot_run_is_refused_at_load(model_dir):

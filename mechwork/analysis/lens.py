@@ -104,13 +104,15 @@ def _integer(value: Any) -> int | None:
         return None
 
 
-def check_readout(model: TransformerBridge, operation: str, readout: bool = True, linear: bool = True) -> None:
+def check_readout(
+    model: TransformerBridge, operation: str, readout: bool = True, linear: bool = True, split: bool = True
+) -> None:
     """Refuse, before running, a model whose logits are not ``final norm -> W_U + b_U`` (then a scale, or with
-    ``linear=False`` any elementwise step) of a residual stream its components sum to (hybrid blocks, a task
-    head, soft-capping: :func:`mechwork.models.readout_problem`)."""
+    ``linear=False`` any elementwise step) of a residual stream its components sum to (with ``split``: hybrid
+    blocks; a task head, soft-capping: :func:`mechwork.models.readout_problem`)."""
     from mechwork.models import readout_problem
 
-    problem = readout_problem(model, readout, linear)
+    problem = readout_problem(model, readout, linear, split)
     if problem is not None and not readout:
         raise ConfigError(f"{operation} splits the residual stream into attention and MLP outputs, and this "
                           f"model's is not: {problem}")
@@ -264,7 +266,7 @@ def logit_lens(model: TransformerBridge, tokens: Any, *, targets: Any = None) ->
     """
     check_model(model, "logit_lens")
     check_eval(model, "logit_lens")
-    check_readout(model, "the logit lens", linear=False)
+    check_readout(model, "the logit lens", linear=False, split=False)
     batch, labels = as_tokens(model, tokens)
     n_layers = int(model.cfg.n_layers)
     names = {f"blocks.{la}.hook_resid_pre" for la in range(n_layers)} | {f"blocks.{n_layers - 1}.hook_resid_post"}
