@@ -515,7 +515,7 @@ def mlp_width(model: TransformerBridge) -> int | None:
     architecture ignores, OPT's ``ffn_dim``); None for a mixture of experts or no MLP."""
     try:
         return int(model.blocks[0].mlp.W_out.shape[-2])
-    except (AttributeError, IndexError, TypeError):
+    except (AttributeError, IndexError, TypeError, RuntimeError, NotImplementedError):
         return None
 
 

@@ -221,7 +221,7 @@ def _check_unit(model: TransformerBridge, unit: Any, layer: Any) -> int | None:
     mlp = model.blocks[layer % n_layers].mlp
     try:
         mlp.W_out  # noqa: B018 - a dense MLP has one; a mixture of experts has one per expert
-    except AttributeError:
+    except (AttributeError, RuntimeError, NotImplementedError):
         raise ConfigError(f"unit='neuron' needs a dense MLP (one W_out), and layer {layer % n_layers} of this "
                           f"model has a {type(mlp).__name__} (a mixture of experts?): use unit='component' or "
                           "'head'") from None
