@@ -218,7 +218,8 @@ def register(kit: Kit) -> Kit:
     return wrapped
 
 
-HOW_TO_LOAD = f"a kit loaded with --kit FILE (before the command), {ENV}=FILE or mechwork.kit.load_kits(FILE)"
+HOW_TO_LOAD = (f"a kit loaded with --kit FILE or --task FILE.py:KIT (before the command), {ENV}=FILE or "
+               "mechwork.kit.load_kits(FILE)")
 
 
 def get_kit(kind: str) -> Kit:

@@ -307,7 +307,8 @@ def test_a_kits_run_without_its_kit(tmp_path, capsys, monkeypatch):
     assert run(capsys, "--kit", str(KITS / "minimal.py"), "train", "minimal", "--out", str(out), "--quiet")[0] == 0
     kitmod._REGISTRY.pop("minimal")
     kitmod._FILES.clear()
-    how = "a kit loaded with --kit FILE (before the command), MECHWORK_KITS=FILE or mechwork.kit.load_kits(FILE)"
+    how = ("a kit loaded with --kit FILE or --task FILE.py:KIT (before the command), MECHWORK_KITS=FILE or "
+           "mechwork.kit.load_kits(FILE)")
     for args in (["info", str(out)], ["dashboard", str(out), "--out", str(tmp_path / "x.html")],
                  ["patch", str(out)]):
         err = refused(capsys, *args, code=1)
