@@ -21,7 +21,7 @@ Example::
     >>> hook_name("z", 1), hook_name("mlp_post", 0)
     ('blocks.1.attn.hook_z', 'blocks.0.mlp.hook_post')
     >>> BY[SITES["pattern"][1]]
-    ('head', 'head_pos')
+    ('head', 'head_pos', 'head_dest_src')
     >>> token_labels([12, 7, 113], eq=113)
     ['12', '7', '=']
 """
@@ -51,7 +51,7 @@ SITES: dict[str, tuple[str, str]] = {  # site -> (hook name template, activation
 BY: dict[str, tuple[str, ...]] = {  # activation kind -> valid ``by``
     "pos": ("layer", "layer_pos"),
     "head": ("head", "head_pos"),
-    "pattern": ("head", "head_pos"),
+    "pattern": ("head", "head_pos", "head_dest_src"),
     "neuron": ("neuron", "layer", "layer_pos"),
 }
 DIMS: dict[str, tuple[str, ...]] = {  # ``by`` -> the dimensions of a patching result
@@ -59,6 +59,8 @@ DIMS: dict[str, tuple[str, ...]] = {  # ``by`` -> the dimensions of a patching r
     "layer_pos": ("layer", "pos"),
     "head": ("layer", "head"),
     "head_pos": ("layer", "pos", "head"),
+    # one attention-pattern entry per cell, shaped as TransformerLens's [n_layers, n_heads, dest_pos, src_pos]
+    "head_dest_src": ("layer", "head", "dest", "src"),
     "neuron": ("layer", "neuron"),
 }
 SITE_NAMES: tuple[str, ...] = tuple(SITES)

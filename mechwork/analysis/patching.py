@@ -13,7 +13,7 @@ speed differs.
 
 * **Sites**: ``resid_pre``, ``resid_mid``, ``attn_out``, ``mlp_out`` (vectors at
   a position); ``z``, ``q``, ``k``, ``v`` (per head); ``pattern`` (per head,
-  by destination position); ``mlp_post`` (per neuron). Note that in
+  by destination position, or by entry); ``mlp_post`` (per neuron). Note that in
   TransformerLens 4.3's bridge ``hook_resid_mid`` is the MLP's input
   (``ln2.hook_in``): mechwork's patched ``resid_mid`` reaches the MLP's input
   only, not the residual sum after it. TransformerLens's
@@ -22,8 +22,10 @@ speed differs.
   the numbers differ (patch ``attn_out``, or the next layer's ``resid_pre``,
   to move the residual stream itself).
 * **by**: ``layer`` (all positions), ``layer_pos``, ``head`` (all positions),
-  ``head_pos``, ``neuron`` (all positions). Results are shaped by
-  :data:`DIMS`: ``head_pos`` is ``[layer, pos, head]``, as in TransformerLens.
+  ``head_pos``, ``neuron`` (all positions), ``head_dest_src`` (``pattern`` only:
+  one attention-pattern entry per cell; ``positions`` restricts both). Results are
+  shaped by :data:`DIMS`: ``head_pos`` is ``[layer, pos, head]`` and ``head_dest_src``
+  ``[layer, head, dest, src]``, as in TransformerLens.
 * **direction**: ``denoising`` runs the corrupted input and patches in clean
   activations (TransformerLens's convention); ``noising`` runs the clean input
   and patches in corrupted ones.
@@ -103,6 +105,9 @@ def _setter(kind: str, by: str) -> Callable[[Tensor, slice, tuple[int, ...], Ten
             return lambda act, sl, cell, src, p0: act[sl, :, cell[1]].copy_(src[:, p0:, cell[1]])
         return lambda act, sl, cell, src, p0: act[sl, cell[1] - p0, cell[2]].copy_(src[:, cell[1], cell[2]])
     # pattern [batch, head, dest, src]; head_pos cells are (layer, dest_pos, head)
+    if by == "head_dest_src":  # cells (layer, head, dest, src)
+        return lambda act, sl, cell, src, p0: act[sl, cell[1], cell[2] - p0, cell[3]].copy_(src[:, cell[1], cell[2],
+                                                                                                   cell[3]])
     if by == "head":
         return lambda act, sl, cell, src, p0: act[sl, cell[1]].copy_(src[:, cell[1], p0:])
     return lambda act, sl, cell, src, p0: act[sl, cell[2], cell[1] - p0].copy_(src[:, cell[2], cell[1]])
@@ -140,8 +145,14 @@ def patch(
     (:func:`mechwork.limits.patch_bytes`) exceeds the machine's available memory.
     """
     memory_mb = finite_positive("memory_mb", memory_mb)
-    dims, coords = prepare(model, clean, corrupted, site, by, direction, "patching",
+    pairs = by == "head_dest_src"  # coordinates picked as for head_pos; its positions serve dest and src
+    if pairs:
+        check_site(model, site, by)
+    dims, coords = prepare(model, clean, corrupted, site, "head_pos" if pairs else by, direction, "patching",
                            layers=layers, positions=positions, heads=heads, neurons=neurons)
+    if pairs:
+        dims, coords = DIMS[by], {"layer": coords["layer"], "head": coords["head"], "dest": coords["pos"],
+                                  "src": coords["pos"]}
     cfg = {k: getattr(model.cfg, k, None) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab",
                                                     "d_vocab_out", "n_ctx")}
     cfg["d_mlp"] = None if getattr(model.cfg, "attn_only", False) else getattr(model.cfg, "d_mlp", None)
@@ -280,7 +291,8 @@ class PatchResult(Result):
             s = f"L{parts['layer']}N{parts['neuron']}"
         else:
             s = f"L{parts['layer']}"
-        return s + (f" pos {parts['pos']}" if "pos" in parts else "")
+        return s + (f" pos {parts['pos']}" if "pos" in parts else "") + \
+            (f" dest {parts['dest']} src {parts['src']}" if "dest" in parts else "")
 
     def top(self, k: int = 5) -> list[tuple[str, float, float]]:
         """The ``k`` cells with the largest absolute effect: ``(label, value, effect)``."""
@@ -337,6 +349,8 @@ class PatchResult(Result):
             for value, what in ((self.clean_value, "clean"), (self.corrupted_value, "corrupted")):
                 fig.add_hline(y=value, line_dash="dot", line_color="#777", annotation_text=what)
             return fig.update_layout(title=title, xaxis_title="neuron index", yaxis_title=metric, height=380)
+        if v.ndim == 4:
+            return self._pairs_figure(title)
         if v.ndim == 3:  # layer, pos, head -> rows L{l}H{h}, columns pos
             rows = [f"L{la}H{h}" for la in self.coords["layer"] for h in self.coords["head"]]
             z = v.permute(0, 2, 1).reshape(len(rows), -1)
@@ -356,3 +370,24 @@ class PatchResult(Result):
         fig.update_yaxes(autorange="reversed")
         return fig.update_layout(title=title, yaxis_title=names[0], xaxis_title=names[1],
                                  height=max(320, 22 * len(rows) + 140))
+
+    def _pairs_figure(self, title: str) -> Any:
+        """``[layer, head, dest, src]``: one destination x source heatmap per head, one colour scale; a menu picks."""
+        import plotly.graph_objects as go
+
+        mid = self.corrupted_value if self.direction == "denoising" else self.clean_value
+        r = max(float((self.values - mid).abs().max()), 1e-12)
+        heads = [(i, j) for i in range(len(self.coords["layer"])) for j in range(len(self.coords["head"]))]
+        names = [f"L{self.coords['layer'][i]}H{self.coords['head'][j]}" for i, j in heads]
+        fig = go.Figure()
+        for n, (i, j) in enumerate(heads):
+            fig.add_heatmap(z=self.values[i, j].tolist(), x=[str(p) for p in self.coords["src"]],
+                            y=[str(p) for p in self.coords["dest"]], colorscale="RdBu", zmin=mid - r, zmax=mid + r,
+                            visible=n == 0, name=names[n], colorbar={"title": {"text": "metric"}},
+                            hovertemplate=names[n] + " dest %{y} src %{x}: %{z:.4g}<extra></extra>")
+        buttons = [{"label": nm, "method": "update", "args": [{"visible": [k == n for k in range(len(heads))]}]}
+                   for n, nm in enumerate(names)]
+        fig.update_yaxes(autorange="reversed")
+        return fig.update_layout(title=title, xaxis_title="source position", yaxis_title="destination position",
+                                 updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.12, "xanchor": "right"}],
+                                 height=max(360, 22 * len(self.coords["dest"]) + 160))
