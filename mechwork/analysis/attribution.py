@@ -92,6 +92,9 @@ def attribute(
     ``values`` are the estimated patched metric (the base run's value plus the
     estimated change), directly comparable with ``patch(...).values``.
     """
+    if by == "head_dest_src":
+        raise ConfigError("attribution patching has no by='head_dest_src' (one cell per attention-pattern entry): "
+                          "use exact patching (patch / --method exact), or by head or head_pos")
     dims, coords = prepare(model, clean, corrupted, site, by, direction, "attribution patching",
                            layers=layers, positions=positions, heads=heads, neurons=neurons)
     device = next(model.parameters()).device
