@@ -99,8 +99,8 @@ def patch_result(by: str, sizes: dict[str, int]) -> Any:
     dims = DIMS[by]
     g = torch.Generator().manual_seed(0)
     values = torch.rand(*[sizes[d] for d in dims], generator=g)
-    return PatchResult(values, dims, {d: list(range(sizes[d])) for d in dims}, "mlp_post" if by == "neuron" else "z",
-                       by, "noising", 1.0, 0.0)
+    site = {"neuron": "mlp_post", "head_dest_src": "pattern"}.get(by, "z")
+    return PatchResult(values, dims, {d: list(range(sizes[d])) for d in dims}, site, by, "noising", 1.0, 0.0)
 
 
 def every_result(embedded_model, bundles) -> list[Result]:
@@ -109,6 +109,8 @@ def every_result(embedded_model, bundles) -> list[Result]:
     from mechwork.analysis.attribution import DirectPathSweep, PathPatchResult
     from mechwork.analysis.fourier import embedding_spectrum, key_frequencies, neuron_frequencies
     from mechwork.analysis.grokking import stored_progress
+    from mechwork.analysis.lens import logit_lens
+    from mechwork.analysis.logit import direct_logit_attribution, residual_decomposition
     from mechwork.analysis.symmetry import distance_irrelevance, gradient_symmetricity
     from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
     from mechwork.dashboard.figures import TrainingCurves
@@ -118,7 +120,8 @@ def every_result(embedded_model, bundles) -> list[Result]:
 
     task = preset("modadd-113").task
     induction = mechwork.load("induction-2l", device="cpu")
-    sizes = {"layer": 2, "pos": 5, "head": 4, "neuron": 512}
+    sizes = {"layer": 2, "pos": 5, "head": 4, "neuron": 512, "dest": 5, "src": 5}
+    rep = torch.arange(8).repeat(2)[None]  # a repeated sequence: the induction heads' input
     n = np.array([1e3, 3e3, 1e4, 3e4, 1e5, 3e5])
     d = np.array([1e4, 1e5, 1e4, 1e5, 1e4, 1e5])
     few = FitConfig(n_starts=8)  # a few starts: the figure is what is checked, not the fit
@@ -132,7 +135,9 @@ def every_result(embedded_model, bundles) -> list[Result]:
         PathPatchResult([(0, 1)], [(1, 2)], "k", "noising", 0.4, 1.0, 0.2),
         DirectPathSweep(torch.tensor([[float("nan")] * 4, [0.1, 0.5, 0.2, 0.3]]), (0, 1), "q"),
         fit_scaling(2.0 + 50 / n**0.3, n, config=few), fit_scaling(2.0 + 50 / n**0.3 + 30 / d**0.2, n, d, config=few),
-    ] + [patch_result(by, sizes) for by in ("layer", "layer_pos", "head", "head_pos", "neuron")]
+        direct_logit_attribution(induction, rep, 5, unit="head"), direct_logit_attribution(induction, rep, 5, 6),
+        residual_decomposition(induction, rep), logit_lens(induction, rep),
+    ] + [patch_result(by, sizes) for by in ("layer", "layer_pos", "head", "head_pos", "neuron", "head_dest_src")]
     # every result of both bundles that draws a figure
     results += [r for b in bundles.values() for r in b.results.values() if type(r).figure is not Result.figure]
     results.append(TrainingCurves(bundles["modadd-113"].info.metrics, [("memorisation", 0, 800)]))
