@@ -35,7 +35,7 @@ PROMPTS = {True: f"the cat sat on the mat and the dog sat on the\none two three 
 @pytest.mark.parametrize("name", fourmodels.NAMES)
 def test_prompt_page_draws_everything_offline(tmp_path, four_models, name):
     require_chromium()
-    from mechwork.cli import _prompt_arg
+    from mechwork.cli.args import prompt_arg as _prompt_arg
     from mechwork.dashboard.standard import prompt_dashboard
 
     text = name in TEXT

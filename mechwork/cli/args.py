@@ -1,0 +1,115 @@
+"""Checks on the command line's arguments that need no model and no torch: sources, outputs, prompts.
+
+``check_source`` resolves a MODEL (preset, run or model directory) with its ``--step`` and ``--device`` from
+files and names alone; ``check_writable`` refuses an output that cannot be written; ``prompt_inputs`` checks
+``--prompts FILE`` and ``--pair CLEAN CORRUPTED`` before a model is loaded (a toy model takes token ids that
+fit its context). Each refusal is one line naming the value and what is valid.
+
+Example::
+
+    >>> prompt_arg("1, 2 3")
+    [1, 2, 3]
+    >>> check_source("modadd-113")
+    ('preset', 'modadd-113')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mechwork import limits
+from mechwork.errors import ConfigError, MechworkError
+
+__all__ = ["PAIR_HELP", "check_source", "check_writable", "explicit", "prompt_arg", "prompt_inputs"]
+
+def check_source(run_or_preset: str, step: int | None = None, device: str | None = None) -> tuple[str, str]:
+    """Check a run/preset argument, its --step and --device from files and names alone (torch not imported)."""
+    kind, key = limits.resolve(run_or_preset)
+    limits.check_step(kind, key, step)
+    limits.check_device(device)
+    return kind, key
+
+
+def check_writable(path: Path | None, option: str, *, html: bool = False, make_parents: bool = False) -> None:
+    """Refuse an output file that cannot be written, before any work (torch not imported)."""
+    if path is None:
+        return
+    if html and path.suffix.lower() not in (".html", ".htm"):
+        raise click.BadParameter(f"must end in .html (got {str(path)!r})", param_hint=f"'{option}'")
+    try:
+        limits.check_writable(path, option, make_parents=make_parents)
+    except MechworkError as e:
+        raise click.BadParameter(str(e), param_hint=f"'{option}'") from e
+
+
+def explicit(ctx: click.Context) -> set[str]:
+    """Names of the options the user actually typed (not defaults)."""
+    return {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+    }
+
+
+def prompt_arg(text: str) -> str | list[int]:
+    """A --pair prompt: a line of integers (space- or comma-separated) is token ids, anything else text."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if parts and all(p.lstrip("-").isdigit() for p in parts):
+        return [int(p) for p in parts]
+    return text
+
+
+def prompt_inputs(prompts: Path | None, pair: tuple[str, str] | None, kind: str, key: str) -> tuple[Any, Any] | None:
+    """Check --prompts and --pair before any model is loaded; the pair with each prompt parsed.
+
+    A preset or a run (a toy model: no tokenizer) takes token ids only, which must fit the context its config
+    names: a text prompt or a long one is refused here already (a model directory's are, once it is loaded).
+    """
+    if prompts is not None and not prompts.is_file():
+        what = "does not exist" if not prompts.exists() else "is not a file"
+        raise click.BadParameter(f"prompts file {str(prompts)!r} {what}", param_hint="'--prompts'")
+    if pair is not None and any(not p.strip() for p in pair):
+        raise click.BadParameter(f"both prompts must be non-empty (got {pair[0]!r} and {pair[1]!r})",
+                                 param_hint="'--pair'")
+    toy = kind in ("preset", "run")
+    n_ctx = (limits.source_config(kind, key) or {}).get("model", {}).get("n_ctx") if toy else None
+    if prompts is not None and toy:
+        lines = [(n, line.strip()) for n, line in enumerate(_read_lines(prompts), 1) if line.strip()]
+        for n, line in lines:
+            _check_ids(prompt_arg(line), f"line {n} of {str(prompts)!r}", n_ctx, "'--prompts'")
+    if pair is None:
+        return None
+    parsed = (prompt_arg(pair[0]), prompt_arg(pair[1]))
+    if toy:
+        for what, p in zip(("the clean prompt", "the corrupted prompt"), parsed, strict=True):
+            _check_ids(p, what, n_ctx, "'--pair'")
+    if not any(isinstance(p, str) for p in parsed) and len(parsed[0]) != len(parsed[1]):
+        raise ConfigError(f"'--pair' prompts must tokenise to the same length (clean {len(parsed[0])} tokens, "
+                          f"corrupted {len(parsed[1])})")
+    return parsed
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"prompts file {str(path)!r} cannot be read as UTF-8 text: {e}",
+                                 param_hint="'--prompts'") from None
+
+
+def _check_ids(prompt: str | list[int], what: str, n_ctx: Any, hint: str) -> None:
+    """A toy model's prompt: token ids (it has no tokenizer) that fit its context."""
+    if isinstance(prompt, str):
+        raise click.BadParameter(f"this model has no tokenizer: give token ids (got the string {prompt!r} in "
+                                 f"{what})", param_hint=hint)
+    if isinstance(n_ctx, int) and len(prompt) > n_ctx:
+        shown = " ".join(map(str, prompt))
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ConfigError(f"{what} {shown!r} is {len(prompt)} tokens, longer than the model's context of "
+                          f"{n_ctx} tokens")
+
+
+PAIR_HELP = "a clean and a corrupted prompt of one token length (text, or token ids like '1 2 3')"
