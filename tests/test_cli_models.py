@@ -143,3 +143,13 @@ def test_bad_prompt_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, m
     assert len(lines) == 1 and lines[0].startswith("mechwork: error:"), err
     assert all(n in lines[0] for n in needles), lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_a_prompts_file_with_a_byte_order_mark_is_read_as_text_before_loading(capsys, tmp_path, encoding):
+    """The check before torch reads the file as read_prompts does: the mark is not part of line 1."""
+    f = tmp_path / "p.txt"
+    f.write_text("the cat sat\r\n\r\n1 2 3\r\n", encoding=encoding)
+    code, _, err = run(capsys, "dashboard", "induction-2l", "--prompts", str(f), "--out", str(tmp_path / "a.html"))
+    assert code == 2 and "(got the string 'the cat sat' in line 1 of" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]

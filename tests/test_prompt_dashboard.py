@@ -220,3 +220,17 @@ def test_a_model_dla_cannot_split_gets_a_note_not_a_crash(monkeypatch):
     assert len(notes) == 1 and "cannot split this model exactly (a test)" in notes[0]
     assert "Logit lens on prompt 1" in [b.title for b in page.blocks]
     assert not any("contributes most directly" in s or "not from a head" in s for s in summary_lines(bundle))
+
+
+def test_summary_head_share_small_or_negative_is_not_said_to_restore():
+    b = _bundle()
+    small = replace(b["patch_heads"], values=torch.tensor([[-1.9, -2.0], [-2.0, -2.0]]))  # L0H0: +1.7%
+    txt = _text(_bundle(patch_heads=small))
+    assert "No head's output alone restores 5% of the gap (the largest share, L0H0's, is 1.7%)" in txt
+    assert "restores the most" not in txt
+    neg = replace(b["patch_heads"], values=torch.tensor([[-3.2, -2.0], [-2.0, -2.0]]))  # L0H0: -20%
+    txt = _text(_bundle(patch_heads=neg))
+    assert "**L0H0**'s output moves the metric most, away from clean: -20% of the gap" in txt
+    assert "restores the most" not in txt and "No head's output alone" not in txt
+    away = replace(b["patch_resid"], values=torch.tensor([[-5.0, -2.0], [-2.0, -2.0]]))  # L0 pos 0: -50%
+    assert "at **L0 pos 0** moves the metric away from clean by 50%" in _text(_bundle(patch_resid=away))

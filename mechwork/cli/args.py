@@ -93,8 +93,9 @@ def prompt_inputs(prompts: Path | None, pair: tuple[str, str] | None, kind: str,
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
+    try:  # as mechwork.prompts.read_prompts: UTF-8 (a byte-order mark is not text), or UTF-16 with its mark
+        raw = path.read_bytes()
+        return raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise click.BadParameter(f"prompts file {str(path)!r} cannot be read as UTF-8 text: {e}",
                                  param_hint="'--prompts'") from None

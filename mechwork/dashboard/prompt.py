@@ -99,6 +99,9 @@ def detector_lines(bundle: Analysis) -> list[str]:
     return out
 
 
+SMALL = 0.05  # a head share under 5% of the gap is not "restoring" it
+
+
 def pair_lines(bundle: Analysis) -> list[str]:
     if "metric" not in bundle:
         return ["No pair was given (`--pair CLEAN CORRUPTED`), so there are no patching or attribution sweeps."]
@@ -111,10 +114,15 @@ def pair_lines(bundle: Analysis) -> list[str]:
         out.append(f"The corruption barely moves the metric (gap {gap:.2g}), so no cell's share of it is meaningful.")
         return out
     label, _, eff = resid.top(1)[0]
-    out.append(f"Patching the clean residual stream at **{label}** restores {eff:.0%} of the gap between the "
+    moves = "restores" if eff >= 0 else "moves the metric away from clean by"
+    out.append(f"Patching the clean residual stream at **{label}** {moves} {abs(eff):.0%} of the gap between the "
                f"corrupted ({resid.corrupted_value:.3g}) and clean ({resid.clean_value:.3g}) metric.")
-    hlabel, _, heff = heads.top(1)[0]
-    out.append(f"Of the heads, **{hlabel}**'s output restores the most: {heff:.0%} of the gap.")
+    hlabel, _, heff = heads.top(1)[0]  # the head of the largest |share|, which may be small or negative
+    out.append(f"Of the heads, **{hlabel}**'s output restores the most: {heff:.0%} of the gap." if heff >= SMALL
+               else f"Of the heads, **{hlabel}**'s output moves the metric most, away from clean: {heff:.0%} of the "
+               "gap." if heff <= -SMALL
+               else f"No head's output alone restores {SMALL:.0%} of the gap (the largest share, {hlabel}'s, is "
+               f"{heff:.1%}).")
     alabel = attr.top(1)[0][0]
     out.append(f"Attribution patching agrees: its top head is {alabel} too." if alabel == hlabel else
                f"Attribution patching disagrees: its top head is {alabel}, exact patching's {hlabel}.")
