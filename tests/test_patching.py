@@ -269,3 +269,39 @@ def test_the_every_sweeps_and_per_example_reduction_match_transformer_lens(modad
     ours = patch(model, clean, corrupted, per, site="resid_pre", by="layer_pos")
     assert ours.per_example is not None and ours.per_example.shape == (1, 3, 6)
     assert float((ours.values - ref).abs().max()) <= TOL
+
+
+def test_k_and_v_by_head_on_grouped_query_attention_are_the_key_value_heads(tmp_path):
+    """A GQA Llama (4 query heads, 2 key/value heads): hook_k/hook_v hold 2 heads, so k/v cells are kv heads;
+    each cell equals patching that kv head by hand (it crashed with an IndexError before)."""
+    import os
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=120, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+                     ).save_pretrained(tmp_path)
+    model = mechwork.load(str(tmp_path))
+    clean, corrupted = torch.tensor([[1, 5, 7, 9, 11]]), torch.tensor([[1, 5, 8, 9, 11]])
+
+    def metric(logits):
+        return logits[:, -1, 3] - logits[:, -1, 4]
+
+    for site in ("k", "v"):
+        res = patch(model, clean, corrupted, metric, site=site, by="head")
+        assert res.values.shape == (2, 2) and res.coords["head"] == [0, 1]
+        _, cache = model.run_with_cache(clean)
+        name = f"blocks.1.attn.hook_{site}"
+
+        def put(act, hook, name=name, cache=cache):
+            act[:, :, 1] = cache[name][:, :, 1]
+            return act
+
+        with torch.no_grad():
+            by_hand = float(metric(model.run_with_hooks(corrupted, fwd_hooks=[(name, put)])))
+        assert abs(float(res.values[1, 1]) - by_hand) < 1e-5
+    with pytest.raises(ConfigError, match=r"indices in \[0, 2\)"):
+        patch(model, clean, corrupted, metric, site="k", by="head", heads=[3])

@@ -92,7 +92,7 @@ def attribute(
     ``values`` are the estimated patched metric (the base run's value plus the
     estimated change), directly comparable with ``patch(...).values``.
     """
-    if by == "head_dest_src":
+    if by == "head_dest_src" and site == "pattern":  # other sites: prepare() names the valid by
         raise ConfigError("attribution patching has no by='head_dest_src' (one cell per attention-pattern entry): "
                           "use exact patching (patch / --method exact), or by head or head_pos")
     dims, coords = prepare(model, clean, corrupted, site, by, direction, "attribution patching",

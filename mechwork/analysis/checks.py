@@ -127,7 +127,9 @@ def evaluate_metric(metric: Callable[[Tensor], Any], logits: Tensor, batch: int)
 
 def _sizes(model: TransformerBridge, site: str, n_pos: int) -> dict[str, int]:
     cfg = model.cfg
-    return {"layer": int(cfg.n_layers), "pos": n_pos, "head": int(cfg.n_heads),
+    kv = getattr(cfg, "n_key_value_heads", None)  # grouped-query attention: hook_k/hook_v hold the kv heads only
+    heads = int(kv) if site in ("k", "v") and kv else int(cfg.n_heads)
+    return {"layer": int(cfg.n_layers), "pos": n_pos, "head": heads,
             "neuron": int(cfg.d_mlp or 0) if site == "mlp_post" else 0}
 
 
