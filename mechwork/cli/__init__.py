@@ -19,6 +19,10 @@ registered kind, with options from the kit's table (the built-in tables live in
 :data:`mechwork.limits.COMMANDS`, so they build before torch); ``--kit FILE`` (repeatable) or
 ``MECHWORK_KITS`` loads a user's kit first.
 
+The commands live by idea: :mod:`mechwork.cli.args` (the checks before torch), :mod:`mechwork.cli.train`
+(``train KIND``), :mod:`mechwork.cli.prompt_commands` (``patch``, ``dashboard``); this module holds the group,
+``info``, ``analyze``, ``demo`` and :func:`main`.
+
 Examples::
 
     mechwork --kit my_task.py train my_task --steps 500 --out runs/mine
