@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mechwork.errors import CheckpointError, ConfigError, RunBusyError, RunDirError
+from mechwork.errors import CheckpointError, ConfigError, RunBusyError, RunDirError, invalid
 from mechwork.io import atomic_open, load_json, load_tensors, save_tensors_atomic, write_json_atomic
-from mechwork.kit import Task, get_kit, kinds, task_from_dict
+from mechwork.kit import HOW_TO_LOAD, Task, get_kit, kinds, load_env_kits, task_from_dict
 from mechwork.limits import accepted, check_checkpoints_dir, check_step, classify_dir, missing_detail, no_config_detail
 from mechwork.models import PRESETS, ToyConfig, boot_directory, build_model, is_bridge, load_weights, resolve_device
 from mechwork.trainconfig import TrainConfig
@@ -380,6 +380,11 @@ class Run:
                 got = type(self.config[key]).__name__
                 raise CheckpointError(f"bad run config {where}: '{key}' must be a JSON object (got {got})")
         kind = self.config["task"].get("kind")
+        if isinstance(kind, str) and kind not in kinds():
+            load_env_kits()
+        if isinstance(kind, str) and kind not in kinds():
+            # the file is fine; the command lacks the run's kit: a bad invocation (exit 2), not a bad file
+            raise invalid("task.kind", f"one of {', '.join(kinds())}, or the kind of {HOW_TO_LOAD}", kind)
         cls = get_kit(kind).task if isinstance(kind, str) and kind in kinds() else None
         needs: dict[str, set[str]] = {
             "task": {"kind"} | ({f.name for f in dataclasses.fields(cls)} if cls is not None else set()),

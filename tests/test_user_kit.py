@@ -70,8 +70,8 @@ def test_dashboard_shows_the_kits_own_result(trained, tmp_path):
 
 def test_without_the_kit_its_run_is_one_line(trained):
     out, _ = trained
-    res = mechwork("info", str(out))
-    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+    res = mechwork("info", str(out))  # the run's file is fine: the command lacks its kit, a bad invocation
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "'task.kind' must be one of modadd, induction, or the kind of a kit loaded with --kit" in res.stderr
     assert "(got 'first_token')" in res.stderr
 
