@@ -8,9 +8,9 @@ path patching and ablation run and give numbers that could have come out wrong.
   enabled (under ``torch.no_grad()`` its patched ``hook_resid_mid`` reaches the residual stream too: see
   :mod:`mechwork.analysis.patching`). Both execution paths are checked: the fast engine where
   :func:`mechwork.engine.supports` takes the model (custom3l, gpt2, induction-2l) and the hook path
-  (``engine=False``; the only path for llama); ``PatchResult.engine`` says which ran. Not compared: TL's
-  ``get_act_patch_attn_head_pattern_dest_src_pos`` (one cell per destination AND source position: ``patch()`` has
-  no such grouping). TL has no neuron variant: ``mlp_post`` by neuron and by position is checked fast engine
+  (``engine=False``; the only path for llama); ``PatchResult.engine`` says which ran. TL's
+  ``get_act_patch_attn_head_pattern_dest_src_pos`` (``by="head_dest_src"``) is compared on the same four models in
+  tests/test_pattern_pairs.py. TL has no neuron variant: ``mlp_post`` by neuron and by position is checked fast engine
   against hook path.
 * **jittered copies**: the tiny GPT-2 starts with zero biases and unit norm weights and near-uniform attention,
   so the engine's reading of its weights is also checked on a copy with random biases and norm weights and
@@ -29,6 +29,7 @@ import pytest
 import torch
 import transformer_lens.patching as tlp
 from fourmodels import NAMES  # type: ignore[import-not-found]
+from test_patching import VARIANTS  # type: ignore[import-not-found]  # one table of TL's variants
 
 import mechwork
 from mechwork.analysis.ablation import ablate
@@ -44,23 +45,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TOL = 1e-5
 FAST = {"custom3l": True, "gpt2": True, "llama": False, "induction-2l": True}  # the engine takes the model
 
-# (site, by, TL function, permutation of mechwork's dims into TL's order)
-VARIANTS: list[tuple[str, str, Any, tuple[int, ...] | None]] = [
-    ("resid_pre", "layer_pos", tlp.get_act_patch_resid_pre, None),
-    ("resid_mid", "layer_pos", tlp.get_act_patch_resid_mid, None),
-    ("attn_out", "layer_pos", tlp.get_act_patch_attn_out, None),
-    ("mlp_out", "layer_pos", tlp.get_act_patch_mlp_out, None),
-    ("z", "head_pos", tlp.get_act_patch_attn_head_out_by_pos, None),
-    ("q", "head_pos", tlp.get_act_patch_attn_head_q_by_pos, None),
-    ("k", "head_pos", tlp.get_act_patch_attn_head_k_by_pos, None),
-    ("v", "head_pos", tlp.get_act_patch_attn_head_v_by_pos, None),
-    ("pattern", "head_pos", tlp.get_act_patch_attn_head_pattern_by_pos, (0, 2, 1)),
-    ("z", "head", tlp.get_act_patch_attn_head_out_all_pos, None),
-    ("q", "head", tlp.get_act_patch_attn_head_q_all_pos, None),
-    ("k", "head", tlp.get_act_patch_attn_head_k_all_pos, None),
-    ("v", "head", tlp.get_act_patch_attn_head_v_all_pos, None),
-    ("pattern", "head", tlp.get_act_patch_attn_head_pattern_all_pos, None),
-]
 EVERY: list[tuple[Any, list[tuple[str, str]]]] = [  # TL's stacked sweeps: (function, the (site, by) of each row)
     (tlp.get_act_patch_block_every, [("resid_pre", "layer_pos"), ("attn_out", "layer_pos"), ("mlp_out", "layer_pos")]),
     (tlp.get_act_patch_attn_head_all_pos_every, [(s, "head") for s in ("z", "q", "k", "v", "pattern")]),
