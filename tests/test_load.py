@@ -26,7 +26,11 @@ ARCH = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Every socket connection fails, and the Hub is offline: a load that reached the network would raise."""
+    """Every socket connection fails: a load that reached the network would raise.
+
+    (``HF_HUB_OFFLINE`` is read by ``huggingface_hub`` at import, so setting it here is for subprocesses only;
+    mechwork's boot turns the Hub's own flag on itself. The socket patch is what blocks.)
+    """
     def refuse(*args, **kwargs):
         raise OSError("network blocked by the test")
 
@@ -34,8 +38,8 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError, match="blocked"):
-        socket.create_connection(("huggingface.co", 443), timeout=1)
+    with socket.socket() as s, pytest.raises(OSError, match="blocked"):  # a raw socket, not only the helper
+        s.connect(("127.0.0.1", 9))
 
 
 def _hf_logits(path, tokens):

@@ -120,7 +120,8 @@ def _sweeps(name: str, model: Any, label: str = "") -> list[str]:
             assert ("fast engine" if res.engine == "fast" else "hook path") in res.summary()
             got = res.values if perm is None else res.values.permute(*perm)
             assert got.shape == ref.shape, (name, label, site, by)
-            diffs[res.engine if engine else "hooks"] = float((got - ref).abs().max())
+            key = "hooks" if not engine else "fast" if res.engine == "fast" else "default (hooks)"
+            diffs[key] = float((got - ref).abs().max())
             ours[(site, by)] = res.values
         assert max(diffs.values()) <= TOL, (name, label, site, by, diffs)
         lines.append(f"{name}{label} {site} by {by}: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
@@ -143,6 +144,9 @@ def test_patch_equals_transformer_lens_on_every_variant(models, name):
     model = models(name)
     assert supports(model) == FAST[name]
     lines = _sweeps(name, model)
+    # every variant whose hook the model has was compared (a renamed hook would otherwise skip silently)
+    attn_only = not _has(model, "mlp_out")
+    assert len(lines) == len(VARIANTS) - (2 if attn_only else 0), lines  # attention-only: no resid_mid, mlp_out
     if FAST[name]:  # the engine's reading of the weights, on a copy where biases and norms matter
         lines += _sweeps(name, models(name, jitter=True), " (jittered)")
     print("\n".join(lines))

@@ -106,10 +106,10 @@ def test_patch_equals_transformer_lens(trained, registry):
     ref = tlp.get_act_patch_resid_pre(model, probe.corrupted, cache, probe.metric)  # [layer, pos]
     values = torch.tensor(got["values"])
     assert values.shape == ref.shape == (2, 9)
-    assert torch.allclose(values, ref.float().cpu(), atol=1e-4), (values - ref).abs().max()
+    assert torch.allclose(values, ref.float().cpu(), atol=1e-5, rtol=0), (values - ref).abs().max()
     with torch.no_grad():
         clean = float(probe.metric(model(probe.clean)))
-    assert got["clean"] == pytest.approx(clean, abs=1e-4)
+    assert got["clean"] == pytest.approx(clean, abs=1e-5)
 
 
 def test_dashboard_renders_the_kits_results(trained):
