@@ -64,6 +64,21 @@ def hf_dir(arch: str, out: Path, *, with_tokenizer: bool = True, n_ctx: int = 64
     return out
 
 
+def jitter_biases_and_norms(model: Any, seed: int = 7, *, norm_names: tuple[str, ...] = ("ln", "norm")) -> None:
+    """In place: every bias drawn from N(0, 0.3^2), every norm weight from N(1, 0.3^2) (``seed``), so that a
+    reading of the weights that drops a bias or a norm scale shows (tiny random models start with zero biases and
+    unit norms)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("bias"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+            elif any(n in name for n in norm_names) and name.endswith("weight"):
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+
+
 def custom3l_run(out: Path, steps: int = 60) -> Path:
     """A run directory: 3 layers, LayerNorm, GELU, n_ctx 64, trained ``steps`` steps on the induction task."""
     from mechwork.models import ToyConfig

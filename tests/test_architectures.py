@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 import torch
-from fourmodels import tokenizer
+from fourmodels import jitter_biases_and_norms, tokenizer
 
 import mechwork
 from mechwork.analysis.lens import logit_lens
@@ -106,13 +106,7 @@ def _save(name: str, out: Path) -> Path:
                                                eos_token_id=tok.eos_token_id, **kwargs)
     torch.manual_seed(0)
     model = getattr(transformers, model_cls)(config)
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for key, p in sorted(model.named_parameters()):
-            if key.endswith("bias"):
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
-            elif ("ln" in key or "norm" in key) and key.endswith("weight"):
-                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+    jitter_biases_and_norms(model)
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out)
     tok.save_pretrained(out)

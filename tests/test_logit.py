@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import torch
-from fourmodels import NAMES
+from fourmodels import NAMES, jitter_biases_and_norms
 
 import mechwork
 from mechwork.analysis.attention import head_detectors, repeated_tokens
@@ -44,13 +44,7 @@ _MODELS: dict[tuple[str, bool, str], Any] = {}
 
 
 def _jitter_native(model: Any) -> None:
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, p in sorted(model.original_model.named_parameters()):
-            if name.endswith("bias"):
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
-            elif "ln" in name and name.endswith("weight"):
-                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+    jitter_biases_and_norms(model.original_model, norm_names=("ln",))
 
 
 def _jitter_hf(src: str, out: Path) -> str:
@@ -61,13 +55,7 @@ def _jitter_hf(src: str, out: Path) -> str:
 
     if not out.exists():
         hf = AutoModelForCausalLM.from_pretrained(src)
-        g = torch.Generator().manual_seed(7)
-        with torch.no_grad():
-            for name, p in sorted(hf.named_parameters()):
-                if name.endswith("bias"):
-                    p.copy_(0.3 * torch.randn(p.shape, generator=g))
-                elif ("ln" in name or "norm" in name) and name.endswith("weight"):
-                    p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+        jitter_biases_and_norms(hf)
         hf.save_pretrained(out)
         for f in Path(src).iterdir():
             if "token" in f.name or f.name == "vocab.json" or f.name == "merges.txt":
