@@ -126,8 +126,7 @@ def supports(model: TransformerBridge) -> bool:
     c = model.cfg
     norm = getattr(c, "normalization_type", None)
     return (
-        layout(model) is not None  # mechwork's own weights, or a Hugging Face GPT-2's
-        and getattr(c, "positional_embedding_type", "standard") == "standard"
+        getattr(c, "positional_embedding_type", "standard") == "standard"
         and not getattr(c, "gated_mlp", False)
         and getattr(c, "n_key_value_heads", None) in (None, c.n_heads)
         and float(getattr(c, "attn_scores_soft_cap", -1.0) or -1.0) <= 0
@@ -138,6 +137,7 @@ def supports(model: TransformerBridge) -> bool:
         and not getattr(c, "final_rms", False)
         and not getattr(c, "scale_attn_by_inverse_layer_idx", False)
         and float(getattr(model, "attn_rate", 1.0)) == 1.0  # a mixed-in constant pattern lives in a hook
+        and layout(model) is not None  # mechwork's own weights, or a Hugging Face GPT-2's (last: it builds a dict)
     )
 
 

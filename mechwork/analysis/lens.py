@@ -40,7 +40,7 @@ from torch import Tensor
 from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import check_eval
 from mechwork.models import output_transform
-from mechwork.prompts import check_model
+from mechwork.prompts import check_model, has_tokenizer
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,7 +71,7 @@ def token_ids(model: TransformerBridge, value: Any, batch: int, name: str) -> In
             isinstance(v, str) or _integer(v) is not None for v in value):
         out = torch.cat([token_ids(model, v, 1, name) for v in value]).expand(batch)
     elif isinstance(value, str):
-        if getattr(model, "tokenizer", None) is None:
+        if not has_tokenizer(model):
             raise ConfigError(f"this model has no tokenizer: give '{name}' as a token id (got {value!r})")
         ids = model.to_tokens(value, prepend_bos=False, truncate=False, move_to_device=False)[0]
         if ids.numel() != 1:
@@ -251,7 +251,7 @@ def _targets(model: TransformerBridge, targets: Any, batch: Tensor, final_top: T
 
 
 def _label(model: TransformerBridge, ids: Tensor) -> tuple[str, ...]:
-    if getattr(model, "tokenizer", None) is not None:
+    if has_tokenizer(model):
         return tuple(str(model.to_string(i[None])) for i in ids)
     return tuple(str(int(i)) for i in ids)
 

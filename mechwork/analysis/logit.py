@@ -58,7 +58,7 @@ from torch import Tensor
 from mechwork.analysis.lens import as_tokens, check_exact, check_readout, position, token_ids
 from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import check_eval
-from mechwork.prompts import check_model
+from mechwork.prompts import check_model, has_tokenizer
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -333,7 +333,7 @@ class ResidualDecomposition(Result):
 def _describe(model: TransformerBridge, answer: Tensor, wrong: Tensor | None) -> str:
     def name(ids: Tensor, role: str) -> str:
         if bool((ids == ids[0]).all()):
-            tok = model.to_string(ids[:1]) if getattr(model, "tokenizer", None) is not None else str(int(ids[0]))
+            tok = model.to_string(ids[:1]) if has_tokenizer(model) else str(int(ids[0]))
             return repr(tok)
         return f"each prompt's {role}"
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechwork.errors import ConfigError
@@ -181,8 +181,13 @@ def _device(model: TransformerBridge) -> torch.device:
 @torch.no_grad()
 def top_two(model: TransformerBridge, row: Int[Tensor, " pos"]) -> tuple[tuple[int, str, float], ...]:
     """(id, string, probability) of the two most likely next tokens after ``row``."""
-    probs = model(row[None].to(_device(model)))[0, -1].float().softmax(-1).cpu()
-    vals, ids = probs.topk(2)
+    with torch.no_grad():
+        return _top_two_of(model, model(row[None].to(_device(model)))[0, -1])
+
+
+def _top_two_of(model: TransformerBridge, logits: Float[Tensor, " vocab"]) -> tuple[tuple[int, str, float], ...]:
+    """:func:`top_two` read from the logits at the last position of a run already made."""
+    vals, ids = logits.float().softmax(-1).cpu().topk(2)
     return tuple((int(i), _token_str(model, int(i)), float(v)) for v, i in zip(vals, ids, strict=True))
 
 
@@ -213,15 +218,15 @@ def pair_metric(model: TransformerBridge, clean: Prompts, corrupted: Prompts) ->
     """The pair's logit-difference metric (see the module docstring) and the metric function for patching."""
     from mechwork.analysis.metrics import logit_diff
 
-    c, k = clean.batch(), corrupted.batch()
-    (a, a_s, _), (r, r_s, _) = top_two(model, c[0])
-    w, w_s, _ = top_two(model, k[0])[0]
+    dev = _device(model)
+    with torch.no_grad():  # one run of each prompt: its top two and its metric value
+        c_logits, k_logits = model(clean.batch().to(dev)), model(corrupted.batch().to(dev))
+    (a, a_s, _), (r, r_s, _) = _top_two_of(model, c_logits[0, -1])
+    w, w_s, _ = _top_two_of(model, k_logits[0, -1])[0]
     rule = SAME_TOP if w == a else DIFFERENT_TOP
     wrong = (r, r_s) if rule == SAME_TOP else (w, w_s)
     metric = logit_diff(a, wrong[0])
-    dev = _device(model)
-    with torch.no_grad():
-        cv, kv = float(metric(model(c.to(dev)))), float(metric(model(k.to(dev))))
+    cv, kv = float(metric(c_logits)), float(metric(k_logits))
     return PairMetric(clean.labels[0], corrupted.labels[0], (a, a_s), wrong, rule, cv, kv), metric
 
 
