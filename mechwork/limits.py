@@ -475,7 +475,11 @@ def _config_json(path: str | os.PathLike[str]) -> Any:
 def model_dir_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The ``config.json`` of a directory saved with ``save_pretrained`` (it names ``model_type`` or
     ``architectures``, and has none of a run's sections); None for anything else."""
-    d = _config_json(path)
+    return _as_model_config(_config_json(path))
+
+
+def _as_model_config(d: Any) -> dict[str, Any] | None:
+    """``d`` (a parsed config.json) when it is a save_pretrained model's, else None."""
     if not isinstance(d, dict) or any(k in d for k in RUN_SECTIONS):
         return None
     return d if isinstance(d.get("model_type"), str) or isinstance(d.get("architectures"), list) else None
@@ -492,9 +496,9 @@ def classify_dir(key: str) -> str:
 
     A config.json that cannot be read is left to the run loader, which names the file and the fault.
     """
-    if model_dir_config(key) is not None:
+    d = _config_json(key)  # read once
+    if _as_model_config(d) is not None:
         return "model"
-    d = _config_json(key)
     if isinstance(d, dict) and not any(k in d for k in RUN_SECTIONS):
         raise ConfigError(f"{key!r} is neither a run directory (its config.json has no task, model or train "
                           "section) nor a model directory saved with save_pretrained (no model_type or architectures)")

@@ -47,7 +47,7 @@ from pathlib import Path
 import click
 
 from mechwork import bars, limits
-from mechwork.cli.args import check_source, check_writable
+from mechwork.cli.args import check_page_out, check_source, check_writable
 from mechwork.cli.prompt_commands import dashboard_cmd, patch_cmd
 from mechwork.cli.train import train
 from mechwork.errors import CheckpointError, ConfigError, MechworkError, NonFiniteError, RunBusyError
@@ -157,13 +157,10 @@ def demo(device: str | None, out: Path, with_dashboard: bool) -> None:
     bars.stage("evaluating the embedded model")
     click.echo(demo_report(device))
     if with_dashboard:
-        from mechwork.dashboard.standard import check_out, dashboard
+        from mechwork.dashboard.standard import dashboard
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            check_out(out)
-        except MechworkError as e:
-            raise click.BadParameter(str(e), param_hint="'--out'") from e
+        check_page_out(out, "--out")
         dashboard("modadd-113", out, device=device)
         click.echo(f"dashboard: {out.resolve()} ({out.stat().st_size:,} bytes; open it in a browser, offline)")
 

@@ -45,6 +45,17 @@ def check_writable(path: Path | None, option: str, *, html: bool = False, make_p
         raise click.BadParameter(str(e), param_hint=f"'{option}'") from e
 
 
+def check_page_out(path: Path, option: str) -> None:
+    """A dashboard's output file, checked as the page writer will check it (after torch is loaded): one line
+    naming ``option`` if it cannot be written."""
+    from mechwork.dashboard.standard import check_out
+
+    try:
+        check_out(path)
+    except MechworkError as e:
+        raise click.BadParameter(str(e), param_hint=f"'{option}'") from e
+
+
 def explicit(ctx: click.Context) -> set[str]:
     """Names of the options the user actually typed (not defaults)."""
     return {

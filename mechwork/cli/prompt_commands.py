@@ -18,8 +18,7 @@ from typing import Any
 import click
 
 from mechwork import bars, limits
-from mechwork.cli.args import PAIR_HELP, check_source, check_writable, explicit, prompt_inputs
-from mechwork.errors import MechworkError
+from mechwork.cli.args import PAIR_HELP, check_page_out, check_source, check_writable, explicit, prompt_inputs
 from mechwork.hooks import BY_NAMES, DIRECTIONS, METHODS, SITE_NAMES
 
 __all__ = ["dashboard_cmd", "patch_cmd"]
@@ -60,14 +59,10 @@ def patch_cmd(model: str, pair: tuple[str, str] | None, site: str, by: str, dire
         raise click.UsageError(f"'--n' {n_prompts} counts a task's standard prompts; {why}")
     if prompts is None and light_kind != "model":
         limits.patch_check(light_kind, light_key, n_prompts)
-    from mechwork.dashboard.standard import check_out
     from mechwork.source import open_source
 
     if dash_out is not None:
-        try:
-            check_out(dash_out)
-        except MechworkError as e:
-            raise click.BadParameter(str(e), param_hint="'--dashboard'") from e
+        check_page_out(dash_out, "--dashboard")
     bars.stage("loading the model")
     src = open_source(model, step=step, history=False)
     key, probe = src.name, _probe(src, prompts, n_prompts, seed)
@@ -166,12 +161,9 @@ def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None
     suffix = "-prompts" if prompt_page and kind != "model" else ""
     out = out or Path("dashboards") / f"{name}{suffix}{'.cdn' if assets == 'cdn' else ''}.html"
     check_writable(out, "--out", html=True)
-    from mechwork.dashboard.standard import check_out, dashboard
+    from mechwork.dashboard.standard import dashboard
 
-    try:
-        check_out(out)
-    except MechworkError as e:
-        raise click.BadParameter(str(e), param_hint="'--out'") from e
+    check_page_out(out, "--out")
     from mechwork.dashboard.page import saved_assets
 
     before = saved_assets(out)  # replacing a page of the other mode is said, never silent
