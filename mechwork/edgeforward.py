@@ -1,0 +1,292 @@
+"""Edge-level forward passes: every receiver reads its own residual stream, batched over copies.
+
+Circuit discovery patches *edges* (:mod:`mechwork.graph`): one sender's write
+as one receiver reads it. A hooked forward can only patch what a hook sees, so
+TransformerLens forks the residual stream per head (``use_split_qkv_input``)
+and patches every edge in its own forward pass. :class:`EngineRunner` is the
+functional forward of :mod:`mechwork.engine` (the same weights, norms,
+attention scale, causal mask and activations) written over the graph instead:
+
+* every sender's write is kept apart (``input`` = token + position embedding,
+  a head's ``z @ W_O[h]`` without ``b_O``, an MLP's ``mlp_out``); ``b_O`` is a
+  constant of the residual stream;
+* every receiver (each head's q, k and v input, each MLP, the logits) builds
+  its own input from those writes,
+  ``normal + sum_u (1 - keep[c, u->v, p]) * (replacement_u - live_u) + probe[c, v]``,
+  with LayerNorm applied per receiver; a pinned sender's write is its pinned
+  value with the gradient of its live one;
+* copies (the leading dim of ``keep``/``pin``/``probe``) run as one batch of
+  ``copies * batch`` rows, so many edge patches share one forward pass; a layer
+  no copy ablates or probes is computed once for all copies.
+
+It implements the ``EdgeRunner`` protocol of :mod:`mechwork.analysis.edgerun`
+(``graph``, ``engine``, ``senders``, ``run``, ``copy_bytes``) for the models
+:func:`mechwork.engine.supports` accepts; gradients flow to ``probe`` and
+``pin`` (EAP, EAP-IG).
+
+Example::
+
+    >>> import mechwork, torch
+    >>> from mechwork.edgeforward import EngineRunner
+    >>> model = mechwork.load("induction-2l")
+    >>> runner = EngineRunner(model)
+    >>> toks = torch.randint(0, 64, (2, 10))
+    >>> keep = torch.ones(3, len(runner.graph.pairs), 10)
+    >>> keep[1, runner.graph.pair_index("L0H0->L1H2.k")] = 0.0  # copy 1 zero-ablates one edge
+    >>> logits = runner.run(toks, keep=keep)
+    >>> tuple(logits.shape), bool((logits[0] - model(toks)).abs().max() < 1e-4)
+    ((3, 2, 10, 64), True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from mechwork.engine import layout, supports
+from mechwork.errors import ConfigError
+from mechwork.fastpath import ACTIVATIONS
+from mechwork.graph import Graph
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["EngineRunner"]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One run()'s arguments, checked: ``ablate = 1 - keep`` (None when nothing is ablated)."""
+
+    copies: int
+    ablate: Float[Tensor, "copy pair pos"] | None
+    replacement: Float[Tensor, "sender rep pos d_model"] | None
+    pin: Float[Tensor, "copy sender batch pos d_model"] | None
+    pinned: tuple[int, ...]
+    probe: Float[Tensor, "copy receiver batch pos d_model"] | None
+
+
+@dataclass
+class _Stream:
+    """The residual stream of every copy so far: the running sum, and each sender group's replacement - write."""
+
+    resid: Float[Tensor, "copy batch pos d_model"]
+    diffs: list[tuple[int, Tensor]] = field(default_factory=list)  # (first sender, [copy, sender, B, P, D])
+    writes: list[Tensor] = field(default_factory=list)  # [copy, sender, B, P, D], when recording
+
+
+class EngineRunner:
+    """The fast edge runner of ``model`` (see the module docstring)."""
+
+    engine = "fast"
+
+    def __init__(self, model: TransformerBridge):
+        if not supports(model):
+            raise ConfigError("the fast edge runner reads mechwork's own models and Hugging Face GPT-2 bridges "
+                              "only (see mechwork.engine.supports); use mechwork.analysis.edgerun.runner")
+        c = model.cfg
+        self.graph = Graph.of_model(model)
+        if self.graph.parallel:
+            raise ConfigError("the fast edge runner does not run parallel attention and MLP blocks")
+        w = layout(model)
+        assert w is not None  # supports() checked it
+        self.w = w
+        self.n_layers, self.n_heads, self.d_head = int(c.n_layers), int(c.n_heads), int(c.d_head)
+        self.d_model, self.d_vocab = int(c.d_model), int(w["head.weight"].shape[0])
+        self.d_mlp = int(getattr(c, "d_mlp", 0) or 0)
+        self.ln = getattr(c, "normalization_type", None) == "LN"
+        self.eps = float(getattr(c, "eps", 1e-5))
+        scale = float(getattr(c, "attn_scale", -1.0) or -1.0)
+        self.scale = scale if getattr(c, "use_attn_scale", False) and scale > 0 else math.sqrt(self.d_head)
+        self.act = ACTIVATIONS[c.act_fn or "gelu"] if self.graph.mlp else F.relu
+        self._index_receivers()
+
+    def _index_receivers(self) -> None:
+        """Each receiver's pairs are one block of ``keep``, reading senders 0..n-1 in order: find the blocks."""
+        g = self.graph
+        self.start: list[int] = []
+        self.n_read: list[int] = []
+        for i, (s, r) in enumerate(g.pairs):
+            if r == len(self.start):
+                self.start.append(i)
+                self.n_read.append(0)
+            if s != self.n_read[r]:  # pragma: no cover - a graph.py change would break the block layout
+                raise ConfigError(f"graph pairs out of the expected order at pair {i}")
+            self.n_read[r] += 1
+        self.per_layer = 3 * self.n_heads + int(g.mlp)  # receivers per layer
+
+    # -- the protocol ----------------------------------------------------------------
+    def senders(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "sender batch pos d_model"]:
+        """Each sender's write into the residual stream in the plain run of ``tokens`` (no grad)."""
+        with torch.no_grad():
+            call = _Call(1, None, None, None, (), None)
+            stream = _Stream(torch.zeros(()))
+            self._forward(tokens, call, stream, record=True)
+            return torch.cat([w[0] for w in stream.writes])
+
+    def run(self, tokens: Int[Tensor, "batch pos"], *,
+            keep: Float[Tensor, "copy pair pos"] | None = None,
+            replacement: Float[Tensor, "sender rep pos d_model"] | None = None,
+            pin: Float[Tensor, "copy sender batch pos d_model"] | None = None, pinned: Sequence[int] = (),
+            probe: Float[Tensor, "copy receiver batch pos d_model"] | None = None,
+            ) -> Float[Tensor, "copy batch pos vocab"]:
+        """Logits of every copy, each receiver reading the edges of ``keep`` (see the module docstring).
+
+        A missing ``replacement`` ablates to zero.
+        """
+        call = self._check(tokens, keep, replacement, pin, pinned, probe)
+        logits = self._forward(tokens, call, _Stream(torch.zeros(())), record=False)
+        return logits.expand(call.copies, *logits.shape[1:])
+
+    def copy_bytes(self, batch: int, n_pos: int) -> int:
+        """Rough peak bytes one copy costs in :meth:`run`, with its autograd graph (for chunking)."""
+        rows = batch * n_pos
+        h, d = self.n_heads, self.d_model
+        per_row = d * (len(self.graph.senders) + 8 * h + 8) + 3 * h * n_pos + 3 * self.d_mlp + 2 * self.d_vocab
+        return 4 * rows * per_row * 2
+
+    # -- arguments ---------------------------------------------------------------------
+    def _check(self, tokens: Tensor, keep: Tensor | None, replacement: Tensor | None, pin: Tensor | None,
+               pinned: Sequence[int], probe: Tensor | None) -> _Call:
+        g = self.graph
+        if tokens.ndim != 2:
+            raise ConfigError(f"'tokens' must be [batch, pos] (got shape {tuple(tokens.shape)})")
+        b, p = tokens.shape
+        d, n_s = self.d_model, len(g.senders)
+        copies = {1}
+        for name, x, shape in (("keep", keep, (len(g.pairs), p)), ("pin", pin, (n_s, b, p, d)),
+                               ("probe", probe, (len(g.receivers), b, p, d))):
+            if x is not None:
+                if tuple(x.shape[1:]) != shape:
+                    raise ConfigError(f"'{name}' must be [copy, {', '.join(map(str, shape))}] "
+                                      f"(got shape {tuple(x.shape)})")
+                copies.add(int(x.shape[0]))
+        if len(copies) > 2:
+            raise ConfigError(f"keep, pin and probe must have the same number of copies, or 1 (got {sorted(copies)})")
+        rep = None if replacement is None else tuple(replacement.shape)
+        if rep is not None and (len(rep) != 4 or rep[0] != n_s or rep[1] not in (1, b) or rep[2:] != (p, d)):
+            raise ConfigError(f"'replacement' must be [{n_s}, {b} or 1, {p}, {d}] (got shape {rep})")
+        bad = [i for i in pinned if not 0 <= int(i) < n_s]
+        if bad or (pinned and pin is None):
+            raise ConfigError(f"'pinned' must be sender indices in [0, {n_s}) with a pin tensor (got {list(pinned)})")
+        ablate = None
+        if keep is not None and bool((keep != 1).any()):
+            ablate = 1.0 - keep
+        return _Call(max(copies), ablate, replacement, pin, tuple(int(i) for i in pinned), probe)
+
+    # -- the forward -------------------------------------------------------------------
+    def _forward(self, tokens: Tensor, call: _Call, stream: _Stream, *, record: bool) -> Tensor:
+        w, p = self.w, tokens.shape[1]
+        embed = (w["tok_embed.weight"][tokens] + w["pos.weight"][:p])[None, None]  # [1, 1, B, P, D]
+        stream.resid = torch.zeros_like(embed[:, 0])
+        self._add(stream, call, 0, embed, embed[:, 0], record)
+        mask = torch.triu(torch.ones(p, p, dtype=torch.bool, device=tokens.device), diagonal=1)
+        s0 = 1
+        for layer in range(self.n_layers):
+            r0 = layer * self.per_layer
+            h = self.n_heads
+            xq, xk, xv = (self._input(stream, call, r0 + i * h, r0 + (i + 1) * h) for i in range(3))
+            z = self._heads(layer, xq, xk, xv, mask)
+            attn_out = F.linear(z.flatten(-2), w[f"layers.{layer}.attn.o.weight"], w.get(f"layers.{layer}.attn.o.bias"))
+            need = record or call.ablate is not None or any(s0 <= s < s0 + h for s in call.pinned)
+            self._add(stream, call, s0, self._head_writes(layer, z) if need else None, attn_out, record)
+            s0 += h
+            if self.graph.mlp:
+                out = self._mlp(layer, self._input(stream, call, r0 + 3 * h, r0 + 3 * h + 1))
+                self._add(stream, call, s0, out[:, None], out, record)
+                s0 += 1
+        final = self._input(stream, call, len(self.graph.receivers) - 1, len(self.graph.receivers))[:, 0]
+        return F.linear(self._norm("ln_out", final), w["head.weight"], w.get("head.bias"))
+
+    def _add(self, stream: _Stream, call: _Call, s0: int, writes: Float[Tensor, "copy sender batch pos d_model"] | None,
+             total: Float[Tensor, "copy batch pos d_model"], record: bool) -> None:
+        """Senders ``s0, s0+1, ...`` write ``writes`` (pinned ones their pin, with the live gradient).
+
+        ``total`` is their sum as the model computes it (with ``b_O`` for heads), so the plain run's residual
+        stream is the model's to the last bit. ``writes`` None: nothing needs them apart.
+        """
+        if writes is None:
+            stream.resid = stream.resid + total
+            return
+        n = writes.shape[1]
+        pins = [s for s in call.pinned if s0 <= s < s0 + n]
+        if pins:
+            assert call.pin is not None
+            cols = [writes[:, j] for j in range(n)]
+            for s in pins:
+                shift = (call.pin[:, s] - cols[s - s0]).detach()
+                cols[s - s0] = cols[s - s0] + shift
+                total = total + shift
+            writes = torch.stack(torch.broadcast_tensors(*cols), dim=1)
+        if record:
+            stream.writes.append(writes)
+        stream.resid = stream.resid + total
+        if call.ablate is not None:
+            rep = 0 if call.replacement is None else call.replacement[s0:s0 + n]
+            stream.diffs.append((s0, rep - writes))
+
+    def _input(self, stream: _Stream, call: _Call, r0: int, r1: int) -> Float[Tensor, "copy recv batch pos d_model"]:
+        """The inputs of receivers ``r0:r1`` (all reading the same senders): [copy, r1 - r0 or 1, B, P, D]."""
+        x = stream.resid[:, None]
+        n = self.n_read[r0]
+        if call.ablate is not None:
+            a = call.ablate[:, self.start[r0]:self.start[r0] + (r1 - r0) * n]
+            if bool(a.any()):
+                a = a.reshape(a.shape[0], r1 - r0, n, a.shape[-1])
+                for s0, diff in stream.diffs:
+                    if s0 < n:
+                        x = x + torch.einsum("crsp,csbpd->crbpd", a[:, :, s0:s0 + diff.shape[1]], diff)
+        if call.probe is not None:
+            x = x + call.probe[:, r0:r1]
+        return x
+
+    # -- the arithmetic (mechwork.engine's, per receiver) ------------------------------
+    def _norm(self, name: str, x: Tensor) -> Tensor:
+        if not self.ln:
+            return x
+        return F.layer_norm(x, x.shape[-1:], self.w[f"{name}.weight"], self.w[f"{name}.bias"], self.eps)
+
+    def _project(self, layer: int, which: str, x: Float[Tensor, "copy recv batch pos d_model"]) -> Tensor:
+        """Head h's q, k or v from its own input (receiver h, or one input shared by every head): [N, H, P, dh]."""
+        pre = f"layers.{layer}"
+        c, r, b, p, d = x.shape
+        h, dh = self.n_heads, self.d_head
+        a = self._norm(f"{pre}.ln1", x)
+        weight, bias = self.w[f"{pre}.attn.{which}.weight"], self.w.get(f"{pre}.attn.{which}.bias")
+        if r == 1:  # one input for every head: the model's own projection
+            return F.linear(a[:, 0], weight, bias).view(c, b, p, h, dh).transpose(2, 3)
+        out = torch.matmul(a.reshape(c, r, b * p, d), weight.view(h, dh, d).transpose(1, 2))  # [C, H, B*P, dh]
+        if bias is not None:
+            out = out + bias.view(h, 1, dh)
+        return out.view(c, h, b, p, dh).transpose(1, 2)  # [C, B, H, P, dh]
+
+    def _heads(self, layer: int, xq: Tensor, xk: Tensor, xv: Tensor, mask: Tensor
+               ) -> Float[Tensor, "copy batch pos head d_head"]:
+        """Every head's z, each head reading its own (or the shared) q, k and v inputs."""
+        q, k, v = (self._project(layer, which, x) for which, x in zip("qkv", (xq, xk, xv), strict=True))
+        q, k, v = torch.broadcast_tensors(q, k, v)
+        c, b, h, p, dh = q.shape
+        q, k, v = (t.reshape(c * b, h, p, dh) for t in (q, k, v))
+        scores = torch.matmul(q, k.transpose(-2, -1)) / self.scale
+        pattern = F.softmax(scores.masked_fill(mask, float("-inf")), dim=-1).masked_fill(mask, 0.0)
+        return torch.matmul(pattern, v).transpose(1, 2).reshape(c, b, p, h, dh)
+
+    def _head_writes(self, layer: int, z: Float[Tensor, "copy batch pos head d_head"]
+                     ) -> Float[Tensor, "copy head batch pos d_model"]:
+        """Each head's write ``z_h @ W_O[h]`` (no ``b_O``)."""
+        c, b, p, h, dh = z.shape
+        w_o = self.w[f"layers.{layer}.attn.o.weight"].view(self.d_model, h, dh).permute(1, 2, 0)  # [H, dh, D]
+        return torch.matmul(z.permute(0, 3, 1, 2, 4).reshape(c, h, b * p, dh), w_o).view(c, h, b, p, self.d_model)
+
+    def _mlp(self, layer: int, x: Float[Tensor, "copy 1 batch pos d_model"]) -> Float[Tensor, "copy batch pos d_model"]:
+        pre = f"layers.{layer}"
+        a = self._norm(f"{pre}.ln2", x[:, 0])
+        hidden = self.act(F.linear(a, self.w[f"{pre}.mlp.fc_in.weight"], self.w.get(f"{pre}.mlp.fc_in.bias")))
+        return F.linear(hidden, self.w[f"{pre}.mlp.fc_out.weight"], self.w.get(f"{pre}.mlp.fc_out.bias"))
