@@ -212,9 +212,9 @@ def _layout(fig: Any, graph: Graph, title: str, key: str) -> Any:
                      range=[-1.5, graph.n_layers + 0.5], showgrid=False, zeroline=False)
     fig.update_yaxes(title_text="head (0 on top)" + (", MLP below" if graph.mlp else ""), showticklabels=False,
                      showgrid=False, zeroline=False, range=[low, graph.n_heads - 0.2 + 0.3 * graph.n_layers])
-    return fig.update_layout(title={"text": f"{title}<br><sup>{key}</sup>"}, height=max(440, 46 * graph.n_heads + 260), plot_bgcolor="white",
-                             hovermode="closest", legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right",
-                                                          "yanchor": "bottom"})
+    legend = {"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"}
+    return fig.update_layout(title={"text": f"{title}<br><sup>{key}</sup>"}, height=max(440, 46 * graph.n_heads + 260),
+                             plot_bgcolor="white", hovermode="closest", legend=legend)
 
 
 def curve_figure(sizes: Sequence[int], recovered: Sequence[float], *, total: int, target: float | None = 0.8,

@@ -22,7 +22,9 @@ position, chosen from the model's own predictions (:func:`pair_metric`): the cle
 minus the corrupted prompt's top next token; when both prompts predict the same token, the clean top
 token minus the clean runner-up instead. With it: exact activation patching of ``resid_pre`` by layer and
 position (``patch_resid``) and of every head's output ``z`` (``patch_heads``), and the attribution-patching
-sweeps of the same cells (``attr_resid``, ``attr_heads``), all in the denoising direction.
+sweeps of the same cells (``attr_resid``, ``attr_heads``), all in the denoising direction; and ``circuit``: the
+pair's circuit (:func:`circuit_result`: EAP scores over the position-free edge graph, exact scores, the top-n
+circuit and its faithfulness curve), or a :class:`NotApplicable` naming why there is none.
 
 Example::
 
@@ -55,7 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechwork.prompts import Prompts
 
 __all__ = ["MAX_PROMPTS", "NotApplicable", "PairMetric", "PerPrompt", "Predictions", "analyse_prompts",
-           "default_prompts", "model_facts", "pair_metric", "top_two"]
+           "circuit_result", "default_prompts", "model_facts", "pair_metric", "top_two"]
 
 MAX_PROMPTS = 8  # prompts analysed per page (attention, DLA and lens run once per prompt)
 SAME_TOP = "clean top vs clean runner-up"
@@ -269,7 +271,32 @@ def _sweeps(model: TransformerBridge, clean: Prompts, corrupted: Prompts) -> dic
     for key, site, by in (("resid", "resid_pre", "layer_pos"), ("heads", "z", "head")):
         out[f"patch_{key}"] = patch(model, c, k, metric, site=site, by=by)
         out[f"attr_{key}"] = attribute(model, c, k, metric, site=site, by=by)
+    out["circuit"] = circuit_result(model, c, k, metric)
     return out
+
+
+def circuit_result(model: TransformerBridge, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+                   metric: Callable[[Tensor], Any], **kw: Any) -> Result:
+    """The circuit of a clean/corrupted pair (:func:`mechwork.analysis.circuitreport.circuit_report`, EAP by default),
+    or :class:`NotApplicable` with the one-line reason when there is none: the corruption does not move the metric,
+    or the model's graph cannot be built (grouped-query attention)."""
+    from mechwork.analysis.circuitreport import circuit_report
+
+    what = "circuit discovery"
+    try:  # TEMPORARY until mechwork.analysis.edges lands (issue 15, helper C)
+        import mechwork.analysis.edges  # noqa: F401
+    except ImportError as e:
+        return NotApplicable(what, f"edge scores are not available yet ({e})")
+    with torch.no_grad():
+        dev = _device(model)
+        a, b = (float(torch.as_tensor(metric(model(x.to(dev)))).float().mean()) for x in (clean, corrupted))
+    if not abs(a - b) >= 1e-3 * max(1.0, abs(a), abs(b)):
+        return NotApplicable(what, f"the corruption barely moves the metric (clean {a:.4g}, corrupted {b:.4g}), so "
+                                   "no circuit recovers a share of it")
+    try:
+        return circuit_report(model, clean, corrupted, metric, **kw)
+    except ConfigError as e:
+        return NotApplicable(what, str(e))
 
 
 def _as_prompts(model: TransformerBridge, prompts: Any) -> Prompts:

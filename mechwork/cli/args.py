@@ -3,12 +3,16 @@
 ``check_source`` resolves a MODEL (preset, run or model directory) with its ``--step`` and ``--device`` from
 files and names alone; ``check_writable`` refuses an output that cannot be written; ``prompt_inputs`` checks
 ``--prompts FILE`` and ``--pair CLEAN CORRUPTED`` before a model is loaded (a toy model takes token ids that
-fit its context). Each refusal is one line naming the value and what is valid.
+fit its context); ``top_arg``, ``check_threshold`` and ``config_edges`` check ``mechwork circuit``'s
+``--top`` and ``--threshold`` (and ``--top`` against a toy model's edge count, read from its config). Each
+refusal is one line naming the value and what is valid.
 
 Example::
 
     >>> prompt_arg("1, 2 3")
     [1, 2, 3]
+    >>> top_arg("8"), top_arg("0.1"), config_edges("preset", "induction-2l")
+    (8, 0.1, 81)
     >>> check_source("modadd-113")
     ('preset', 'modadd-113')
 """
@@ -23,7 +27,10 @@ import click
 from mechwork import limits
 from mechwork.errors import ConfigError, MechworkError
 
-__all__ = ["PAIR_HELP", "check_source", "check_writable", "explicit", "prompt_arg", "prompt_inputs"]
+__all__ = ["CIRCUIT_METHODS", "PAIR_HELP", "check_source", "check_threshold", "check_writable", "config_edges",
+           "explicit", "prompt_arg", "prompt_inputs", "top_arg"]
+
+CIRCUIT_METHODS = ("eap", "eap-ig", "exact", "acdc")  # mechwork.analysis.circuitreport.METHODS, without importing it
 
 def check_source(run_or_preset: str, step: int | None = None, device: str | None = None) -> tuple[str, str]:
     """Check a run/preset argument, its --step and --device from files and names alone (torch not imported)."""
@@ -125,3 +132,38 @@ def _check_ids(prompt: str | list[int], what: str, n_ctx: Any, hint: str) -> Non
 
 
 PAIR_HELP = "a clean and a corrupted prompt of one token length (text, or token ids like '1 2 3')"
+
+
+def top_arg(text: str | None) -> int | float | None:
+    """``--top``: a number of edges (an integer >= 1) or a fraction of the edges in (0, 1]."""
+    if text is None:
+        return None
+    msg = f"must be a number of edges (an integer >= 1) or a fraction of the edges in (0, 1] (got {text!r})"
+    t = text.strip()
+    try:
+        value: int | float = int(t) if t.lstrip("+").isdigit() else float(t)
+    except ValueError:
+        raise click.BadParameter(msg, param_hint="'--top'") from None
+    if isinstance(value, int) and value >= 1:
+        return value
+    if isinstance(value, float) and 0 < value <= 1:
+        return value
+    raise click.BadParameter(msg, param_hint="'--top'")
+
+
+def check_threshold(value: float) -> float:
+    """ACDC's ``--threshold``: a fraction of the clean-to-corrupted gap, in (0, 1)."""
+    if not 0 < value < 1:
+        raise click.BadParameter(f"must be a fraction of the clean-to-corrupted gap in (0, 1) (got {value:g})",
+                                 param_hint="'--threshold'")
+    return value
+
+
+def config_edges(kind: str, key: str) -> int | None:
+    """The position-free edge count of a preset's or run's model, from its config alone (None: not known here)."""
+    from mechwork.graph import Graph
+
+    m = (limits.source_config(kind, key) or {}).get("model", {})
+    if not isinstance(m.get("n_layers"), int) or not isinstance(m.get("n_heads"), int):
+        return None
+    return Graph(m["n_layers"], m["n_heads"], mlp=m.get("d_mlp", 512) is not None).n_edges  # ToyConfig: 512

@@ -17,12 +17,19 @@ Sections:
 6. activation patching of every head at every position, and attribution
    patching against it;
 7. zero, mean and resample ablation of the previous-token heads the detectors
-   name, and path patching from them to the induction heads' q, k and v.
+   name, and path patching from them to the induction heads' q, k and v;
+8. the circuit of the standard probe (:mod:`mechwork.dashboard.circuit`): EAP scores of every edge of the
+   position-free graph, the top-n circuit drawn as a layered graph, its faithfulness curve, EAP against
+   exact patching, and whether the circuit holds the edges from the previous-token heads into the
+   induction heads' keys (:func:`key_edges_line`).
 
 Example::
 
     >>> from mechwork.dashboard import induction_dashboard
     >>> page = induction_dashboard("runs/induction")        # doctest: +SKIP
+    >>> key_edges_line(frozenset({"L0H0->L1H2.k"}), [(0, 0, 0.9)], [(1, 2, 0.8)])
+    "The circuit holds every edge from a previous-token head into an induction head's key input (L0H0->L1H2.k): \
+the K-composition of the two-layer induction circuit."
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from mechwork.dashboard.page import Page
 if TYPE_CHECKING:  # pragma: no cover
     from mechwork.results import Analysis
 
-__all__ = ["THRESHOLD", "head_order", "induction_dashboard", "induction_page"]
+__all__ = ["THRESHOLD", "head_order", "induction_dashboard", "induction_page", "key_edges_line"]
 
 Heads = list[tuple[int, int, float]]
 
@@ -48,8 +55,8 @@ def induction_dashboard(
     run_or_preset: str | os.PathLike[str], *, step: int | None = None, device: str | None = None
 ) -> Page:
     """The induction dashboard for an induction-task run directory or preset."""
-    from mechwork.analysis.induction import analyse
     from mechwork.source import open_source
+    from mechwork.tasks.induction import analyse
 
     return induction_page(analyse(open_source(run_or_preset, step=step, device=device)))
 
@@ -138,6 +145,29 @@ def patching_section(page: Page, bundle: Analysis) -> Page:
     return page.result(abl, title="Ablation and path patching", caption=abl.summary())
 
 
+def key_edges_line(circuit: Any, prev: Heads, ind: Heads) -> str | None:
+    """Whether ``circuit`` (anything ``in`` answers for edges) holds the edges from each previous-token head into
+    the key input of each induction head above it (None when the detectors name no such pair)."""
+    wanted = [f"L{pl}H{ph}->L{il}H{ih}.k" for pl, ph, _ in prev for il, ih, _ in ind if pl < il]
+    if not wanted:
+        return None
+    missing = [e for e in wanted if e not in circuit]
+    if not missing:
+        return (f"The circuit holds every edge from a previous-token head into an induction head's key input "
+                f"({', '.join(wanted)}): the K-composition of the two-layer induction circuit.")
+    return (f"The circuit lacks {len(missing)} of the {len(wanted)} edges from a previous-token head into an "
+            f"induction head's key input: {', '.join(missing)}.")
+
+
+def circuit_part(page: Page, bundle: Analysis, prev: Heads, ind: Heads) -> Page:
+    """The circuit of the standard probe, with the line on the previous-token -> induction key edges."""
+    from mechwork.dashboard.circuit import circuit_section
+
+    report = bundle.get("circuit")
+    line = key_edges_line(report.circuit, prev, ind) if hasattr(report, "circuit") else None
+    return circuit_section(page, bundle, title="Circuit of the standard probe", lines=[line] if line else [])
+
+
 def induction_page(bundle: Analysis) -> Page:
     """Build the page from an induction analysis bundle (see the module docstring for its sections)."""
     info = bundle.info
@@ -149,4 +179,5 @@ def induction_page(bundle: Analysis) -> Page:
     sections.training_curves(page, bundle)
     heads_section(page, bundle)
     views_section(page, bundle, prev, ind)
-    return patching_section(page, bundle)
+    patching_section(page, bundle)
+    return circuit_part(page, bundle, prev, ind)

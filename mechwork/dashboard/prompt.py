@@ -17,7 +17,9 @@ page. Sections:
 6. the head detectors on repeated random tokens;
 7. for a pair: exact patching of ``resid_pre`` by layer and position and of each head's ``z``, and the
    attribution-patching sweeps of the same cells. The metric is the clean prompt's top next token minus the
-   corrupted prompt's top next token (the clean runner-up when both predict the same token).
+   corrupted prompt's top next token (the clean runner-up when both predict the same token);
+8. for a pair: the pair's circuit (:mod:`mechwork.dashboard.circuit`): EAP scores of every edge, the top-n
+   circuit as a layered graph, its faithfulness curve and EAP against exact patching.
 
 Example::
 
@@ -192,7 +194,12 @@ def prompt_page(bundle: Analysis) -> Page:
     attention_section(page, bundle)
     logit_section(page, bundle)
     detector_section(page, bundle)
-    return patching_section(page, bundle)
+    patching_section(page, bundle)
+    if "metric" not in bundle:
+        return page
+    from mechwork.dashboard.circuit import circuit_section
+
+    return circuit_section(page, bundle, title="Circuit of the pair")
 
 
 def detector_section(page: Page, bundle: Analysis) -> Page:

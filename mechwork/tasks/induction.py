@@ -209,10 +209,14 @@ def embedded_lines(task: InductionTask, meta: Mapping[str, Any]) -> list[str]:
 
 
 def analyse(source: Source) -> Analysis:
-    """Every result of the induction dashboard, computed once (:func:`mechwork.analysis.induction.analyse`)."""
+    """Every result of the induction dashboard, computed once (:func:`mechwork.analysis.induction.analyse`), and
+    ``circuit``: the circuit of the standard probe (EAP scores over the position-free edge graph, exact scores,
+    the top-n circuit and its faithfulness curve; :func:`mechwork.analysis.prompt.circuit_result`)."""
     from mechwork.analysis.induction import analyse as induction
+    from mechwork.analysis.prompt import circuit_result
 
-    return induction(source)
+    pr = probe(source.task)
+    return induction(source).replace(circuit=circuit_result(source.model, pr.clean, pr.corrupted, pr.metric))
 
 
 KIT = register(Kit(

@@ -1,0 +1,155 @@
+"""A circuit search in one result: one method's edge scores, the circuit they pick, its faithfulness curve, and the
+scores checked against exact edge patching, ready for a page to draw.
+
+:func:`circuit_report` scores every edge of the model's graph (:mod:`mechwork.analysis.edges`: EAP, EAP-IG or exact
+patching), keeps the top-n edges (:func:`mechwork.analysis.circuits.top_n`; by default the smallest n whose
+circuit recovers 80% of the metric on the faithfulness curve) or runs ACDC, and, for an approximate method, checks
+its scores against exact patching of every edge (up to :data:`EXACT_ALL` edges; a sample beyond). The
+:class:`CircuitReport` draws the circuit as a layered graph and the curve
+(:mod:`mechwork.analysis.circuitfig`); the induction and prompt dashboards and ``mechwork circuit`` show it.
+
+Example::
+
+    >>> import mechwork
+    >>> from mechwork.analysis.circuitreport import circuit_report
+    >>> from mechwork.tasks import standard_probe
+    >>> model = mechwork.load("induction-2l", device="cpu")
+    >>> pr = standard_probe(mechwork.preset("induction-2l").task, n=4)
+    >>> report = circuit_report(model, pr.clean, pr.corrupted, pr.metric)
+    >>> report.rule, report.circuit.faithfulness.recovered >= 0.8
+    ('smallest', True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mechwork.analysis.circuitfig import curve_figure, layered_graph
+from mechwork.errors import ConfigError, invalid
+from mechwork.graph import Graph
+from mechwork.results import Result
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["EXACT_ALL", "METHODS", "RULES", "TARGET", "CircuitReport", "circuit_report"]
+
+METHODS = ("eap", "eap-ig", "exact", "acdc")
+TARGET = 0.8  # the share of the metric a circuit is asked to recover
+EXACT_ALL = 2_000  # exact patching runs over every edge up to this many; beyond, verify() samples
+FALLBACK = 0.1  # without --top, and when no top-n circuit reaches TARGET: the top 10% of the edges
+RULES = {"smallest": "the smallest top-n that recovers the target", "fallback": "no top-n recovers the target: the "
+         f"top {FALLBACK:.0%} of the edges", "requested": "the requested size", "threshold": "ACDC's threshold"}
+
+
+@dataclass(frozen=True)
+class CircuitReport(Result):
+    """A circuit search, ready to draw: ``circuit`` (a :class:`~mechwork.analysis.circuits.Circuit`), the scores
+    that ranked it, the faithfulness ``curve`` of the top-n edges by those scores (None for ACDC), the exact
+    scores of every edge (``exact``, None beyond :data:`EXACT_ALL` edges) and the scores checked against exact
+    patching (``check``, a :class:`~mechwork.analysis.edges.Verification`; None when the method is exact)."""
+
+    method: str
+    circuit: Any
+    scores: Any = None  # EdgeScores (None for acdc: the circuit carries its own)
+    curve: Any = None  # FaithfulnessCurve
+    exact: Any = None  # EdgeScores, method "exact", over every edge
+    check: Any = None  # Verification of `scores` against exact patching
+    target: float = TARGET
+    rule: str = "requested"  # how the size was chosen: one of RULES
+
+    @property
+    def graph(self) -> Graph:
+        graph: Graph = self.circuit.graph
+        return graph
+
+    def summary(self) -> str:
+        f = self.circuit.faithfulness
+        n, total = len(self.circuit.edges), self.graph.n_edges
+        out = f"{self.method}: {n:,} of {total:,} edges ({n / total:.1%}) recover {f.recovered:.1%} of the metric"
+        if self.check is not None:
+            out += f"; Spearman rho against exact patching {self.check.spearman:.3f}"
+        return out + f" ({RULES[self.rule]})"
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per edge: its score, its exact score (when computed) and whether the circuit keeps it."""
+        import pandas as pd
+
+        scores = dict(self.circuit.scores)
+        exact = dict(zip(self.graph.edges, self.exact.values.tolist(), strict=True)) if self.exact is not None \
+            else {}
+        rows = self.graph.edges
+        return pd.DataFrame({"edge": [str(e) for e in rows], "score": [scores.get(e, math.nan) for e in rows],
+                             "exact": [exact.get(e, math.nan) for e in rows],
+                             "kept": [e in self.circuit.edges for e in rows]})
+
+    def figure(self) -> Any:
+        """The circuit as a layered graph (:func:`layered_graph`)."""
+        f = self.circuit.faithfulness
+        return layered_graph(self.graph, dict(self.circuit.scores) or dict.fromkeys(self.circuit.edges, 1.0),
+                             kept=self.circuit.edges,
+                             title=f"{self.method} circuit, {f.recovered:.1%} of the metric recovered")
+
+    def curve_figure(self) -> Any:
+        """The faithfulness curve with the drawn circuit marked (None for ACDC)."""
+        if self.curve is None:
+            return None
+        c = self.curve
+        return curve_figure(c.sizes, c.recovered, total=c.total, target=self.target, chosen=len(self.circuit.edges),
+                            method=self.method)
+
+
+def _scores(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], method: str, steps: int, on: str,
+            per_position: bool, ablation: str) -> Any:
+    from mechwork.analysis import edges
+
+    if method == "exact":
+        return edges.edge_patch(model, clean, corrupted, metric, ablation=ablation, per_position=per_position)
+    if method == "eap":
+        return edges.eap(model, clean, corrupted, metric, ablation=ablation, per_position=per_position)
+    if ablation != "corrupted":
+        raise ConfigError(f"eap-ig interpolates between the corrupted and the clean input: it takes no "
+                          f"ablation={ablation!r} (use eap or exact for mean or zero ablation)")
+    return edges.eap_ig(model, clean, corrupted, metric, steps=steps, on=on, per_position=per_position)
+
+
+def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], *, method: str = "eap",
+                   steps: int = 5, on: str = "inputs", threshold: float = 0.01, top: float | None = None,
+                   per_position: bool = False, ablation: str = "corrupted", target: float = TARGET,
+                   exact_all: int = EXACT_ALL) -> CircuitReport:
+    """Score every edge by ``method``, keep a circuit, measure its faithfulness, check the scores against exact.
+
+    ``top``: the circuit's size (an int, or a fraction of the edges in (0, 1]); None: the smallest top-n on the
+    faithfulness curve that recovers ``target`` of the metric, else the top :data:`FALLBACK` of the edges.
+    ACDC keeps what its ``threshold`` keeps (``top`` does not apply).
+    """
+    from mechwork.analysis import circuits, edges
+
+    if method not in METHODS:
+        raise invalid("method", ", ".join(METHODS), method)
+    if method == "acdc":
+        if top is not None:
+            raise ConfigError("acdc keeps the edges its threshold keeps: 'top' applies to eap, eap-ig and exact")
+        circuit = circuits.acdc(model, clean, corrupted, metric, threshold=threshold, per_position=per_position,
+                                ablation=ablation)
+        return CircuitReport(method, circuit, rule="threshold")
+    scores = _scores(model, clean, corrupted, metric, method, steps, on, per_position, ablation)
+    graph = scores.graph
+    exact = scores if method == "exact" else edges.edge_patch(
+        model, clean, corrupted, metric, ablation=ablation, per_position=per_position) \
+        if graph.n_edges <= exact_all else None
+    check = None if method == "exact" else edges.verify(scores, exact, sample=None) if exact is not None else \
+        edges.verify(scores, edges.exact_patcher(model, clean, corrupted, metric, ablation=ablation,
+                                                 per_position=per_position))
+    curve = circuits.faithfulness_curve(model, clean, corrupted, metric, scores, ablation=ablation)
+    if top is None:
+        best = curve.smallest(target)
+        size: float = best if best is not None else FALLBACK
+        rule = "smallest" if best is not None else "fallback"
+    else:
+        size, rule = top, "requested"
+    circuit = circuits.top_n(model, clean, corrupted, metric, scores, size, ablation=ablation)
+    return CircuitReport(method, circuit, scores, curve, exact, check, target, rule)

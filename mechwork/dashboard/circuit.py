@@ -1,0 +1,132 @@
+"""The circuit section of a page: a circuit report drawn as a layered graph, its faithfulness curve, its check
+against exact patching, and sentences each chosen by a condition on the numbers.
+
+:func:`circuit_section` adds the section to a page from a bundle's ``circuit`` result (a
+:class:`~mechwork.analysis.circuitreport.CircuitReport`, or a :class:`~mechwork.analysis.prompt.NotApplicable`
+saying why there is none); :func:`circuit_lines` are its sentences; :func:`circuit_page` is the one-section
+page ``mechwork circuit --out`` writes. Like every page, it renders results and never sees a model.
+
+Example::
+
+    >>> from mechwork.dashboard.circuit import circuit_lines
+    >>> from mechwork.graph import Edge, Graph
+    >>> from types import SimpleNamespace as NS
+    >>> g = Graph(2, 4, mlp=False)
+    >>> circuit = NS(graph=g, edges=frozenset({Edge("L0H0", "L1H2.k")}), scores=((Edge("L0H0", "L1H2.k"), 1.0),),
+    ...              faithfulness=NS(recovered=0.85, clean_value=3.0, corrupted_value=0.0), threshold=None)
+    >>> report = NS(method="eap", circuit=circuit, check=None, target=0.8, rule="smallest", graph=g, exact=None)
+    >>> circuit_lines(report)[0]
+    'The top **1** edges by eap score (1.2% of the 81) recover **85.0%** of the metric: the smallest top-n circuit \
+on the faithfulness curve that reaches 80%.'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mechwork.dashboard.page import Page
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mechwork.results import Analysis
+
+__all__ = ["AGREE", "circuit_lines", "circuit_page", "circuit_section", "negligible"]
+
+AGREE = 0.9  # a Spearman rho at or above this: the approximation ranks edges as exact patching does
+NEGLIGIBLE_GAP = 1e-3  # as patching: a gap under this share of the metric's scale is no gap
+NAMES = {"eap": "EAP", "eap-ig": "EAP-IG", "exact": "exact patching", "acdc": "ACDC"}
+
+
+def negligible(clean: float, corrupted: float) -> bool:
+    """True when the clean and corrupted metric differ by under 1e-3 of their scale (at least 1)."""
+    return not abs(clean - corrupted) >= NEGLIGIBLE_GAP * max(1.0, abs(clean), abs(corrupted))
+
+
+def size_line(report: Any) -> str:
+    """How big the circuit is, how it was chosen, and how much of the metric it recovers."""
+    c = report.circuit
+    n, total, rec = len(c.edges), report.graph.n_edges, c.faithfulness.recovered
+    share = f"{n / total:.1%} of the {total:,}"
+    if report.rule == "threshold":
+        return (f"ACDC (threshold {c.threshold:g} of the clean-to-corrupted gap) keeps **{n:,}** edges ({share}), "
+                f"which recover **{rec:.1%}** of the metric.")
+    body = f"top **{n:,}** edges by {report.method} score ({share}) recover **{rec:.1%}** of the metric"
+    if report.rule == "smallest":
+        return f"The {body}: the smallest top-n circuit on the faithfulness curve that reaches {report.target:.0%}."
+    if report.rule == "fallback":
+        return f"No top-n circuit on the faithfulness curve recovers {report.target:.0%} of the metric; the {body}."
+    reach = "at least" if rec >= report.target else "short of"
+    return f"The {body}, {reach} the {report.target:.0%} asked of a circuit."
+
+
+def check_line(report: Any) -> str | None:
+    """Whether the scores rank the edges as exact patching does (None when they are exact, or unchecked)."""
+    if report.method == "exact":
+        return "The scores are exact: each edge patched alone, every other edge left as it is."
+    v = report.check
+    if v is None:
+        return None
+    name, total = NAMES.get(report.method, report.method), report.graph.n_edges
+    over = f"every one of the {total:,} edges" if v.n_checked >= total else \
+        f"its top {v.k} and a random sample ({v.n_checked:,} of {total:,} edges)"
+    if v.spearman >= AGREE:
+        return (f"{name} ranks the edges as exact patching does: Spearman ρ = {v.spearman:.3f} over {over}; its top "
+                f"{v.k} holds {v.topk_overlap:.0%} of exact patching's top {v.k}.")
+    edge, approx, exact = v.largest_miss
+    return (f"{name}'s ranking departs from exact patching: Spearman ρ = {v.spearman:.3f} over {over} (under "
+            f"{AGREE}); the largest miss is {edge} ({name} {approx:+.3g}, exact {exact:+.3g}).")
+
+
+def negative_line(report: Any) -> str | None:
+    """How many kept edges have a negative score (None when none does)."""
+    scores = dict(report.circuit.scores)
+    neg = sorted(e for e in report.circuit.edges if scores.get(e, 0.0) < 0)
+    if not neg:
+        return None
+    shown = ", ".join(str(e) for e in neg[:4]) + (", ..." if len(neg) > 4 else "")
+    return (f"{len(neg)} of the circuit's edges have a negative score ({shown}): patched alone, each moves the "
+            "metric away from clean.")
+
+
+def circuit_lines(report: Any) -> list[str]:
+    """The section's sentences, each chosen by a condition on the report's numbers."""
+    return [s for s in (size_line(report), check_line(report), negative_line(report)) if s is not None]
+
+
+def circuit_section(page: Page, bundle: Analysis, *, key: str = "circuit", title: str = "Circuit",
+                    lines: list[str] | None = None) -> Page:
+    """The circuit of ``bundle[key]``: sentences, the layered graph, the curve, the check, the kept edges.
+
+    ``lines``: sentences of the caller's to add after the section's own (e.g. the induction page's).
+    """
+    report = bundle.get(key)
+    if report is None:
+        return page.note("This analysis has no circuit.", title=title)
+    if not hasattr(report, "circuit"):  # a NotApplicable: why there is none
+        return page.note(report.summary(), title=title)
+    page.markdown("\n\n".join(circuit_lines(report) + list(lines or [])), title=title)
+    page.plotly(report.figure(), title=f"{title}: the layered graph",
+                caption="Hover an edge for its score and rank, a node for the sum of its drawn out-edges.")
+    curve = report.curve_figure()
+    if curve is not None:
+        page.plotly(curve, title=f"{title}: faithfulness against size",
+                    caption=f"Each point keeps the top n edges by {report.method} score and ablates every other edge "
+                            f"({report.circuit.faithfulness.ablation}); 1 is the clean metric, 0 the corrupted one.")
+    if report.check is not None:
+        page.result(report.check, title=f"{title}: {NAMES.get(report.method, report.method)} against exact patching",
+                    caption=report.check.summary())
+    frame = report.to_frame()
+    frame = frame[frame["kept"]].drop(columns=["kept"]).sort_values("score", key=abs, ascending=False)
+    return page.table(frame, title=f"{title}: its edges", max_rows=50,
+                      caption=f"The {len(frame):,} kept edges, largest |score| first" + (
+                          "; exact: the metric change of patching that edge alone" if report.exact is not None
+                          else ""))
+
+
+def circuit_page(report: Any, name: str, probe: str) -> Page:
+    """The one-section page of ``mechwork circuit --out``: the circuit of ``name`` on ``probe`` (words)."""
+    from mechwork.results import Analysis
+    from mechwork.source import SourceInfo
+
+    page = Page(f"Circuit: {name}", subtitle=f"{NAMES.get(report.method, report.method)}; {probe}")
+    info = SourceInfo(name, "bridge", None, None, None, None, {}, None)  # type: ignore[arg-type]
+    return circuit_section(page, Analysis(info, {"circuit": report}))
