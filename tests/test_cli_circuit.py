@@ -1,0 +1,85 @@
+"""``mechwork circuit``: each method on induction-2l (edges, counts, faithfulness printed; --json holds the numbers
+the library gives; --out a page that opens offline), --pair on a model directory, and every bad argument: one
+line, exit 2, nothing written, refused before the model loads (before torch is imported, where it can be)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mechwork.cli import main
+
+IDS_PAIR = ("3 9 14 22 3 9 14", "3 9 14 22 5 11 40")
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+BAD = {
+    "unknown_method": (["--method", "magic"], ["'--method'", "'magic'", "'eap', 'eap-ig', 'exact', 'acdc'"]),
+    "steps_zero": (["--method", "eap-ig", "--steps", "0"], ["'--steps'", "0", "x>=1"]),
+    "threshold_zero": (["--method", "acdc", "--threshold", "0"], ["'--threshold'", "in (0, 1)", "got 0"]),
+    "threshold_one": (["--method", "acdc", "--threshold", "1"], ["'--threshold'", "in (0, 1)", "got 1"]),
+    "threshold_negative": (["--method", "acdc", "--threshold", "-0.5"], ["'--threshold'", "got -0.5"]),
+    "top_zero": (["--top", "0"], ["'--top'", "integer >= 1", "fraction of the edges in (0, 1]", "'0'"]),
+    "top_negative": (["--top", "-3"], ["'--top'", "'-3'"]),
+    "top_fraction_over_one": (["--top", "1.5"], ["'--top'", "'1.5'"]),
+    "top_fraction_zero": (["--top", "0.0"], ["'--top'", "'0.0'"]),
+    "top_text": (["--top", "many"], ["'--top'", "'many'"]),
+    "top_too_many": (["--top", "82"], ["'--top'", "82 edges", "the model has 81"]),
+    "steps_without_eap_ig": (["--steps", "3"], ["'--steps'", "eap-ig only", "--method eap"]),
+    "on_without_eap_ig": (["--method", "exact", "--on", "activations"], ["'--on'", "eap-ig only"]),
+    "threshold_without_acdc": (["--threshold", "0.1"], ["'--threshold'", "acdc only"]),
+    "top_with_acdc": (["--method", "acdc", "--top", "5"], ["'--top'", "acdc keeps what its --threshold keeps"]),
+    "eap_ig_mean": (["--method", "eap-ig", "--ablation", "mean"], ["'--ablation' mean", "eap-ig"]),
+    "unknown_ablation": (["--ablation", "resample"], ["'--ablation'", "'resample'"]),
+    "out_not_html": (["--out", "{tmp}/page.txt"], ["'--out'", ".html", "page.txt"]),
+    "out_missing_dir": (["--out", "{tmp}/nope/page.html"], ["'--out'", "nope"]),
+    "text_pair_on_toy": (["--pair", "the cat", "the dog"], ["no tokenizer", "'the cat'"]),
+    "pair_lengths": (["--pair", "1 2 3", "1 2"], ["clean 3 tokens", "corrupted 2"]),
+    "n_with_pair": (["--pair", "1 2", "3 4", "--n", "4"], ["'--n' 4", "--pair"]),
+    "unknown_model": ([], ["'no-such-model'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_argument_is_one_line_exit_2_before_the_model_loads(capsys, tmp_path, monkeypatch, case):
+    extra, needles = BAD[case]
+    args = ["circuit", "no-such-model" if case == "unknown_model" else "induction-2l",
+            *[a.replace("{tmp}", str(tmp_path)) for a in extra]]
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model was loaded before the bad argument was refused")
+
+    monkeypatch.setattr("mechwork.source.open_source", no_loading)
+    code, out, err = run(capsys, *args)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mechwork: error:"), err
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments_are_refused_before_torch_is_imported():
+    code = ("import sys; from mechwork.cli import main\n"
+            "for args in (['--method', 'magic'], ['--steps', '0', '--method', 'eap-ig'], ['--threshold', '2'],\n"
+            "             ['--top', '0'], ['--top', '500'], ['--method', 'acdc', '--top', '3']):\n"
+            "    assert main(['circuit', 'induction-2l', *args]) == 2, args\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("mechwork: error:") == 6
+
+
+def test_help_names_every_method_and_option(capsys):
+    code, out, _ = run(capsys, "circuit", "--help")
+    assert code == 0
+    for word in ("eap-ig", "acdc", "--steps", "--on", "--threshold", "--top", "--per-position", "--ablation",
+                 "--out", "--json", "--pair"):
+        assert word in out, word
