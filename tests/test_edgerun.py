@@ -223,7 +223,7 @@ def test_flags_are_restored_after_a_call_that_raises(four_models, state):
 
 
 # -- (e) which runner, and the refusals ------------------------------------------------------------------------
-def test_runner_picks_the_hook_runner_on_llama_and_refuses_what_it_cannot_run(four_models, tmp_path):
+def test_runner_picks_fast_on_a_native_model_hooks_on_llama_and_refuses_what_it_cannot_run(four_models, tmp_path):
     llama = _model(four_models, "llama")
     assert runner(llama).engine == "hooks" and isinstance(runner(llama), HookRunner)
     with pytest.raises(ConfigError, match="fast engine does not run LlamaForCausalLM"):
@@ -231,6 +231,7 @@ def test_runner_picks_the_hook_runner_on_llama_and_refuses_what_it_cannot_run(fo
     with pytest.raises(ConfigError, match=r"'engine' must be auto \| fast \| hooks \(got 'slow'\)"):
         runner(llama, engine="slow")
     native = mechwork.load("induction-2l")
+    assert runner(native).engine == "fast" and runner(native, engine="fast").graph.describe().startswith("2 layers")
     with pytest.raises(ConfigError) as e:
         runner(native, engine="hooks")
     assert "TransformerLensNative has neither" in str(e.value) and "\n" not in str(e.value)
@@ -268,3 +269,54 @@ def test_bad_arguments_get_one_line(four_models):
         r.run(torch.zeros(2, 5))
     with pytest.raises(ConfigError, match="pass n_pos"):
         to_tl("L0H0->L1H2.k", 2)
+
+
+# -- (b) two independent implementations: the hook runner and the engine runner ----------------------------------
+def test_hook_runner_equals_engine_runner_on_gpt2(four_models):
+    """Random per-position keep masks over 3 copies, corrupted and mean replacements, pins on the input, a head and
+    an MLP, and the probe gradients: TL's per-head fork against mechwork's functional engine, to 1e-5."""
+    model = _model(four_models, "gpt2")
+    hooks, fast = HookRunner(model), runner(model)
+    assert fast.engine == "fast" and hooks.engine == "hooks" and fast.graph == hooks.graph
+    g = torch.Generator().manual_seed(11)
+    b, p, c = 2, 7, 3
+    clean, corrupted = _tokens(model, (b, p), 12), _tokens(model, (b, p), 13)
+    s_clean, s_corr = hooks.senders(clean), hooks.senders(corrupted)
+    assert _err(s_clean, fast.senders(clean)) <= TOL
+    keep = (torch.rand(c, len(hooks.graph.pairs), p, generator=g) > 0.4).float()
+    pinned = [0, hooks.graph.senders.index("L0H2"), hooks.graph.senders.index("MLP0")]
+    alpha = torch.rand(c, 1, 1, 1, 1, generator=g)
+    pin = alpha * s_clean[None] + (1 - alpha) * s_corr[None] + 0.1 * torch.randn(c, *s_clean.shape, generator=g)
+    weights = torch.randn(b, p, model.cfg.d_vocab, generator=g)
+    worst: dict[str, float] = {}
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("keep", {"keep": keep, "replacement": s_corr}),
+        ("mean", {"keep": keep[:1], "replacement": s_corr.mean(1, keepdim=True)}),
+        ("pins", {"keep": keep, "replacement": s_corr, "pin": pin, "pinned": pinned}),
+        ("pins only", {"pin": pin[:, :, :1].expand(c, -1, b, -1, -1), "pinned": [0]})]
+    for name, kw in cases:
+        outs: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+        for r in (hooks, fast):
+            probe = torch.zeros(c, len(r.graph.receivers), b, p, model.cfg.d_model, requires_grad=True)
+            out = r.run(clean, probe=probe, **kw)
+            (out * weights).sum().backward()
+            assert probe.grad is not None
+            outs.append(out.detach())
+            grads.append(probe.grad)
+        worst[name] = max(_err(outs[0], outs[1]), _err(grads[0], grads[1]))
+        assert outs[0].shape == (c, b, p, model.cfg.d_vocab)
+        with torch.no_grad():  # the run did change something
+            assert _err(outs[0], model(clean).expand(c, -1, -1, -1)) > 1e-3
+    assert max(worst.values()) <= TOL, worst
+
+
+def test_the_hook_runner_refuses_an_attention_write_that_is_not_its_heads_sum(four_models):
+    """A hook doubling blocks.0's attention write stands in for a post-norm or scaled block (TL refuses those)."""
+    model = _model(four_models, "llama")
+    with model.hooks(fwd_hooks=[("blocks.0.hook_attn_out", lambda t, hook: 2 * t)]), \
+            pytest.raises(ConfigError) as e:
+        HookRunner(model)
+    assert "blocks.0.hook_attn_out is not its heads' sum" in str(e.value) and "\n" not in str(e.value)
+    assert _flags(model) == dict.fromkeys(FLAGS, False)
+    HookRunner(model)  # and without the hook it runs
