@@ -146,11 +146,10 @@ def _print(report: Any, name: str, description: str) -> None:
     click.echo(f"circuit of {name} by {report.method} ({report.graph.describe()})")
     click.echo(f"  prompts: {description}")
     click.echo(f"  metric: clean {f.clean_value:.4g}, corrupted {f.corrupted_value:.4g} ({f.ablation} ablation)")
-    click.echo(f"  {report.summary()}")
-    for line in circuit_lines(report)[1:]:
-        click.echo("  " + line.replace("**", ""))
+    for line in circuit_lines(report):
+        click.echo("  " + line.replace("**", "").replace("ρ", "rho"))
     if report.curve is not None:
-        pts = ", ".join(f"{n}: {r:.0%}" for n, r in zip(report.curve.sizes, report.curve.recovered, strict=True))
+        pts = ", ".join(f"{n}: {max(r, 0.0) if r > -0.005 else r:.0%}" for n, r in zip(report.curve.sizes, report.curve.recovered, strict=True))
         click.echo(f"  faithfulness curve (edges: recovered): {pts}")
     rows = _kept(report)
     click.echo(f"  {len(rows)} kept edges, largest |score| first" + (" (score, exact)" if report.exact is not None

@@ -16,7 +16,7 @@ Example::
     ...              faithfulness=NS(recovered=0.85, clean_value=3.0, corrupted_value=0.0), threshold=None)
     >>> report = NS(method="eap", circuit=circuit, check=None, target=0.8, rule="smallest", graph=g, exact=None)
     >>> circuit_lines(report)[0]
-    'The top **1** edges by eap score (1.2% of the 81) recover **85.0%** of the metric: the smallest top-n circuit \
+    'The top **1** edges by EAP score (1.2% of the 81) recover **85.0%** of the metric: the smallest top-n circuit \
 on the faithfulness curve that reaches 80%.'
 """
 
@@ -34,6 +34,7 @@ __all__ = ["AGREE", "circuit_lines", "circuit_page", "circuit_section", "negligi
 AGREE = 0.9  # a Spearman rho at or above this: the approximation ranks edges as exact patching does
 NEGLIGIBLE_GAP = 1e-3  # as patching: a gap under this share of the metric's scale is no gap
 NAMES = {"eap": "EAP", "eap-ig": "EAP-IG", "exact": "exact patching", "acdc": "ACDC"}
+SCORE_NAMES = {"eap": "EAP", "eap-ig": "EAP-IG", "exact": "exact"}  # "by ... score"
 
 
 def negligible(clean: float, corrupted: float) -> bool:
@@ -49,7 +50,8 @@ def size_line(report: Any) -> str:
     if report.rule == "threshold":
         return (f"ACDC (threshold {c.threshold:g} of the clean-to-corrupted gap) keeps **{n:,}** edges ({share}), "
                 f"which recover **{rec:.1%}** of the metric.")
-    body = f"top **{n:,}** edges by {report.method} score ({share}) recover **{rec:.1%}** of the metric"
+    by = SCORE_NAMES.get(report.method, report.method)
+    body = f"top **{n:,}** edges by {by} score ({share}) recover **{rec:.1%}** of the metric"
     if report.rule == "smallest":
         return f"The {body}: the smallest top-n circuit on the faithfulness curve that reaches {report.target:.0%}."
     if report.rule == "fallback":
@@ -108,8 +110,9 @@ def circuit_section(page: Page, bundle: Analysis, *, key: str = "circuit", title
                 caption="Hover an edge for its score and rank, a node for the sum of its drawn out-edges.")
     curve = report.curve_figure()
     if curve is not None:
+        by = SCORE_NAMES.get(report.method, report.method)
         page.plotly(curve, title=f"{title}: faithfulness against size",
-                    caption=f"Each point keeps the top n edges by {report.method} score and ablates every other edge "
+                    caption=f"Each point keeps the top n edges by {by} score and ablates every other edge "
                             f"({report.circuit.faithfulness.ablation}); 1 is the clean metric, 0 the corrupted one.")
     if report.check is not None:
         page.result(report.check, title=f"{title}: {NAMES.get(report.method, report.method)} against exact patching",
