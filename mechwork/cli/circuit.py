@@ -149,7 +149,9 @@ def _print(report: Any, name: str, description: str) -> None:
     for line in circuit_lines(report):
         click.echo("  " + line.replace("**", "").replace("ρ", "rho"))
     if report.curve is not None:
-        pts = ", ".join(f"{n}: {max(r, 0.0) if r > -0.005 else r:.0%}" for n, r in zip(report.curve.sizes, report.curve.recovered, strict=True))
+        c = report.curve
+        pairs = zip(c.sizes, c.recovered, strict=True)
+        pts = ", ".join(f"{n}: {r if r <= -0.005 else max(r, 0.0):.0%}" for n, r in pairs)
         click.echo(f"  faithfulness curve (edges: recovered): {pts}")
     rows = _kept(report)
     click.echo(f"  {len(rows)} kept edges, largest |score| first" + (" (score, exact)" if report.exact is not None
