@@ -271,15 +271,16 @@ def _sweeps(model: TransformerBridge, clean: Prompts, corrupted: Prompts) -> dic
     for key, site, by in (("resid", "resid_pre", "layer_pos"), ("heads", "z", "head")):
         out[f"patch_{key}"] = patch(model, c, k, metric, site=site, by=by)
         out[f"attr_{key}"] = attribute(model, c, k, metric, site=site, by=by)
-    out["circuit"] = circuit_result(model, c, k, metric)
+    out["circuit"] = circuit_result(model, c, k, metric, values=(info.clean_value, info.corrupted_value))
     return out
 
 
 def circuit_result(model: TransformerBridge, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
-                   metric: Callable[[Tensor], Any], **kw: Any) -> Result:
+                   metric: Callable[[Tensor], Any], *, values: tuple[float, float] | None = None, **kw: Any) -> Result:
     """The circuit of a clean/corrupted pair (:func:`mechwork.analysis.circuitreport.circuit_report`, EAP by default),
     or :class:`NotApplicable` with the one-line reason when there is none: the corruption does not move the metric,
-    or the model's graph cannot be built (grouped-query attention)."""
+    or the model's graph cannot be built (grouped-query attention). ``values``: the metric's clean and corrupted
+    values when the caller has them (else two forward passes measure them)."""
     from mechwork.analysis.circuitreport import circuit_report
 
     what = "circuit discovery"
@@ -287,9 +288,12 @@ def circuit_result(model: TransformerBridge, clean: Int[Tensor, "batch pos"], co
         import mechwork.analysis.edges  # noqa: F401
     except ImportError as e:
         return NotApplicable(what, f"edge scores are not available yet ({e})")
-    with torch.no_grad():
-        dev = _device(model)
-        a, b = (float(torch.as_tensor(metric(model(x.to(dev)))).float().mean()) for x in (clean, corrupted))
+    if values is None:
+        with torch.no_grad():
+            dev = _device(model)
+            a, b = (float(torch.as_tensor(metric(model(x.to(dev)))).float().mean()) for x in (clean, corrupted))
+    else:
+        a, b = values
     if not abs(a - b) >= 1e-3 * max(1.0, abs(a), abs(b)):
         return NotApplicable(what, f"the corruption barely moves the metric (clean {a:.4g}, corrupted {b:.4g}), so "
                                    "no circuit recovers a share of it")

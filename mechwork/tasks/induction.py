@@ -215,8 +215,9 @@ def analyse(source: Source) -> Analysis:
     from mechwork.analysis.induction import analyse as induction
     from mechwork.analysis.prompt import circuit_result
 
-    pr = probe(source.task)
-    return induction(source).replace(circuit=circuit_result(source.model, pr.clean, pr.corrupted, pr.metric))
+    bundle, pr = induction(source), probe(source.task, n=8, seed=0)  # the probe bundle["patching"] ran on
+    values = (bundle["patching"].clean_value, bundle["patching"].corrupted_value)
+    return bundle.replace(circuit=circuit_result(source.model, pr.clean, pr.corrupted, pr.metric, values=values))
 
 
 KIT = register(Kit(
