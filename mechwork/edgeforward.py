@@ -66,18 +66,18 @@ class _Call:
     """One run()'s arguments, checked: ``ablate = 1 - keep`` (None when nothing is ablated)."""
 
     copies: int
-    ablate: Float[Tensor, "copy pair pos"] | None
-    replacement: Float[Tensor, "sender rep pos d_model"] | None
-    pin: Float[Tensor, "copy sender batch pos d_model"] | None
+    ablate: Tensor | None  # [copy, pair, pos]
+    replacement: Tensor | None  # [sender, rep, pos, d_model]
+    pin: Tensor | None  # [copy, sender, batch, pos, d_model]
     pinned: tuple[int, ...]
-    probe: Float[Tensor, "copy receiver batch pos d_model"] | None
+    probe: Tensor | None  # [copy, receiver, batch, pos, d_model]
 
 
 @dataclass
 class _Stream:
     """The residual stream of every copy so far: the running sum, and each sender group's replacement - write."""
 
-    resid: Float[Tensor, "copy batch pos d_model"]
+    resid: Tensor  # [copy, batch, pos, d_model]
     diffs: list[tuple[int, Tensor]] = field(default_factory=list)  # (first sender, [copy, sender, B, P, D])
     writes: list[Tensor] = field(default_factory=list)  # [copy, sender, B, P, D], when recording
 
@@ -132,10 +132,10 @@ class EngineRunner:
             return torch.cat([w[0] for w in stream.writes])
 
     def run(self, tokens: Int[Tensor, "batch pos"], *,
-            keep: Float[Tensor, "copy pair pos"] | None = None,
+            keep: Float[Tensor, "#copy pair pos"] | None = None,
             replacement: Float[Tensor, "sender rep pos d_model"] | None = None,
-            pin: Float[Tensor, "copy sender batch pos d_model"] | None = None, pinned: Sequence[int] = (),
-            probe: Float[Tensor, "copy receiver batch pos d_model"] | None = None,
+            pin: Float[Tensor, "#copy sender batch pos d_model"] | None = None, pinned: Sequence[int] = (),
+            probe: Float[Tensor, "#copy receiver batch pos d_model"] | None = None,
             ) -> Float[Tensor, "copy batch pos vocab"]:
         """Logits of every copy, each receiver reading the edges of ``keep`` (see the module docstring).
 
@@ -176,9 +176,9 @@ class EngineRunner:
         bad = [i for i in pinned if not 0 <= int(i) < n_s]
         if bad or (pinned and pin is None):
             raise ConfigError(f"'pinned' must be sender indices in [0, {n_s}) with a pin tensor (got {list(pinned)})")
-        ablate = None
-        if keep is not None and bool((keep != 1).any()):
-            ablate = 1.0 - keep
+        dtype = self.w["tok_embed.weight"].dtype  # arguments in another float type are cast to the model's
+        ablate = None if keep is None or not bool((keep != 1).any()) else 1.0 - keep.to(dtype)
+        replacement, pin, probe = (None if x is None else x.to(dtype) for x in (replacement, pin, probe))
         return _Call(max(copies), ablate, replacement, pin, tuple(int(i) for i in pinned), probe)
 
     # -- the forward -------------------------------------------------------------------
@@ -205,8 +205,9 @@ class EngineRunner:
         final = self._input(stream, call, len(self.graph.receivers) - 1, len(self.graph.receivers))[:, 0]
         return F.linear(self._norm("ln_out", final), w["head.weight"], w.get("head.bias"))
 
-    def _add(self, stream: _Stream, call: _Call, s0: int, writes: Float[Tensor, "copy sender batch pos d_model"] | None,
-             total: Float[Tensor, "copy batch pos d_model"], record: bool) -> None:
+    def _add(self, stream: _Stream, call: _Call, s0: int,
+             writes: Float[Tensor, "#copy sender batch pos d_model"] | None,
+             total: Float[Tensor, "#copy batch pos d_model"], record: bool) -> None:
         """Senders ``s0, s0+1, ...`` write ``writes`` (pinned ones their pin, with the live gradient).
 
         ``total`` is their sum as the model computes it (with ``b_O`` for heads), so the plain run's residual
