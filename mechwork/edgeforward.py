@@ -82,6 +82,22 @@ class _Stream:
     writes: list[Tensor] = field(default_factory=list)  # [copy, sender, B, P, D], when recording
 
 
+@dataclass(frozen=True)
+class _Read:
+    """What receivers ``r0:r1`` of one layer read: the shared residual stream, and the inputs of those that
+    read their own (``own`` None: none; ``items`` None: ``own`` is [copy, receiver, ...] for every receiver;
+    else ``own`` is [item, ...] for the (copy, receiver) pairs of ``items``)."""
+
+    shared: Tensor  # [copy, batch, pos, d_model]
+    own: Tensor | None
+    items: tuple[Tensor, Tensor] | None = None
+
+
+def _rows(x: Tensor, idx: Tensor) -> Tensor:
+    """Rows ``idx`` of ``x``'s copy dim (every row is row 0 when ``x`` has one copy)."""
+    return x[idx] if x.shape[0] > 1 else x.expand(len(idx), *x.shape[1:])
+
+
 class EngineRunner:
     """The fast edge runner of ``model`` (see the module docstring)."""
 
@@ -192,17 +208,18 @@ class EngineRunner:
         for layer in range(self.n_layers):
             r0 = layer * self.per_layer
             h = self.n_heads
-            xq, xk, xv = (self._input(stream, call, r0 + i * h, r0 + (i + 1) * h) for i in range(3))
-            z = self._heads(layer, xq, xk, xv, mask)
+            reads = tuple(self._input(stream, call, r0 + i * h, r0 + (i + 1) * h) for i in range(3))
+            z = self._heads(layer, reads, mask, call.copies)  # type: ignore[arg-type]
             attn_out = F.linear(z.flatten(-2), w[f"layers.{layer}.attn.o.weight"], w.get(f"layers.{layer}.attn.o.bias"))
             need = record or call.ablate is not None or any(s0 <= s < s0 + h for s in call.pinned)
             self._add(stream, call, s0, self._head_writes(layer, z) if need else None, attn_out, record)
             s0 += h
             if self.graph.mlp:
-                out = self._mlp(layer, self._input(stream, call, r0 + 3 * h, r0 + 3 * h + 1))
+                out = self._mlp(layer, self._single(self._input(stream, call, r0 + 3 * h, r0 + 3 * h + 1)))
                 self._add(stream, call, s0, out[:, None], out, record)
                 s0 += 1
-        final = self._input(stream, call, len(self.graph.receivers) - 1, len(self.graph.receivers))[:, 0]
+        n_r = len(self.graph.receivers)
+        final = self._single(self._input(stream, call, n_r - 1, n_r))
         return F.linear(self._norm("ln_out", final), w["head.weight"], w.get("head.bias"))
 
     def _add(self, stream: _Stream, call: _Call, s0: int,
@@ -233,20 +250,42 @@ class EngineRunner:
             rep = 0 if call.replacement is None else call.replacement[s0:s0 + n]
             stream.diffs.append((s0, rep - writes))
 
-    def _input(self, stream: _Stream, call: _Call, r0: int, r1: int) -> Float[Tensor, "copy recv batch pos d_model"]:
-        """The inputs of receivers ``r0:r1`` (all reading the same senders): [copy, r1 - r0 or 1, B, P, D]."""
-        x = stream.resid[:, None]
-        n = self.n_read[r0]
+    def _input(self, stream: _Stream, call: _Call, r0: int, r1: int) -> _Read:
+        """The inputs of receivers ``r0:r1`` (all reading the same senders), each computed only where it
+        differs from the shared stream: a receiver with an ablated edge or a probe in that copy."""
+        shared, n, r = stream.resid, self.n_read[r0], r1 - r0
+        a, hit = None, None
         if call.ablate is not None:
-            a = call.ablate[:, self.start[r0]:self.start[r0] + (r1 - r0) * n]
-            if bool(a.any()):
-                a = a.reshape(a.shape[0], r1 - r0, n, a.shape[-1])
-                for s0, diff in stream.diffs:
-                    if s0 < n:
-                        x = x + torch.einsum("crsp,csbpd->crbpd", a[:, :, s0:s0 + diff.shape[1]], diff)
+            a = call.ablate[:, self.start[r0]:self.start[r0] + r * n]
+            a = a.reshape(a.shape[0], r, n, a.shape[-1])
+            hit = a.ne(0).any(-1).any(-1)  # [copy, receiver]
         if call.probe is not None:
-            x = x + call.probe[:, r0:r1]
-        return x
+            hit = torch.ones(call.probe.shape[0], r, dtype=torch.bool, device=shared.device)
+        if hit is None or not bool(hit.any()):
+            return _Read(shared, None)
+        if 2 * int(hit.sum()) >= hit.numel() or r == 1:  # most receivers read their own: all of them do
+            x = shared[:, None]
+            for s0, diff in stream.diffs:
+                if s0 < n and a is not None:
+                    x = x + torch.einsum("crsp,csbpd->crbpd", a[:, :, s0:s0 + diff.shape[1]], diff)
+            return _Read(shared, x if call.probe is None else x + call.probe[:, r0:r1])
+        cidx, ridx = hit.expand(call.copies, r).nonzero(as_tuple=True)
+        x = _rows(shared, cidx)
+        for s0, diff in stream.diffs:  # diffs are kept only when something is ablated
+            if s0 < n and a is not None:
+                ak = a[cidx if a.shape[0] > 1 else torch.zeros_like(cidx), ridx, s0:s0 + diff.shape[1]]
+                if diff.shape[0] == 1:
+                    x = x + torch.einsum("ksp,sbpd->kbpd", ak, diff[0])
+                else:
+                    x = x + torch.einsum("ksp,ksbpd->kbpd", ak, diff[cidx])
+        if call.probe is not None:
+            x = x + call.probe[cidx if call.probe.shape[0] > 1 else torch.zeros_like(cidx), r0 + ridx]
+        return _Read(shared, x, (cidx, ridx))
+
+    @staticmethod
+    def _single(read: _Read) -> Float[Tensor, "copy batch pos d_model"]:
+        """The input of a layer's one MLP receiver, or of the logits (always read whole: ``items`` is None)."""
+        return read.shared if read.own is None else read.own[:, 0]
 
     # -- the arithmetic (mechwork.engine's, per receiver) ------------------------------
     def _norm(self, name: str, x: Tensor) -> Tensor:
@@ -254,24 +293,32 @@ class EngineRunner:
             return x
         return F.layer_norm(x, x.shape[-1:], self.w[f"{name}.weight"], self.w[f"{name}.bias"], self.eps)
 
-    def _project(self, layer: int, which: str, x: Float[Tensor, "copy recv batch pos d_model"]) -> Tensor:
-        """Head h's q, k or v from its own input (receiver h, or one input shared by every head): [N, H, P, dh]."""
+    def _project(self, layer: int, which: str, read: _Read, copies: int) -> Float[Tensor, "copy batch head pos d_head"]:
+        """Every head's q, k or v, each from the input its receiver reads."""
         pre = f"layers.{layer}"
-        c, r, b, p, d = x.shape
         h, dh = self.n_heads, self.d_head
-        a = self._norm(f"{pre}.ln1", x)
         weight, bias = self.w[f"{pre}.attn.{which}.weight"], self.w.get(f"{pre}.attn.{which}.bias")
-        if r == 1:  # one input for every head: the model's own projection
-            return F.linear(a[:, 0], weight, bias).view(c, b, p, h, dh).transpose(2, 3)
-        out = torch.matmul(a.reshape(c, r, b * p, d), weight.view(h, dh, d).transpose(1, 2))  # [C, H, B*P, dh]
-        if bias is not None:
-            out = out + bias.view(h, 1, dh)
-        return out.view(c, h, b, p, dh).transpose(1, 2)  # [C, B, H, P, dh]
+        per_head = weight.view(h, dh, -1).transpose(1, 2)  # [H, D, dh]
+        if read.own is not None and read.items is None:  # every receiver its own input
+            c, _, b, p, d = read.own.shape
+            out = torch.matmul(self._norm(f"{pre}.ln1", read.own).reshape(c, h, b * p, d), per_head)
+            out = out if bias is None else out + bias.view(h, 1, dh)
+            return out.view(c, h, b, p, dh).transpose(1, 2)
+        c, b, p, _ = read.shared.shape  # the model's own projection of the shared stream
+        out = F.linear(self._norm(f"{pre}.ln1", read.shared), weight, bias).view(c, b, p, h, dh).transpose(2, 3)
+        if read.own is None or read.items is None:
+            return out
+        cidx, hidx = read.items  # ... and the receivers that read their own input
+        own = torch.bmm(self._norm(f"{pre}.ln1", read.own).flatten(1, 2), per_head[hidx])
+        own = own if bias is None else own + bias.view(h, 1, dh)[hidx]
+        out = out.expand(copies, *out.shape[1:]).clone()
+        out[cidx, :, hidx] = own.view(len(cidx), b, p, dh)
+        return out
 
-    def _heads(self, layer: int, xq: Tensor, xk: Tensor, xv: Tensor, mask: Tensor
+    def _heads(self, layer: int, reads: tuple[_Read, _Read, _Read], mask: Tensor, copies: int
                ) -> Float[Tensor, "copy batch pos head d_head"]:
         """Every head's z, each head reading its own (or the shared) q, k and v inputs."""
-        q, k, v = (self._project(layer, which, x) for which, x in zip("qkv", (xq, xk, xv), strict=True))
+        q, k, v = (self._project(layer, which, read, copies) for which, read in zip("qkv", reads, strict=True))
         q, k, v = torch.broadcast_tensors(q, k, v)
         c, b, h, p, dh = q.shape
         q, k, v = (t.reshape(c * b, h, p, dh) for t in (q, k, v))
@@ -286,8 +333,8 @@ class EngineRunner:
         w_o = self.w[f"layers.{layer}.attn.o.weight"].view(self.d_model, h, dh).permute(1, 2, 0)  # [H, dh, D]
         return torch.matmul(z.permute(0, 3, 1, 2, 4).reshape(c, h, b * p, dh), w_o).view(c, h, b, p, self.d_model)
 
-    def _mlp(self, layer: int, x: Float[Tensor, "copy 1 batch pos d_model"]) -> Float[Tensor, "copy batch pos d_model"]:
+    def _mlp(self, layer: int, x: Float[Tensor, "copy batch pos d_model"]) -> Float[Tensor, "copy batch pos d_model"]:
         pre = f"layers.{layer}"
-        a = self._norm(f"{pre}.ln2", x[:, 0])
+        a = self._norm(f"{pre}.ln2", x)
         hidden = self.act(F.linear(a, self.w[f"{pre}.mlp.fc_in.weight"], self.w.get(f"{pre}.mlp.fc_in.bias")))
         return F.linear(hidden, self.w[f"{pre}.mlp.fc_out.weight"], self.w.get(f"{pre}.mlp.fc_out.bias"))

@@ -204,6 +204,27 @@ def test_every_edge_ablated_is_the_corrupted_run_and_copies_are_independent(four
     assert _err(zero[0], ref) <= TOL
 
 
+@pytest.mark.parametrize("name", ["induction-2l", "custom3l"])
+def test_one_edge_per_copy_batched_is_each_copy_alone(four_models, name):
+    """Every pair ablated in its own copy (one position of it in some), with the input pinned to another input
+    in the odd copies: the batch (copies differing downstream) equals each copy run alone."""
+    model = _model(four_models, name)
+    runner = EngineRunner(model)
+    clean, corrupted, other = (_tokens(model, (2, 6), s) for s in (13, 14, 15))
+    rep, n_pairs = runner.senders(corrupted), len(runner.graph.pairs)
+    keep = torch.ones(n_pairs, n_pairs, 6, dtype=torch.float64)
+    for i in range(n_pairs):
+        keep[i, i, slice(None) if i % 3 else i % 6] = 0.0
+    pin = torch.zeros(n_pairs, len(runner.graph.senders), 2, 6, model.cfg.d_model, dtype=torch.float64)
+    pin[:, 0] = runner.senders(clean)[0]
+    pin[1::2, 0] = runner.senders(other)[0]
+    with torch.no_grad():
+        out = runner.run(clean, keep=keep, replacement=rep, pin=pin, pinned=[0])
+        for i in range(n_pairs):
+            alone = runner.run(clean, keep=keep[i:i + 1], replacement=rep, pin=pin[i:i + 1], pinned=[0])
+            assert _err(out[i], alone[0]) <= 1e-9, runner.graph.edges[i]
+
+
 # -- (5) probe gradients are TransformerLens's residual-stream gradients ---------------------------------
 @pytest.mark.parametrize("name", NAMES)
 def test_probe_gradients_are_the_residual_stream_gradients(four_models, name):
