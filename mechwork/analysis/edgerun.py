@@ -340,10 +340,10 @@ class _Call:
         pins = frozenset(int(i) for i in pinned)
         if any(not 0 <= i < n_s for i in pins) or (pins and pin is None):
             raise invalid("pinned", f"sender indices in [0, {n_s}) with a pin tensor", list(pinned))
-        dev = r._device
+        dt = next(r.model.parameters()).dtype
 
-        def to(x: Tensor | None) -> Tensor | None:
-            return None if x is None else x.to(dev)
+        def to(x: Tensor | None) -> Tensor | None:  # on the model's device, in its dtype
+            return None if x is None else x.to(r._device, dt)
 
         return cls(c, b, p, to(keep), to(replacement), to(pin), pins, to(probe), {}, {})
 
