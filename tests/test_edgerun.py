@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import mechwork
-from mechwork.analysis.edgerun import HookRunner, runner, to_tl
+from mechwork.analysis.edgerun import EdgeRunner, HookRunner, runner, to_tl
 from mechwork.errors import ConfigError
 from mechwork.graph import Edge
 
@@ -231,6 +231,7 @@ def test_runner_picks_fast_on_a_native_model_hooks_on_llama_and_refuses_what_it_
     with pytest.raises(ConfigError, match=r"'engine' must be auto \| fast \| hooks \(got 'slow'\)"):
         runner(llama, engine="slow")
     native = mechwork.load("induction-2l")
+    assert isinstance(runner(native), EdgeRunner) and isinstance(runner(llama), EdgeRunner)
     assert runner(native).engine == "fast" and runner(native, engine="fast").graph.describe().startswith("2 layers")
     with pytest.raises(ConfigError) as e:
         runner(native, engine="hooks")
