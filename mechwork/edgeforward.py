@@ -79,7 +79,7 @@ class _Stream:
 
     resid: Tensor  # [copy, batch, pos, d_model]
     diffs: list[tuple[int, Tensor]] = field(default_factory=list)  # (first sender, [copy, sender, B, P, D])
-    writes: list[Tensor] = field(default_factory=list)  # [copy, sender, B, P, D], when recording
+    writes: list[tuple[int, Tensor]] = field(default_factory=list)  # (first sender, [copy, sender, B, P, D])
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,7 @@ class EngineRunner:
                 raise ConfigError(f"graph pairs out of the expected order at pair {i}")
             self.n_read[r] += 1
         self.per_layer = 3 * self.n_heads + int(g.mlp)  # receivers per layer
+        self.pair_layer = torch.tensor([g.layer_of(g.receivers[r]) for _, r in g.pairs])
 
     # -- the protocol ----------------------------------------------------------------
     def senders(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "sender batch pos d_model"]:
@@ -145,7 +146,7 @@ class EngineRunner:
             call = _Call(1, None, None, None, (), None)
             stream = _Stream(torch.zeros(()))
             self._forward(tokens, call, stream, record=True)
-            return torch.cat([w[0] for w in stream.writes])
+            return torch.cat([w[0] for _, w in stream.writes])
 
     def run(self, tokens: Int[Tensor, "batch pos"], *,
             keep: Float[Tensor, "#copy pair pos"] | None = None,
@@ -158,8 +159,42 @@ class EngineRunner:
         A missing ``replacement`` ablates to zero.
         """
         call = self._check(tokens, keep, replacement, pin, pinned, probe)
-        logits = self._forward(tokens, call, _Stream(torch.zeros(())), record=False)
-        return logits.expand(call.copies, *logits.shape[1:])
+        first = self._first_layers(call)
+        if first is None:
+            logits = self._forward(tokens, call, _Stream(torch.zeros(())), record=False)
+            return logits.expand(call.copies, *logits.shape[1:])
+        base, snaps = _Stream(torch.zeros(())), list[Tensor]()  # copies that change nothing below layer f start there
+        with torch.no_grad():
+            self._forward(tokens, _Call(1, None, None, None, (), None), base, record=True, snaps=snaps)
+        outs, order = [], []
+        for f in first.unique().tolist():
+            idx = (first == f).nonzero()[:, 0]
+            sub = _Call(len(idx), None if call.ablate is None else _rows(call.ablate, idx), call.replacement,
+                        None if call.pin is None else _rows(call.pin, idx), call.pinned, None)
+            stream = _Stream(snaps[f])
+            if sub.ablate is not None and f > 0:  # (from layer 0, the forward writes every sender itself)
+                stream.diffs = [(s0, (0 if call.replacement is None else call.replacement[s0:s0 + w.shape[1]]) - w)
+                                for s0, w in base.writes if s0 < self._first_sender(f)]
+            out = self._forward(tokens, sub, stream, record=False, start=f)
+            outs.append(out.expand(len(idx), *out.shape[1:]))
+            order.append(idx)
+        return torch.cat(outs)[torch.cat(order).argsort()]
+
+    def _first_sender(self, layer: int) -> int:
+        return 1 + layer * (self.n_heads + int(self.graph.mlp))
+
+    def _first_layers(self, call: _Call) -> Tensor | None:
+        """The first layer each copy changes (n_layers: the logits only); None when every copy starts at 0
+        or there is nothing to share (one copy, or a probe, whose gradients reach every receiver)."""
+        if call.copies == 1 or call.probe is not None or (call.ablate is None and not call.pinned):
+            return None
+        first = torch.full((call.copies,), self.n_layers, dtype=torch.long)
+        if call.ablate is not None:
+            layers = torch.where(call.ablate.ne(0).any(-1).cpu(), self.pair_layer, self.n_layers)
+            first = torch.minimum(first, layers.min(-1).values)
+        for s in call.pinned:
+            first.clamp_(max=max(self.graph.layer_of(self.graph.senders[s]), 0))
+        return None if bool((first == 0).all()) else first
 
     def copy_bytes(self, batch: int, n_pos: int) -> int:
         """Rough peak bytes one copy costs in :meth:`run`, with its autograd graph (for chunking)."""
@@ -198,26 +233,31 @@ class EngineRunner:
         return _Call(max(copies), ablate, replacement, pin, tuple(int(i) for i in pinned), probe)
 
     # -- the forward -------------------------------------------------------------------
-    def _forward(self, tokens: Tensor, call: _Call, stream: _Stream, *, record: bool) -> Tensor:
+    def _forward(self, tokens: Tensor, call: _Call, stream: _Stream, *, record: bool, start: int = 0,
+                 snaps: list[Tensor] | None = None) -> Tensor:
+        """Logits; from layer ``start`` on when ``stream`` holds the residual stream there (``snaps`` collects
+        the residual stream at each layer's start)."""
         w, p = self.w, tokens.shape[1]
-        embed = (w["tok_embed.weight"][tokens] + w["pos.weight"][:p])[None, None]  # [1, 1, B, P, D]
-        stream.resid = torch.zeros_like(embed[:, 0])
-        self._add(stream, call, 0, embed, embed[:, 0], record)
+        if start == 0:
+            embed = (w["tok_embed.weight"][tokens] + w["pos.weight"][:p])[None, None]  # [1, 1, B, P, D]
+            stream.resid = torch.zeros_like(embed[:, 0])
+            self._add(stream, call, 0, embed, embed[:, 0], record)
         mask = torch.triu(torch.ones(p, p, dtype=torch.bool, device=tokens.device), diagonal=1)
-        s0 = 1
-        for layer in range(self.n_layers):
-            r0 = layer * self.per_layer
-            h = self.n_heads
+        h = self.n_heads
+        for layer in range(start, self.n_layers):
+            r0, s0 = layer * self.per_layer, self._first_sender(layer)
+            if snaps is not None:
+                snaps.append(stream.resid)
             reads = tuple(self._input(stream, call, r0 + i * h, r0 + (i + 1) * h) for i in range(3))
             z = self._heads(layer, reads, mask, call.copies)  # type: ignore[arg-type]
             attn_out = F.linear(z.flatten(-2), w[f"layers.{layer}.attn.o.weight"], w.get(f"layers.{layer}.attn.o.bias"))
             need = record or call.ablate is not None or any(s0 <= s < s0 + h for s in call.pinned)
             self._add(stream, call, s0, self._head_writes(layer, z) if need else None, attn_out, record)
-            s0 += h
             if self.graph.mlp:
                 out = self._mlp(layer, self._single(self._input(stream, call, r0 + 3 * h, r0 + 3 * h + 1)))
-                self._add(stream, call, s0, out[:, None], out, record)
-                s0 += 1
+                self._add(stream, call, s0 + h, out[:, None], out, record)
+        if snaps is not None:
+            snaps.append(stream.resid)
         n_r = len(self.graph.receivers)
         final = self._single(self._input(stream, call, n_r - 1, n_r))
         return F.linear(self._norm("ln_out", final), w["head.weight"], w.get("head.bias"))
@@ -244,7 +284,7 @@ class EngineRunner:
                 total = total + shift
             writes = torch.stack(torch.broadcast_tensors(*cols), dim=1)
         if record:
-            stream.writes.append(writes)
+            stream.writes.append((s0, writes))
         stream.resid = stream.resid + total
         if call.ablate is not None:
             rep = 0 if call.replacement is None else call.replacement[s0:s0 + n]

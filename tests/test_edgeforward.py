@@ -205,9 +205,12 @@ def test_every_edge_ablated_is_the_corrupted_run_and_copies_are_independent(four
 
 
 @pytest.mark.parametrize("name", ["induction-2l", "custom3l"])
-def test_one_edge_per_copy_batched_is_each_copy_alone(four_models, name):
-    """Every pair ablated in its own copy (one position of it in some), with the input pinned to another input
-    in the odd copies: the batch (copies differing downstream) equals each copy run alone."""
+@pytest.mark.parametrize("pinned", [(), (0,)])
+def test_one_edge_per_copy_batched_is_each_copy_alone(four_models, name, pinned):
+    """Every pair ablated in its own copy (one position of it in some), and (pinned) the input pinned to another
+    input in the odd copies: the batch equals each copy run alone. Unpinned, the batch starts each copy at the
+    layer of its edge's receiver (from the plain run's residual stream there); pinned, every copy starts at 0 and
+    copies differ from the input on."""
     model = _model(four_models, name)
     runner = EngineRunner(model)
     clean, corrupted, other = (_tokens(model, (2, 6), s) for s in (13, 14, 15))
@@ -219,9 +222,9 @@ def test_one_edge_per_copy_batched_is_each_copy_alone(four_models, name):
     pin[:, 0] = runner.senders(clean)[0]
     pin[1::2, 0] = runner.senders(other)[0]
     with torch.no_grad():
-        out = runner.run(clean, keep=keep, replacement=rep, pin=pin, pinned=[0])
+        out = runner.run(clean, keep=keep, replacement=rep, pin=pin, pinned=pinned)
         for i in range(n_pairs):
-            alone = runner.run(clean, keep=keep[i:i + 1], replacement=rep, pin=pin[i:i + 1], pinned=[0])
+            alone = runner.run(clean, keep=keep[i:i + 1], replacement=rep, pin=pin[i:i + 1], pinned=pinned)
             assert _err(out[i], alone[0]) <= 1e-9, runner.graph.edges[i]
 
 
