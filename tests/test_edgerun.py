@@ -321,3 +321,46 @@ def test_the_hook_runner_refuses_an_attention_write_that_is_not_its_heads_sum(fo
     assert "blocks.0.hook_attn_out is not its heads' sum" in str(e.value) and "\n" not in str(e.value)
     assert _flags(model) == dict.fromkeys(FLAGS, False)
     HookRunner(model)  # and without the hook it runs
+
+
+def _hf(tmp_path: Any, model_cls: str, config_cls: str, **kw: Any) -> Any:
+    """A tiny random Hugging Face model of another architecture, jittered and loaded."""
+    import transformers
+
+    torch.manual_seed(0)
+    hf = getattr(transformers, model_cls)(getattr(transformers, config_cls)(vocab_size=120, **kw))
+    jitter_biases_and_norms(hf)
+    hf.eval().save_pretrained(tmp_path)
+    return mechwork.load(str(tmp_path)).eval()
+
+
+def test_parallel_attention_and_mlp_is_transformer_lens_and_phi_is_refused_as_it_refuses(tmp_path):
+    """GPT-NeoX (attention and MLP in parallel: an MLP does not read its own layer's heads) runs on hooks and equals
+    TL's _ablate_edges; Phi (its MLP reads the attention's norm: no hook_mlp_in) is refused in one line, as TL is."""
+    from transformer_lens.tools.analysis import attribution_patching as ap
+
+    arch = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+            "max_position_embeddings": 64}
+    neox = _hf(tmp_path / "neox", "GPTNeoXForCausalLM", "GPTNeoXConfig", rotary_pct=0.25, use_parallel_residual=True,
+               **arch)
+    r, n, p = runner(neox), 2, 6
+    assert r.engine == "hooks" and r.graph.parallel
+    with pytest.raises(ConfigError, match="not in this graph"):
+        r.graph.pair_index("L0H0->MLP0")
+    clean, corrupted = _tokens(neox, (1, p), 1), _tokens(neox, (1, p), 2)
+    tl_edges = _tl_edges(neox, corrupted)
+    assert {pair for e in r.graph.edges for pair in to_tl(e, n, p)} == set(tl_edges)
+    circuit = _circuit(r.graph, p, 3)
+    with torch.no_grad():
+        with ap._edge_hook_flags(neox):
+            kept = {pair for e in circuit for pair in to_tl(e, n, p)}
+            ref = ap._ablate_edges(neox, clean, tl_edges, kept, ap.capture_writer_outputs(neox, corrupted))
+        out = r.run(clean, keep=r.graph.keep(circuit, p)[None], replacement=r.senders(corrupted))[0]
+        assert _err(out, ref) <= TOL and _err(out, neox(clean)) > 1e-3
+    phi = _hf(tmp_path / "phi", "PhiForCausalLM", "PhiConfig", partial_rotary_factor=0.5, **arch)
+    with pytest.raises(ConfigError) as e:
+        runner(phi)
+    assert "PhiForCausalLM has neither: it has no blocks.0.hook_mlp_in hook point" in str(e.value)
+    assert "\n" not in str(e.value) and _flags(phi) == dict.fromkeys(FLAGS, False)
+    with pytest.raises(ValueError, match="hook_mlp_in"):  # TL: the same refusal
+        ap.faithfulness(phi, clean, corrupted, lambda x: x[0, -1, 0], [])

@@ -196,9 +196,8 @@ def _fork(model: Any) -> Iterator[None]:
                 getattr(model, f"set_{flag}")(True)
         yield
     finally:
-        for flag in _FLAGS:
-            if bool(getattr(cfg, flag, False)) != saved[flag]:
-                getattr(model, f"set_{flag}")(saved[flag])
+        for flag in _FLAGS:  # (use_split_qkv_input off before use_attn_in goes back on: they exclude each other)
+            getattr(model, f"set_{flag}")(saved[flag])
         if saved["use_attn_in"]:
             model.set_use_attn_in(True)
 
@@ -209,19 +208,22 @@ def _refuse(model: Any, why: str) -> ConfigError:
 
 
 def _check_additive(model: Any, graph: Graph) -> None:
-    """Refuse a model whose residual stream is not the plain sum the edge formula rebuilds (post-norm, scaled...).
-
-    One short forward with the fork on: each layer's attention write is its heads' ``hook_result`` sum plus a
-    constant (b_O), resid_post = resid_pre + attention + MLP, and each reader reads the stream unchanged.
-    """
-    n = min(4, int(model.cfg.n_ctx))
+    """Refuse a model whose residual stream is not the plain sum the edge formula rebuilds (post-norm, scaled...):
+    one short forward with the fork on checks that each layer's attention write is its heads' ``hook_result`` sum
+    plus a constant (b_O), resid_post = resid_pre + attention + MLP, and each reader reads the stream unchanged."""
+    n, mlp = min(4, int(model.cfg.n_ctx)), int(graph.mlp)
     toks = (torch.arange(n) % int(model.cfg.d_vocab))[None].to(next(model.parameters()).device)
     try:
         with torch.no_grad(), _fork(model):
             _, cache = model.run_with_cache(toks)
     except NotImplementedError as e:  # a fork some attention bridges refuse only when they run (gated q_proj)
         raise _refuse(model, str(e).split(". ")[0]) from None
-
+    need = [f"blocks.{la}.{c}" for la in range(graph.n_layers) for c in (
+        "hook_resid_pre", "hook_resid_post", "hook_attn_out", "attn.hook_result", "attn.hook_q_input",
+        "attn.hook_k_input", "attn.hook_v_input", *("hook_mlp_out", "hook_mlp_in") * mlp)]
+    missing = [name for name in need if name not in cache]  # Phi's MLP reads ln1; Bloom adds inside its block
+    if missing:
+        raise _refuse(model, f"it has no {missing[0]} hook point (TransformerLens's edge graph needs one)")
     def close(a: Tensor, b: Tensor, what: str, scale: Tensor | None = None) -> None:
         err = float((a - b).abs().max()) / max(float((b if scale is None else scale).abs().max()), 1e-6)
         if err > 1e-4:
@@ -232,8 +234,8 @@ def _check_additive(model: Any, graph: Graph) -> None:
         attn = cache[f"blocks.{layer}.hook_attn_out"]
         rest = attn - cache[f"blocks.{layer}.attn.hook_result"].sum(2)
         close(rest, rest[:, :1].expand_as(rest), f"blocks.{layer}.hook_attn_out is not its heads' sum", attn)
-        mlp = cache[f"blocks.{layer}.hook_mlp_out"] if graph.mlp else torch.zeros_like(pre)
-        close(pre + attn + mlp, post, f"blocks.{layer} does not add its attention and MLP writes to the stream")
+        mlp_out = cache[f"blocks.{layer}.hook_mlp_out"] if graph.mlp else torch.zeros_like(pre)
+        close(pre + attn + mlp_out, post, f"blocks.{layer} does not add its attention and MLP writes to the stream")
         for comp in "qkv":
             read = cache[f"blocks.{layer}.attn.hook_{comp}_input"]
             close(read, pre[:, :, None].expand_as(read), f"blocks.{layer}.attn.hook_{comp}_input is not resid_pre")
