@@ -315,7 +315,7 @@ class HookRunner:
         return logits.reshape(call.copies, *tokens.shape, -1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Call:
     """One :meth:`HookRunner.run`: its checked arguments, and the senders' writes as the forward makes them."""
 
