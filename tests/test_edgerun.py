@@ -364,3 +364,30 @@ def test_parallel_attention_and_mlp_is_transformer_lens_and_phi_is_refused_as_it
     assert "\n" not in str(e.value) and _flags(phi) == dict.fromkeys(FLAGS, False)
     with pytest.raises(ValueError, match="hook_mlp_in"):  # TL: the same refusal
         ap.faithfulness(phi, clean, corrupted, lambda x: x[0, -1, 0], [])
+
+
+def test_copies_and_batch_rows_are_independent_runs_on_llama(four_models):
+    """3 copies x 2 rows in one forward = each (copy, row) run alone, logits and probe gradients (the tiling)."""
+    model = _model(four_models, "llama")
+    r, b, p, c = HookRunner(model), 2, 5, 3
+    clean, corrupted = _tokens(model, (b, p), 20), _tokens(model, (b, p), 21)
+    g = torch.Generator().manual_seed(22)
+    keep = (torch.rand(c, len(r.graph.pairs), p, generator=g) > 0.5).float()
+    repl = r.senders(corrupted)
+    pin = r.senders(clean)[None].expand(c, -1, -1, -1, -1)
+    shape = (c, len(r.graph.receivers), b, p, model.cfg.d_model)
+    probe = (0.01 * torch.randn(shape, generator=g)).requires_grad_()
+    together = r.run(clean, keep=keep, replacement=repl, pin=pin, pinned=[1, 5], probe=probe)
+    together.sum().backward()
+    assert probe.grad is not None
+    for i in range(c):
+        for row in range(b):
+            alone_probe = probe.detach()[i:i + 1, :, row:row + 1].clone().requires_grad_()
+            alone = r.run(clean[row:row + 1], keep=keep[i:i + 1], replacement=repl[:, row:row + 1],
+                          pin=pin[i:i + 1, :, row:row + 1], pinned=[1, 5], probe=alone_probe)
+            alone.sum().backward()
+            assert alone_probe.grad is not None
+            assert _err(together[i, row], alone[0, 0]) <= TOL
+            scale = max(1.0, float(alone_probe.grad.abs().max()))  # sum-of-logits gradients reach ~10
+            assert _err(probe.grad[i, :, row], alone_probe.grad[0, :, 0]) <= TOL * scale
+    assert _err(together[0], together[1]) > 1e-3  # the copies differ
