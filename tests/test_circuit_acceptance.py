@@ -41,7 +41,7 @@ def _scores(ctx: dict[str, Any], method: str) -> Any:
 
     if method not in ctx["scores"]:
         m, p = ctx["model"], ctx["probe"]
-        fn = {"eap": edges.eap, "exact": edges.edge_patch, "eap-ig": edges.eap_ig}[method]
+        fn: Any = {"eap": edges.eap, "exact": edges.edge_patch, "eap-ig": edges.eap_ig}[method]
         ctx["scores"][method] = fn(m, p.clean, p.corrupted, p.metric, per_position=True)
     return ctx["scores"][method]
 

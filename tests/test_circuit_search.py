@@ -138,6 +138,7 @@ def test_curve_points_are_faithfulness_one_size_at_a_time(hf, per_position):
         one = faithfulness(model, clean, corrupted, metric, [graph.edges[i] for i in order[:k]])
         assert abs(got - one.recovered) <= TOL, k
     assert curve.smallest(-1e9) == 1 and curve.smallest(1e9) is None
+    assert curve.figure().data and len(curve.to_frame()) == len(curve.sizes)
     circuit = top_n(model, clean, corrupted, metric, scores, 0.25)
     assert circuit.edges == {graph.edges[i] for i in order[:round(0.25 * graph.n_edges)]}
     assert circuit.method == "top-n random" and len(circuit.scores) == n
@@ -223,6 +224,7 @@ def test_circuit_membership_and_frame(hf):
     frame = circuit.to_frame()
     assert int(frame["kept"].sum()) == len(circuit.edges) and set(frame.columns) >= {"edge", "score", "kept"}
     assert "acdc circuit (threshold 0.05" in circuit.summary()
+    assert circuit.figure().data  # the layered graph (mechwork.analysis.circuitfig)
 
 
 # -- bad input: one line each -------------------------------------------------------------------------------------

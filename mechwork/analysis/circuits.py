@@ -44,6 +44,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechwork.analysis.checks import check_inputs, check_tokens, evaluate_metric
+from mechwork.analysis.edgerun import EdgeRunner, runner
 from mechwork.errors import ConfigError, invalid
 from mechwork.graph import Edge, Graph
 from mechwork.limits import finite_positive
@@ -163,7 +164,7 @@ class Circuit(Result):
 # -- the shared setup: the runner, the replacement writes, the two ends of the gap ---------------------------------
 @dataclass(frozen=True)
 class _Setup:
-    runner: Any
+    runner: EdgeRunner
     clean: Tensor
     replacement: Tensor  # [sender, rep, pos, d_model]
     metric: Callable[[Tensor], Any]
@@ -210,13 +211,11 @@ def _check(model: Any, clean: Any, corrupted: Any, ablation: str, mean_tokens: A
 def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], ablation: str,
            mean_tokens: Any, memory_mb: float) -> _Setup:
     """Check the inputs; the runner, the replacement writes and the metric's clean and corrupted values."""
-    from mechwork.analysis.edgerun import runner as make_runner
-
     clean, corrupted, mean_tokens = (x.batch() if isinstance(x, Prompts) else x for x in (clean, corrupted,
                                                                                        mean_tokens))
     _check(model, clean, corrupted, ablation, mean_tokens)
     memory_mb = finite_positive("memory_mb", memory_mb)
-    run = make_runner(model)
+    run = runner(model)
     device = next(model.parameters()).device
     clean = clean.to(device)
     (b, n_pos), n_pairs = clean.shape, len(run.graph.pairs)
