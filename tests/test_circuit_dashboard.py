@@ -4,8 +4,10 @@ reports, and the real sections of the induction and prompt dashboards."""
 
 from __future__ import annotations
 
+import html
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -108,6 +110,9 @@ def test_the_curve_marks_the_target_and_the_chosen_circuit():
     assert len(marked) == 1 and list(marked[0].x) == [9] and list(marked[0].y) == [0.85]
     assert any(s.y0 == 0.8 for s in fig.layout.shapes) and untitled(fig) == []
     assert not [t for t in curve_figure([1, 4], [0.1, 0.6], total=81, chosen=9).data if t.name.startswith("the c")]
+    two = curve_figure([1, 4], [0.1, 0.6], total=81, others={"top-n by exact score": ([1, 4], [0.3, 0.9])})
+    assert [t.name for t in two.data] == ["top-n circuit", "top-n by exact score"]
+    assert list(two.data[1].y) == [0.3, 0.9] and two.data[1].line.dash == "dash"
 
 
 def test_the_layered_graph_opens_offline_in_one_file(tmp_path):
@@ -180,6 +185,18 @@ def test_check_line_agrees_or_names_the_largest_miss():
     assert not any("exact" in s.lower() for s in circuit_lines(report(check=None)))
 
 
+def test_exact_curve_line_says_how_many_edges_exact_ranking_needs_or_that_none_reach():
+    from mechwork.dashboard.circuit import exact_curve_line
+
+    assert exact_curve_line(report()) is None
+    reach = NS(smallest=lambda target: 12 if target == 0.8 else None)
+    assert exact_curve_line(replace(report(), exact_curve=reach)) == (
+        "Ranked by exact scores instead, the smallest top-n circuit that reaches 80% has **12** edges (14.8%).")
+    never = NS(smallest=lambda target: None)
+    assert exact_curve_line(replace(report(), exact_curve=never)) == (
+        "Ranked by exact scores instead, no top-n circuit on the curve reaches 80%.")
+
+
 def test_negative_line_only_when_a_kept_edge_is_negative():
     neg = Edge("L1H2", "logits")
     assert negative_line(report(kept=(K,))) is None
@@ -228,15 +245,47 @@ def test_the_induction_bundle_holds_the_standard_probes_circuit_and_the_page_dra
     rep = bundle["circuit"]
     assert isinstance(rep, CircuitReport) and rep.method == "eap" and rep.graph.n_pos is None
     assert rep.exact is not None and rep.check is not None and rep.check.n_checked == rep.graph.n_edges == 81
-    assert rep.curve is not None and rep.rule == "smallest"
-    assert len(rep.circuit.edges) <= 0.1 * 81 and rep.circuit.faithfulness.recovered >= 0.8
+    assert rep.curve is not None and rep.exact_curve is not None and rep.exact_curve.sizes == rep.curve.sizes
+    n = rep.curve.smallest(0.8)  # the circuit drawn: the smallest top-n on the curve that recovers 80%
+    assert rep.rule == "smallest" and n == len(rep.circuit.edges) and rep.circuit.faithfulness.recovered >= 0.8
+    print(f"induction-2l: {rep.summary()}; by exact scores: {rep.exact_curve.smallest(0.8)} edges")
     page = induction_page(bundle)
     out = page.save(tmp_path / "induction.html")
     r = check_page(out, screenshot=ARTIFACTS / "induction-circuit.png", timeout_s=120)
     print(f"induction-2l: analysed in {built:.1f} s, page {out.stat().st_size:,} bytes")
     assert r.plotly_drawn == r.plotly_mounts == sum(b.kind == "plotly" for b in page.blocks), r
     assert r.console_errors == [] and r.page_errors == [] and r.requests == [], r
-    html = out.read_text()
-    assert "Circuit of the standard probe: the layered graph" in html
-    assert "holds every edge from a previous-token head into an induction head&#x27;s key input" in html \
-        or "holds every edge from a previous-token head into an induction head's key input" in html
+    text = html.unescape(re.sub(r"<[^>]+>", "", out.read_text()))
+    assert "Circuit of the standard probe: the layered graph" in text
+    det = bundle["detectors"]
+    line = key_edges_line(rep.circuit, det.top("previous_token", 0.5), det.top("induction", 0.5))
+    assert line is not None and line in text  # the detectors name both kinds of head
+    for sentence in circuit_lines(rep):
+        assert sentence.replace("**", "") in text
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_the_prompt_page_of_a_pair_draws_the_pairs_circuit(four_models, name):
+    import mechwork
+    from mechwork.analysis.prompt import NotApplicable, analyse_prompts
+    from mechwork.dashboard.prompt import prompt_page
+
+    model = mechwork.load(four_models[name], device="cpu")
+    clean = "when mary and john went to the store john gave a drink to"
+    pair = (clean, "when mary and john went to the store mary gave a drink to")
+    start = time.perf_counter()
+    bundle = analyse_prompts(model, None, pair)
+    print(f"{name}: prompt analysis with its circuit in {time.perf_counter() - start:.1f} s")
+    rep = bundle["circuit"]
+    assert isinstance(rep, CircuitReport) and rep.graph == Graph.of_model(model), rep
+    assert rep.check.n_checked == rep.graph.n_edges and rep.exact is not None
+    f = rep.circuit.faithfulness
+    assert (f.clean_value, f.corrupted_value) == pytest.approx((bundle["metric"].clean_value,
+                                                                bundle["metric"].corrupted_value), abs=1e-4)
+    titles = [b.title for b in prompt_page(bundle).blocks]
+    assert "Circuit of the pair: the layered graph" in titles and "Circuit of the pair: faithfulness against size" \
+        in titles
+    same = analyse_prompts(model, None, (clean, clean))  # no gap: no circuit, and the page says why
+    assert isinstance(same["circuit"], NotApplicable) and "barely moves" in same["circuit"].reason
+    notes = [b.body for b in prompt_page(same).blocks if b.title == "Circuit of the pair"]
+    assert len(notes) == 1 and "barely moves" in notes[0]

@@ -218,10 +218,12 @@ def _layout(fig: Any, graph: Graph, title: str, key: str) -> Any:
 
 
 def curve_figure(sizes: Sequence[int], recovered: Sequence[float], *, total: int, target: float | None = 0.8,
-                 chosen: int | None = None, method: str = "", title: str = "") -> go.Figure:
+                 chosen: int | None = None, method: str = "", title: str = "",
+                 others: Mapping[str, tuple[Sequence[int], Sequence[float]]] | None = None) -> go.Figure:
     """The faithfulness curve: the fraction of the metric recovered by the top-n circuit, against n.
 
-    A dashed line marks ``target``; a ring marks the circuit of ``chosen`` edges (when it is on the curve).
+    A dashed line marks ``target``; a ring marks the circuit of ``chosen`` edges (when it is on the curve);
+    ``others`` adds curves by name (e.g. the top-n by exact scores), dashed.
     """
     import plotly.graph_objects as go
 
@@ -232,6 +234,11 @@ def curve_figure(sizes: Sequence[int], recovered: Sequence[float], *, total: int
                                                                                              strict=True)]
     fig = go.Figure(go.Scatter(x=list(sizes), y=list(recovered), mode="lines+markers", name=label,
                                hoverinfo="text", hovertext=hover, line={"color": POSITIVE}))
+    for i, (name, (xs, ys)) in enumerate((others or {}).items()):
+        hover = [f"{name}: {n} edges, recovers {r:.1%}" for n, r in zip(xs, ys, strict=True)]
+        fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name, hoverinfo="text",
+                                 hovertext=hover,
+                                 line={"dash": "dash", "color": ("#6b7a89", "#c77c02", "#2ca02c")[i % 3]}))
     if target is not None:
         fig.add_hline(y=target, line_dash="dash", line_color="#5f6b76",
                       annotation_text=f"{target:.0%} of the metric", annotation_position="bottom right")

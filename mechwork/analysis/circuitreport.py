@@ -60,6 +60,7 @@ class CircuitReport(Result):
     check: Any = None  # Verification of `scores` against exact patching
     target: float = TARGET
     rule: str = "requested"  # how the size was chosen: one of RULES
+    exact_curve: Any = None  # FaithfulnessCurve of the top-n by exact scores, at the same sizes (approximate methods)
 
     @property
     def graph(self) -> Graph:
@@ -97,14 +98,16 @@ class CircuitReport(Result):
         """The faithfulness curve with the drawn circuit marked (None for ACDC)."""
         if self.curve is None:
             return None
-        c = self.curve
+        c, e = self.curve, self.exact_curve
+        others = {} if e is None else {"top-n by exact score": (e.sizes, e.recovered)}
         return curve_figure(c.sizes, c.recovered, total=c.total, target=self.target, chosen=len(self.circuit.edges),
+                            others=others,
                             method=self.method)
 
 
 def _scores(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], method: str, steps: int, on: str,
             per_position: bool, ablation: str) -> Any:
-    from mechwork.analysis import edges
+    import mechwork.analysis.edges as edges
 
     if method == "exact":
         return edges.edge_patch(model, clean, corrupted, metric, ablation=ablation, per_position=per_position)
@@ -126,7 +129,8 @@ def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[...,
     faithfulness curve that recovers ``target`` of the metric, else the top :data:`FALLBACK` of the edges.
     ACDC keeps what its ``threshold`` keeps (``top`` does not apply).
     """
-    from mechwork.analysis import circuits, edges
+    import mechwork.analysis.circuits as circuits
+    import mechwork.analysis.edges as edges
 
     if method not in METHODS:
         raise invalid("method", ", ".join(METHODS), method)
@@ -152,4 +156,6 @@ def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[...,
     else:
         size, rule = top, "requested"
     circuit = circuits.top_n(model, clean, corrupted, metric, scores, size, ablation=ablation)
-    return CircuitReport(method, circuit, scores, curve, exact, check, target, rule)
+    exact_curve = None if exact is None or exact is scores else circuits.faithfulness_curve(
+        model, clean, corrupted, metric, exact, sizes=curve.sizes, ablation=ablation)
+    return CircuitReport(method, circuit, scores, curve, exact, check, target, rule, exact_curve)

@@ -284,10 +284,6 @@ def circuit_result(model: TransformerBridge, clean: Int[Tensor, "batch pos"], co
     from mechwork.analysis.circuitreport import circuit_report
 
     what = "circuit discovery"
-    try:  # TEMPORARY until mechwork.analysis.edges lands (issue 15, helper C)
-        import mechwork.analysis.edges  # noqa: F401
-    except ImportError as e:
-        return NotApplicable(what, f"edge scores are not available yet ({e})")
     if values is None:
         with torch.no_grad():
             dev = _device(model)

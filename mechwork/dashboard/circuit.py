@@ -78,6 +78,18 @@ def check_line(report: Any) -> str | None:
             f"{AGREE}); the largest miss is {edge} ({name} {approx:+.3g}, exact {exact:+.3g}).")
 
 
+def exact_curve_line(report: Any) -> str | None:
+    """How the top-n by exact scores fares on the same curve (None when it was not computed)."""
+    e = report.exact_curve
+    if e is None:
+        return None
+    n, total = e.smallest(report.target), report.graph.n_edges
+    if n is None:
+        return f"Ranked by exact scores instead, no top-n circuit on the curve reaches {report.target:.0%}."
+    return (f"Ranked by exact scores instead, the smallest top-n circuit that reaches {report.target:.0%} has "
+            f"**{n:,}** edges ({n / total:.1%}).")
+
+
 def negative_line(report: Any) -> str | None:
     """How many kept edges have a negative score (None when none does)."""
     scores = dict(report.circuit.scores)
@@ -91,7 +103,8 @@ def negative_line(report: Any) -> str | None:
 
 def circuit_lines(report: Any) -> list[str]:
     """The section's sentences, each chosen by a condition on the report's numbers."""
-    return [s for s in (size_line(report), check_line(report), negative_line(report)) if s is not None]
+    lines = (size_line(report), check_line(report), exact_curve_line(report), negative_line(report))
+    return [s for s in lines if s is not None]
 
 
 def circuit_section(page: Page, bundle: Analysis, *, key: str = "circuit", title: str = "Circuit",
