@@ -75,11 +75,11 @@ class _Call:
 
 @dataclass
 class _Stream:
-    """The residual stream of every copy so far: the running sum, and each sender group's replacement - write."""
+    """The residual stream of every copy so far: the running sum, and (when something is ablated, or recording)
+    each sender group's writes."""
 
     resid: Tensor  # [copy, batch, pos, d_model]
-    diffs: list[tuple[int, Tensor]] = field(default_factory=list)  # (first sender, [copy, sender, B, P, D])
-    writes: list[tuple[int, Tensor]] = field(default_factory=list)  # (first sender, [copy, sender, B, P, D])
+    parts: list[tuple[int, Tensor]] = field(default_factory=list)  # (first sender, [copy, sender, B, P, D])
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,11 @@ class _Read:
     shared: Tensor  # [copy, batch, pos, d_model]
     own: Tensor | None
     items: tuple[Tensor, Tensor] | None = None
+
+
+def _replacement(call: _Call, s0: int, writes: Tensor) -> Tensor | int:
+    """The replacement of the senders ``writes`` holds (from ``s0``): zero when there is none."""
+    return 0 if call.replacement is None else call.replacement[s0:s0 + writes.shape[1]]
 
 
 def _rows(x: Tensor, idx: Tensor) -> Tensor:
@@ -146,7 +151,7 @@ class EngineRunner:
             call = _Call(1, None, None, None, (), None)
             stream = _Stream(torch.zeros(()))
             self._forward(tokens, call, stream, record=True)
-            return torch.cat([w[0] for _, w in stream.writes])
+            return torch.cat([w[0] for _, w in stream.parts])
 
     def run(self, tokens: Int[Tensor, "batch pos"], *,
             keep: Float[Tensor, "#copy pair pos"] | None = None,
@@ -173,8 +178,7 @@ class EngineRunner:
                         None if call.pin is None else _rows(call.pin, idx), call.pinned, None)
             stream = _Stream(snaps[f])
             if sub.ablate is not None and f > 0:  # (from layer 0, the forward writes every sender itself)
-                stream.diffs = [(s0, (0 if call.replacement is None else call.replacement[s0:s0 + w.shape[1]]) - w)
-                                for s0, w in base.writes if s0 < self._first_sender(f)]
+                stream.parts = [(s0, w) for s0, w in base.parts if s0 < self._first_sender(f)]
             out = self._forward(tokens, sub, stream, record=False, start=f)
             outs.append(out.expand(len(idx), *out.shape[1:]))
             order.append(idx)
@@ -283,12 +287,9 @@ class EngineRunner:
                 cols[s - s0] = cols[s - s0] + shift
                 total = total + shift
             writes = torch.stack(torch.broadcast_tensors(*cols), dim=1)
-        if record:
-            stream.writes.append((s0, writes))
+        if record or call.ablate is not None:
+            stream.parts.append((s0, writes))
         stream.resid = stream.resid + total
-        if call.ablate is not None:
-            rep = 0 if call.replacement is None else call.replacement[s0:s0 + n]
-            stream.diffs.append((s0, rep - writes))
 
     def _input(self, stream: _Stream, call: _Call, r0: int, r1: int) -> _Read:
         """The inputs of receivers ``r0:r1`` (all reading the same senders), each computed only where it
@@ -305,19 +306,23 @@ class EngineRunner:
             return _Read(shared, None)
         if 2 * int(hit.sum()) >= hit.numel() or r == 1:  # most receivers read their own: all of them do
             x = shared[:, None]
-            for s0, diff in stream.diffs:
-                if s0 < n and a is not None:
-                    x = x + torch.einsum("crsp,csbpd->crbpd", a[:, :, s0:s0 + diff.shape[1]], diff)
+            for s0, wr in stream.parts if a is not None else ():
+                ag = a[:, :, s0:s0 + wr.shape[1]]  # type: ignore[index]
+                if s0 < n and bool(ag.any()):
+                    x = x + torch.einsum("crsp,csbpd->crbpd", ag, _replacement(call, s0, wr) - wr)
             return _Read(shared, x if call.probe is None else x + call.probe[:, r0:r1])
         cidx, ridx = hit.expand(call.copies, r).nonzero(as_tuple=True)
         x = _rows(shared, cidx)
-        for s0, diff in stream.diffs:  # diffs are kept only when something is ablated
-            if s0 < n and a is not None:
-                ak = a[cidx if a.shape[0] > 1 else torch.zeros_like(cidx), ridx, s0:s0 + diff.shape[1]]
-                if diff.shape[0] == 1:
-                    x = x + torch.einsum("ksp,sbpd->kbpd", ak, diff[0])
-                else:
-                    x = x + torch.einsum("ksp,ksbpd->kbpd", ak, diff[cidx])
+        if a is not None:
+            a = a[cidx if a.shape[0] > 1 else torch.zeros_like(cidx), ridx]  # [item, sender, pos]
+            for s0, wr in stream.parts:
+                ak = a[:, s0:s0 + wr.shape[1]]
+                sel = ak.ne(0).flatten(1).any(-1).nonzero()[:, 0]  # the items that ablate this group
+                if s0 < n and len(sel):
+                    diff = _replacement(call, s0, wr) - (wr if wr.shape[0] == 1 else wr[cidx[sel]])
+                    term = (torch.einsum("ksp,sbpd->kbpd", ak[sel], diff[0]) if diff.shape[0] == 1
+                            else torch.einsum("ksp,ksbpd->kbpd", ak[sel], diff))
+                    x = x.index_add(0, sel, term)
         if call.probe is not None:
             x = x + call.probe[cidx if call.probe.shape[0] > 1 else torch.zeros_like(cidx), r0 + ridx]
         return _Read(shared, x, (cidx, ridx))
@@ -363,7 +368,7 @@ class EngineRunner:
         c, b, h, p, dh = q.shape
         q, k, v = (t.reshape(c * b, h, p, dh) for t in (q, k, v))
         scores = torch.matmul(q, k.transpose(-2, -1)) / self.scale
-        pattern = F.softmax(scores.masked_fill(mask, float("-inf")), dim=-1).masked_fill(mask, 0.0)
+        pattern = F.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)  # exactly 0 above the diagonal
         return torch.matmul(pattern, v).transpose(1, 2).reshape(c, b, p, h, dh)
 
     def _head_writes(self, layer: int, z: Float[Tensor, "copy batch pos head d_head"]
