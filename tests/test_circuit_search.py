@@ -149,7 +149,7 @@ def test_curve_points_are_faithfulness_one_size_at_a_time(hf, per_position):
 
 # -- ACDC = the sequential pass over TransformerLens's edge ablation ---------------------------------------------
 def _tl_acdc(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metric: Any, threshold: float,
-             per_position: bool) -> tuple[set[Edge], dict[Edge, float]]:
+             per_position: bool, mean_tokens: torch.Tensor | None = None) -> tuple[set[Edge], dict[Edge, float]]:
     """ACDC written out: one TransformerLens ``_ablate_edges`` forward pass per trial, no batching."""
     from transformer_lens.tools.analysis import attribution_patching as ap
 
@@ -157,7 +157,8 @@ def _tl_acdc(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metric: A
     graph = Graph.of_model(model, n_pos=P if per_position else None)
     with torch.no_grad(), ap._edge_hook_flags(model):
         tl_edges = [pair for e in Graph.of_model(model, n_pos=P).edges for pair in to_tl(e, n_layers)]
-        replacements = ap.capture_writer_outputs(model, corrupted)
+        replacements = ap.capture_writer_outputs(model, corrupted) if mean_tokens is None else \
+            ap._mean_writer_contributions(model, mean_tokens)
         m_corr = float(metric(model(corrupted)))
 
         def value(kept: set[Edge]) -> float:
@@ -185,20 +186,23 @@ def _tl_acdc(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metric: A
     return kept, tried
 
 
-@pytest.mark.parametrize("per_position", [False, True])
-def test_acdc_is_the_sequential_pass(hf, per_position):
-    model = hf["gpt2"]
+@pytest.mark.parametrize(("name", "per_position", "ablation", "threshold"), [
+    ("gpt2", False, "corrupted", 0.005), ("gpt2", True, "corrupted", 0.005), ("llama", False, "corrupted", 0.02),
+    ("llama", True, "corrupted", 0.02), ("llama", False, "mean", 0.02)])
+def test_acdc_is_the_sequential_pass(hf, name, per_position, ablation, threshold):
+    model = hf[name]  # gpt2 runs on the fast engine, llama on the hook runner
     clean, corrupted, metric = _pair(model, seed=4)
-    threshold = 0.02
-    kept, tried = _tl_acdc(model, clean, corrupted, metric, threshold, per_position)
-    ours = acdc(model, clean, corrupted, metric, threshold=threshold, per_position=per_position)
+    mean_tokens = _tokens(model, (4, P), 11) if ablation == "mean" else None
+    kept, tried = _tl_acdc(model, clean, corrupted, metric, threshold, per_position, mean_tokens)
+    ours = acdc(model, clean, corrupted, metric, threshold=threshold, per_position=per_position, ablation=ablation,
+                mean_tokens=mean_tokens)
     print(ours.summary())
-    assert ours.edges == kept and 0 < len(kept) < ours.graph.n_edges
+    assert ours.edges == kept and 1 < len(kept) < ours.graph.n_edges and len(tried) > 10
     scores = dict(ours.scores)
     assert set(scores) == set(tried)
     assert max(abs(scores[e] - tried[e]) for e in tried) <= TOL
     assert ours.method == "acdc" and ours.threshold == threshold
-    again = faithfulness(model, clean, corrupted, metric, ours)
+    again = faithfulness(model, clean, corrupted, metric, ours, ablation=ablation, mean_tokens=mean_tokens)
     assert again.recovered == pytest.approx(ours.faithfulness.recovered, abs=TOL)
     assert ours.faithfulness.kept == len(kept) and ours.faithfulness.total == ours.graph.n_edges
 
