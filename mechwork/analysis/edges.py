@@ -42,7 +42,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Float
@@ -203,7 +203,7 @@ def _check(model: Any, clean: Any, corrupted: Any, direction: str, ablation: str
 
 @torch.no_grad()
 def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], direction: str,
-           ablation: str, per_position: Any, mean_tokens: Any, memory_mb: float) -> _Setup:
+           ablation: str, per_position: Any, mean_tokens: Any, memory_mb: Any) -> _Setup:
     """Check everything; build the runner, the base run and the replacement writes; measure both ends."""
     from mechwork.analysis.edgerun import runner as make_runner
 
@@ -223,7 +223,7 @@ def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], An
         other = torch.zeros_like(w_clean[:, :1])
 
     def value(tokens: Tensor, **kw: Any) -> float:
-        return float(evaluate_metric(metric, run.run(tokens, **kw)[0], b).mean())
+        return _value(metric, run.run(tokens, **kw)[0], b)
 
     clean_value = value(clean)
     pin = None
@@ -241,6 +241,13 @@ def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], An
     cap = max(1, int(memory_mb * 2**20 // max(1, run.copy_bytes(b, int(clean.shape[1])))))
     return _Setup(run, tokens, pin, base, rep, metric, base_value, clean_value, corrupted_value, direction,
                   ablation, cap)
+
+
+def _value(metric: Callable[[Tensor], Any], logits: Tensor, batch: int) -> float:
+    """The metric (checked: a scalar or a [batch] vector, finite) averaged over the batch, in float64."""
+    out = metric(logits)
+    evaluate_metric(lambda _: out, logits, batch)
+    return float(torch.as_tensor(out).detach().double().mean())
 
 
 # -- exact edge patching -------------------------------------------------------------------------------------------
@@ -269,10 +276,11 @@ def _patch(s: _Setup, graph: Graph, flat: Sequence[int]) -> Tensor:
         logits = s.runner.run(s.tokens, keep=keep.to(s.tokens.device), replacement=s.replacement, pin=s.pin,
                               pinned=s.pinned)
         for c, f in enumerate(part):
-            values[f] = float(evaluate_metric(s.metric, logits[c], b).mean()) - s.base_value
+            values[f] = _value(s.metric, logits[c], b) - s.base_value
     return values
 
 
+@no_type_check  # checks its own arguments, with one-line messages
 def edge_patch(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], *,
                direction: str = "denoising", ablation: str = "corrupted", per_position: bool = False,
                edges: Sequence[Edge | str] | None = None, mean_tokens: Any = None,
@@ -286,6 +294,7 @@ def edge_patch(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor]
     return s.scores(graph, _patch(s, graph, _flat(graph, edges)), "exact")
 
 
+@no_type_check  # checks its own arguments, with one-line messages
 def exact_patcher(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any],
                   **kw: Any) -> Callable[[Sequence[Edge]], EdgeScores]:
     """``edges -> EdgeScores`` computing exact scores of just those edges (set up once): what :func:`verify` takes.
@@ -343,6 +352,7 @@ def _contract(s: _Setup, graph: Graph, grad: Tensor) -> Tensor:
     return (v.flatten() if graph.n_pos is not None else v.sum(-1)).cpu()
 
 
+@no_type_check  # checks its own arguments, with one-line messages
 def eap(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], *, direction: str = "denoising",
         ablation: str = "corrupted", per_position: bool = False, mean_tokens: Any = None,
         memory_mb: float = MEMORY_MB) -> EdgeScores:
@@ -352,6 +362,7 @@ def eap(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any],
     return s.scores(graph, _contract(s, graph, _grads(s, None, ())), "eap")
 
 
+@no_type_check  # checks its own arguments, with one-line messages
 def eap_ig(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], *, steps: int = 5,
            on: str = "inputs", direction: str = "denoising", per_position: bool = False,
            memory_mb: float = MEMORY_MB) -> EdgeScores:
