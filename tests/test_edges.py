@@ -128,7 +128,7 @@ def test_denoising_from_mean_starts_from_every_edge_ablated(four_models):
     """Denoising under mean ablation starts from the run with every edge reading the mean write (the bottom of
     the gap, as noising's all-ablated run) and patches one edge back to its clean write."""
     model = _model(four_models, "induction-2l")
-    clean, corrupted, metric = _probe(model, "induction-2l")
+    clean, _, metric = _probe(model, "induction-2l")
     s = edge_patch(model, clean, None, metric, ablation="mean", direction="denoising",
                    edges=["L1H2->logits"])
     noise = edge_patch(model, clean, None, metric, ablation="mean", direction="noising", edges=["L1H2->logits"])
@@ -226,7 +226,7 @@ def test_verify_patches_only_the_top_k_and_a_sample_and_reports_what_it_found():
     assert verify(_scores(graph, exact_v), _scores(graph, exact_v, "exact"), sample=None).spearman == pytest.approx(1)
     fig = full.figure()
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text and "Spearman" in fig.layout.title.text
-    points = [t for t in fig.data if t.mode == "markers"][0]
+    points = next(t for t in fig.data if t.mode == "markers")
     assert list(points.text) == [str(e) for e in graph.edges] and "y = x" in [t.name for t in fig.data]
     assert "Spearman rho" in full.summary() and len(full.to_frame()) == n
     with pytest.raises(ConfigError, match="another graph"):
