@@ -4,6 +4,7 @@ line, exit 2, nothing written, refused before the model loads (before torch is i
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -83,3 +84,60 @@ def test_help_names_every_method_and_option(capsys):
     for word in ("eap-ig", "acdc", "--steps", "--on", "--threshold", "--top", "--per-position", "--ablation",
                  "--out", "--json", "--pair"):
         assert word in out, word
+
+
+# -- the command on real models ------------------------------------------------------------------------------------
+def test_eap_on_induction_prints_the_circuit_and_its_json_and_page_hold_the_librarys_numbers(capsys, tmp_path):
+    from chromium_check import check_page, require_chromium
+
+    import mechwork
+    from mechwork.analysis.circuitreport import circuit_report
+    from mechwork.tasks import standard_probe
+
+    page, data = tmp_path / "circuit.html", tmp_path / "circuit.json"
+    code, out, err = run(capsys, "circuit", "induction-2l", "--json", str(data), "--out", str(page))
+    assert code == 0, err
+    assert out.startswith("circuit of induction-2l by eap (2 layers x 4 heads, attention only, 81 edges)")
+    assert "the smallest top-n circuit on the faithfulness curve that reaches 80%" in out and "Spearman rho =" in out
+    d = json.loads(data.read_text())
+    p = standard_probe(mechwork.preset("induction-2l").task, n=8)
+    want = circuit_report(mechwork.load("induction-2l", device="cpu"), p.clean, p.corrupted, p.metric)
+    assert d["kept"] == len(want.circuit.edges) == len(d["edges"]) and d["total"] == 81
+    assert abs(d["recovered"] - want.circuit.faithfulness.recovered) < 1e-6
+    assert {e["edge"] for e in d["edges"]} == {str(e) for e in want.circuit.edges}
+    assert f"{d['kept']} kept edges, largest |score| first (score, exact):" in out
+    assert all(e["edge"] in out for e in d["edges"][:40])
+    assert d["curve"]["sizes"] == list(want.curve.sizes) and abs(d["spearman"] - want.check.spearman) < 1e-9
+    require_chromium()
+    r = check_page(page, timeout_s=60)
+    assert r.plotly_mounts == r.plotly_drawn == 3, r  # the layered graph, the curve, the scatter against exact
+    assert r.console_errors == [] and r.page_errors == [] and r.requests == [], r
+
+
+@pytest.mark.parametrize("method, extra, needles", [
+    ("acdc", ["--threshold", "0.02"], ["ACDC (threshold 0.02", "keeps"]),
+    ("exact", ["--top", "0.1"], ["The scores are exact", "by exact score", "(score, exact)"]),
+    ("eap-ig", ["--steps", "3", "--on", "activations"], ["by EAP-IG score", "EAP-IG", "Spearman rho ="]),
+])
+def test_each_method_prints_its_circuit(capsys, tmp_path, method, extra, needles):
+    data = tmp_path / "c.json"
+    code, out, err = run(capsys, "circuit", "induction-2l", "--method", method, *extra, "--json", str(data))
+    assert code == 0, err
+    d = json.loads(data.read_text())
+    assert d["method"] == method and 0 < d["kept"] <= 81 and len(d["edges"]) == d["kept"]
+    assert f"recover {d['recovered']:.1%} of the metric" in out
+    assert (d["curve"] is None) == (method == "acdc") and (d["spearman"] is None) == (method in ("acdc", "exact"))
+    if method == "exact":
+        assert d["kept"] == round(0.1 * 81)
+    assert all(n in out for n in needles), out
+
+
+def test_per_position_and_a_pair_on_a_model_directory(capsys, four_models):
+    code, out, err = run(capsys, "circuit", "induction-2l", "--per-position", "--top", "20", "--n", "2")
+    assert code == 0, err
+    assert "at 48 positions" in out and "20 kept edges" in out and "@" in out
+    code, out, err = run(capsys, "circuit", four_models["gpt2"], "--pair",
+                         "when mary and john went to the store john gave a drink to",
+                         "when mary and john went to the store mary gave a drink to")
+    assert code == 0, err
+    assert "prompts: --pair 'when mary" in out and "kept edges" in out

@@ -120,7 +120,7 @@ def _scores(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], 
 
 
 def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], *, method: str = "eap",
-                   steps: int = 5, on: str = "inputs", threshold: float = 0.01, top: float | None = None,
+                   steps: int = 5, on: str = "inputs", threshold: float = 0.01, top: int | float | None = None,
                    per_position: bool = False, ablation: str = "corrupted", target: float = TARGET,
                    exact_all: int = EXACT_ALL) -> CircuitReport:
     """Score every edge by ``method``, keep a circuit, measure its faithfulness, check the scores against exact.
@@ -151,7 +151,7 @@ def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[...,
     curve = circuits.faithfulness_curve(model, clean, corrupted, metric, scores, ablation=ablation)
     if top is None:
         best = curve.smallest(target)
-        size: float = best if best is not None else FALLBACK
+        size: int | float = best if best is not None else FALLBACK
         rule = "smallest" if best is not None else "fallback"
     else:
         size, rule = top, "requested"
