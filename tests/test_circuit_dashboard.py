@@ -202,6 +202,10 @@ def test_negative_line_only_when_a_kept_edge_is_negative():
     assert negative_line(report(kept=(K,))) is None
     line = negative_line(report(scores={K: 2.0, neg: -0.5}, kept=(K, neg)))
     assert line is not None and line.startswith("1 of the circuit's edges have a negative score (L1H2->logits)")
+    assert "by its EAP score, each moves" in line
+    exact = negative_line(report(scores={K: 2.0, neg: -0.5}, kept=(K, neg), method="exact"))
+    assert exact is not None and "patched alone, each moves" in exact
+    assert negative_line(report("threshold", scores={K: 2.0, neg: -0.5}, kept=(K, neg), method="acdc")) is None
 
 
 def test_key_edges_line_holds_lacks_or_says_nothing():

@@ -91,14 +91,15 @@ def exact_curve_line(report: Any) -> str | None:
 
 
 def negative_line(report: Any) -> str | None:
-    """How many kept edges have a negative score (None when none does)."""
+    """How many kept edges have a negative score (None when none does, and for ACDC, whose scores are drops)."""
     scores = dict(report.circuit.scores)
     neg = sorted(e for e in report.circuit.edges if scores.get(e, 0.0) < 0)
-    if not neg:
+    if not neg or report.method == "acdc":
         return None
     shown = ", ".join(str(e) for e in neg[:4]) + (", ..." if len(neg) > 4 else "")
-    return (f"{len(neg)} of the circuit's edges have a negative score ({shown}): patched alone, each moves the "
-            "metric away from clean.")
+    how = "patched alone" if report.method == "exact" else f"by its {SCORE_NAMES.get(report.method)} score"
+    return (f"{len(neg)} of the circuit's edges have a negative score ({shown}): {how}, each moves the metric "
+            "away from clean on its own.")
 
 
 def circuit_lines(report: Any) -> list[str]:
