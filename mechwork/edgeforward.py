@@ -189,8 +189,9 @@ class EngineRunner:
 
     def _first_layers(self, call: _Call) -> Tensor | None:
         """The first layer each copy changes (n_layers: the logits only); None when every copy starts at 0
-        or there is nothing to share (one copy, or a probe, whose gradients reach every receiver)."""
-        if call.copies == 1 or call.probe is not None or (call.ablate is None and not call.pinned):
+        or there is nothing to share (one copy, or a probe or a keep with gradients: they reach every receiver)."""
+        if call.copies == 1 or call.probe is not None or (call.ablate is None and not call.pinned) or (
+                call.ablate is not None and call.ablate.requires_grad):
             return None
         first = torch.full((call.copies,), self.n_layers, dtype=torch.long)
         if call.ablate is not None:
@@ -232,7 +233,7 @@ class EngineRunner:
         if bad or (pinned and pin is None):
             raise ConfigError(f"'pinned' must be sender indices in [0, {n_s}) with a pin tensor (got {list(pinned)})")
         dtype = self.w["tok_embed.weight"].dtype  # arguments in another float type are cast to the model's
-        ablate = None if keep is None or not bool((keep != 1).any()) else 1.0 - keep.to(dtype)
+        ablate = None if keep is None or not (keep.requires_grad or bool((keep != 1).any())) else 1.0 - keep.to(dtype)
         replacement, pin, probe = (None if x is None else x.to(dtype) for x in (replacement, pin, probe))
         return _Call(max(copies), ablate, replacement, pin, tuple(int(i) for i in pinned), probe)
 
@@ -300,15 +301,15 @@ class EngineRunner:
             a = call.ablate[:, self.start[r0]:self.start[r0] + r * n]
             a = a.reshape(a.shape[0], r, n, a.shape[-1])
             hit = a.ne(0).any(-1).any(-1)  # [copy, receiver]
-        if call.probe is not None:
-            hit = torch.ones(call.probe.shape[0], r, dtype=torch.bool, device=shared.device)
+        if call.probe is not None or (a is not None and a.requires_grad):  # gradients reach every receiver
+            hit = torch.ones(call.copies, r, dtype=torch.bool, device=shared.device)
         if hit is None or not bool(hit.any()):
             return _Read(shared, None)
         if 2 * int(hit.sum()) >= hit.numel() or r == 1:  # most receivers read their own: all of them do
-            x = shared[:, None]
+            x = shared[:, None].expand(shared.shape[0], r, *shared.shape[1:])
             for s0, wr in stream.parts if a is not None else ():
                 ag = a[:, :, s0:s0 + wr.shape[1]]  # type: ignore[index]
-                if s0 < n and bool(ag.any()):
+                if s0 < n and (ag.requires_grad or bool(ag.any())):
                     x = x + torch.einsum("crsp,csbpd->crbpd", ag, _replacement(call, s0, wr) - wr)
             return _Read(shared, x if call.probe is None else x + call.probe[:, r0:r1])
         cidx, ridx = hit.expand(call.copies, r).nonzero(as_tuple=True)

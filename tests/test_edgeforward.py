@@ -258,6 +258,24 @@ def test_probe_gradients_are_the_residual_stream_gradients(four_models, name):
     assert float(probe.grad[0, heads].abs().max()) > 1e-3
 
 
+@pytest.mark.parametrize("name", ["induction-2l", "gpt2"])
+def test_keep_gradients_are_the_edge_attribution(four_models, name):
+    """d metric / d keep[u->v, p] = (clean_u - replacement_u) . d metric / d input_v at p: a gradient through
+    keep (every receiver reads its own input) against one through the probes (the EAP formula)."""
+    model = _model(four_models, name)
+    runner = EngineRunner(model)
+    clean, corrupted = _tokens(model, (2, 7), 16), _tokens(model, (2, 7), 17)
+    rep, live, g = runner.senders(corrupted), runner.senders(clean), runner.graph
+    keep = torch.ones(1, len(g.pairs), 7, dtype=torch.float64, requires_grad=True)
+    runner.run(clean, keep=keep, replacement=rep)[0, :, -1, 3].sum().backward()
+    probe = torch.zeros(1, len(g.receivers), 2, 7, model.cfg.d_model, dtype=torch.float64, requires_grad=True)
+    runner.run(clean, probe=probe)[0, :, -1, 3].sum().backward()
+    assert keep.grad is not None and probe.grad is not None
+    s, r = (torch.tensor(x) for x in zip(*g.pairs, strict=True))
+    expected = torch.einsum("ebpd,ebpd->ep", live[s] - rep[s], probe.grad[0, r])
+    assert _err(keep.grad[0], expected) <= TOL and float(expected.abs().max()) > 1e-2
+
+
 # -- (6) a pinned input sender is that input ---------------------------------------------------------------
 @pytest.mark.parametrize("name", NAMES)
 def test_pinned_input_is_the_other_input(four_models, name):
