@@ -2,8 +2,10 @@
 
 The walk covers every plotly figure of both standard dashboards and the
 ``figure()`` of every Result type (each patching layout, neuron patching
-included). Phase bands use one palette in every figure, and neuron patching
-is drawn over the neuron index, not as a one-row strip.
+included, and the circuit results: edge scores, their check against exact
+patching, the circuit's layered graph and the faithfulness curve). Phase
+bands use one palette in every figure, and neuron patching is drawn over the
+neuron index, not as a one-row strip.
 """
 
 from __future__ import annotations
@@ -138,8 +140,11 @@ def every_result(embedded_model, bundles) -> list[Result]:
         direct_logit_attribution(induction, rep, 5, unit="head"), direct_logit_attribution(induction, rep, 5, 6),
         residual_decomposition(induction, rep), logit_lens(induction, rep),
     ] + [patch_result(by, sizes) for by in ("layer", "layer_pos", "head", "head_pos", "neuron", "head_dest_src")]
-    # every result of both bundles that draws a figure
+    # every result of both bundles that draws a figure, and the circuit report's parts (scores, exact scores,
+    # their check, the circuit, its curve)
     results += [r for b in bundles.values() for r in b.results.values() if type(r).figure is not Result.figure]
+    rep = bundles["induction-2l"]["circuit"]
+    results += [rep.scores, rep.exact, rep.check, rep.circuit, rep.curve]
     results.append(TrainingCurves(bundles["modadd-113"].info.metrics, [("memorisation", 0, 800)]))
     return [r for r in results if r is not None]
 
@@ -156,6 +161,13 @@ def test_every_result_type_figure_is_fully_titled(embedded_model, bundles):
         if bad:
             missing[f"{type(r).__name__} {getattr(r, 'by', '')}".strip()] = bad
     assert missing == {}
+
+
+def test_the_circuit_reports_curve_is_titled_and_marks_the_circuit(bundles):
+    rep = bundles["induction-2l"]["circuit"]
+    fig = rep.curve_figure()
+    assert untitled(fig) == [] and untitled(rep.figure()) == []
+    assert any(t.name == f"the circuit drawn ({len(rep.circuit.edges)} edges)" for t in fig.data)
 
 
 def _subclasses(cls: type) -> set[type]:
