@@ -25,11 +25,13 @@ Spearman rho of EAP and EAP-IG against exact printed.
 TransformerLens's edge granularity needs the bridge's per-head fork, which mechwork's native toys do not have
 (it raises ``NotImplementedError`` on induction-2l's ``AttentionBridge``; the script prints that error). So the
 comparison with TransformerLens runs on a Hugging Face GPT-2 of induction-2l's size (``GPT2Config(n_layer=2,
-n_head=4, n_embd=64, n_positions=48, vocab_size=64)``, seeded random weights, ``save_pretrained`` to a
-temporary directory and booted by ``mechwork.load``), same probe, per position (TransformerLens's edges are per
-position): ``attribution_patch(model, clean, corrupted, metric, EdgeAttributionConfig(granularity="edge"))``
-(one call over the batch; it scores one example at a time and averages) vs ``eap(..., per_position=True)``,
-checked to ``TOL`` = 1e-5.
+n_head=4, n_embd=64, n_positions=48, vocab_size=64, initializer_range=0.3)``, seeded random weights (the
+default init std 0.02 gives edge scores under 1e-3, too small for a 1e-5 check to mean much; 0.3 gives up to
+about 0.2), ``save_pretrained`` to a temporary directory and booted by ``mechwork.load``), same probe, per
+position (TransformerLens's edges are per position):
+``attribution_patch(model, clean, corrupted, metric, EdgeAttributionConfig(granularity="edge"))`` (one call
+over the batch; it scores one example at a time and averages) vs ``eap(..., per_position=True)``, checked to
+``TOL`` = 1e-5.
 
 After one untimed warm-up call of each, the methods run interleaved over the repeats in one process, with
 ``torch.set_num_threads(1)``; medians are reported, and ratios. Peak resident memory (``ru_maxrss``, the
@@ -61,6 +63,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 N_PROMPTS = 8
 IG_STEPS = 5
+INIT_RANGE = 0.3  # GPT-2 init std; the default 0.02 gives edge scores below 1e-3, a weak 1e-5 check
 TOL = 1e-5  # mechwork's EAP vs TransformerLens's
 LOOP_TOL = 1e-4  # exact batched vs the loops (float32 sums in another order; metric values near 10)
 GRAPHS = ("pos-free", "per-pos")
@@ -87,7 +90,8 @@ def setup(model_name: str = "induction-2l") -> dict[str, Any]:
         from transformers import GPT2Config, GPT2LMHeadModel
 
         torch.manual_seed(0)
-        hf = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=48, n_embd=64, n_layer=2, n_head=4))
+        hf = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=48, n_embd=64, n_layer=2, n_head=4,
+                                           initializer_range=INIT_RANGE))
         with tempfile.TemporaryDirectory() as d:
             hf.eval().save_pretrained(d)
             model = mechwork.load(d, device="cpu")
@@ -278,17 +282,23 @@ def spearman(a: Any, b: Any) -> float:
 
 
 # -- timing ----------------------------------------------------------------------------------------
-def timed(calls: dict[Any, Callable[[], Any]], repeats: int, skip_warmup: set[Any]) -> tuple[dict, dict]:
-    """Warm up (except ``skip_warmup``), then run ``calls`` interleaved ``repeats`` times: results, times."""
+def timed(calls: dict[Any, Callable[[], Any]], repeats: int, skip_warmup: set[Any]) -> tuple[dict, dict, dict]:
+    """Warm up (except ``skip_warmup``), then run ``calls`` interleaved ``repeats`` times.
+
+    Returns the results, the wall times and the CPU times of this process (one thread: on a shared machine the
+    CPU time is the steadier measure of the work done).
+    """
     results = {k: run() for k, run in calls.items() if k not in skip_warmup}
     times: dict[Any, list[float]] = {k: [] for k in calls}
+    cpu: dict[Any, list[float]] = {k: [] for k in calls}
     for _ in range(repeats):
         for k, run in calls.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             got = run()
             times[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
             results.setdefault(k, got)
-    return results, times
+    return results, times, cpu
 
 
 def time_induction(repeats: int, methods: list[str]) -> dict[str, Any]:
@@ -296,7 +306,7 @@ def time_induction(repeats: int, methods: list[str]) -> dict[str, Any]:
 
     s = setup("induction-2l")
     calls = {(g, m): method_call(m, g, s) for g in GRAPHS for m in methods}
-    results, times = timed(calls, repeats, {("per-pos", m) for m in LOOPS})
+    results, times, cpu = timed(calls, repeats, {("per-pos", m) for m in LOOPS})
     rows = []
     for g in GRAPHS:
         ref = results.get((g, "exact"))
@@ -304,7 +314,7 @@ def time_induction(repeats: int, methods: list[str]) -> dict[str, Any]:
         for m in methods:
             got, med = results[(g, m)], statistics.median(times[(g, m)])
             row = {"graph": g, "method": m, "edges": int(got.numel()), "median_s": med, "min_s": min(times[(g, m)]),
-                   "vs_exact": med / ref_med if ref_med else None}
+                   "median_cpu_s": statistics.median(cpu[(g, m)]), "vs_exact": med / ref_med if ref_med else None}
             if ref is not None and m in LOOPS:
                 row["max_abs_diff"] = float((got - ref).abs().max())
             if ref is not None and m in ("eap", "eap-ig"):
@@ -323,14 +333,16 @@ def time_induction(repeats: int, methods: list[str]) -> dict[str, Any]:
 def time_tl(repeats: int, methods: list[str]) -> dict[str, Any]:
     s = setup("gpt2")
     calls = {m: tl_call(m, s) for m in methods}
-    results, times = timed(calls, repeats, set())
+    results, times, cpu = timed(calls, repeats, set())
     rows = [{"method": m, "median_s": statistics.median(times[m]), "min_s": min(times[m]),
+             "median_cpu_s": statistics.median(cpu[m]),
              "edges": int(results[m].numel())} for m in methods]
     out: dict[str, Any] = {"rows": rows, "describe": describe_gpt2(s)}
     if "mw" in results:
         out["max_abs_diff"] = float((results["mw"] - results["tl"]).abs().max())
         out["max_abs_tl"] = float(results["tl"].abs().max())
         out["ratio"] = rows[0]["median_s"] / rows[1]["median_s"]
+        out["ratio_cpu"] = rows[0]["median_cpu_s"] / rows[1]["median_cpu_s"]
     return out
 
 
@@ -368,11 +380,17 @@ def memory_jobs(methods: list[str], tl_methods: list[str]) -> list[tuple[str, st
 
 
 # -- report ----------------------------------------------------------------------------------------
+def ratio(med: dict[str, tuple[float, float]], a: str, b: str) -> str:
+    """Wall-time ratio of ``a`` over ``b``, and the CPU-time ratio in brackets."""
+    return f"{med[a][0] / med[b][0]:.2f}x ({med[a][1] / med[b][1]:.2f}x)"
+
+
 def report_induction(r: dict[str, Any]) -> bool:
     """Print the induction-2l table and ratios; False if a loop differs from exact by more than LOOP_TOL."""
     print(f"induction-2l, induction probe: batch {r['batch']} x {r['n_pos']} positions; metric clean "
           f"{r['metric_clean']:.4f}, corrupted {r['metric_corrupted']:.4f}")
-    print(f"  {'graph':9s} {'method':20s} {'edges':>6s} {'median s':>9s} {'min s':>8s} {'/ exact':>9s}  check vs exact")
+    print(f"  {'graph':9s} {'method':20s} {'edges':>6s} {'median s':>9s} {'min s':>8s} {'CPU s':>8s} {'/ exact':>9s}"
+          "  check vs exact")
     ok = True
     for row in r["rows"]:
         if row["method"] == "loop-vs-hooks":
@@ -386,16 +404,15 @@ def report_induction(r: dict[str, Any]) -> bool:
             check = f"Spearman rho {row['spearman']:.4f}"
         rel = f"{row['vs_exact']:8.3f}x" if row.get("vs_exact") else f"{'-':>9s}"
         print(f"  {row['graph']:9s} {METHODS[row['method']]:20s} {row['edges']:6d} {row['median_s']:9.3f} "
-              f"{row['min_s']:8.3f} {rel}  {check}")
-    med = {(row["graph"], row["method"]): row["median_s"] for row in r["rows"] if "median_s" in row}
-    print("speed ratios (median / median):")
+              f"{row['min_s']:8.3f} {row['median_cpu_s']:8.3f} {rel}  {check}")
+    print("speed ratios, wall (CPU) median / median:")
     for g in GRAPHS:
-        if (g, "exact") not in med:
+        med = {row["method"]: (row["median_s"], row["median_cpu_s"]) for row in r["rows"]
+               if row["graph"] == g and "median_s" in row}
+        if "exact" not in med:
             continue
-        parts = [f"{METHODS[m]} / exact batched {med[(g, m)] / med[(g, 'exact')]:.2f}x" for m in LOOPS
-                 if (g, m) in med]
-        parts += [f"exact / {METHODS[m]} {med[(g, 'exact')] / med[(g, m)]:.2f}x" for m in ("eap", "eap-ig")
-                  if (g, m) in med]
+        parts = [f"{METHODS[m]} / exact batched {ratio(med, m, 'exact')}" for m in LOOPS if m in med]
+        parts += [f"exact / {METHODS[m]} {ratio(med, 'exact', m)}" for m in ("eap", "eap-ig") if m in med]
         print(f"  {g}: " + "; ".join(parts))
     return ok
 
@@ -405,10 +422,11 @@ def report_tl(r: dict[str, Any], native_error: str) -> bool:
     print(f"mechwork EAP vs TransformerLens, per position, on a {r['describe']}:")
     for row in r["rows"]:
         print(f"  {TL_METHODS[row['method']]:42s} {row['edges']:6d} edges  median {row['median_s']:.3f} s  "
-              f"min {row['min_s']:.3f} s")
+              f"min {row['min_s']:.3f} s  CPU {row['median_cpu_s']:.3f} s")
     if "ratio" not in r:
         return True
-    print(f"  TransformerLens / mechwork: {r['ratio']:.2f}x; max |diff| {r['max_abs_diff']:.2e} "
+    print(f"  TransformerLens / mechwork: {r['ratio']:.2f}x (CPU {r['ratio_cpu']:.2f}x); "
+          f"max |diff| {r['max_abs_diff']:.2e} "
           f"(largest |score| {r['max_abs_tl']:.3g})")
     return r["max_abs_diff"] <= TOL
 
