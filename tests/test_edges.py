@@ -157,27 +157,46 @@ def test_eap_ig_with_one_step_is_eap_and_on_inputs_integrates_to_the_gap(four_mo
     assert errors[2] < errors[1] < errors[0] and errors[2] < 0.05
 
 
-def test_approximation_quality_on_induction_over_every_edge(four_models):
-    """The acceptance figures: Spearman rho of EAP and EAP-IG against exact edge patching, every edge."""
+def _quality(four_models: dict[str, str], per_position: bool) -> dict[tuple[str, str], float]:
+    """Spearman rho of EAP and EAP-IG (5 and 20 steps, inputs and activations) against exact edge patching over
+    every edge of induction-2l with the induction probe, both directions; the table is printed."""
     model = mechwork.load(four_models["induction-2l"]).eval()
     pr = standard_probe(mechwork.preset("induction-2l").task, n=8)
     args = (model, pr.clean, pr.corrupted, pr.metric)
     rows, rho = [], {}
-    for per_position in (False, True):
-        exact = edge_patch(*args, per_position=per_position)
-        methods = {"EAP": eap(*args, per_position=per_position)}
+    for direction in ("denoising", "noising"):
+        exact = edge_patch(*args, direction=direction, per_position=per_position)
+        methods = {"EAP": eap(*args, direction=direction, per_position=per_position)}
         for on in ("inputs", "activations"):
             for steps in (5, 20):
-                methods[f"EAP-IG {on} {steps}"] = eap_ig(*args, steps=steps, on=on, per_position=per_position)
+                methods[f"EAP-IG {on} {steps}"] = eap_ig(*args, steps=steps, on=on, direction=direction,
+                                                         per_position=per_position)
         for label, scores in methods.items():
             v = verify(scores, exact, sample=None)
-            rho[(label, per_position)] = v.spearman
-            rows.append(f"{label:<24} {'per position' if per_position else 'all positions':<14} "
-                        f"{exact.graph.n_edges:>5} edges  rho {v.spearman:.3f}  top-10 {v.topk_overlap:.0%}  "
-                        f"largest miss {v.largest_miss[0]} ({v.largest_miss[1]:.3g} vs {v.largest_miss[2]:.3g})")
-    print("\ninduction-2l, induction probe (n=8, 48 tokens), against exact edge patching:\n" + "\n".join(rows))
-    assert rho[("EAP", False)] > 0.5 and rho[("EAP", True)] > 0.5
+            rho[(label, direction)] = v.spearman
+            rows.append(f"{direction:<9} {label:<22} {exact.graph.n_edges:>5} edges  rho {v.spearman:.3f}  top-10 "
+                        f"{v.topk_overlap:.0%}  largest miss {v.largest_miss[0]} ({v.largest_miss[1]:.3g} vs "
+                        f"{v.largest_miss[2]:.3g})")
+    where = "per position" if per_position else "over every position"
+    print(f"\ninduction-2l, induction probe (n=8, 48 tokens), edges {where}, against exact edge patching:\n"
+          + "\n".join(rows))
+    return rho
+
+
+def test_approximation_quality_on_induction_over_every_edge(four_models):
+    """The acceptance figures. Denoising patches one edge into the corrupted run; noising ablates one edge of the
+    clean run (as ACDC and faithfulness do). Measured: EAP-IG beats EAP against noising (0.96 vs 0.83) and loses
+    against denoising (0.21 vs 0.69), where one edge alone restores little of an AND of several edges."""
+    rho = _quality(four_models, per_position=False)
+    assert rho[("EAP", "denoising")] > 0.5 and rho[("EAP", "noising")] > 0.5
+    assert all(rho[(f"EAP-IG {on} {n}", "noising")] > 0.5 for on in ("inputs", "activations") for n in (5, 20))
     assert all(r > 0 for r in rho.values())
+
+
+@pytest.mark.slow
+def test_approximation_quality_on_induction_per_position(four_models):
+    rho = _quality(four_models, per_position=True)
+    assert rho[("EAP", "denoising")] > 0.5 and rho[("EAP", "noising")] > 0.5
 
 
 # -- Spearman and verify -----------------------------------------------------------------------------------------
