@@ -171,7 +171,7 @@ def _tl_acdc(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metric: A
         for receiver in reversed(graph.receivers):
             owner = receiver.split(".")[0]
             into = [e for e in graph.edges if e.receiver == receiver]
-            into.sort(key=lambda e: (-graph.senders.index(e.sender), e.pos or 0))
+            into.sort(key=lambda e: (e.pos or 0, -graph.senders.index(e.sender)))  # node by node
             for e in into:
                 out = [k for k in kept if k.sender == owner and (e.pos is None or k.pos == e.pos or (
                     receiver[-2:] in (".k", ".v") and (k.pos or 0) >= (e.pos or 0)))]

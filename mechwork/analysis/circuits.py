@@ -374,8 +374,8 @@ def acdc(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any]
     than ``threshold`` (a fraction of the clean-to-corrupted gap). The circuit's scores are the metric drops
     measured when each edge was tried (edges into a node that feeds nothing any more are removed untried).
 
-    Receivers run in reverse topological order; the edges into one receiver with senders latest first (and, per
-    position, positions in order)."""
+    Receivers run in reverse topological order (per position, one receiver node per position, positions in order);
+    the edges into one node with senders latest first."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < math.inf:
         raise invalid("threshold", "a finite fraction of the clean-to-corrupted gap >= 0", threshold)
     if not isinstance(per_position, bool):
@@ -388,7 +388,7 @@ def acdc(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any]
     cur, tried = s.clean_value, dict[int, float]()
     for r in reversed(range(len(graph.receivers))):
         into = [i for i, (_, v) in enumerate(graph.pairs) if v == r][::-1]
-        units = [i * per + p for i in into for p in range(per)]
+        units = [i * per + p for p in range(per) for i in into]
         live = [f for f in units if _feeds(graph, keep, f)]
         for f in set(units) - set(live):
             keep[_at(graph, f)] = 0.0
