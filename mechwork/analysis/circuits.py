@@ -24,8 +24,8 @@ Example::
     >>> from mechwork.tasks import standard_probe
     >>> model = mechwork.load("modadd-113", device="cpu")
     >>> pr = standard_probe(mechwork.preset("modadd-113").task, n=4)
-    >>> round(faithfulness(model, pr.clean, pr.corrupted, pr.metric, []).recovered, 4)
-    0.0
+    >>> abs(faithfulness(model, pr.clean, pr.corrupted, pr.metric, []).recovered) < 1e-5  # the empty circuit
+    True
     >>> circuit = acdc(model, pr.clean, pr.corrupted, pr.metric, threshold=0.02)
     >>> circuit.faithfulness.recovered > 0.5, "MLP0->logits" in circuit
     (True, True)
