@@ -60,6 +60,8 @@ from mechwork.results import Result
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from mechwork.analysis.edgerun import EdgeRunner
+
 __all__ = ["ABLATIONS", "DIRECTIONS", "IG_ON", "EdgeScores", "Verification", "eap", "eap_ig", "edge_patch",
            "exact_patcher", "spearman", "verify"]
 
@@ -67,6 +69,7 @@ DIRECTIONS = ("denoising", "noising")
 ABLATIONS = ("corrupted", "mean", "zero")
 IG_ON = ("inputs", "activations")
 MEMORY_MB = 512.0  # default budget of one batched forward pass (copies per pass = budget / runner.copy_bytes)
+GRAD_COST = 3  # a copy that is also differentiated holds about this many times a forward copy's memory
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class EdgeScores(Result):
 class _Setup:
     """The runner, the base run (tokens, pins), what a patched edge reads, and the metric at both ends."""
 
-    runner: Any
+    runner: EdgeRunner
     tokens: Tensor  # the base run's input
     pin: Tensor | None  # [1, sender, batch, pos, d_model]: every sender pinned (denoising from mean / zero)
     base: Tensor  # [sender, batch, pos, d_model]: each sender's write in the base run
@@ -151,7 +154,7 @@ class _Setup:
 
     @property
     def delta(self) -> Tensor:
-        return (self.replacement - self.base).double()
+        return self.replacement - self.base
 
     @property
     def pinned(self) -> tuple[int, ...]:
@@ -318,8 +321,8 @@ def _grads(s: _Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> 
     b, n_pos = (int(n) for n in s.tokens.shape)
     n_r, d = len(s.runner.graph.receivers), int(s.base.shape[-1])
     points: Sequence[float | None] = [None] if alphas is None else alphas
-    total = torch.zeros(n_r, b, n_pos, d, dtype=torch.float64, device=s.base.device)
-    cap = max(1, s.cap)
+    total = torch.zeros(n_r, b, n_pos, d, dtype=s.base.dtype, device=s.base.device)
+    cap = max(1, s.cap // GRAD_COST)
     for start in range(0, len(points), cap):
         part = points[start:start + cap]
         probe = torch.zeros(len(part), n_r, b, n_pos, d, dtype=s.base.dtype, device=s.base.device,
@@ -332,7 +335,7 @@ def _grads(s: _Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> 
             logits = s.runner.run(s.tokens, probe=probe, **kw)
             loss = torch.stack([_scalar(s.metric, logits[c], b) for c in range(len(part))]).sum()
             (grad,) = torch.autograd.grad(loss, probe)
-        total += grad.double().sum(0)
+        total += grad.sum(0)
     return total / len(points)
 
 
@@ -346,7 +349,7 @@ def _scalar(metric: Callable[[Tensor], Any], logits: Tensor, batch: int) -> Tens
 
 def _contract(s: _Setup, graph: Graph, grad: Tensor) -> Tensor:
     """score(u -> v, p) = sum over batch and d_model of delta_u * grad_v; summed over p unless per position."""
-    per = torch.einsum("sbpd,rbpd->srp", s.delta.to(grad.device), grad)
+    per = torch.einsum("sbpd,rbpd->srp", s.delta.to(grad), grad).double()
     pairs = torch.tensor(graph.pairs, dtype=torch.long, device=per.device)
     v = per[pairs[:, 0], pairs[:, 1]]  # [pair, pos]
     return (v.flatten() if graph.n_pos is not None else v.sum(-1)).cpu()
