@@ -206,6 +206,11 @@ def test_negative_line_only_when_a_kept_edge_is_negative():
     exact = negative_line(report(scores={K: 2.0, neg: -0.5}, kept=(K, neg), method="exact"))
     assert exact is not None and "patched alone, each moves" in exact
     assert negative_line(report("threshold", scores={K: 2.0, neg: -0.5}, kept=(K, neg), method="acdc")) is None
+    below = report(scores={K: 2.0, neg: -0.5}, kept=(K, neg))  # clean below corrupted: a positive score opposes
+    below.circuit.faithfulness.clean_value = -1.0
+    line = negative_line(below)
+    assert line is not None and line.startswith("1 of the circuit's edges have a positive score (L0H0->L1H2.k), and "
+                                                "the clean metric is below the corrupted one: by its EAP score")
 
 
 def test_key_edges_line_holds_lacks_or_says_nothing():

@@ -91,14 +91,19 @@ def exact_curve_line(report: Any) -> str | None:
 
 
 def negative_line(report: Any) -> str | None:
-    """How many kept edges have a negative score (None when none does, and for ACDC, whose scores are drops)."""
+    """How many kept edges score against the clean-minus-corrupted gap, i.e. move the metric away from clean
+    (None when none does, and for ACDC, whose scores are drops)."""
+    f = report.circuit.faithfulness
+    gap = f.clean_value - f.corrupted_value
     scores = dict(report.circuit.scores)
-    neg = sorted(e for e in report.circuit.edges if scores.get(e, 0.0) < 0)
+    neg = sorted(e for e in report.circuit.edges if scores.get(e, 0.0) * gap < 0)
     if not neg or report.method == "acdc":
         return None
+    sign = "negative" if gap > 0 else "positive"
+    below = "" if gap > 0 else ", and the clean metric is below the corrupted one"
     shown = ", ".join(str(e) for e in neg[:4]) + (", ..." if len(neg) > 4 else "")
     how = "patched alone" if report.method == "exact" else f"by its {SCORE_NAMES.get(report.method)} score"
-    return (f"{len(neg)} of the circuit's edges have a negative score ({shown}): {how}, each moves the metric "
+    return (f"{len(neg)} of the circuit's edges have a {sign} score ({shown}){below}: {how}, each moves the metric "
             "away from clean on its own.")
 
 
