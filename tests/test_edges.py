@@ -124,17 +124,26 @@ def test_exact_edge_patch_is_one_edge_per_forward_through_plain_hooks(four_model
     assert (free.method, free.direction, free.ablation) == ("exact", direction, ablation)
 
 
-def test_denoising_from_mean_starts_from_every_edge_ablated(four_models):
-    """Denoising under mean ablation starts from the run with every edge reading the mean write (the bottom of
-    the gap, as noising's all-ablated run) and patches one edge back to its clean write."""
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_mean_and_zero_ablation_score_by_noising_down_to_every_edge_ablated(four_models, ablation):
+    """The bottom of the gap is the clean run with every edge ablated: the final residual stream is then the sum
+    of the senders' mean (or zero) writes plus the heads' output biases, set here through one plain hook."""
     model = _model(four_models, "induction-2l")
     clean, _, metric = _probe(model, "induction-2l")
-    s = edge_patch(model, clean, None, metric, ablation="mean", direction="denoising",
-                   edges=["L1H2->logits"])
-    noise = edge_patch(model, clean, None, metric, ablation="mean", direction="noising", edges=["L1H2->logits"])
-    assert s.clean_value == noise.clean_value and s.corrupted_value == noise.corrupted_value
-    assert abs(s.clean_value - s.corrupted_value) > 1.0  # every edge at its mean write loses the induction
-    assert float(s.values[s.graph.index("L1H2->logits")]) != 0.0
+    s = edge_patch(model, clean, None, metric, ablation=ablation, edges=["L1H2->logits"])
+    writes = _writes(model, clean)
+    final = sum(w.mean(0, keepdim=True) for w in writes.values()) * (ablation == "mean") + model.b_O.sum(0)
+
+    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return final.expand_as(act).clone()
+
+    with torch.no_grad():
+        bottom = float(metric(model.run_with_hooks(clean, fwd_hooks=[("blocks.1.hook_resid_post", hook)])))
+    assert s.direction == "noising" and abs(s.corrupted_value - bottom) <= TOL
+    assert abs(s.clean_value - s.corrupted_value) > 1.0 and float(s.values[s.graph.index("L1H2->logits")]) < 0
+    with pytest.raises(ConfigError, match="use direction='noising'") as e:
+        eap(model, clean, None, metric, ablation=ablation, direction="denoising")
+    assert "\n" not in str(e.value)
 
 
 # -- EAP and EAP-IG ----------------------------------------------------------------------------------------------

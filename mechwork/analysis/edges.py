@@ -18,8 +18,10 @@ is patched toward clean; the score is the metric's change):
   and a random sample of the rest: Spearman rho, the largest miss, the top-k overlap.
 
 Under ``ablation="mean"`` or ``"zero"`` an ablated edge reads the sender's mean write over ``mean_tokens`` (default
-the clean prompts, per position) or zero; denoising then starts from the run with every edge ablated (every
-sender pinned at its mean / zero write) and patches one edge back to its clean write.
+the clean prompts, per position) or zero. These score by noising (the base run is clean, one edge ablated per
+copy; ``direction=None`` picks it), and the bottom of the gap, ``corrupted_value``, is the clean run with every
+edge ablated. (Denoising from that all-ablated run would credit only the edges into the logits: every other
+restored edge feeds receivers whose out-edges stay ablated.)
 
 Example::
 
@@ -137,11 +139,10 @@ class EdgeScores(Result):
 # -- the shared setup ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Setup:
-    """The runner, the base run (tokens, pins), what a patched edge reads, and the metric at both ends."""
+    """The runner, the base run's tokens and writes, what a patched edge reads, and the metric at both ends."""
 
     runner: EdgeRunner
     tokens: Tensor  # the base run's input
-    pin: Tensor | None  # [1, sender, batch, pos, d_model]: every sender pinned (denoising from mean / zero)
     base: Tensor  # [sender, batch, pos, d_model]: each sender's write in the base run
     replacement: Tensor  # [sender, batch or 1, pos, d_model]: what a patched edge reads
     metric: Callable[[Tensor], Any]
@@ -156,10 +157,6 @@ class _Setup:
     def delta(self) -> Tensor:
         return self.replacement - self.base
 
-    @property
-    def pinned(self) -> tuple[int, ...]:
-        return tuple(range(len(self.runner.graph.senders))) if self.pin is not None else ()
-
     def graph(self, per_position: bool) -> Graph:
         return dataclasses.replace(self.runner.graph, n_pos=int(self.tokens.shape[1]) if per_position else None)
 
@@ -172,12 +169,21 @@ def _tokens(x: Any) -> Any:
     return x.batch() if isinstance(x, Prompts) else x
 
 
-def _check(model: Any, clean: Any, corrupted: Any, direction: str, ablation: str, per_position: Any,
-           mean_tokens: Any) -> None:
-    if direction not in DIRECTIONS:
-        raise invalid("direction", " or ".join(DIRECTIONS), direction)
+def _direction(direction: Any, ablation: Any) -> str:
+    """``direction`` checked against ``ablation`` (None: denoising for corrupted ablation, else noising)."""
     if ablation not in ABLATIONS:
         raise invalid("ablation", ", ".join(ABLATIONS), ablation)
+    if direction is None:
+        return "denoising" if ablation == "corrupted" else "noising"
+    if direction not in DIRECTIONS:
+        raise invalid("direction", " or ".join(DIRECTIONS), direction)
+    if direction == "denoising" and ablation != "corrupted":
+        raise ConfigError(f"ablation={ablation!r} scores an edge by ablating it in the clean run: use "
+                          "direction='noising' (or None); denoising patches the corrupted run toward clean")
+    return str(direction)
+
+
+def _check(model: Any, clean: Any, corrupted: Any, ablation: str, per_position: Any, mean_tokens: Any) -> None:
     if not isinstance(per_position, bool):
         raise invalid("per_position", "True or False", per_position)
     check_eval(model, "edge scores")
@@ -205,13 +211,14 @@ def _check(model: Any, clean: Any, corrupted: Any, direction: str, ablation: str
 
 
 @torch.no_grad()
-def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], direction: str,
+def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], direction: Any,
            ablation: str, per_position: Any, mean_tokens: Any, memory_mb: Any) -> _Setup:
     """Check everything; build the runner, the base run and the replacement writes; measure both ends."""
     from mechwork.analysis.edgerun import runner as make_runner
 
     clean, corrupted, mean_tokens = _tokens(clean), _tokens(corrupted), _tokens(mean_tokens)
-    _check(model, clean, corrupted, direction, ablation, per_position, mean_tokens)
+    direction = _direction(direction, ablation)
+    _check(model, clean, corrupted, ablation, per_position, mean_tokens)
     memory_mb = finite_positive("memory_mb", memory_mb)
     run = make_runner(model)
     device = next(model.parameters()).device
@@ -229,20 +236,17 @@ def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], An
         return _value(metric, run.run(tokens, **kw)[0], b)
 
     clean_value = value(clean)
-    pin = None
     if ablation == "corrupted":
         corrupted_value = value(corrupted.to(device))
-    else:  # the bottom of the gap: every edge ablated = every sender pinned at its mean / zero write
-        pin = other.expand_as(w_clean)[None]
-        corrupted_value = value(clean, pin=pin, pinned=tuple(range(len(run.graph.senders))))
+    else:  # the bottom of the gap: the clean run with every edge ablated
+        corrupted_value = value(clean, keep=torch.zeros(1, len(run.graph.pairs), int(clean.shape[1]),
+                                                        device=device), replacement=other)
     if direction == "noising":
-        tokens, pin, base, rep, base_value = clean, None, w_clean, other, clean_value
-    elif ablation == "corrupted":
-        tokens, base, rep, base_value = corrupted.to(device), other, w_clean, corrupted_value
+        tokens, base, rep, base_value = clean, w_clean, other, clean_value
     else:
-        tokens, base, rep, base_value = clean, other.expand_as(w_clean), w_clean, corrupted_value
+        tokens, base, rep, base_value = corrupted.to(device), other, w_clean, corrupted_value
     cap = max(1, int(memory_mb * 2**20 // max(1, run.copy_bytes(b, int(clean.shape[1])))))
-    return _Setup(run, tokens, pin, base, rep, metric, base_value, clean_value, corrupted_value, direction,
+    return _Setup(run, tokens, base, rep, metric, base_value, clean_value, corrupted_value, direction,
                   ablation, cap)
 
 
@@ -276,8 +280,7 @@ def _patch(s: _Setup, graph: Graph, flat: Sequence[int]) -> Tensor:
                 keep[c, f] = 0.0
             else:
                 keep[c, f // n_pos, f % n_pos] = 0.0
-        logits = s.runner.run(s.tokens, keep=keep.to(s.tokens.device), replacement=s.replacement, pin=s.pin,
-                              pinned=s.pinned)
+        logits = s.runner.run(s.tokens, keep=keep.to(s.tokens.device), replacement=s.replacement)
         for c, f in enumerate(part):
             values[f] = _value(s.metric, logits[c], b) - s.base_value
     return values
@@ -285,12 +288,14 @@ def _patch(s: _Setup, graph: Graph, flat: Sequence[int]) -> Tensor:
 
 @no_type_check  # checks its own arguments, with one-line messages
 def edge_patch(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], *,
-               direction: str = "denoising", ablation: str = "corrupted", per_position: bool = False,
+               direction: str | None = None, ablation: str = "corrupted", per_position: bool = False,
                edges: Sequence[Edge | str] | None = None, mean_tokens: Any = None,
                memory_mb: float = MEMORY_MB) -> EdgeScores:
     """Exact edge patching: the metric's change when only that edge is patched, for every edge (or ``edges``).
 
-    ``per_position``: one score per (edge, position). Edges not in ``edges`` are NaN.
+    ``direction``: "denoising" (base run corrupted, the edge reads the clean write) or "noising" (base run clean,
+    the edge reads the corrupted / mean / zero write); None picks denoising for ``ablation="corrupted"``, else
+    noising. ``per_position``: one score per (edge, position). Edges not in ``edges`` are NaN.
     """
     s = _setup(model, clean, corrupted, metric, direction, ablation, per_position, mean_tokens, memory_mb)
     graph = s.graph(per_position)
@@ -305,7 +310,7 @@ def exact_patcher(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tens
     ``kw``: ``direction``, ``ablation``, ``per_position``, ``mean_tokens``, ``memory_mb`` as :func:`edge_patch`.
     """
     per_position = kw.pop("per_position", False)
-    s = _setup(model, clean, corrupted, metric, kw.pop("direction", "denoising"), kw.pop("ablation", "corrupted"),
+    s = _setup(model, clean, corrupted, metric, kw.pop("direction", None), kw.pop("ablation", "corrupted"),
                per_position, kw.pop("mean_tokens", None), kw.pop("memory_mb", MEMORY_MB))
     if kw:
         raise ConfigError(f"exact_patcher got unknown arguments {sorted(kw)} (valid: direction, ablation, "
@@ -327,7 +332,7 @@ def _grads(s: _Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> 
         part = points[start:start + cap]
         probe = torch.zeros(len(part), n_r, b, n_pos, d, dtype=s.base.dtype, device=s.base.device,
                             requires_grad=True)
-        kw: dict[str, Any] = {"pin": s.pin, "pinned": s.pinned}
+        kw: dict[str, Any] = {}
         if part[0] is not None:
             a = torch.tensor(part, dtype=s.base.dtype, device=s.base.device).view(-1, 1, 1, 1, 1)
             kw = {"pin": s.base[None] + a * (s.replacement - s.base)[None], "pinned": tuple(pinned)}
@@ -356,7 +361,7 @@ def _contract(s: _Setup, graph: Graph, grad: Tensor) -> Tensor:
 
 
 @no_type_check  # checks its own arguments, with one-line messages
-def eap(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], *, direction: str = "denoising",
+def eap(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], *, direction: str | None = None,
         ablation: str = "corrupted", per_position: bool = False, mean_tokens: Any = None,
         memory_mb: float = MEMORY_MB) -> EdgeScores:
     """Edge attribution patching: one forward and one backward pass of the base run (see the module)."""
