@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["EXACT_ALL", "METHODS", "RULES", "TARGET", "CircuitReport", "circuit_report"]
 
 METHODS = ("eap", "eap-ig", "exact", "acdc")
+LABELS = {"eap": "EAP", "eap-ig": "EAP-IG", "exact": "exact", "acdc": "ACDC"}  # a method as figures name it
 TARGET = 0.8  # the share of the metric a circuit is asked to recover
 EXACT_ALL = 2_000  # exact patching runs over every edge up to this many; beyond, verify() samples
 FALLBACK = 0.1  # without --top, and when no top-n circuit reaches TARGET: the top 10% of the edges
@@ -92,7 +93,7 @@ class CircuitReport(Result):
         f = self.circuit.faithfulness
         return layered_graph(self.graph, dict(self.circuit.scores) or dict.fromkeys(self.circuit.edges, 1.0),
                              kept=self.circuit.edges,
-                             title=f"{self.method} circuit, {f.recovered:.1%} of the metric recovered")
+                             title=f"{LABELS[self.method]} circuit, {f.recovered:.1%} of the metric recovered")
 
     def curve_figure(self) -> Any:
         """The faithfulness curve with the drawn circuit marked (None for ACDC)."""
@@ -102,7 +103,7 @@ class CircuitReport(Result):
         others = {} if e is None else {"top-n by exact score": (e.sizes, e.recovered)}
         return curve_figure(c.sizes, c.recovered, total=c.total, target=self.target, chosen=len(self.circuit.edges),
                             others=others,
-                            method=self.method)
+                            method=LABELS[self.method])
 
 
 def _scores(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], method: str, steps: int, on: str,
