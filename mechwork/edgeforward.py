@@ -16,13 +16,14 @@ attention scale, causal mask and activations) written over the graph instead:
   with LayerNorm applied per receiver; a pinned sender's write is its pinned
   value with the gradient of its live one;
 * copies (the leading dim of ``keep``/``pin``/``probe``) run as one batch of
-  ``copies * batch`` rows, so many edge patches share one forward pass; a layer
-  no copy ablates or probes is computed once for all copies.
+  ``copies * batch`` rows; only the receivers a copy ablates or probes get
+  their own input, and a copy that changes nothing below layer ``l`` and
+  before position ``p`` starts there, from the plain run's residual stream
+  (and its earlier keys and values), as :meth:`mechwork.engine.BaseRun.rerun`.
 
 It implements the ``EdgeRunner`` protocol of :mod:`mechwork.analysis.edgerun`
-(``graph``, ``engine``, ``senders``, ``run``, ``copy_bytes``) for the models
-:func:`mechwork.engine.supports` accepts; gradients flow to ``probe`` and
-``pin`` (EAP, EAP-IG).
+for the models :func:`mechwork.engine.supports` accepts; gradients flow to
+``probe``, ``pin`` and ``keep`` (EAP, EAP-IG).
 
 Example::
 
@@ -41,8 +42,10 @@ Example::
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 import torch
@@ -71,6 +74,9 @@ class _Call:
     pin: Tensor | None  # [copy, sender, batch, pos, d_model]
     pinned: tuple[int, ...]
     probe: Tensor | None  # [copy, receiver, batch, pos, d_model]
+
+
+_PLAIN = _Call(1, None, None, None, (), None)  # the plain run
 
 
 @dataclass
@@ -116,12 +122,9 @@ class EngineRunner:
         self.graph = Graph.of_model(model)
         if self.graph.parallel:
             raise ConfigError("the fast edge runner does not run parallel attention and MLP blocks")
-        w = layout(model)
-        assert w is not None  # supports() checked it
-        self.w = w
+        self.w = layout(model) or {}  # (supports() checked it is there)
         self.n_layers, self.n_heads, self.d_head = int(c.n_layers), int(c.n_heads), int(c.d_head)
-        self.d_model, self.d_vocab = int(c.d_model), int(w["head.weight"].shape[0])
-        self.d_mlp = int(getattr(c, "d_mlp", 0) or 0)
+        self.d_model, self.d_mlp = int(c.d_model), int(getattr(c, "d_mlp", 0) or 0)
         self.ln = getattr(c, "normalization_type", None) == "LN"
         self.eps = float(getattr(c, "eps", 1e-5))
         scale = float(getattr(c, "attn_scale", -1.0) or -1.0)
@@ -130,27 +133,21 @@ class EngineRunner:
         self._index_receivers()
 
     def _index_receivers(self) -> None:
-        """Each receiver's pairs are one block of ``keep``, reading senders 0..n-1 in order: find the blocks."""
+        """Each receiver's pairs are one block of ``keep`` (graph.pairs), reading senders 0..n-1 in order."""
         g = self.graph
-        self.start: list[int] = []
-        self.n_read: list[int] = []
-        for i, (s, r) in enumerate(g.pairs):
-            if r == len(self.start):
-                self.start.append(i)
-                self.n_read.append(0)
-            if s != self.n_read[r]:  # pragma: no cover - a graph.py change would break the block layout
-                raise ConfigError(f"graph pairs out of the expected order at pair {i}")
-            self.n_read[r] += 1
+        counts = Counter(r for _, r in g.pairs)
+        self.n_read = [counts[v] for v in range(len(g.receivers))]
+        self.start = [0, *accumulate(self.n_read)][:-1]
         self.per_layer = 3 * self.n_heads + int(g.mlp)  # receivers per layer
         self.pair_layer = torch.tensor([g.layer_of(g.receivers[r]) for _, r in g.pairs])
+        self.head_pair = torch.tensor([g.layer_of(g.senders[s]) if g.senders[s][0] == "L" else -1 for s, _ in g.pairs])
 
     # -- the protocol ----------------------------------------------------------------
     def senders(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "sender batch pos d_model"]:
         """Each sender's write into the residual stream in the plain run of ``tokens`` (no grad)."""
         with torch.no_grad():
-            call = _Call(1, None, None, None, (), None)
             stream = _Stream(torch.zeros(()))
-            self._forward(tokens, call, stream, record=True)
+            self._forward(tokens, _PLAIN, stream, record=True)
             return torch.cat([w[0] for _, w in stream.parts])
 
     def run(self, tokens: Int[Tensor, "batch pos"], *,
@@ -164,22 +161,25 @@ class EngineRunner:
         A missing ``replacement`` ablates to zero.
         """
         call = self._check(tokens, keep, replacement, pin, pinned, probe)
-        first = self._first_layers(call)
+        first = self._first(call, tokens.shape[1])
         if first is None:
             logits = self._forward(tokens, call, _Stream(torch.zeros(())), record=False)
             return logits.expand(call.copies, *logits.shape[1:])
-        base, snaps = _Stream(torch.zeros(())), list[Tensor]()  # copies that change nothing below layer f start there
-        with torch.no_grad():
-            self._forward(tokens, _Call(1, None, None, None, (), None), base, record=True, snaps=snaps)
+        base, snaps, kv = _Stream(torch.zeros(())), list[Tensor](), list[tuple[Tensor, Tensor]]()
+        with torch.no_grad():  # copies that change nothing below layer f and before position p0 start there
+            plain = self._forward(tokens, _PLAIN, base, record=True, snaps=snaps, kv=kv)
         outs, order = [], []
-        for f in first.unique().tolist():
-            idx = (first == f).nonzero()[:, 0]
-            sub = _Call(len(idx), None if call.ablate is None else _rows(call.ablate, idx), call.replacement,
-                        None if call.pin is None else _rows(call.pin, idx), call.pinned, None)
-            stream = _Stream(snaps[f])
+        for f, p0 in first.unique(dim=0).tolist():
+            idx = (first == torch.tensor([f, p0])).all(-1).nonzero()[:, 0]
+            at = slice(p0, None)
+            sub = _Call(len(idx), None if call.ablate is None else _rows(call.ablate, idx)[..., at],
+                        None if call.replacement is None else call.replacement[:, :, at],
+                        None if call.pin is None else _rows(call.pin, idx)[:, :, :, at], call.pinned, None)
+            stream = _Stream(snaps[f][:, :, at])
             if sub.ablate is not None and f > 0:  # (from layer 0, the forward writes every sender itself)
-                stream.parts = [(s0, w) for s0, w in base.parts if s0 < self._first_sender(f)]
-            out = self._forward(tokens, sub, stream, record=False, start=f)
+                stream.parts = [(s0, w[:, :, :, at]) for s0, w in base.parts if s0 < self._first_sender(f)]
+            out = self._forward(tokens, sub, stream, record=False, start=f, p0=p0, kv=kv if p0 else None)
+            out = torch.cat([plain[:, :, :p0].expand(out.shape[0], -1, -1, -1), out], 2)
             outs.append(out.expand(len(idx), *out.shape[1:]))
             order.append(idx)
         return torch.cat(outs)[torch.cat(order).argsort()]
@@ -187,26 +187,28 @@ class EngineRunner:
     def _first_sender(self, layer: int) -> int:
         return 1 + layer * (self.n_heads + int(self.graph.mlp))
 
-    def _first_layers(self, call: _Call) -> Tensor | None:
-        """The first layer each copy changes (n_layers: the logits only); None when every copy starts at 0
-        or there is nothing to share (one copy, or a probe or a keep with gradients: they reach every receiver)."""
+    def _first(self, call: _Call, n_pos: int) -> Tensor | None:
+        """[copy, 2]: the first layer (n_layers: the logits only) and position each copy changes; None when
+        nothing is shared (one copy; a probe or a keep with gradients: they reach every receiver)."""
         if call.copies == 1 or call.probe is not None or (call.ablate is None and not call.pinned) or (
                 call.ablate is not None and call.ablate.requires_grad):
             return None
-        first = torch.full((call.copies,), self.n_layers, dtype=torch.long)
+        layer = torch.full((call.copies,), self.n_layers, dtype=torch.long)
+        pos = torch.full((call.copies,), 0 if call.pinned else n_pos - 1, dtype=torch.long)  # a pin: everywhere
         if call.ablate is not None:
-            layers = torch.where(call.ablate.ne(0).any(-1).cpu(), self.pair_layer, self.n_layers)
-            first = torch.minimum(first, layers.min(-1).values)
+            hit = call.ablate.ne(0).cpu()  # [copy, pair, pos]
+            layer = torch.minimum(layer, torch.where(hit.any(-1), self.pair_layer, self.n_layers).min(-1).values)
+            at = torch.where(hit.any(1), torch.arange(n_pos), n_pos - 1).min(-1).values
+            pos = torch.minimum(pos, at)
         for s in call.pinned:
-            first.clamp_(max=max(self.graph.layer_of(self.graph.senders[s]), 0))
-        return None if bool((first == 0).all()) else first
+            layer.clamp_(max=max(self.graph.layer_of(self.graph.senders[s]), 0))
+        return None if bool((layer == 0).all() & (pos == 0).all()) else torch.stack([layer, pos], 1)
 
     def copy_bytes(self, batch: int, n_pos: int) -> int:
         """Rough peak bytes one copy costs in :meth:`run`, with its autograd graph (for chunking)."""
-        rows = batch * n_pos
-        h, d = self.n_heads, self.d_model
-        per_row = d * (len(self.graph.senders) + 8 * h + 8) + 3 * h * n_pos + 3 * self.d_mlp + 2 * self.d_vocab
-        return 4 * rows * per_row * 2
+        h, d, vocab = self.n_heads, self.d_model, len(self.w["head.weight"])
+        per_row = d * (len(self.graph.senders) + 8 * h + 8) + 3 * h * n_pos + 3 * self.d_mlp + 2 * vocab
+        return 4 * batch * n_pos * per_row * 2
 
     # -- arguments ---------------------------------------------------------------------
     def _check(self, tokens: Tensor, keep: Tensor | None, replacement: Tensor | None, pin: Tensor | None,
@@ -238,25 +240,27 @@ class EngineRunner:
         return _Call(max(copies), ablate, replacement, pin, tuple(int(i) for i in pinned), probe)
 
     # -- the forward -------------------------------------------------------------------
-    def _forward(self, tokens: Tensor, call: _Call, stream: _Stream, *, record: bool, start: int = 0,
-                 snaps: list[Tensor] | None = None) -> Tensor:
-        """Logits; from layer ``start`` on when ``stream`` holds the residual stream there (``snaps`` collects
-        the residual stream at each layer's start)."""
+    def _forward(self, tokens: Tensor, call: _Call, stream: _Stream, *, record: bool, start: int = 0, p0: int = 0,
+                 snaps: list[Tensor] | None = None, kv: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        """Logits at positions ``p0:``, from layer ``start`` on when ``stream`` holds the residual stream there
+        (``snaps`` collects it at each layer's start; ``kv`` the keys and values, or holds the earlier ones)."""
         w, p = self.w, tokens.shape[1]
         if start == 0:
-            embed = (w["tok_embed.weight"][tokens] + w["pos.weight"][:p])[None, None]  # [1, 1, B, P, D]
+            embed = (w["tok_embed.weight"][tokens[:, p0:]] + w["pos.weight"][p0:p])[None, None]  # [1, 1, B, P, D]
             stream.resid = torch.zeros_like(embed[:, 0])
             self._add(stream, call, 0, embed, embed[:, 0], record)
-        mask = torch.triu(torch.ones(p, p, dtype=torch.bool, device=tokens.device), diagonal=1)
+        mask = torch.full((p - p0, p), float("-inf"), dtype=stream.resid.dtype, device=tokens.device)
+        mask = torch.triu(mask, diagonal=1 + p0)  # added to the scores: -inf above the diagonal
         h = self.n_heads
         for layer in range(start, self.n_layers):
             r0, s0 = layer * self.per_layer, self._first_sender(layer)
             if snaps is not None:
                 snaps.append(stream.resid)
             reads = tuple(self._input(stream, call, r0 + i * h, r0 + (i + 1) * h) for i in range(3))
-            z = self._heads(layer, reads, mask, call.copies)  # type: ignore[arg-type]
+            past = None if kv is None or not p0 else tuple(x[:, :, :, :p0] for x in kv[layer])
+            z = self._heads(layer, reads, mask, call.copies, past, None if p0 else kv)  # type: ignore[arg-type]
             attn_out = F.linear(z.flatten(-2), w[f"layers.{layer}.attn.o.weight"], w.get(f"layers.{layer}.attn.o.bias"))
-            need = record or call.ablate is not None or any(s0 <= s < s0 + h for s in call.pinned)
+            need = record or any(s0 <= s < s0 + h for s in call.pinned) or self._reads_ablated(call, layer)
             self._add(stream, call, s0, self._head_writes(layer, z) if need else None, attn_out, record)
             if self.graph.mlp:
                 out = self._mlp(layer, self._single(self._input(stream, call, r0 + 3 * h, r0 + 3 * h + 1)))
@@ -266,6 +270,11 @@ class EngineRunner:
         n_r = len(self.graph.receivers)
         final = self._single(self._input(stream, call, n_r - 1, n_r))
         return F.linear(self._norm("ln_out", final), w["head.weight"], w.get("head.bias"))
+
+    def _reads_ablated(self, call: _Call, layer: int) -> bool:
+        """Whether an edge from a head of ``layer`` is ablated (or has gradients) in some copy."""
+        a = call.ablate
+        return a is not None and (a.requires_grad or bool(a[:, self.head_pair.eq(layer).to(a.device)].ne(0).any()))
 
     def _add(self, stream: _Stream, call: _Call, s0: int,
              writes: Float[Tensor, "#copy sender batch pos d_model"] | None,
@@ -361,16 +370,21 @@ class EngineRunner:
         out[cidx, :, hidx] = own.view(len(cidx), b, p, dh)
         return out
 
-    def _heads(self, layer: int, reads: tuple[_Read, _Read, _Read], mask: Tensor, copies: int
+    def _heads(self, layer: int, reads: tuple[_Read, _Read, _Read], mask: Tensor, copies: int,
+               past: tuple[Tensor, Tensor] | None, kv: list[tuple[Tensor, Tensor]] | None
                ) -> Float[Tensor, "copy batch pos head d_head"]:
-        """Every head's z, each head reading its own (or the shared) q, k and v inputs."""
+        """Every head's z, each head reading its own (or the shared) q, k and v inputs; ``past``: the keys and
+        values of the earlier positions; ``kv`` collects this layer's."""
         q, k, v = (self._project(layer, which, read, copies) for which, read in zip("qkv", reads, strict=True))
         q, k, v = torch.broadcast_tensors(q, k, v)
+        if kv is not None:
+            kv.append((k, v))
+        if past is not None:
+            k, v = (torch.cat([x.expand(q.shape[0], *x.shape[1:]), y], 3) for x, y in zip(past, (k, v), strict=True))
         c, b, h, p, dh = q.shape
-        q, k, v = (t.reshape(c * b, h, p, dh) for t in (q, k, v))
-        scores = torch.matmul(q, k.transpose(-2, -1)) / self.scale
-        pattern = F.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)  # exactly 0 above the diagonal
-        return torch.matmul(pattern, v).transpose(1, 2).reshape(c, b, p, h, dh)
+        q, k, v = (t.reshape(c * b * h, -1, dh) for t in (q, k, v))
+        pattern = F.softmax(torch.baddbmm(mask, q, k.transpose(-2, -1), alpha=1 / self.scale), dim=-1)
+        return torch.bmm(pattern, v).view(c, b, h, p, dh).transpose(2, 3)
 
     def _head_writes(self, layer: int, z: Float[Tensor, "copy batch pos head d_head"]
                      ) -> Float[Tensor, "copy head batch pos d_model"]:
