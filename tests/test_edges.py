@@ -208,6 +208,22 @@ def test_approximation_quality_on_induction_per_position(four_models):
     assert rho[("EAP", "denoising")] > 0.5 and rho[("EAP", "noising")] > 0.5
 
 
+def test_eap_is_exact_on_the_edges_into_the_logits_of_a_linear_readout(four_models):
+    """induction-2l has no final norm and the induction metric is linear in the logits: an edge into the logits
+    changes the metric linearly, so its EAP score is its exact score (a check of EAP's sign and batch scaling)."""
+    model = _model(four_models, "induction-2l")
+    clean, corrupted, metric = _probe(model, "induction-2l")
+    for direction in ("denoising", "noising"):
+        for per_position in (False, True):
+            approx = eap(model, clean, corrupted, metric, direction=direction, per_position=per_position)
+            into = [e for e in approx.graph.edges if e.receiver == "logits"]
+            exact = edge_patch(model, clean, corrupted, metric, direction=direction, per_position=per_position,
+                               edges=into)
+            idx = [approx.graph.index(e) for e in into]
+            assert float((approx.values[idx] - exact.values[idx]).abs().max()) <= 1e-9
+            assert float(exact.values[idx].abs().max()) > 0.5
+
+
 # -- Spearman and verify -----------------------------------------------------------------------------------------
 def test_spearman_is_scipy_spearmanr():
     g = torch.Generator().manual_seed(0)
