@@ -240,10 +240,10 @@ def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], An
 
 def _check_graph(graph: Graph, run_graph: Graph, n_pos: int) -> None:
     if dataclasses.replace(graph, n_pos=None) != run_graph:
-        raise ConfigError(f"the scores are over another model's graph ({graph.describe()}; this model: "
+        raise ConfigError(f"the edges are of another model's graph ({graph.describe()}; this model: "
                           f"{run_graph.describe()})")
     if graph.n_pos not in (None, n_pos):
-        raise ConfigError(f"the scores are per position over {graph.n_pos} positions; the prompts have {n_pos}")
+        raise ConfigError(f"the edges are per position over {graph.n_pos} positions; the prompts have {n_pos}")
 
 
 # -- faithfulness ----------------------------------------------------------------------------------------------
