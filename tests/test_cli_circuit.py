@@ -141,3 +141,16 @@ def test_per_position_and_a_pair_on_a_model_directory(capsys, four_models):
                          "when mary and john went to the store mary gave a drink to")
     assert code == 0, err
     assert "prompts: --pair 'when mary" in out and "kept edges" in out
+
+
+def test_a_top_beyond_a_per_position_graph_is_one_line_before_any_edge_is_scored(capsys, monkeypatch):
+    import mechwork.analysis.edges as edges
+
+    def no_scoring(*a, **k):
+        raise AssertionError("edges were scored before --top was refused")
+
+    monkeypatch.setattr(edges, "eap", no_scoring)
+    code, out, err = run(capsys, "circuit", "induction-2l", "--per-position", "--top", "100000", "--n", "2")
+    assert code == 2 and out == "", (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "'top' must be a number of edges in [1, 3,888]" in lines[0] and "100000" in lines[0]

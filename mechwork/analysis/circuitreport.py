@@ -120,6 +120,17 @@ def _scores(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], 
     return edges.eap_ig(model, clean, corrupted, metric, steps=steps, on=on, per_position=per_position)
 
 
+def _check_top(model: Any, clean: Any, top: Any, per_position: bool) -> None:
+    """``top`` against the graph's edge count, before any edge is scored (one line)."""
+    if top is None:
+        return
+    n_pos = getattr(clean, "shape", (0, 0))[-1] if per_position else None
+    total = Graph.of_model(model, n_pos=n_pos or None).n_edges
+    if isinstance(top, bool) or not ((isinstance(top, int) and 1 <= top <= total)
+                                     or (isinstance(top, float) and 0 < top <= 1)):
+        raise invalid("top", f"a number of edges in [1, {total:,}] or a fraction of them in (0, 1]", top)
+
+
 def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], *, method: str = "eap",
                    steps: int = 5, on: str = "inputs", threshold: float = 0.01, top: int | float | None = None,
                    per_position: bool = False, ablation: str = "corrupted", target: float = TARGET,
@@ -135,6 +146,7 @@ def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[...,
 
     if method not in METHODS:
         raise invalid("method", ", ".join(METHODS), method)
+    _check_top(model, clean, top, per_position)
     if method == "acdc":
         if top is not None:
             raise ConfigError("acdc keeps the edges its threshold keeps: 'top' applies to eap, eap-ig and exact")
