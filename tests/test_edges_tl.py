@@ -199,7 +199,9 @@ def _tl_ig_inputs(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metr
                 with model.hooks(fwd_hooks=[("hook_embed", pin)]):
                     g = ap.cache_activation_and_gradient(model, corrupted[i:i + 1], metric, names_filter=readers)
                 for name in readers:
-                    grads[name] = grads.get(name, 0) + g.gradients[name] / steps
+                    grad = g.gradients[name]
+                    assert grad is not None
+                    grads[name] = grads.get(name, 0) + grad / steps
             avg = ap.GradientCache(k_cache.activations, grads, k_cache.metric)
             for edge, v in ap._edge_effects(c_cache, avg, ap.enumerate_edges(model, k_cache)).items():
                 out[edge] = out.get(edge, 0.0) + v / clean.shape[0]
@@ -284,7 +286,9 @@ def test_eap_ig_on_activations_is_integrated_gradients_through_transformer_lens_
                 with model.hooks(fwd_hooks=_pin_hooks(n, int(model.cfg.n_heads), True, target)):
                     g = ap.cache_activation_and_gradient(model, corrupted[i:i + 1], metric, names_filter=readers)
                 for r in readers:
-                    grads[r] = grads.get(r, 0) + g.gradients[r] / steps
+                    grad = g.gradients[r]
+                    assert grad is not None
+                    grads[r] = grads.get(r, 0) + grad / steps
             avg = ap.GradientCache(k_cache.activations, grads, k_cache.metric)
             for edge, v in ap._edge_effects(c_cache, avg, ap.enumerate_edges(model, k_cache)).items():
                 ref[edge] = ref.get(edge, 0.0) + v / clean.shape[0]
