@@ -198,17 +198,17 @@ class EngineRunner:
         if call.ablate is not None:
             hit = call.ablate.ne(0).cpu()  # [copy, pair, pos]
             layer = torch.minimum(layer, torch.where(hit.any(-1), self.pair_layer, self.n_layers).min(-1).values)
-            at = torch.where(hit.any(1), torch.arange(n_pos), n_pos - 1).min(-1).values
-            pos = torch.minimum(pos, at)
+            pos = torch.minimum(pos, torch.where(hit.any(1), torch.arange(n_pos), n_pos - 1).min(-1).values)
         for s in call.pinned:
             layer.clamp_(max=max(self.graph.layer_of(self.graph.senders[s]), 0))
         return None if bool((layer == 0).all() & (pos == 0).all()) else torch.stack([layer, pos], 1)
 
     def copy_bytes(self, batch: int, n_pos: int) -> int:
-        """Rough peak bytes one copy costs in :meth:`run`, with its autograd graph (for chunking)."""
-        h, d, vocab = self.n_heads, self.d_model, len(self.w["head.weight"])
-        per_row = d * (len(self.graph.senders) + 8 * h + 8) + 3 * h * n_pos + 3 * self.d_mlp + 2 * vocab
-        return 4 * batch * n_pos * per_row * 2
+        """Rough peak bytes one copy costs in :meth:`run` with its autograd graph, besides the caller's own
+        keep/pin/probe tensors (for chunking; an upper bound: a one-edge copy without gradients needs ~1/8)."""
+        h, d, n = self.n_heads, self.d_model, self.n_layers  # per row: writes, every layer's receiver inputs kept
+        per_row = d * (len(self.graph.senders) + 6 * h * n + 4 * n + 8) + n * (3 * h * n_pos + 2 * self.d_mlp)
+        return 4 * batch * n_pos * (per_row + 2 * len(self.w["head.weight"]))  # (float32) for the backward
 
     # -- arguments ---------------------------------------------------------------------
     def _check(self, tokens: Tensor, keep: Tensor | None, replacement: Tensor | None, pin: Tensor | None,
