@@ -165,6 +165,8 @@ def test_size_line_says_how_the_size_was_chosen_and_whether_it_reaches_the_targe
     assert fb.startswith("No top-n circuit on the faithfulness curve recovers 80%") and "**50.0%**" in fb
     assert "smallest" not in fb
     assert "at least the 80%" in size_line(report("requested", 0.9))
+    assert "by EAP score" in size_line(report()) and "noising" not in size_line(report())
+    assert "by noising EAP score" in size_line(replace(report(), scores=NS(direction="noising")))
     assert "short of the 80%" in size_line(report("requested", 0.7))
     acdc = size_line(report("threshold", method="acdc", threshold=0.02))
     assert acdc.startswith("ACDC (threshold 0.02") and "keeps **1** edges (1.2% of the 81)" in acdc

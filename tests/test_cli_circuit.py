@@ -40,6 +40,10 @@ BAD = {
     "top_with_acdc": (["--method", "acdc", "--top", "5"], ["'--top'", "acdc keeps what its --threshold keeps"]),
     "eap_ig_mean": (["--method", "eap-ig", "--ablation", "mean"], ["'--ablation' mean", "eap-ig"]),
     "unknown_ablation": (["--ablation", "resample"], ["'--ablation'", "'resample'"]),
+    "direction_with_acdc": (["--method", "acdc", "--direction", "noising"], ["'--direction'", "acdc keeps"]),
+    "denoising_mean": (["--direction", "denoising", "--ablation", "mean"], ["'--direction' denoising",
+                                                                          "--ablation corrupted", "got mean"]),
+    "unknown_direction": (["--direction", "sideways"], ["'--direction'", "'sideways'"]),
     "out_not_html": (["--out", "{tmp}/page.txt"], ["'--out'", ".html", "page.txt"]),
     "out_missing_dir": (["--out", "{tmp}/nope/page.html"], ["'--out'", "nope"]),
     "text_pair_on_toy": (["--pair", "the cat", "the dog"], ["no tokenizer", "'the cat'"]),
@@ -118,6 +122,8 @@ def test_eap_on_induction_prints_the_circuit_and_its_json_and_page_hold_the_libr
     ("acdc", ["--threshold", "0.02"], ["ACDC (threshold 0.02", "keeps"]),
     ("exact", ["--top", "0.1"], ["The scores are exact", "by exact score", "(score, exact)"]),
     ("eap-ig", ["--steps", "3", "--on", "activations"], ["by EAP-IG score", "EAP-IG", "Spearman rho ="]),
+    ("exact", ["--direction", "noising", "--ablation", "mean"], ["by noising exact score", "(mean ablation, noising "
+                                                                "scores)"]),
 ])
 def test_each_method_prints_its_circuit(capsys, tmp_path, method, extra, needles):
     data = tmp_path / "c.json"
@@ -127,7 +133,8 @@ def test_each_method_prints_its_circuit(capsys, tmp_path, method, extra, needles
     assert d["method"] == method and 0 < d["kept"] <= 81 and len(d["edges"]) == d["kept"]
     assert f"recover {d['recovered']:.1%} of the metric" in out
     assert (d["curve"] is None) == (method == "acdc") and (d["spearman"] is None) == (method in ("acdc", "exact"))
-    if method == "exact":
+    assert d["direction"] == (None if method == "acdc" else "noising" if "noising" in extra else "denoising")
+    if "--top" in extra:
         assert d["kept"] == round(0.1 * 81)
     assert all(n in out for n in needles), out
 

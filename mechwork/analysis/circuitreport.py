@@ -107,17 +107,18 @@ class CircuitReport(Result):
 
 
 def _scores(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], method: str, steps: int, on: str,
-            per_position: bool, ablation: str) -> Any:
+            kw: dict[str, Any]) -> Any:
     import mechwork.analysis.edges as edges
 
     if method == "exact":
-        return edges.edge_patch(model, clean, corrupted, metric, ablation=ablation, per_position=per_position)
+        return edges.edge_patch(model, clean, corrupted, metric, **kw)
     if method == "eap":
-        return edges.eap(model, clean, corrupted, metric, ablation=ablation, per_position=per_position)
-    if ablation != "corrupted":
+        return edges.eap(model, clean, corrupted, metric, **kw)
+    if kw["ablation"] != "corrupted":
         raise ConfigError(f"eap-ig interpolates between the corrupted and the clean input: it takes no "
-                          f"ablation={ablation!r} (use eap or exact for mean or zero ablation)")
-    return edges.eap_ig(model, clean, corrupted, metric, steps=steps, on=on, per_position=per_position)
+                          f"ablation={kw['ablation']!r} (use eap or exact for mean or zero ablation)")
+    return edges.eap_ig(model, clean, corrupted, metric, steps=steps, on=on, per_position=kw["per_position"],
+                        direction=kw["direction"])
 
 
 def _check_top(model: Any, clean: Any, top: Any, per_position: bool) -> None:
@@ -133,13 +134,15 @@ def _check_top(model: Any, clean: Any, top: Any, per_position: bool) -> None:
 
 def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[..., Any], *, method: str = "eap",
                    steps: int = 5, on: str = "inputs", threshold: float = 0.01, top: int | float | None = None,
-                   per_position: bool = False, ablation: str = "corrupted", target: float = TARGET,
-                   exact_all: int = EXACT_ALL) -> CircuitReport:
+                   per_position: bool = False, ablation: str = "corrupted", direction: str | None = None,
+                   target: float = TARGET, exact_all: int = EXACT_ALL) -> CircuitReport:
     """Score every edge by ``method``, keep a circuit, measure its faithfulness, check the scores against exact.
 
     ``top``: the circuit's size (an int, or a fraction of the edges in (0, 1]); None: the smallest top-n on the
     faithfulness curve that recovers ``target`` of the metric, else the top :data:`FALLBACK` of the edges.
-    ACDC keeps what its ``threshold`` keeps (``top`` does not apply).
+    ACDC keeps what its ``threshold`` keeps (``top`` and ``direction`` do not apply). ``direction``: the scores'
+    (None: :mod:`mechwork.analysis.edges`'s default, denoising under corrupted ablation); the exact scores that
+    check them go the same way.
     """
     import mechwork.analysis.circuits as circuits
     import mechwork.analysis.edges as edges
@@ -148,19 +151,19 @@ def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[...,
         raise invalid("method", ", ".join(METHODS), method)
     _check_top(model, clean, top, per_position)
     if method == "acdc":
-        if top is not None:
-            raise ConfigError("acdc keeps the edges its threshold keeps: 'top' applies to eap, eap-ig and exact")
+        if top is not None or direction is not None:
+            raise ConfigError("acdc keeps the edges its threshold keeps: 'top' and 'direction' apply to eap, eap-ig "
+                              "and exact")
         circuit = circuits.acdc(model, clean, corrupted, metric, threshold=threshold, per_position=per_position,
                                 ablation=ablation)
         return CircuitReport(method, circuit, rule="threshold")
-    scores = _scores(model, clean, corrupted, metric, method, steps, on, per_position, ablation)
+    kw = {"ablation": ablation, "per_position": per_position, "direction": direction}
+    scores = _scores(model, clean, corrupted, metric, method, steps, on, kw)
     graph = scores.graph
-    exact = scores if method == "exact" else edges.edge_patch(
-        model, clean, corrupted, metric, ablation=ablation, per_position=per_position) \
+    exact = scores if method == "exact" else edges.edge_patch(model, clean, corrupted, metric, **kw) \
         if graph.n_edges <= exact_all else None
     check = None if method == "exact" else edges.verify(scores, exact, sample=None) if exact is not None else \
-        edges.verify(scores, edges.exact_patcher(model, clean, corrupted, metric, ablation=ablation,
-                                                 per_position=per_position))
+        edges.verify(scores, edges.exact_patcher(model, clean, corrupted, metric, **kw))
     curve = circuits.faithfulness_curve(model, clean, corrupted, metric, scores, ablation=ablation)
     if top is None:
         best = curve.smallest(target)

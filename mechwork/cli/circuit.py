@@ -14,6 +14,7 @@ Example::
 
     mechwork circuit induction-2l --method eap --out circuit.html
     mechwork circuit induction-2l --method acdc --threshold 0.02
+    mechwork circuit induction-2l --method exact --direction noising --ablation mean
     mechwork circuit path/to/hf_model --pair "the cat sat" "the dog sat" --method eap-ig --steps 10 --top 0.05
 """
 
@@ -43,14 +44,19 @@ __all__ = ["circuit_cmd"]
 SHOWN = 40  # kept edges printed (every one goes to --json and --out)
 
 
-def _check_combinations(method: str, given: set[str], top: int | float | None, ablation: str) -> None:
+def _check_combinations(method: str, given: set[str], top: int | float | None, ablation: str,
+                        direction: str | None) -> None:
     """Options that belong to another method are refused, in one line, rather than ignored."""
     only = {"steps": ("--steps", "eap-ig"), "ig_on": ("--on", "eap-ig"), "threshold": ("--threshold", "acdc")}
     for name, (flag, owner) in only.items():
         if name in given and method != owner:
             raise click.UsageError(f"'{flag}' applies to --method {owner} only (got --method {method})")
-    if method == "acdc" and top is not None:
-        raise click.UsageError("'--top' applies to eap, eap-ig and exact; acdc keeps what its --threshold keeps")
+    if method == "acdc" and (top is not None or direction is not None):
+        flag = "--top" if top is not None else "--direction"
+        raise click.UsageError(f"'{flag}' applies to eap, eap-ig and exact; acdc keeps what its --threshold keeps")
+    if direction == "denoising" and ablation != "corrupted":
+        raise click.UsageError(f"'--direction' denoising patches the corrupted run toward clean: it needs "
+                               f"--ablation corrupted (got {ablation}; use --direction noising)")
     if method == "eap-ig" and ablation != "corrupted":
         raise click.UsageError(f"'--ablation' {ablation} does not apply to eap-ig, which interpolates between the "
                                "corrupted and the clean input (use eap or exact)")
@@ -74,6 +80,8 @@ def _check_combinations(method: str, given: set[str], top: int | float | None, a
 @click.option("--per-position", is_flag=True, help="one edge per position (default: edges over every position)")
 @click.option("--ablation", type=click.Choice(("corrupted", "mean", "zero")), default="corrupted",
               show_default=True, help="what an edge outside the circuit carries")
+@click.option("--direction", type=click.Choice(("denoising", "noising")), default=None,
+              help="the scores' direction (default: denoising with --ablation corrupted, else noising)")
 @click.option("--n", "n_prompts", type=click.IntRange(min=1), default=8, show_default=True,
               help="standard prompts (a preset or run without --pair)")
 @click.option("--seed", type=click.IntRange(0, limits.SEED_MAX), default=0, show_default=True)
@@ -83,13 +91,13 @@ def _check_combinations(method: str, given: set[str], top: int | float | None, a
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="write every number as JSON")
 @bars.quiet_option
 def circuit_cmd(model: str, pair: tuple[str, str] | None, method: str, steps: int, ig_on: str, threshold: float,
-                top_text: str | None, per_position: bool, ablation: str, n_prompts: int, seed: int, step: int | None,
-                device: str | None, out: Path | None, json_out: Path | None) -> None:
+                top_text: str | None, per_position: bool, ablation: str, direction: str | None, n_prompts: int,
+                seed: int, step: int | None, device: str | None, out: Path | None, json_out: Path | None) -> None:
     """Find a circuit: score every edge, keep the best, measure how much of the metric it recovers."""
     given = explicit(click.get_current_context())
     top = top_arg(top_text)
     check_threshold(threshold)
-    _check_combinations(method, given, top, ablation)
+    _check_combinations(method, given, top, ablation, direction)
     check_writable(out, "--out", html=True)
     check_writable(json_out, "--json")
     kind, key = check_source(model, step, device)
@@ -114,7 +122,8 @@ def circuit_cmd(model: str, pair: tuple[str, str] | None, method: str, steps: in
     probe = _probe(src, prompts, n_prompts, seed)
     bars.stage(f"{method} over the edges of {src.name}")
     report = circuit_report(src.model, probe.clean, probe.corrupted, probe.metric, method=method, steps=steps,
-                            on=ig_on, threshold=threshold, top=top, per_position=per_position, ablation=ablation)
+                            on=ig_on, threshold=threshold, top=top, per_position=per_position, ablation=ablation,
+                            direction=direction)
     _print(report, src.name, probe.description)
     if json_out is not None:
         from mechwork.io import write_json_atomic
@@ -145,7 +154,9 @@ def _print(report: Any, name: str, description: str) -> None:
     f = report.circuit.faithfulness
     click.echo(f"circuit of {name} by {report.method} ({report.graph.describe()})")
     click.echo(f"  prompts: {description}")
-    click.echo(f"  metric: clean {f.clean_value:.4g}, corrupted {f.corrupted_value:.4g} ({f.ablation} ablation)")
+    scored = f", {report.scores.direction} scores" if report.scores is not None else ""
+    click.echo(f"  metric: clean {f.clean_value:.4g}, corrupted {f.corrupted_value:.4g} "
+               f"({f.ablation} ablation{scored})")
     for line in circuit_lines(report):
         click.echo("  " + line.replace("**", "").replace("ρ", "rho"))
     if report.curve is not None:
@@ -166,6 +177,7 @@ def _json(report: Any, name: str, description: str) -> dict[str, Any]:
     f, c, v = report.circuit.faithfulness, report.curve, report.check
     return {"source": name, "method": report.method, "graph": report.graph.describe(), "prompts": description,
             "clean": f.clean_value, "corrupted": f.corrupted_value, "ablation": f.ablation, "rule": report.rule,
+            "direction": None if report.scores is None else report.scores.direction,
             "kept": len(report.circuit.edges), "total": report.graph.n_edges, "recovered": f.recovered,
             "edges": [{"edge": e, "score": s, "exact": x} for e, s, x in _kept(report)],
             "curve": None if c is None else {"sizes": list(c.sizes), "recovered": list(c.recovered)},

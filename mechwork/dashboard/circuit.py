@@ -50,7 +50,8 @@ def size_line(report: Any) -> str:
     if report.rule == "threshold":
         return (f"ACDC (threshold {c.threshold:g} of the clean-to-corrupted gap) keeps **{n:,}** edges ({share}), "
                 f"which recover **{rec:.1%}** of the metric.")
-    by = SCORE_NAMES.get(report.method, report.method)
+    noising = "noising " if getattr(report.scores, "direction", None) == "noising" else ""
+    by = noising + SCORE_NAMES.get(report.method, report.method)
     body = f"top **{n:,}** edges by {by} score ({share}) recover **{rec:.1%}** of the metric"
     if report.rule == "smallest":
         return f"The {body}: the smallest top-n circuit on the faithfulness curve that reaches {report.target:.0%}."
