@@ -183,7 +183,9 @@ def test_check_line_agrees_or_names_the_largest_miss():
     assert any("EAP's ranking departs from exact patching" in s and "L0H0->L1H2.k (EAP +1, exact +2)" in s
                and "its top 10 and a random sample (50 of 81 edges)" in s for s in lines)
     assert not any("ranks the edges as exact" in s for s in lines)
-    assert any("The scores are exact" in s for s in circuit_lines(report(method="exact")))
+    assert any("The scores are exact: each edge patched alone" in s for s in circuit_lines(report(method="exact")))
+    noising = replace(report(method="exact"), scores=NS(direction="noising"))
+    assert any("each edge ablated alone in the clean run" in s for s in circuit_lines(noising))
     assert not any("exact" in s.lower() for s in circuit_lines(report(check=None)))
 
 
@@ -208,6 +210,11 @@ def test_negative_line_only_when_a_kept_edge_is_negative():
     exact = negative_line(report(scores={K: 2.0, neg: -0.5}, kept=(K, neg), method="exact"))
     assert exact is not None and "patched alone, each moves" in exact
     assert negative_line(report("threshold", scores={K: 2.0, neg: -0.5}, kept=(K, neg), method="acdc")) is None
+    noising = replace(report(scores={K: -2.0, neg: 0.5}, kept=(K, neg)), scores=NS(direction="noising"))
+    line = negative_line(noising)  # a noising score is the change when the edge is ablated: positive opposes
+    assert line is not None and line.startswith("1 of the circuit's edges have a positive noising score "
+                                                "(L1H2->logits): by its noising EAP score")
+    assert negative_line(replace(noising, circuit=report(scores={K: -2.0}).circuit)) is None
     below = report(scores={K: 2.0, neg: -0.5}, kept=(K, neg))  # clean below corrupted: a positive score opposes
     below.circuit.faithfulness.clean_value = -1.0
     line = negative_line(below)

@@ -64,7 +64,9 @@ def size_line(report: Any) -> str:
 def check_line(report: Any) -> str | None:
     """Whether the scores rank the edges as exact patching does (None when they are exact, or unchecked)."""
     if report.method == "exact":
-        return "The scores are exact: each edge patched alone, every other edge left as it is."
+        alone = "ablated alone in the clean run" if getattr(report.scores, "direction", None) == "noising" else \
+            "patched alone"
+        return f"The scores are exact: each edge {alone}, every other edge left as it is."
     v = report.check
     if v is None:
         return None
@@ -96,16 +98,19 @@ def negative_line(report: Any) -> str | None:
     (None when none does, and for ACDC, whose scores are drops)."""
     f = report.circuit.faithfulness
     gap = f.clean_value - f.corrupted_value
+    noising = getattr(report.scores, "direction", None) == "noising"
+    toward = -gap if noising else gap  # the sign of a score that moves the metric toward clean
     scores = dict(report.circuit.scores)
-    neg = sorted(e for e in report.circuit.edges if scores.get(e, 0.0) * gap < 0)
+    neg = sorted(e for e in report.circuit.edges if scores.get(e, 0.0) * toward < 0)
     if not neg or report.method == "acdc":
         return None
-    sign = "negative" if gap > 0 else "positive"
+    sign = "negative" if toward > 0 else "positive"
     below = "" if gap > 0 else ", and the clean metric is below the corrupted one"
     shown = ", ".join(str(e) for e in neg[:4]) + (", ..." if len(neg) > 4 else "")
-    how = "patched alone" if report.method == "exact" else f"by its {SCORE_NAMES.get(report.method)} score"
-    return (f"{len(neg)} of the circuit's edges have a {sign} score ({shown}){below}: {how}, each moves the metric "
-            "away from clean on its own.")
+    how = f"{'ablated' if noising else 'patched'} alone" if report.method == "exact" else \
+        f"by its {'noising ' if noising else ''}{SCORE_NAMES.get(report.method)} score"
+    return (f"{len(neg)} of the circuit's edges have a {sign} {'noising ' if noising else ''}score ({shown}){below}: "
+            f"{how}, each moves the metric away from clean on its own.")
 
 
 def circuit_lines(report: Any) -> list[str]:
