@@ -290,6 +290,10 @@ def test_edge_scores_top_totals_frame_and_figure():
     assert float(s.by_pair()[graph.pair_index("L0H0->L1H2.k")]) == 2.0
     assert len(s.to_frame()) == graph.n_edges and "L0H0->logits@2 -3" in s.summary()
     assert s.figure().layout.title.text
+    assert s.top(0) == [] and len(s.top(10_000)) == graph.n_edges - 1
+    for bad in (-1, 2.5, "3", True):
+        with pytest.raises(ConfigError, match="'k' must be a number of edges >= 0"):
+            s.top(bad)  # type: ignore[arg-type]
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------

@@ -89,8 +89,11 @@ class EdgeScores(Result):
     ig_on: str | None = None
     engine: str = "fast"
 
+    @no_type_check  # checks k itself, in one line
     def top(self, k: int = 10) -> list[tuple[Edge, float]]:
         """The ``k`` edges with the largest |value| (NaN skipped; graph order among ties)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise invalid("k", "a number of edges >= 0", k)
         v = self.values.detach().double().cpu()
         ok = torch.nonzero(~torch.isnan(v))[:, 0]
         order = ok[torch.sort(v[ok].abs(), descending=True, stable=True).indices][:k]
