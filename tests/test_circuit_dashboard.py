@@ -165,6 +165,7 @@ def test_size_line_says_how_the_size_was_chosen_and_whether_it_reaches_the_targe
     assert fb.startswith("No top-n circuit on the faithfulness curve recovers 80%") and "**50.0%**" in fb
     assert "smallest" not in fb
     assert "at least the 80%" in size_line(report("requested", 0.9))
+    assert "recover **0.0%** of the metric" in size_line(report("requested", -2.7e-9))  # float noise, not -0.0%
     assert "by EAP score" in size_line(report()) and "noising" not in size_line(report())
     assert "by noising EAP score" in size_line(replace(report(), scores=NS(direction="noising")))
     assert "short of the 80%" in size_line(report("requested", 0.7))

@@ -35,7 +35,7 @@ from mechwork.results import Result
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["EXACT_ALL", "METHODS", "RULES", "TARGET", "CircuitReport", "circuit_report"]
+__all__ = ["EXACT_ALL", "METHODS", "RULES", "TARGET", "CircuitReport", "circuit_report", "percent"]
 
 METHODS = ("eap", "eap-ig", "exact", "acdc")
 LABELS = {"eap": "EAP", "eap-ig": "EAP-IG", "exact": "exact", "acdc": "ACDC"}  # a method as figures name it
@@ -44,6 +44,15 @@ EXACT_ALL = 2_000  # exact patching runs over every edge up to this many; beyond
 FALLBACK = 0.1  # without --top, and when no top-n circuit reaches TARGET: the top 10% of the edges
 RULES = {"smallest": "the smallest top-n that recovers the target", "fallback": "no top-n recovers the target: the "
          f"top {FALLBACK:.0%} of the edges", "requested": "the requested size", "threshold": "ACDC's threshold"}
+
+
+def percent(value: float, digits: int = 1) -> str:
+    """``value`` as a percentage, float noise around zero printed as 0 (never ``-0.0%``).
+
+    >>> percent(-2.7e-9), percent(0.919), percent(-0.25, 0)
+    ('0.0%', '91.9%', '-25%')
+    """
+    return f"{0.0 if abs(value) < 0.5 * 10 ** -(digits + 2) else value:.{digits}%}"
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,7 @@ class CircuitReport(Result):
     def summary(self) -> str:
         f = self.circuit.faithfulness
         n, total = len(self.circuit.edges), self.graph.n_edges
-        out = f"{self.method}: {n:,} of {total:,} edges ({n / total:.1%}) recover {f.recovered:.1%} of the metric"
+        out = f"{self.method}: {n:,} of {total:,} edges ({n / total:.1%}) recover {percent(f.recovered)} of the metric"
         if self.check is not None:
             out += f"; Spearman rho against exact patching {self.check.spearman:.3f}"
         return out + f" ({RULES[self.rule]})"
@@ -93,7 +102,7 @@ class CircuitReport(Result):
         f = self.circuit.faithfulness
         return layered_graph(self.graph, dict(self.circuit.scores) or dict.fromkeys(self.circuit.edges, 1.0),
                              kept=self.circuit.edges,
-                             title=f"{LABELS[self.method]} circuit, {f.recovered:.1%} of the metric recovered")
+                             title=f"{LABELS[self.method]} circuit, {percent(f.recovered)} of the metric recovered")
 
     def curve_figure(self) -> Any:
         """The faithfulness curve with the drawn circuit marked (None for ACDC)."""

@@ -149,6 +149,7 @@ def _kept(report: Any) -> list[tuple[str, float, float | None]]:
 
 
 def _print(report: Any, name: str, description: str) -> None:
+    from mechwork.analysis.circuitreport import percent
     from mechwork.dashboard.circuit import circuit_lines
 
     f = report.circuit.faithfulness
@@ -162,7 +163,7 @@ def _print(report: Any, name: str, description: str) -> None:
     if report.curve is not None:
         c = report.curve
         pairs = zip(c.sizes, c.recovered, strict=True)
-        pts = ", ".join(f"{n}: {r if r <= -0.005 else max(r, 0.0):.0%}" for n, r in pairs)
+        pts = ", ".join(f"{n}: {percent(r, 0)}" for n, r in pairs)
         click.echo(f"  faithfulness curve (edges: recovered): {pts}")
     rows = _kept(report)
     click.echo(f"  {len(rows)} kept edges, largest |score| first" + (" (score, exact)" if report.exact is not None

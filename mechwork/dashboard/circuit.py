@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mechwork.analysis.circuitreport import percent
 from mechwork.dashboard.page import Page
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,10 +50,10 @@ def size_line(report: Any) -> str:
     share = f"{n / total:.1%} of the {total:,}"
     if report.rule == "threshold":
         return (f"ACDC (threshold {c.threshold:g} of the clean-to-corrupted gap) keeps **{n:,}** edges ({share}), "
-                f"which recover **{rec:.1%}** of the metric.")
+                f"which recover **{percent(rec)}** of the metric.")
     noising = "noising " if getattr(report.scores, "direction", None) == "noising" else ""
     by = noising + SCORE_NAMES.get(report.method, report.method)
-    body = f"top **{n:,}** edges by {by} score ({share}) recover **{rec:.1%}** of the metric"
+    body = f"top **{n:,}** edges by {by} score ({share}) recover **{percent(rec)}** of the metric"
     if report.rule == "smallest":
         return f"The {body}: the smallest top-n circuit on the faithfulness curve that reaches {report.target:.0%}."
     if report.rule == "fallback":
