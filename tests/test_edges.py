@@ -306,6 +306,22 @@ def test_clean_and_corrupted_of_different_lengths_is_one_line_naming_both(four_m
         assert f"{clean.shape[1]} and 10 tokens" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_prompts_are_taken_as_their_token_batches_and_their_lengths_checked(four_models):
+    from mechwork.prompts import tokenize
+
+    model = _model(four_models, "induction-2l")
+    clean = tokenize(model, [[1, 2, 3, 4, 1, 2, 3, 4], [5, 6, 7, 8, 5, 6, 7, 8]])
+    corrupted = tokenize(model, [[9, 9, 9, 9, 1, 2, 3, 4], [9, 9, 9, 9, 5, 6, 7, 8]])
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1, 1].mean()
+
+    a, b = eap(model, clean, corrupted, metric), eap(model, clean.batch(), corrupted.batch(), metric)
+    assert torch.equal(a.values, b.values) and float(a.values.abs().max()) > 0
+    with pytest.raises(ConfigError, match=r"same length \(got 8 and 3 tokens\)"):
+        edge_patch(model, clean, tokenize(model, [[1, 2, 3], [4, 5, 6]]), metric)
+
+
 @pytest.mark.parametrize(("call", "kw", "needle"), [
     (eap_ig, {"steps": 0}, "'steps' must be a positive number of interpolation steps (1 = EAP) (got 0)"),
     (eap_ig, {"steps": 2.5}, "(got 2.5)"),
