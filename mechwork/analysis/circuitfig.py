@@ -238,7 +238,7 @@ def curve_figure(sizes: Sequence[int], recovered: Sequence[float], *, total: int
         hover = [f"{name}: {n} edges, recovers {r:.1%}" for n, r in zip(xs, ys, strict=True)]
         fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name, hoverinfo="text",
                                  hovertext=hover,
-                                 line={"dash": "dash", "color": ("#6b7a89", "#c77c02", "#2ca02c")[i % 3]}))
+                                 line={"dash": "dash", "color": ("#c77c02", "#6b7a89", "#2ca02c")[i % 3]}))
     if target is not None:
         fig.add_hline(y=target, line_dash="dash", line_color="#5f6b76",
                       annotation_text=f"{target:.0%} of the metric", annotation_position="bottom right")
