@@ -140,7 +140,8 @@ def test_exact_edge_patch_equals_one_edge_through_plain_hooks(gpt2: Any) -> None
         "mean": edge_patch(gpt2, clean, None, logit_diff, edges=EDGES, ablation="mean"),
         "mean_tokens": edge_patch(gpt2, clean, None, logit_diff, edges=EDGES, ablation="mean", mean_tokens=mt),
     }
-    at4 = edge_patch(gpt2, clean, corr, logit_diff, edges=["L0H3->MLP1@4", "input->L1H3.q@2"], per_position=True)
+    at4 = edge_patch(gpt2, clean, corr, logit_diff, per_position=True)  # every edge at every position, chunked
+    picked = ["L0H3->MLP1@4", "input->L1H3.q@2", "MLP1->logits@5", "L0H0->L1H1.v@0", "MLP0->L1H2.k@3", "L1H3->MLP1@5"]
     _forked(gpt2, True)
     try:
         caches = {name: gpt2.run_with_cache(t)[1] for name, t in (("c", clean), ("k", corr), ("m", mt))}
@@ -155,7 +156,7 @@ def test_exact_edge_patch_equals_one_edge_through_plain_hooks(gpt2: Any) -> None
                 want = _hooked_patch(gpt2, tokens, cache, reps[kind], e)
                 got = float(scores.values[scores.graph.index(e)])
                 assert abs(got - want) < 1e-9, (kind, e, got, want)
-        for e in ("L0H3->MLP1@4", "input->L1H3.q@2"):
+        for e in picked:
             edge, pos = e.split("@")
             want = _hooked_patch(gpt2, corr, caches["k"], reps["denoising"], edge, int(pos))
             assert abs(float(at4.values[at4.graph.index(e)]) - want) < 1e-9, e
