@@ -422,3 +422,59 @@ def test_eap_under_inference_mode_works_or_says_so(ind: Any) -> None:
         assert "inference_mode" in str(e) and "\n" not in str(e), e
     else:
         assert torch.allclose(got, want)
+
+
+def test_eap_ig_on_activations_equals_integrated_gradients_through_plain_hooks(gpt2: Any) -> None:
+    """Every sender's write pinned at corrupted + alpha (clean - corrupted) (value pinned, gradient straight through),
+    a zero probe on every receiver's input, gradients averaged over alpha = k / steps, dotted with clean - corrupted."""
+    clean, corr = _pair(gpt2)
+    steps, n_layers, n_heads = 3, gpt2.cfg.n_layers, gpt2.cfg.n_heads
+    ours = eap_ig(gpt2, clean, corr, logit_diff, steps=steps, on="activations")
+    senders = {"input": "blocks.0.hook_resid_pre", **{f"MLP{i}": f"blocks.{i}.hook_mlp_out" for i in range(n_layers)}}
+    readers = {"logits": "ln_final.hook_in", **{f"MLP{i}": f"blocks.{i}.hook_mlp_in" for i in range(n_layers)},
+               **{f"{i}{r}": f"blocks.{i}.hook_{r}_input" for i in range(n_layers) for r in "qkv"}}
+    _forked(gpt2, True)
+    try:
+        with torch.no_grad():
+            caches = [gpt2.run_with_cache(t)[1] for t in (clean, corr)]
+        writes = [{**{s: c[n] for s, n in senders.items()}, **{f"L{i}H{h}": c[f"blocks.{i}.attn.hook_result"][:, :, h]
+                   for i in range(n_layers) for h in range(n_heads)}} for c in caches]
+        grads: dict[str, torch.Tensor] = {}
+        for k in range(steps):
+            pins = {s: writes[1][s] + k / steps * (writes[0][s] - writes[1][s]) for s in writes[0]}
+            probes: dict[str, torch.Tensor] = {}
+
+            def pin(value: torch.Tensor) -> Any:
+                return lambda x, hook: x + (value - x).detach()
+
+            def pin_heads(layer: int, pins: dict[str, torch.Tensor] = pins) -> Any:
+                return lambda x, hook: torch.stack([x[:, :, h] + (pins[f"L{layer}H{h}"] - x[:, :, h]).detach()
+                                                    for h in range(n_heads)], dim=2)
+
+            def probe(key: str, probes: dict[str, torch.Tensor] = probes) -> Any:
+                def f(x: torch.Tensor, hook: Any) -> torch.Tensor:
+                    probes[key] = torch.zeros_like(x, requires_grad=True)
+                    return x + probes[key]
+                return f
+
+            hooks = [(n, pin(pins[s])) for s, n in senders.items()]
+            hooks += [(f"blocks.{i}.attn.hook_result", pin_heads(i)) for i in range(n_layers)]
+            hooks += [(n, probe(key)) for key, n in readers.items()]
+            logit_diff(gpt2.run_with_hooks(corr, fwd_hooks=hooks)).backward()
+            for key, p in probes.items():
+                assert p.grad is not None
+                grads[key] = grads[key] + p.grad / steps if key in grads else p.grad / steps
+    finally:
+        _forked(gpt2, False)
+
+    def grad_of(receiver: str) -> torch.Tensor:
+        if receiver == "logits" or receiver.startswith("MLP"):
+            return grads[receiver]
+        lh, kind = receiver.split(".")
+        layer, h = lh[1:].split("H")
+        return grads[f"{layer}{kind}"][:, :, int(h)]
+
+    for i, e in enumerate(ours.graph.edges):
+        want = float(((writes[0][e.sender] - writes[1][e.sender]) * grad_of(e.receiver)).sum())
+        assert abs(float(ours.values[i]) - want) < 1e-9, (e, float(ours.values[i]), want)
+    assert float((ours.values - eap(gpt2, clean, corr, logit_diff).values).abs().max()) > 1e-4  # not EAP again
