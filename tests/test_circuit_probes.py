@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import mechwork
-from mechwork.analysis.circuits import faithfulness, top_n
+from mechwork.analysis.circuits import acdc, faithfulness, faithfulness_curve, top_n
 from mechwork.analysis.edges import eap, eap_ig, edge_patch
 from mechwork.errors import ConfigError
 from mechwork.graph import Edge, Graph
@@ -478,3 +478,19 @@ def test_eap_ig_on_activations_equals_integrated_gradients_through_plain_hooks(g
         want = float(((writes[0][e.sender] - writes[1][e.sender]) * grad_of(e.receiver)).sum())
         assert abs(float(ours.values[i]) - want) < 1e-9, (e, float(ours.values[i]), want)
     assert float((ours.values - eap(gpt2, clean, corr, logit_diff).values).abs().max()) > 1e-4  # not EAP again
+
+
+def test_circuits_do_not_depend_on_the_metrics_sign_or_scale(ind: Any) -> None:
+    """ACDC's threshold and faithfulness are fractions of the clean-to-corrupted gap: -1000 * metric + 5 (a gap of the
+    other sign) finds the same circuit with the same faithfulness; EAP scores scale by -1000."""
+    model, clean, corr, metric = ind
+    flipped = lambda logits: -1000 * metric(logits) + 5
+    for kw in ({"threshold": 0.05}, {"threshold": 0.05, "per_position": True}, {"threshold": 0.02, "ablation": "zero"}):
+        corrupted = None if "ablation" in kw else corr
+        a, b = acdc(model, clean, corrupted, metric, **kw), acdc(model, clean, corrupted, flipped, **kw)
+        assert a.edges == b.edges and 0 < len(a.edges) < a.graph.n_edges, kw
+        assert a.faithfulness.recovered == pytest.approx(b.faithfulness.recovered, abs=1e-5), kw
+    e1, e2 = eap(model, clean, corr, metric), eap(model, clean, corr, flipped)
+    assert torch.allclose(e2.values, -1000 * e1.values, rtol=1e-4, atol=1e-3)
+    c1, c2 = faithfulness_curve(model, clean, corr, metric, e1), faithfulness_curve(model, clean, corr, flipped, e2)
+    assert c1.sizes == c2.sizes and c1.recovered == pytest.approx(c2.recovered, abs=1e-5)
