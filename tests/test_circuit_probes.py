@@ -214,9 +214,15 @@ def test_a_batch_metric_is_its_mean_and_a_float_metric_is_exact_only(ind: Any) -
         assert torch.allclose(a.values, b.values, atol=1e-6) and a.values.abs().max() > 1e-3
     py = edge_patch(model, clean, corr, lambda logits: float(mean(logits)))
     assert torch.allclose(py.values, edge_patch(model, clean, corr, mean).values, atol=1e-5)
-    with pytest.raises(ConfigError) as exc:
-        eap(model, clean, corr, lambda logits: float(mean(logits)))
-    one_line(exc, "'metric'", "differentiable")
+    for fn in (eap, eap_ig):
+        with pytest.raises(ConfigError) as exc:
+            fn(model, clean, corr, lambda logits: float(mean(logits)))
+        one_line(exc, "'metric'", "differentiable")
+    for m in (vec, lambda logits: float(mean(logits))):  # forward-only search takes either
+        assert acdc(model, clean, corr, m, threshold=0.05).edges == acdc(model, clean, corr, mean, threshold=0.05).edges
+        kept = ["L0H0->L1H1.k", "L1H1->logits", "input->L1H1.v"]
+        assert faithfulness(model, clean, corr, m, kept).recovered == pytest.approx(
+            faithfulness(model, clean, corr, mean, kept).recovered, abs=1e-6)
     for bad, needle in ((lambda logits: logits[:, -1, :2], "(3, 2)"), (lambda logits: logits[:2, -1, 0], "(2,)"),
                         (lambda logits: mean(logits) * float("nan"), "nan")):
         with pytest.raises(ConfigError) as exc:
