@@ -49,6 +49,10 @@ BAD = {
     "text_pair_on_toy": (["--pair", "the cat", "the dog"], ["no tokenizer", "'the cat'"]),
     "pair_lengths": (["--pair", "1 2 3", "1 2"], ["clean 3 tokens", "corrupted 2"]),
     "n_with_pair": (["--pair", "1 2", "3 4", "--n", "4"], ["'--n' 4", "--pair"]),
+    "pair_id_outside_vocab": (["--pair", "1 2 3", "1 2 99"], ["the corrupted prompt holds token id 99",
+                                                              "vocabulary (ids 0 to 63)"]),
+    "out_is_json": (["--out", "{tmp}/same.html", "--json", "{tmp}/same.html"], ["'--out' and '--json'",
+                                                                                 "same.html"]),
     "unknown_model": ([], ["'no-such-model'"]),
 }
 

@@ -93,17 +93,18 @@ def prompt_inputs(prompts: Path | None, pair: tuple[str, str] | None, kind: str,
         raise click.BadParameter(f"both prompts must be non-empty (got {pair[0]!r} and {pair[1]!r})",
                                  param_hint="'--pair'")
     toy = kind in ("preset", "run")
-    n_ctx = (limits.source_config(kind, key) or {}).get("model", {}).get("n_ctx") if toy else None
+    model = (limits.source_config(kind, key) or {}).get("model", {}) if toy else {}
+    n_ctx, d_vocab = model.get("n_ctx"), model.get("d_vocab")
     if prompts is not None and toy:
         lines = [(n, line.strip()) for n, line in enumerate(_read_lines(prompts), 1) if line.strip()]
         for n, line in lines:
-            _check_ids(prompt_arg(line), f"line {n} of {str(prompts)!r}", n_ctx, "'--prompts'")
+            _check_ids(prompt_arg(line), f"line {n} of {str(prompts)!r}", n_ctx, "'--prompts'", d_vocab)
     if pair is None:
         return None
     parsed = (prompt_arg(pair[0]), prompt_arg(pair[1]))
     if toy:
         for what, p in zip(("the clean prompt", "the corrupted prompt"), parsed, strict=True):
-            _check_ids(p, what, n_ctx, "'--pair'")
+            _check_ids(p, what, n_ctx, "'--pair'", d_vocab)
     if not any(isinstance(p, str) for p in parsed) and len(parsed[0]) != len(parsed[1]):
         raise ConfigError(f"'--pair' prompts must tokenise to the same length (clean {len(parsed[0])} tokens, "
                           f"corrupted {len(parsed[1])})")
@@ -119,11 +120,15 @@ def _read_lines(path: Path) -> list[str]:
                                  param_hint="'--prompts'") from None
 
 
-def _check_ids(prompt: str | list[int], what: str, n_ctx: Any, hint: str) -> None:
-    """A toy model's prompt: token ids (it has no tokenizer) that fit its context."""
+def _check_ids(prompt: str | list[int], what: str, n_ctx: Any, hint: str, d_vocab: Any = None) -> None:
+    """A toy model's prompt: token ids (it has no tokenizer) of its vocabulary that fit its context (the same
+    lines as :func:`mechwork.prompts.tokenize` says once the model is loaded)."""
     if isinstance(prompt, str):
         raise click.BadParameter(f"this model has no tokenizer: give token ids (got the string {prompt!r} in "
                                  f"{what})", param_hint=hint)
+    bad = [t for t in prompt if isinstance(d_vocab, int) and not 0 <= t < d_vocab]
+    if bad:
+        raise ConfigError(f"{what} holds token id {bad[0]}, outside the model's vocabulary (ids 0 to {d_vocab - 1})")
     if isinstance(n_ctx, int) and len(prompt) > n_ctx:
         shown = " ".join(map(str, prompt))
         shown = shown if len(shown) <= 40 else shown[:37] + "..."

@@ -100,6 +100,8 @@ def circuit_cmd(model: str, pair: tuple[str, str] | None, method: str, steps: in
     _check_combinations(method, given, top, ablation, direction)
     check_writable(out, "--out", html=True)
     check_writable(json_out, "--json")
+    if out is not None and json_out is not None and out.resolve() == json_out.resolve():
+        raise click.UsageError(f"'--out' and '--json' name the same file ({str(out)!r}): give each its own")
     kind, key = check_source(model, step, device)
     prompts = prompt_inputs(None, pair, kind, key)
     if (prompts is not None or kind == "model") and "n_prompts" in given:
