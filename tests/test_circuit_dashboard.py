@@ -202,6 +202,18 @@ def test_exact_curve_line_says_how_many_edges_exact_ranking_needs_or_that_none_r
         "Ranked by exact scores instead, no top-n circuit on the curve reaches 80%.")
 
 
+def test_noising_line_says_how_many_edges_noising_ranking_needs_or_that_none_reach():
+    from mechwork.dashboard.circuit import noising_line
+
+    assert noising_line(report()) is None
+    reach = replace(report(), noising_curve=NS(smallest=lambda target: 25 if target == 0.8 else None))
+    line = noising_line(reach)
+    assert line is not None and line.startswith("Ranked by noising exact scores (each edge ablated alone")
+    assert line.endswith("the smallest top-n circuit that reaches 80% has **25** edges (30.9%).")
+    never = noising_line(replace(report(), noising_curve=NS(smallest=lambda target: None)))
+    assert never is not None and never.endswith("no top-n circuit on the curve reaches 80%.")
+
+
 def test_negative_line_only_when_a_kept_edge_is_negative():
     neg = Edge("L1H2", "logits")
     assert negative_line(report(kept=(K,))) is None
@@ -265,9 +277,12 @@ def test_the_induction_bundle_holds_the_standard_probes_circuit_and_the_page_dra
     assert isinstance(rep, CircuitReport) and rep.method == "eap" and rep.graph.n_pos is None
     assert rep.exact is not None and rep.check is not None and rep.check.n_checked == rep.graph.n_edges == 81
     assert rep.curve is not None and rep.exact_curve is not None and rep.exact_curve.sizes == rep.curve.sizes
+    assert rep.noising_curve is not None and rep.noising_curve.sizes == rep.curve.sizes
+    assert rep.noising_curve.smallest(0.8) < rep.exact_curve.smallest(0.8)  # noising ranks for faithfulness better
     n = rep.curve.smallest(0.8)  # the circuit drawn: the smallest top-n on the curve that recovers 80%
     assert rep.rule == "smallest" and n == len(rep.circuit.edges) and rep.circuit.faithfulness.recovered >= 0.8
-    print(f"induction-2l: {rep.summary()}; by exact scores: {rep.exact_curve.smallest(0.8)} edges")
+    print(f"induction-2l: {rep.summary()}; by exact scores: {rep.exact_curve.smallest(0.8)} edges, by noising "
+          f"exact scores {rep.noising_curve.smallest(0.8)}")
     page = induction_page(bundle)
     out = page.save(tmp_path / "induction.html")
     r = check_page(out, screenshot=ARTIFACTS / "induction-circuit.png", timeout_s=120)

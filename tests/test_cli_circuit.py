@@ -116,6 +116,8 @@ def test_eap_on_induction_prints_the_circuit_and_its_json_and_page_hold_the_libr
     assert f"{d['kept']} kept edges, largest |score| first (score, exact):" in out
     assert all(e["edge"] in out for e in d["edges"][:40])
     assert d["curve"]["sizes"] == list(want.curve.sizes) and abs(d["spearman"] - want.check.spearman) < 1e-9
+    assert d["noising_curve"]["recovered"] == pytest.approx(list(want.noising_curve.recovered), abs=1e-9)
+    assert "Ranked by noising exact scores" in out
     require_chromium()
     r = check_page(page, timeout_s=60)
     assert r.plotly_mounts == r.plotly_drawn == 3, r  # the layered graph, the curve, the scatter against exact

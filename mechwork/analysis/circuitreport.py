@@ -4,7 +4,9 @@ scores checked against exact edge patching, ready for a page to draw.
 :func:`circuit_report` scores every edge of the model's graph (:mod:`mechwork.analysis.edges`: EAP, EAP-IG or exact
 patching), keeps the top-n edges (:func:`mechwork.analysis.circuits.top_n`; by default the smallest n whose
 circuit recovers 80% of the metric on the faithfulness curve) or runs ACDC, and, for an approximate method, checks
-its scores against exact patching of every edge (up to :data:`EXACT_ALL` edges; a sample beyond). The
+its scores against exact patching of every edge (up to :data:`EXACT_ALL` edges; a sample beyond), and ranks the
+edges by exact scores both ways (denoising, and noising: each edge ablated alone in the clean run) on the same
+curve. The
 :class:`CircuitReport` draws the circuit as a layered graph and the curve
 (:mod:`mechwork.analysis.circuitfig`); the induction and prompt dashboards and ``mechwork circuit`` show it.
 
@@ -71,6 +73,7 @@ class CircuitReport(Result):
     target: float = TARGET
     rule: str = "requested"  # how the size was chosen: one of RULES
     exact_curve: Any = None  # FaithfulnessCurve of the top-n by exact scores, at the same sizes (approximate methods)
+    noising_curve: Any = None  # ... by noising exact scores (each edge ablated alone), when the scores are denoising
 
     @property
     def graph(self) -> Graph:
@@ -108,8 +111,9 @@ class CircuitReport(Result):
         """The faithfulness curve with the drawn circuit marked (None for ACDC)."""
         if self.curve is None:
             return None
-        c, e = self.curve, self.exact_curve
-        others = {} if e is None else {"top-n by exact score": (e.sizes, e.recovered)}
+        c, named = self.curve, (("top-n by exact score", self.exact_curve),
+                                ("top-n by noising exact score", self.noising_curve))
+        others = {name: (e.sizes, e.recovered) for name, e in named if e is not None}
         return curve_figure(c.sizes, c.recovered, total=c.total, target=self.target, chosen=len(self.circuit.edges),
                             others=others,
                             method=LABELS[self.method])
@@ -183,4 +187,7 @@ def circuit_report(model: Any, clean: Any, corrupted: Any, metric: Callable[...,
     circuit = circuits.top_n(model, clean, corrupted, metric, scores, size, ablation=ablation)
     exact_curve = None if exact is None or exact is scores else circuits.faithfulness_curve(
         model, clean, corrupted, metric, exact, sizes=curve.sizes, ablation=ablation)
-    return CircuitReport(method, circuit, scores, curve, exact, check, target, rule, exact_curve)
+    noising = None if exact is None or scores.direction != "denoising" else circuits.faithfulness_curve(
+        model, clean, corrupted, metric, edges.edge_patch(model, clean, corrupted, metric, **kw | {
+            "direction": "noising"}), sizes=curve.sizes, ablation=ablation)
+    return CircuitReport(method, circuit, scores, curve, exact, check, target, rule, exact_curve, noising)

@@ -184,4 +184,6 @@ def _json(report: Any, name: str, description: str) -> dict[str, Any]:
             "kept": len(report.circuit.edges), "total": report.graph.n_edges, "recovered": f.recovered,
             "edges": [{"edge": e, "score": s, "exact": x} for e, s, x in _kept(report)],
             "curve": None if c is None else {"sizes": list(c.sizes), "recovered": list(c.recovered)},
+            **{key: None if e is None else {"sizes": list(e.sizes), "recovered": list(e.recovered)}
+               for key, e in (("exact_curve", report.exact_curve), ("noising_curve", report.noising_curve))},
             "spearman": None if v is None else v.spearman, "topk_overlap": None if v is None else v.topk_overlap}

@@ -94,6 +94,19 @@ def exact_curve_line(report: Any) -> str | None:
             f"**{n:,}** edges ({n / total:.1%}).")
 
 
+def noising_line(report: Any) -> str | None:
+    """How the top-n by noising exact scores fares on the curve (None when it was not computed)."""
+    e = getattr(report, "noising_curve", None)
+    if e is None:
+        return None
+    n, total = e.smallest(report.target), report.graph.n_edges
+    head = ("Ranked by noising exact scores (each edge ablated alone in the clean run, as faithfulness ablates the "
+            "edges outside a circuit),")
+    if n is None:
+        return f"{head} no top-n circuit on the curve reaches {report.target:.0%}."
+    return f"{head} the smallest top-n circuit that reaches {report.target:.0%} has **{n:,}** edges ({n / total:.1%})."
+
+
 def negative_line(report: Any) -> str | None:
     """How many kept edges score against the clean-minus-corrupted gap, i.e. move the metric away from clean
     (None when none does, and for ACDC, whose scores are drops)."""
@@ -116,7 +129,8 @@ def negative_line(report: Any) -> str | None:
 
 def circuit_lines(report: Any) -> list[str]:
     """The section's sentences, each chosen by a condition on the report's numbers."""
-    lines = (size_line(report), check_line(report), exact_curve_line(report), negative_line(report))
+    lines = (size_line(report), check_line(report), exact_curve_line(report), noising_line(report),
+             negative_line(report))
     return [s for s in lines if s is not None]
 
 
