@@ -224,6 +224,20 @@ def test_eap_is_exact_on_the_edges_into_the_logits_of_a_linear_readout(four_mode
             assert float(exact.values[idx].abs().max()) > 0.5
 
 
+@pytest.mark.parametrize("name", ["induction-2l", "llama"])
+def test_eap_runs_inside_inference_mode_with_the_same_scores(four_models, name):
+    """A notebook's ``torch.inference_mode()`` around the call: EAP and EAP-IG take their gradients anyway."""
+    model = _model(four_models, name)
+    clean, corrupted, metric = _probe(model, name, n=2)
+    ref, ref_ig = eap(model, clean, corrupted, metric), eap_ig(model, clean, corrupted, metric, steps=2,
+                                                                on="activations")
+    with torch.inference_mode():
+        got, got_ig = eap(model, clean, corrupted, metric), eap_ig(model, clean, corrupted, metric, steps=2,
+                                                                    on="activations")
+    assert torch.equal(got.values, ref.values) and torch.equal(got_ig.values, ref_ig.values)
+    assert float(ref.values.abs().max()) > 0
+
+
 # -- Spearman and verify -----------------------------------------------------------------------------------------
 def test_spearman_is_scipy_spearmanr():
     g = torch.Generator().manual_seed(0)

@@ -107,10 +107,9 @@ class EdgeScores(Result):
     def node_totals(self) -> dict[str, float]:
         """Each sender's total over its out-edges (and positions), NaN skipped: TransformerLens's node score."""
         out = dict.fromkeys(self.graph.senders, 0.0)
-        per = self.graph.n_pos or 1
-        for i, x in enumerate(self.values.detach().double().cpu().tolist()):
-            if not math.isnan(x):
-                out[self.graph.senders[self.graph.pairs[i // per][0]]] += x
+        v = self.values.detach().double().cpu().nan_to_num(0.0).reshape(len(self.graph.pairs), -1).sum(-1)
+        for (u, _), x in zip(self.graph.pairs, v.tolist(), strict=True):
+            out[self.graph.senders[u]] += x
         return out
 
     def _label(self) -> str:
@@ -168,10 +167,6 @@ class _Setup:
                           self.corrupted_value, engine=self.runner.engine, **kw)
 
 
-def _tokens(x: Any) -> Any:
-    return x.batch() if isinstance(x, Prompts) else x
-
-
 def _direction(direction: Any, ablation: Any) -> str:
     """``direction`` checked against ``ablation`` (None: denoising for corrupted ablation, else noising)."""
     if ablation not in ABLATIONS:
@@ -219,7 +214,8 @@ def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], An
     """Check everything; build the runner, the base run and the replacement writes; measure both ends."""
     from mechwork.analysis.edgerun import runner as make_runner
 
-    clean, corrupted, mean_tokens = _tokens(clean), _tokens(corrupted), _tokens(mean_tokens)
+    clean, corrupted, mean_tokens = (x.batch() if isinstance(x, Prompts) else x for x in (clean, corrupted,
+                                                                                       mean_tokens))
     direction = _direction(direction, ablation)
     _check(model, clean, corrupted, ablation, per_position, mean_tokens)
     memory_mb = finite_positive("memory_mb", memory_mb)
@@ -330,7 +326,15 @@ def exact_patcher(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tens
 # -- EAP and EAP-IG --------------------------------------------------------------------------------------------------
 def _grads(s: _Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> Tensor:
     """d metric / d input of every receiver, [receiver, batch, pos, d_model], averaged over the points ``alphas``
-    on the line base + alpha (replacement - base) where the ``pinned`` senders sit (None: the base run itself)."""
+    on the line base + alpha (replacement - base) where the ``pinned`` senders sit (None: the base run itself);
+    outside a caller's ``torch.inference_mode`` (as in a notebook), on copies of its inference tensors."""
+    with torch.inference_mode(False):
+        if any(torch.is_inference(x) for x in (s.tokens, s.base, s.replacement)):
+            s = dataclasses.replace(s, tokens=s.tokens.clone(), base=s.base.clone(), replacement=s.replacement.clone())
+        return _grads_at(s, alphas, pinned)
+
+
+def _grads_at(s: _Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> Tensor:
     b, n_pos = (int(n) for n in s.tokens.shape)
     n_r, d = len(s.runner.graph.receivers), int(s.base.shape[-1])
     points: Sequence[float | None] = [None] if alphas is None else alphas
