@@ -531,3 +531,13 @@ def test_acdc_equals_a_sequential_greedy_pass_over_faithfulness(ind: Any) -> Non
         found = acdc(model, clean, corrupted, metric, threshold=threshold, ablation=ablation)
         assert found.edges == frozenset(kept) and 0 < len(kept) < g.n_edges, (threshold, ablation)
         assert found.faithfulness.metric == pytest.approx(cur, abs=1e-5)
+
+
+def test_cli_refusals_from_the_config_alone(capsys: Any, tmp_path: Path) -> None:
+    same = str(tmp_path / "x.html")
+    code, _, err = _cli(capsys, "induction-2l", "--out", same, "--json", same)
+    assert code == 2 and "same file" in _error_line(err) and not (tmp_path / "x.html").exists()
+    code, _, err = _cli(capsys, "induction-2l", "--pair", "1 2 3", "1 2 99")
+    assert code == 2 and "99" in _error_line(err) and "0 to 63" in err
+    code, _, err = _cli(capsys, "induction-2l", "--top", "82")
+    assert code == 2 and "82" in _error_line(err) and "81" in err
