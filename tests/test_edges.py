@@ -126,11 +126,15 @@ def test_exact_edge_patch_is_one_edge_per_forward_through_plain_hooks(four_model
 
 @pytest.mark.parametrize("ablation", ["mean", "zero"])
 def test_mean_and_zero_ablation_score_by_noising_down_to_every_edge_ablated(four_models, ablation):
-    """The bottom of the gap is the clean run with every edge ablated: the final residual stream is then the sum
-    of the senders' mean (or zero) writes plus the heads' output biases, set here through one plain hook."""
+    """Without corrupted prompts the bottom of the gap is the clean run with every edge ablated: the final residual
+    stream is then the sum of the senders' mean (or zero) writes plus the heads' output biases (one plain hook)."""
     model = _model(four_models, "induction-2l")
-    clean, _, metric = _probe(model, "induction-2l")
+    clean, corrupted, metric = _probe(model, "induction-2l")
     s = edge_patch(model, clean, None, metric, ablation=ablation, edges=["L1H2->logits"])
+    given = edge_patch(model, clean, corrupted, metric, ablation=ablation, edges=["L1H2->logits"])
+    with torch.no_grad():  # corrupted prompts given: they are the bottom, as in TL's faithfulness; scores unchanged
+        assert abs(given.corrupted_value - float(metric(model(corrupted)))) <= TOL
+    assert torch.equal(given.values.nan_to_num(), s.values.nan_to_num())
     writes = _writes(model, clean)
     final = sum(w.mean(0, keepdim=True) for w in writes.values()) * (ablation == "mean") + model.b_O.sum(0)
 

@@ -19,9 +19,10 @@ is patched toward clean; the score is the metric's change):
 
 Under ``ablation="mean"`` or ``"zero"`` an ablated edge reads the sender's mean write over ``mean_tokens`` (default
 the clean prompts, per position) or zero. These score by noising (the base run is clean, one edge ablated per
-copy; ``direction=None`` picks it), and the bottom of the gap, ``corrupted_value``, is the clean run with every
-edge ablated. (Denoising from that all-ablated run would credit only the edges into the logits: every other
-restored edge feeds receivers whose out-edges stay ablated.)
+copy; ``direction=None`` picks it); the bottom of the gap, ``corrupted_value``, is the corrupted run if given (as
+TransformerLens's ``faithfulness``), else the clean run with every edge ablated. (Denoising from an all-ablated
+run would credit only the edges into the logits: every other restored edge feeds receivers whose out-edges stay
+ablated.)
 
 Example::
 
@@ -214,8 +215,8 @@ def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], An
     """Check everything; build the runner, the base run and the replacement writes; measure both ends."""
     from mechwork.analysis.edgerun import runner as make_runner
 
-    clean, corrupted, mean_tokens = (x.batch() if isinstance(x, Prompts) else x for x in (clean, corrupted,
-                                                                                       mean_tokens))
+    clean, corrupted, mean_tokens = (t.batch() if isinstance(t, Prompts) else t
+                                     for t in (clean, corrupted, mean_tokens))
     direction = _direction(direction, ablation)
     _check(model, clean, corrupted, ablation, per_position, mean_tokens)
     memory_mb = finite_positive("memory_mb", memory_mb)
@@ -235,9 +236,9 @@ def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], An
         return _value(metric, run.run(tokens, **kw)[0], b)
 
     clean_value = value(clean)
-    if ablation == "corrupted":
+    if corrupted is not None:
         corrupted_value = value(corrupted.to(device))
-    else:  # the bottom of the gap: the clean run with every edge ablated
+    else:  # mean / zero without corrupted prompts: the bottom is the clean run with every edge ablated
         corrupted_value = value(clean, keep=torch.zeros(1, len(run.graph.pairs), int(clean.shape[1]),
                                                         device=device), replacement=other)
     if direction == "noising":
@@ -260,8 +261,7 @@ def _value(metric: Callable[[Tensor], Any], logits: Tensor, batch: int) -> float
 def _flat(graph: Graph, edges: Any) -> list[int]:
     if edges is None:
         return list(range(graph.n_edges))
-    if isinstance(edges, (str, Edge)):
-        edges = [edges]
+    edges = [edges] if isinstance(edges, (str, Edge)) else edges
     return list(dict.fromkeys(graph.index(e) for e in edges))
 
 
