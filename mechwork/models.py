@@ -468,6 +468,10 @@ def boot_directory(path: str | os.PathLike[str], device: torch.device | str | No
         raise ConfigError(f"{key!r} is not a model directory saved with save_pretrained (it needs a config.json "
                           "naming model_type or architectures)")
     architecture = _architecture(key, hf)
+    if hf.get("scale_attn_weights") is False:  # TL 4.3's bridge scales the scores by 1/sqrt(d_head) regardless
+        raise ConfigError(f"{key!r}: TransformerLens {TL_VERSION_LINE} runs this {architecture} with its attention "
+                          "scores divided by sqrt(d_head) although its config says scale_attn_weights=false "
+                          "(its logits would be wrong): save it with scale_attn_weights=true")
     if not any(f.name.endswith(WEIGHT_SUFFIXES) for f in Path(key).iterdir()):
         raise CheckpointError(f"{key!r} holds a config.json ({architecture}) but no weights (model.safetensors or "
                               "pytorch_model.bin): save the model there with save_pretrained")

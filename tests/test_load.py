@@ -208,3 +208,26 @@ def test_a_module_that_is_not_a_bridge_is_named_by_its_type():
     with pytest.raises(ConfigError) as e:
         mechwork.load(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()))
     assert "\n" not in str(e.value) and str(e.value).endswith("or a TransformerBridge (got a Sequential)")
+
+
+def test_unscaled_gpt2_attention_is_refused_because_the_bridge_would_scale_it(tmp_path, no_network):
+    """TransformerLens's bridge divides GPT-2's attention scores by sqrt(d_head) even when the config says
+    ``scale_attn_weights=false``, so its logits are not the model's: mechwork refuses such a directory in one
+    line. The bridge is booted directly to show the difference is real (this test fails once TL honours the flag)."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=32, n_layer=1, n_head=4,
+                                    scale_attn_weights=False))
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.mul_(3)
+    hf.save_pretrained(tmp_path)
+    tokens = torch.randint(0, 50, (1, 6))
+    bridge = TransformerBridge.boot_transformers(str(tmp_path), device="cpu").eval()
+    with torch.no_grad():
+        assert (bridge(tokens) - _hf_logits(tmp_path, tokens)).abs().max() > 1e-2
+    with pytest.raises(ConfigError) as e:
+        mechwork.load(tmp_path)
+    assert "\n" not in str(e.value) and "scale_attn_weights=false" in str(e.value)
