@@ -545,3 +545,17 @@ def test_cli_refusals_from_the_config_alone(capsys: Any, tmp_path: Path) -> None
     assert code == 2 and "99" in _error_line(err) and "0 to 63" in err
     code, _, err = _cli(capsys, "induction-2l", "--top", "82")
     assert code == 2 and "82" in _error_line(err) and "81" in err
+
+
+@pytest.mark.xfail(strict=True, reason="to C from probe: verify compares noising scores with denoising exact ones")
+def test_verify_refuses_scores_of_another_direction_or_ablation(ind: Any) -> None:
+    from mechwork.analysis.edges import verify
+
+    model, clean, corr, metric = ind
+    exact = edge_patch(model, clean, corr, metric)
+    assert verify(eap(model, clean, corr, metric), exact, sample=None).spearman > 0.5
+    for approx, needle in ((eap(model, clean, corr, metric, direction="noising"), "noising"),
+                           (eap(model, clean, None, metric, ablation="mean"), "mean")):
+        with pytest.raises(ConfigError) as exc:
+            verify(approx, exact, sample=None)
+        one_line(exc, needle, "denoising")
