@@ -12,7 +12,7 @@ the inputs users get wrong (one ConfigError line each), and the edge cases aroun
   per-position EAP summed over positions = position-free EAP; tiny ``memory_mb`` chunks give the same numbers.
 * ``mechwork circuit`` on a directory: a text ``--pair`` without a tokenizer, a GQA model and a zero-gap pair exit 2
   with one line; the page is one file that loads nothing from another host.
-* Marked xfail (strict) while their owner's fix is pending: float64 faithfulness, a lone edge string.
+* Float64 faithfulness, a lone edge string and verify's direction check were xfail until their fixes landed.
 """
 
 from __future__ import annotations
@@ -196,8 +196,6 @@ def test_eap_and_faithfulness_equal_transformer_lens_on_one_pair(gpt2: Any) -> N
 
 
 
-@pytest.mark.xfail(strict=True, reason="to D from probe: circuits.py rounds metric values to float32 "
-                                       "(checks.evaluate_metric .float()), so float64 faithfulness is off by ~1e-8")
 def test_faithfulness_keeps_a_float64_model_in_float64(gpt2: Any) -> None:
     from transformer_lens.tools.analysis import attribution_patching as ap
 
@@ -363,7 +361,6 @@ def test_top_refuses_a_negative_or_fractional_k(ind: Any) -> None:
         one_line(exc, "'k'")
 
 
-@pytest.mark.xfail(strict=True, reason="to D from probe: a lone edge string is iterated character by character")
 def test_a_lone_edge_string_is_one_edge_or_one_clear_line(ind: Any) -> None:
     model, clean, corr, metric = ind
     try:
@@ -547,7 +544,6 @@ def test_cli_refusals_from_the_config_alone(capsys: Any, tmp_path: Path) -> None
     assert code == 2 and "82" in _error_line(err) and "81" in err
 
 
-@pytest.mark.xfail(strict=True, reason="to C from probe: verify compares noising scores with denoising exact ones")
 def test_verify_refuses_scores_of_another_direction_or_ablation(ind: Any) -> None:
     from mechwork.analysis.edges import verify
 

@@ -293,6 +293,9 @@ def test_verify_patches_only_the_top_k_and_a_sample_and_reports_what_it_found():
     assert "Spearman rho" in full.summary() and len(full.to_frame()) == n
     with pytest.raises(ConfigError, match="another graph"):
         verify(_scores(graph, approx_v), _scores(Graph(1, 4, mlp=False), torch.zeros(Graph(1, 4, False).n_edges)))
+    noising = EdgeScores(graph, exact_v.double(), "exact", "noising", "corrupted", 1.0, 0.0)
+    with pytest.raises(ConfigError, match="approximate scores are denoising/corrupted, the exact ones noising"):
+        verify(_scores(graph, approx_v), noising)
     with pytest.raises(ConfigError, match="miss"):
         verify(_scores(graph, approx_v), _scores(graph, torch.full((n,), math.nan)), sample=None)
 
@@ -336,7 +339,7 @@ def test_prompts_are_taken_as_their_token_batches_and_their_lengths_checked(four
 
     a, b = eap(model, clean, corrupted, metric), eap(model, clean.batch(), corrupted.batch(), metric)
     assert torch.equal(a.values, b.values) and float(a.values.abs().max()) > 0
-    with pytest.raises(ConfigError, match=r"same length \(got 8 and 3 tokens\)"):
+    with pytest.raises(ConfigError, match=r"same length \(got 8 and 3 tokens: shapes"):
         edge_patch(model, clean, tokenize(model, [[1, 2, 3], [4, 5, 6]]), metric)
 
 
@@ -367,3 +370,5 @@ def test_exact_patcher_refuses_unknown_arguments_and_corrupted_ablation_without_
         exact_patcher(model, clean, corrupted, metric, steps=3)
     with pytest.raises(ConfigError, match="needs corrupted prompts"):
         edge_patch(model, clean, None, metric)
+    with pytest.raises(ConfigError, match=r"per position: pass exact_patcher\(\.\.\., per_position=True\)"):
+        verify(eap(model, clean, corrupted, metric, per_position=True), exact_patcher(model, clean, corrupted, metric))

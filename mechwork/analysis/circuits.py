@@ -43,12 +43,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechwork.analysis.checks import check_inputs, check_tokens, evaluate_metric
-from mechwork.analysis.edgerun import EdgeRunner, runner
+from mechwork.analysis.edgerun import EdgeRunner
+from mechwork.analysis.edgesetup import ABLATIONS, metric_value, setup
 from mechwork.errors import ConfigError, invalid
 from mechwork.graph import Edge, Graph
-from mechwork.limits import finite_positive
-from mechwork.prompts import Prompts
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,8 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ABLATIONS", "Circuit", "Faithfulness", "FaithfulnessCurve", "acdc", "faithfulness",
            "faithfulness_curve", "top_n"]
-
-ABLATIONS = ("corrupted", "mean", "zero")
 
 
 @dataclass(frozen=True)
@@ -184,7 +180,7 @@ class _Setup:
         with torch.no_grad():
             for i in range(0, keeps.shape[0], self.cap):
                 logits = self.runner.run(self.clean, keep=keeps[i:i + self.cap], replacement=self.replacement)
-                out += [float(evaluate_metric(self.metric, lg, b).mean()) for lg in logits]
+                out += [metric_value(self.metric, lg, b) for lg in logits]
         return out
 
     def result(self, value: float, kept: int, total: int) -> Faithfulness:
@@ -192,50 +188,15 @@ class _Setup:
                             self.corrupted_value, kept, total, self.ablation)
 
 
-def _check(model: Any, clean: Any, corrupted: Any, ablation: str, mean_tokens: Any) -> None:
-    if ablation not in ABLATIONS:
-        raise invalid("ablation", ", ".join(ABLATIONS), ablation)
-    if corrupted is None and ablation == "corrupted":
-        raise ConfigError("ablation='corrupted' needs corrupted prompts (or ablate by 'mean' or 'zero')")
-    check_inputs(model, clean, clean if corrupted is None else corrupted, "circuit search")
-    if mean_tokens is not None:
-        if ablation != "mean":
-            raise ConfigError(f"'mean_tokens' applies to ablation='mean' only (got ablation={ablation!r})")
-        check_tokens(model, mean_tokens, "mean_tokens")
-        if mean_tokens.shape[1] != clean.shape[1]:
-            raise ConfigError(f"'mean_tokens' must have the clean prompts' {clean.shape[1]} positions "
-                              f"(got shape {tuple(mean_tokens.shape)})")
-
-
-@torch.no_grad()
 def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], ablation: str,
            mean_tokens: Any, memory_mb: float) -> _Setup:
-    """Check the inputs; the runner, the replacement writes and the metric's clean and corrupted values."""
-    clean, corrupted, mean_tokens = (x.batch() if isinstance(x, Prompts) else x for x in (clean, corrupted,
-                                                                                       mean_tokens))
-    _check(model, clean, corrupted, ablation, mean_tokens)
-    memory_mb = finite_positive("memory_mb", memory_mb)
-    run = runner(model)
-    device = next(model.parameters()).device
-    clean = clean.to(device)
-    (b, n_pos), n_pairs = clean.shape, len(run.graph.pairs)
-    if ablation == "corrupted":
-        replacement = run.senders(corrupted.to(device))
-    elif ablation == "mean":
-        replacement = run.senders((clean if mean_tokens is None else mean_tokens).to(device)).mean(1, True)
-    else:
-        replacement = torch.zeros_like(run.senders(clean[:1]))
-    cap = max(1, int(memory_mb * 2**20 // max(1, run.copy_bytes(b, n_pos))))
-    s = _Setup(run, clean, replacement, metric, float(evaluate_metric(metric, run.run(clean)[0], b).mean()),
-               math.nan, ablation, cap)
-    if corrupted is not None:
-        bottom = float(evaluate_metric(metric, run.run(corrupted.to(device))[0], b).mean())
-    else:  # mean / zero ablation without corrupted prompts: every edge ablated
-        bottom = s.values(torch.zeros(1, n_pairs, n_pos, device=device))[0]
-    if bottom == s.clean_value:
-        raise ConfigError(f"the clean and corrupted runs give the same metric ({bottom:.6g}), so the fraction "
-                          "recovered is undefined; choose prompts the metric separates")
-    return dataclasses.replace(s, corrupted_value=bottom)
+    """Check the inputs; the runner, the replacement writes and the metric's clean and corrupted values
+    (:func:`mechwork.analysis.edgesetup.setup`, noising: the clean run with edges ablated)."""
+    e = setup(model, clean, corrupted, metric, "noising", ablation, False, mean_tokens, memory_mb)
+    if e.corrupted_value == e.clean_value:
+        raise ConfigError(f"the clean and corrupted runs give the same metric ({e.clean_value:.6g}), so the "
+                          "fraction recovered is undefined; choose prompts the metric separates")
+    return _Setup(e.runner, e.tokens, e.replacement, metric, e.clean_value, e.corrupted_value, ablation, e.cap)
 
 
 def _check_graph(graph: Graph, run_graph: Graph, n_pos: int) -> None:
@@ -262,7 +223,7 @@ def faithfulness(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tenso
         _check_graph(circuit.graph, graph, s.clean.shape[1])
         edges, total = list(circuit.edges), circuit.graph.n_edges
     else:
-        edges = list(dict.fromkeys(Edge.parse(e) for e in circuit))
+        edges = list(dict.fromkeys(Edge.parse(e) for e in ([circuit] if isinstance(circuit, (str, Edge)) else circuit)))
         per_pos = any(e.pos is not None for e in edges)
         total = graph.n_edges * (s.clean.shape[1] if per_pos else 1)
     keep = graph.keep(edges, s.clean.shape[1]).to(s.clean.device)

@@ -51,27 +51,20 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechwork.analysis.checks import check_tokens, evaluate_metric
+from mechwork.analysis.checks import evaluate_metric
+from mechwork.analysis.edgesetup import ABLATIONS, DIRECTIONS, MEMORY_MB, Setup, metric_value, setup
 from mechwork.analysis.verify import Verification, spearman, verify
 from mechwork.errors import ConfigError, invalid
 from mechwork.graph import Edge, Graph
-from mechwork.hooks import check_eval
-from mechwork.limits import finite_positive
-from mechwork.prompts import Prompts
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from mechwork.analysis.edgerun import EdgeRunner
-
 __all__ = ["ABLATIONS", "DIRECTIONS", "IG_ON", "EdgeScores", "Verification", "eap", "eap_ig", "edge_patch",
            "exact_patcher", "spearman", "verify"]
 
-DIRECTIONS = ("denoising", "noising")
-ABLATIONS = ("corrupted", "mean", "zero")
 IG_ON = ("inputs", "activations")
-MEMORY_MB = 512.0  # default budget of one batched forward pass (copies per pass = budget / runner.copy_bytes)
 GRAD_COST = 3  # a copy that is also differentiated holds about this many times a forward copy's memory
 
 
@@ -139,122 +132,9 @@ class EdgeScores(Result):
         return layered_graph(self.graph, scores, title=f"{self._label()} edge scores")
 
 
-# -- the shared setup ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Setup:
-    """The runner, the base run's tokens and writes, what a patched edge reads, and the metric at both ends."""
-
-    runner: EdgeRunner
-    tokens: Tensor  # the base run's input
-    base: Tensor  # [sender, batch, pos, d_model]: each sender's write in the base run
-    replacement: Tensor  # [sender, batch or 1, pos, d_model]: what a patched edge reads
-    metric: Callable[[Tensor], Any]
-    base_value: float
-    clean_value: float
-    corrupted_value: float
-    direction: str
-    ablation: str
-    cap: int  # copies per forward pass
-
-    @property
-    def delta(self) -> Tensor:
-        return self.replacement - self.base
-
-    def graph(self, per_position: bool) -> Graph:
-        return dataclasses.replace(self.runner.graph, n_pos=int(self.tokens.shape[1]) if per_position else None)
-
-    def scores(self, graph: Graph, values: Tensor, method: str, **kw: Any) -> EdgeScores:
-        return EdgeScores(graph, values, method, self.direction, self.ablation, self.clean_value,
-                          self.corrupted_value, engine=self.runner.engine, **kw)
-
-
-def _direction(direction: Any, ablation: Any) -> str:
-    """``direction`` checked against ``ablation`` (None: denoising for corrupted ablation, else noising)."""
-    if ablation not in ABLATIONS:
-        raise invalid("ablation", ", ".join(ABLATIONS), ablation)
-    if direction is None:
-        return "denoising" if ablation == "corrupted" else "noising"
-    if direction not in DIRECTIONS:
-        raise invalid("direction", " or ".join(DIRECTIONS), direction)
-    if direction == "denoising" and ablation != "corrupted":
-        raise ConfigError(f"ablation={ablation!r} scores an edge by ablating it in the clean run: use "
-                          "direction='noising' (or None); denoising patches the corrupted run toward clean")
-    return str(direction)
-
-
-def _check(model: Any, clean: Any, corrupted: Any, ablation: str, per_position: Any, mean_tokens: Any) -> None:
-    if not isinstance(per_position, bool):
-        raise invalid("per_position", "True or False", per_position)
-    check_eval(model, "edge scores")
-    check_tokens(model, clean, "clean")
-    if corrupted is None:
-        if ablation == "corrupted":
-            raise ConfigError("ablation='corrupted' needs corrupted prompts (or ablate by 'mean' or 'zero')")
-    else:
-        check_tokens(model, corrupted, "corrupted")
-        if corrupted.shape[1] != clean.shape[1]:
-            raise ConfigError(f"'clean' and 'corrupted' must have the same length (got {clean.shape[1]} and "
-                              f"{corrupted.shape[1]} tokens)")
-        if corrupted.shape[0] != clean.shape[0]:
-            raise ConfigError(f"'clean' and 'corrupted' must hold as many prompts (got {clean.shape[0]} and "
-                              f"{corrupted.shape[0]})")
-    if clean.shape[1] > model.cfg.n_ctx:
-        raise invalid("clean", f"at most n_ctx = {model.cfg.n_ctx} positions", clean.shape[1])
-    if mean_tokens is not None:
-        if ablation != "mean":
-            raise ConfigError(f"'mean_tokens' applies to ablation='mean' only (got ablation={ablation!r})")
-        check_tokens(model, mean_tokens, "mean_tokens")
-        if mean_tokens.shape[1] != clean.shape[1]:
-            raise ConfigError(f"'mean_tokens' must have the clean prompts' {clean.shape[1]} positions "
-                              f"(got {mean_tokens.shape[1]})")
-
-
-@torch.no_grad()
-def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], direction: Any,
-           ablation: str, per_position: Any, mean_tokens: Any, memory_mb: Any) -> _Setup:
-    """Check everything; build the runner, the base run and the replacement writes; measure both ends."""
-    from mechwork.analysis.edgerun import runner as make_runner
-
-    clean, corrupted, mean_tokens = (t.batch() if isinstance(t, Prompts) else t
-                                     for t in (clean, corrupted, mean_tokens))
-    direction = _direction(direction, ablation)
-    _check(model, clean, corrupted, ablation, per_position, mean_tokens)
-    memory_mb = finite_positive("memory_mb", memory_mb)
-    run = make_runner(model)
-    device = next(model.parameters()).device
-    clean = clean.to(device)
-    b = int(clean.shape[0])
-    w_clean = run.senders(clean)
-    if ablation == "corrupted":
-        other = run.senders(corrupted.to(device))
-    elif ablation == "mean":
-        other = run.senders((clean if mean_tokens is None else mean_tokens).to(device)).mean(1, keepdim=True)
-    else:
-        other = torch.zeros_like(w_clean[:, :1])
-
-    def value(tokens: Tensor, **kw: Any) -> float:
-        return _value(metric, run.run(tokens, **kw)[0], b)
-
-    clean_value = value(clean)
-    if corrupted is not None:
-        corrupted_value = value(corrupted.to(device))
-    else:  # mean / zero without corrupted prompts: the bottom is the clean run with every edge ablated
-        corrupted_value = value(clean, keep=torch.zeros(1, len(run.graph.pairs), int(clean.shape[1]),
-                                                        device=device), replacement=other)
-    if direction == "noising":
-        tokens, base, rep, base_value = clean, w_clean, other, clean_value
-    else:
-        tokens, base, rep, base_value = corrupted.to(device), other, w_clean, corrupted_value
-    cap = max(1, int(memory_mb * 2**20 // max(1, run.copy_bytes(b, int(clean.shape[1])))))
-    return _Setup(run, tokens, base, rep, metric, base_value, clean_value, corrupted_value, direction,
-                  ablation, cap)
-
-
-def _value(metric: Callable[[Tensor], Any], logits: Tensor, batch: int) -> float:
-    """The metric (checked: a scalar or a [batch] vector, finite) averaged over the batch, in float64."""
-    out = metric(logits)
-    evaluate_metric(lambda _: out, logits, batch)
-    return float(torch.as_tensor(out).detach().double().mean())
+def _scores(s: Setup, graph: Graph, values: Tensor, method: str, **kw: Any) -> EdgeScores:
+    return EdgeScores(graph, values, method, s.direction, s.ablation, s.clean_value, s.corrupted_value,
+                      engine=s.runner.engine, **kw)
 
 
 # -- exact edge patching -------------------------------------------------------------------------------------------
@@ -266,7 +146,7 @@ def _flat(graph: Graph, edges: Any) -> list[int]:
 
 
 @torch.no_grad()
-def _patch(s: _Setup, graph: Graph, flat: Sequence[int]) -> Tensor:
+def _patch(s: Setup, graph: Graph, flat: Sequence[int]) -> Tensor:
     """Exact scores of the edges ``flat`` of ``graph`` (NaN elsewhere): one copy per edge, chunked.
 
     Copies go in order of (receiver layer, position): a chunk then holds copies that start at the same layer and
@@ -286,7 +166,7 @@ def _patch(s: _Setup, graph: Graph, flat: Sequence[int]) -> Tensor:
                 keep[c, f // n_pos, f % n_pos] = 0.0
         logits = s.runner.run(s.tokens, keep=keep.to(s.tokens.device), replacement=s.replacement)
         for c, f in enumerate(part):
-            values[f] = _value(s.metric, logits[c], b) - s.base_value
+            values[f] = metric_value(s.metric, logits[c], b) - s.base_value
     return values
 
 
@@ -301,9 +181,9 @@ def edge_patch(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor]
     the edge reads the corrupted / mean / zero write); None picks denoising for ``ablation="corrupted"``, else
     noising. ``per_position``: one score per (edge, position). Edges not in ``edges`` are NaN.
     """
-    s = _setup(model, clean, corrupted, metric, direction, ablation, per_position, mean_tokens, memory_mb)
+    s = setup(model, clean, corrupted, metric, direction, ablation, per_position, mean_tokens, memory_mb)
     graph = s.graph(per_position)
-    return s.scores(graph, _patch(s, graph, _flat(graph, edges)), "exact")
+    return _scores(s, graph, _patch(s, graph, _flat(graph, edges)), "exact")
 
 
 @no_type_check  # checks its own arguments, with one-line messages
@@ -314,17 +194,17 @@ def exact_patcher(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tens
     ``kw``: ``direction``, ``ablation``, ``per_position``, ``mean_tokens``, ``memory_mb`` as :func:`edge_patch`.
     """
     per_position = kw.pop("per_position", False)
-    s = _setup(model, clean, corrupted, metric, kw.pop("direction", None), kw.pop("ablation", "corrupted"),
+    s = setup(model, clean, corrupted, metric, kw.pop("direction", None), kw.pop("ablation", "corrupted"),
                per_position, kw.pop("mean_tokens", None), kw.pop("memory_mb", MEMORY_MB))
     if kw:
         raise ConfigError(f"exact_patcher got unknown arguments {sorted(kw)} (valid: direction, ablation, "
                           "per_position, mean_tokens, memory_mb)")
     graph = s.graph(per_position)
-    return lambda edges: s.scores(graph, _patch(s, graph, _flat(graph, edges)), "exact")
+    return lambda edges: _scores(s, graph, _patch(s, graph, _flat(graph, edges)), "exact")
 
 
 # -- EAP and EAP-IG --------------------------------------------------------------------------------------------------
-def _grads(s: _Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> Tensor:
+def _grads(s: Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> Tensor:
     """d metric / d input of every receiver, [receiver, batch, pos, d_model], averaged over the points ``alphas``
     on the line base + alpha (replacement - base) where the ``pinned`` senders sit (None: the base run itself);
     outside a caller's ``torch.inference_mode`` (as in a notebook), on copies of its inference tensors."""
@@ -334,7 +214,7 @@ def _grads(s: _Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> 
         return _grads_at(s, alphas, pinned)
 
 
-def _grads_at(s: _Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> Tensor:
+def _grads_at(s: Setup, alphas: Sequence[float] | None, pinned: Sequence[int]) -> Tensor:
     b, n_pos = (int(n) for n in s.tokens.shape)
     n_r, d = len(s.runner.graph.receivers), int(s.base.shape[-1])
     points: Sequence[float | None] = [None] if alphas is None else alphas
@@ -364,7 +244,7 @@ def _scalar(metric: Callable[[Tensor], Any], logits: Tensor, batch: int) -> Tens
     return out.mean() if out.ndim == 1 else out
 
 
-def _contract(s: _Setup, graph: Graph, grad: Tensor) -> Tensor:
+def _contract(s: Setup, graph: Graph, grad: Tensor) -> Tensor:
     """score(u -> v, p) = sum over batch and d_model of delta_u * grad_v; summed over p unless per position."""
     per = torch.einsum("sbpd,rbpd->srp", s.delta.to(grad), grad).double()
     pairs = torch.tensor(graph.pairs, dtype=torch.long, device=per.device)
@@ -377,9 +257,9 @@ def eap(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any],
         ablation: str = "corrupted", per_position: bool = False, mean_tokens: Any = None,
         memory_mb: float = MEMORY_MB) -> EdgeScores:
     """Edge attribution patching: one forward and one backward pass of the base run (see the module)."""
-    s = _setup(model, clean, corrupted, metric, direction, ablation, per_position, mean_tokens, memory_mb)
+    s = setup(model, clean, corrupted, metric, direction, ablation, per_position, mean_tokens, memory_mb)
     graph = s.graph(per_position)
-    return s.scores(graph, _contract(s, graph, _grads(s, None, ())), "eap")
+    return _scores(s, graph, _contract(s, graph, _grads(s, None, ())), "eap")
 
 
 @no_type_check  # checks its own arguments, with one-line messages
@@ -393,8 +273,8 @@ def eap_ig(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], An
         raise invalid("steps", "a positive number of interpolation steps (1 = EAP)", steps)
     if on not in IG_ON:
         raise invalid("on", " or ".join(IG_ON), on)
-    s = _setup(model, clean, corrupted, metric, direction, "corrupted", per_position, None, memory_mb)
+    s = setup(model, clean, corrupted, metric, direction, "corrupted", per_position, None, memory_mb)
     graph = s.graph(per_position)
     pinned = (0,) if on == "inputs" else tuple(range(len(graph.senders)))
     grad = _grads(s, [k / steps for k in range(steps)], pinned)
-    return s.scores(graph, _contract(s, graph, grad), "eap-ig", steps=steps, ig_on=on)
+    return _scores(s, graph, _contract(s, graph, grad), "eap-ig", steps=steps, ig_on=on)

@@ -147,10 +147,19 @@ def verify(scores: Any, exact: Any | Callable[[Sequence[Edge]], Any], *, k: int 
     chosen = _checked(approx_all, k, sample, seed)
     if not chosen:
         raise ConfigError("verify needs at least one scored edge (every approximate score is NaN)")
-    ex = exact([graph.edges[i] for i in chosen]) if callable(exact) else exact
+    try:
+        ex = exact([graph.edges[i] for i in chosen]) if callable(exact) else exact
+    except ConfigError as e:
+        if graph.n_pos is not None and "names a position" in str(e):
+            raise ConfigError("the scores are per position: pass exact_patcher(..., per_position=True)") from None
+        raise
     if ex.graph != graph:
         raise ConfigError(f"the exact scores are over another graph ({ex.graph.describe()}; the approximate ones: "
                           f"{graph.describe()})")
+    kinds = [(x.direction, x.ablation) for x in (scores, ex)]
+    if kinds[0] != kinds[1]:
+        raise ConfigError(f"the approximate scores are {'/'.join(kinds[0])}, the exact ones {'/'.join(kinds[1])}: "
+                          "compute both with the same direction and ablation")
     idx = torch.tensor(chosen, dtype=torch.long)
     a, x = approx_all[idx], ex.values.detach().double().cpu()[idx]
     missing = torch.isnan(x)
