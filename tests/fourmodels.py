@@ -103,3 +103,17 @@ def build(name: str, root: Path) -> str:
     if name == "induction-2l":
         return name
     raise ValueError(name)
+
+
+def sender_writes(model: Any, tokens: Any) -> dict[str, Any]:
+    """Every edge sender's write from TransformerLens's cache (the edge runners' ``senders`` by hand): input =
+    resid_pre of layer 0, head = its z @ W_O[h] (no b_O), MLP = mlp_out; detached."""
+    _, cache = model.run_with_cache(tokens)
+    out = {"input": cache["blocks.0.hook_resid_pre"]}
+    for layer in range(int(model.cfg.n_layers)):
+        z = cache[f"blocks.{layer}.attn.hook_z"]
+        for h in range(int(model.cfg.n_heads)):
+            out[f"L{layer}H{h}"] = z[:, :, h] @ model.W_O[layer, h]
+        if f"blocks.{layer}.hook_mlp_out" in cache:
+            out[f"MLP{layer}"] = cache[f"blocks.{layer}.hook_mlp_out"]
+    return {k: v.detach() for k, v in out.items()}

@@ -9,6 +9,7 @@ the bridge's own weights (``W_O``, ``W_K``, ``b_K``, its ``ln1`` module), one ed
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -18,6 +19,9 @@ import mechwork
 from mechwork.edgeforward import EngineRunner
 from mechwork.errors import ConfigError
 from mechwork.models import weights
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fourmodels import sender_writes
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TOL = 1e-5
@@ -51,19 +55,6 @@ def _err(a: torch.Tensor, b: torch.Tensor | None) -> float:
     return float((a - b).detach().abs().max())
 
 
-def _writes(model: Any, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every sender's write from TransformerLens's cache: input = resid_pre 0, head = z @ W_O[h], MLP = mlp_out."""
-    _, cache = model.run_with_cache(tokens)
-    out = {"input": cache["blocks.0.hook_resid_pre"]}
-    for layer in range(int(model.cfg.n_layers)):
-        z = cache[f"blocks.{layer}.attn.hook_z"]
-        for h in range(int(model.cfg.n_heads)):
-            out[f"L{layer}H{h}"] = z[:, :, h] @ model.W_O[layer, h]
-        if f"blocks.{layer}.hook_mlp_out" in cache:
-            out[f"MLP{layer}"] = cache[f"blocks.{layer}.hook_mlp_out"]
-    return {k: v.detach() for k, v in out.items()}
-
-
 def _one_edge(runner: EngineRunner, edge: str, n_pos: int, pos: int | None = None) -> torch.Tensor:
     keep = torch.ones(1, len(runner.graph.pairs), n_pos, dtype=torch.float64)
     keep[0, runner.graph.pair_index(edge), slice(None) if pos is None else pos] = 0.0
@@ -92,7 +83,7 @@ def test_senders_are_the_writes_and_add_up_to_the_residual_stream(four_models, n
     runner = EngineRunner(model)
     toks = _tokens(model, (2, 9), 1)
     senders = runner.senders(toks)
-    ref = _writes(model, toks)
+    ref = sender_writes(model, toks)
     assert senders.shape == (len(runner.graph.senders), 2, 9, model.cfg.d_model)
     for i, s in enumerate(runner.graph.senders):
         assert _err(senders[i], ref[s]) <= TOL, s
@@ -117,7 +108,7 @@ def test_edge_into_logits_is_the_patched_final_residual(four_models, name, sende
     model = _model(four_models, name)
     runner = EngineRunner(model)
     clean, corrupted = _tokens(model, (2, 8), 2), _tokens(model, (2, 8), 3)
-    w_clean, w_corr = _writes(model, clean)[sender], _writes(model, corrupted)[sender]
+    w_clean, w_corr = sender_writes(model, clean)[sender], sender_writes(model, corrupted)[sender]
     at = slice(None) if pos is None else pos
 
     def patch(act, hook):
@@ -142,7 +133,7 @@ def test_edge_into_a_head_input_is_the_patched_projection(four_models, name, sen
     model = _model(four_models, name)
     runner = EngineRunner(model)
     clean, corrupted = _tokens(model, (2, 8), 4), _tokens(model, (2, 8), 5)
-    w_clean, w_corr = _writes(model, clean)[sender], _writes(model, corrupted)[sender]
+    w_clean, w_corr = sender_writes(model, clean)[sender], sender_writes(model, corrupted)[sender]
     layer, head, which = int(receiver[1]), int(receiver[3]), receiver[-1]
     _, cache = model.run_with_cache(clean)
     with torch.no_grad():
@@ -168,7 +159,7 @@ def test_edge_into_an_mlp_is_the_patched_mlp_input(four_models, name, sender, re
     model = _model(four_models, name)
     runner = EngineRunner(model)
     clean, corrupted = _tokens(model, (2, 8), 6), _tokens(model, (2, 8), 7)
-    w_clean, w_corr = _writes(model, clean)[sender], _writes(model, corrupted)[sender]
+    w_clean, w_corr = sender_writes(model, clean)[sender], sender_writes(model, corrupted)[sender]
     layer = int(receiver[3])
 
     def patch(act, hook):  # the bridge's ln2 input is the MLP's input only; the residual sum keeps its own

@@ -16,6 +16,8 @@ The checks against TransformerLens's attribution_patching are in tests/test_edge
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import Any
 
 import pytest
@@ -27,6 +29,9 @@ from mechwork.analysis.verify import ranks, spearman, verify
 from mechwork.errors import ConfigError
 from mechwork.graph import Edge, Graph
 from mechwork.tasks import standard_probe
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fourmodels import sender_writes
 
 TOL = 1e-8  # float64
 _MODELS: dict[str, Any] = {}
@@ -51,17 +56,6 @@ def _probe(model: Any, name: str, n: int = 4) -> tuple[torch.Tensor, torch.Tenso
 
 
 # -- exact edge patching against one edge per forward pass through plain hooks ----------------------------------
-def _writes(model: Any, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every sender's write from TL's cache: input = resid_pre 0, head = z @ W_O[h], MLP = mlp_out."""
-    _, cache = model.run_with_cache(tokens)
-    out = {"input": cache["blocks.0.hook_resid_pre"]}
-    for layer in range(int(model.cfg.n_layers)):
-        z = cache[f"blocks.{layer}.attn.hook_z"]
-        for h in range(int(model.cfg.n_heads)):
-            out[f"L{layer}H{h}"] = z[:, :, h] @ model.W_O[layer, h]
-    return {k: v.detach() for k, v in out.items()}
-
-
 def _brute(model: Any, base: torch.Tensor, change: torch.Tensor, edge: Edge, metric: Any) -> float:
     """metric(base run with only ``edge``'s receiver reading the sender's write + change) - metric(base run)."""
     change = change.expand(base.shape[0], -1, -1).clone()
@@ -101,7 +95,7 @@ def test_exact_edge_patch_is_one_edge_per_forward_through_plain_hooks(four_model
     model = _model(four_models, name)
     clean, corrupted, metric = _probe(model, name)
     n_pos = clean.shape[1]
-    w_clean, w_corr = _writes(model, clean), _writes(model, corrupted)
+    w_clean, w_corr = sender_writes(model, clean), sender_writes(model, corrupted)
     if direction == "denoising":
         base, rep, ref = corrupted, w_clean, w_corr
     else:
@@ -135,7 +129,7 @@ def test_mean_and_zero_ablation_score_by_noising_down_to_every_edge_ablated(four
     with torch.no_grad():  # corrupted prompts given: they are the bottom, as in TL's faithfulness; scores unchanged
         assert abs(given.corrupted_value - float(metric(model(corrupted)))) <= TOL
     assert torch.equal(given.values.nan_to_num(), s.values.nan_to_num())
-    writes = _writes(model, clean)
+    writes = sender_writes(model, clean)
     final = sum(w.mean(0, keepdim=True) for w in writes.values()) * (ablation == "mean") + model.b_O.sum(0)
 
     def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
