@@ -511,7 +511,9 @@ def test_acdc_equals_a_sequential_greedy_pass_over_faithfulness(ind: Any) -> Non
     """The greedy pass written out with one faithfulness() call per tried edge: receivers from the logits back,
     senders latest first; an edge stays removed when the metric drops by < threshold of the gap; a head or MLP
     that feeds nothing any more loses its incoming edges untried."""
-    model, clean, corr, metric = ind
+    model = ind[0]
+    pr = standard_probe(mechwork.preset("induction-2l").task, n=2, half=4)
+    clean, corr, metric = pr.clean, pr.corrupted, pr.metric
     g = Graph.of_model(model)
     for threshold, ablation in ((0.1, "zero"),):
         corrupted = corr if ablation == "corrupted" else None
