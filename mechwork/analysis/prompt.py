@@ -33,7 +33,7 @@ Example::
     >>> model = mechwork.load("induction-2l", device="cpu")
     >>> bundle = analyse_prompts(model, [[1, 2, 3, 1, 2]], pair=([1, 2, 3, 1, 2], [4, 5, 6, 1, 2]))
     >>> sorted(bundle)[:4], bundle["metric"].rule
-    (['attention', 'attr_heads', 'attr_resid', 'detectors'], 'clean top vs corrupted top')
+    (['attention', 'attr_heads', 'attr_resid', 'circuit'], 'clean top vs corrupted top')
 """
 
 from __future__ import annotations

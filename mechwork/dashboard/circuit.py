@@ -14,7 +14,8 @@ Example::
     >>> g = Graph(2, 4, mlp=False)
     >>> circuit = NS(graph=g, edges=frozenset({Edge("L0H0", "L1H2.k")}), scores=((Edge("L0H0", "L1H2.k"), 1.0),),
     ...              faithfulness=NS(recovered=0.85, clean_value=3.0, corrupted_value=0.0), threshold=None)
-    >>> report = NS(method="eap", circuit=circuit, check=None, target=0.8, rule="smallest", graph=g, exact=None)
+    >>> report = NS(method="eap", circuit=circuit, check=None, target=0.8, rule="smallest", graph=g, exact=None,
+    ...             scores=None, exact_curve=None, noising_curve=None)
     >>> circuit_lines(report)[0]
     'The top **1** edges by EAP score (1.2% of the 81) recover **85.0%** of the metric: the smallest top-n circuit \
 on the faithfulness curve that reaches 80%.'
