@@ -192,7 +192,7 @@ def _setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], An
            mean_tokens: Any, memory_mb: float) -> _Setup:
     """Check the inputs; the runner, the replacement writes and the metric's clean and corrupted values
     (:func:`mechwork.analysis.edgesetup.setup`, noising: the clean run with edges ablated)."""
-    e = setup(model, clean, corrupted, metric, "noising", ablation, False, mean_tokens, memory_mb)
+    e = setup(model, clean, corrupted, metric, "noising", ablation, False, mean_tokens, memory_mb, "circuit search")
     if e.corrupted_value == e.clean_value:
         raise ConfigError(f"the clean and corrupted runs give the same metric ({e.clean_value:.6g}), so the "
                           "fraction recovered is undefined; choose prompts the metric separates")

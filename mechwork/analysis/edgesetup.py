@@ -86,10 +86,11 @@ def resolve_direction(direction: Any, ablation: Any) -> str:
     return str(direction)
 
 
-def check_pair(model: Any, clean: Any, corrupted: Any, ablation: str, per_position: Any, mean_tokens: Any) -> None:
+def check_pair(model: Any, clean: Any, corrupted: Any, ablation: str, per_position: Any, mean_tokens: Any,
+               operation: str = "edge scoring") -> None:
     if not isinstance(per_position, bool):
         raise invalid("per_position", "True or False", per_position)
-    check_eval(model, "edge scores")
+    check_eval(model, operation)
     check_tokens(model, clean, "clean")
     if corrupted is None:
         if ablation == "corrupted":
@@ -116,12 +117,13 @@ def check_pair(model: Any, clean: Any, corrupted: Any, ablation: str, per_positi
 
 @torch.no_grad()
 def setup(model: Any, clean: Any, corrupted: Any, metric: Callable[[Tensor], Any], direction: Any,
-           ablation: str, per_position: Any, mean_tokens: Any, memory_mb: Any) -> Setup:
+           ablation: str, per_position: Any, mean_tokens: Any, memory_mb: Any, operation: str = "edge scoring",
+           ) -> Setup:
     """Check everything; build the runner, the base run and the replacement writes; measure both ends."""
     clean, corrupted, mean_tokens = (t.batch() if isinstance(t, Prompts) else t
                                      for t in (clean, corrupted, mean_tokens))
     direction = resolve_direction(direction, ablation)
-    check_pair(model, clean, corrupted, ablation, per_position, mean_tokens)
+    check_pair(model, clean, corrupted, ablation, per_position, mean_tokens, operation)
     memory_mb = finite_positive("memory_mb", memory_mb)
     run = make_runner(model)
     device = next(model.parameters()).device
