@@ -2,8 +2,10 @@
 
 * induction-2l, the induction probe (8 sequences [r, r], halves of 24 tokens): mechwork's own head detectors name
   the previous-token heads (L0H0, L0H3) and the induction heads; the circuit each method finds (top-n of EAP,
-  EAP-IG and exact edge patching, at the smallest size that recovers 80% of the metric; ACDC) holds the edges
-  from both previous-token heads into every induction head's key; a circuit with at most 10% of the edges
+  EAP-IG and exact edge patching, at the smallest size that recovers 80% of the metric) holds the edges from
+  both previous-token heads into every induction head's key at most of the key positions the mechanism reads
+  (far above a random circuit of its size); ACDC's holds L0H0's at >= 90% of them (L0H3's key edges are worth
+  5% of the metric, so ACDC keeps them near chance, which is printed); a circuit with at most 10% of the edges
   recovers at least 80% of the metric. Edges are per position (81 edges x 48 positions): an induction head needs
   the previous token at the keys of the first half and its own output at the queries of the second half only.
 * modadd-113, its probe (b -> b + 1): ACDC's circuit runs through the MLP and the heads that read a and b.
@@ -24,6 +26,7 @@ from mechwork.tasks import standard_probe
 
 TARGET = 0.8  # share of the metric a circuit must recover
 SMALL = 0.1  # ... with at most this share of the edges
+KEY_POSITIONS = range(1, 24)  # the first-half keys an induction head matches (halves of 24 tokens)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +49,24 @@ def _scores(ctx: dict[str, Any], method: str) -> Any:
     return ctx["scores"][method]
 
 
-def _report(label: str, circuit: Any, k_edges: list[Edge]) -> None:
+def _coverage(circuit: Any, edge: Edge) -> float:
+    """The share of the key positions the mechanism reads (1..23: the first half, where a previous token is
+    matched) at which a per-position circuit keeps ``edge``; ``edge in circuit`` alone would mean "at any one
+    of 48 positions", which a random circuit of these sizes almost always meets."""
+    return sum(Edge(edge.sender, edge.receiver, q) in circuit.edges for q in KEY_POSITIONS) / len(KEY_POSITIONS)
+
+
+def _report(label: str, circuit: Any, k_edges: list[Edge]) -> dict[str, float]:
     f = circuit.faithfulness
+    share = len(circuit.edges) / circuit.graph.n_edges
+    cover = {str(e): _coverage(circuit, e) for e in k_edges} if circuit.graph.n_pos else {}
     missing = [str(e) for e in k_edges if e not in circuit]
-    print(f"\n{label}: {len(circuit.edges):,} of {circuit.graph.n_edges:,} edges "
-          f"({len(circuit.edges) / circuit.graph.n_edges:.1%}) recover {f.recovered:.1%} ({f.ablation} ablation); "
-          f"previous-token -> induction key edges: {len(k_edges) - len(missing)}/{len(k_edges)}"
-          + (f" (missing {', '.join(missing)})" if missing else ""))
+    print(f"\n{label}: {len(circuit.edges):,} of {circuit.graph.n_edges:,} edges ({share:.1%}) recover "
+          f"{f.recovered:.1%} ({f.ablation} ablation); previous-token -> induction key edges: "
+          + (", ".join(f"{e} at {c:.0%} of the key positions" for e, c in cover.items())
+             + f" (a random circuit of this size: {share:.0%})" if cover else
+             f"{len(k_edges) - len(missing)}/{len(k_edges)}" + (f" (missing {', '.join(missing)})" if missing else "")))
+    return cover
 
 
 def test_the_detectors_name_the_previous_token_and_induction_heads(induction):
@@ -69,18 +83,23 @@ def test_the_top_n_circuit_of_each_method_holds_the_key_edges(induction, method)
     size = curve.smallest(TARGET)
     assert size is not None, curve.recovered
     circuit = top_n(m, p.clean, p.corrupted, p.metric, scores, size)
-    _report(f"top-n {method} (smallest size on the curve recovering {TARGET:.0%})", circuit, induction["k_edges"])
+    cover = _report(f"top-n {method} (smallest size on the curve recovering {TARGET:.0%})", circuit,
+                    induction["k_edges"])
     print("  curve: " + ", ".join(f"{n}: {r:.0%}" for n, r in zip(curve.sizes, curve.recovered, strict=True)))
     assert circuit.faithfulness.recovered >= TARGET
-    assert all(e in circuit for e in induction["k_edges"])
+    share = len(circuit.edges) / circuit.graph.n_edges
+    # both previous-token heads' key edges, at most of the positions the mechanism reads, far above chance
+    assert min(cover.values()) >= max(0.6, 1.5 * share), cover
 
 
 def test_the_acdc_circuit_holds_the_key_edges(induction):
     m, p = induction["model"], induction["probe"]
     circuit = acdc(m, p.clean, p.corrupted, p.metric, threshold=0.001, per_position=True)
-    _report("acdc, threshold 0.001 of the gap", circuit, induction["k_edges"])
+    cover = _report("acdc, threshold 0.001 of the gap", circuit, induction["k_edges"])
     assert circuit.faithfulness.recovered >= TARGET
-    assert all(e in circuit for e in induction["k_edges"])
+    # L0H0's key edges at (nearly) every key position; ACDC keeps L0H3's only where they are worth its
+    # threshold (removing all of them costs 5% of the metric, see the position-free test), near chance
+    assert all(c >= 0.9 for e, c in cover.items() if e.startswith("L0H0")), cover
 
 
 def test_a_tenth_of_the_edges_recovers_most_of_the_metric(induction):
@@ -100,10 +119,10 @@ def test_a_tenth_of_the_edges_recovers_most_of_the_metric(induction):
     print(f"\nthe mechanism through {', '.join(f'L{a}H{b}' for a, b in induction['prev'])} by hand: {hand.kept} of "
           f"{hand.total} edges ({hand.kept / hand.total:.1%}) recover {hand.recovered:.1%} (corrupted ablation)")
     circuit = acdc(m, p.clean, p.corrupted, p.metric, threshold=0.003, per_position=True, ablation="mean")
-    _report("acdc, threshold 0.003 of the gap, mean ablation", circuit, induction["k_edges"])
+    cover = _report("acdc, threshold 0.003 of the gap, mean ablation", circuit, induction["k_edges"])
     assert len(circuit.edges) <= SMALL * circuit.graph.n_edges
     assert circuit.faithfulness.recovered >= TARGET
-    assert all(Edge("L0H0", f"L{c}H{d}.k") in circuit for c, d in induction["ind"])  # the main previous-token head
+    assert all(c >= 0.9 for e, c in cover.items() if e.startswith("L0H0")), cover  # the main previous-token head
 
 
 def test_position_free_circuits_are_reported(induction):
