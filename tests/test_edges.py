@@ -198,6 +198,10 @@ def test_approximation_quality_on_induction_over_every_edge(four_models):
     assert rho[("EAP", "denoising")] > 0.5 and rho[("EAP", "noising")] > 0.5
     assert all(rho[(f"EAP-IG {on} {n}", "noising")] > 0.5 for on in ("inputs", "activations") for n in (5, 20))
     assert all(r > 0 for r in rho.values())
+    # the orderings the issue asks about, both ways (a change in either direction fails here)
+    ig = [f"EAP-IG {on} {n}" for on in ("inputs", "activations") for n in (5, 20)]
+    assert all(rho[(k, "noising")] > rho[("EAP", "noising")] for k in ig)
+    assert all(rho[(k, "denoising")] < rho[("EAP", "denoising")] for k in ig)
 
 
 @pytest.mark.slow
