@@ -557,3 +557,22 @@ def test_verify_refuses_scores_of_another_direction_or_ablation(ind: Any) -> Non
         with pytest.raises(ConfigError) as exc:
             verify(approx, exact, sample=None)
         one_line(exc, needle, "denoising")
+
+
+def test_circuit_report_counts_a_per_position_graph_of_prompts(ind: tuple[Any, Any, Any, Any]) -> None:
+    """``top`` is checked against the per-position graph of the prompts' length, for Prompts as for tensors."""
+    from mechwork.analysis.circuitreport import circuit_report
+    from mechwork.prompts import tokenize
+
+    model = ind[0]
+    clean, corrupted = tokenize(model, [[1, 2, 3, 1, 2]]), tokenize(model, [[4, 5, 6, 1, 2]])
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1, 3].mean()
+
+    total = Graph.of_model(model, n_pos=5).n_edges  # 405 edges, against 81 over every position
+    report = circuit_report(model, clean, corrupted, metric, per_position=True, top=100)
+    assert len(report.circuit.edges) == 100 and report.graph.n_edges == total
+    with pytest.raises(ConfigError) as e:
+        circuit_report(model, clean, corrupted, metric, per_position=True, top=total + 1)
+    one_line(e, f"[1, {total:,}]")

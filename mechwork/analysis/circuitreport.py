@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from mechwork.analysis.circuitfig import curve_figure, layered_graph
 from mechwork.errors import ConfigError, invalid
 from mechwork.graph import Graph
+from mechwork.prompts import Prompts
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -138,7 +139,8 @@ def _check_top(model: Any, clean: Any, top: Any, per_position: bool) -> None:
     """``top`` against the graph's edge count, before any edge is scored (one line)."""
     if top is None:
         return
-    n_pos = getattr(clean, "shape", (0, 0))[-1] if per_position else None
+    tokens = clean.batch() if isinstance(clean, Prompts) else clean
+    n_pos = getattr(tokens, "shape", (0, 0))[-1] if per_position else None
     total = Graph.of_model(model, n_pos=n_pos or None).n_edges
     if isinstance(top, bool) or not ((isinstance(top, int) and 1 <= top <= total)
                                      or (isinstance(top, float) and 0 < top <= 1)):
