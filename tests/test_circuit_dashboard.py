@@ -30,7 +30,15 @@ from mechwork.analysis.circuitfig import (
     node_xy,
 )
 from mechwork.analysis.circuitreport import CircuitReport
-from mechwork.dashboard.circuit import AGREE, circuit_lines, circuit_section, negative_line, size_line
+from mechwork.dashboard.circuit import (
+    AGREE,
+    circuit_lines,
+    circuit_section,
+    curve_caption,
+    negative_line,
+    size_line,
+    table_caption,
+)
 from mechwork.dashboard.induction import key_edges_line
 from mechwork.dashboard.page import Page
 from mechwork.errors import ConfigError
@@ -233,6 +241,24 @@ def test_negative_line_only_when_a_kept_edge_is_negative():
     line = negative_line(below)
     assert line is not None and line.startswith("1 of the circuit's edges have a positive score (L0H0->L1H2.k), and "
                                                 "the clean metric is below the corrupted one: by its EAP score")
+
+
+def test_negative_line_for_exact_noising_scores_says_ablated():
+    neg = Edge("L1H2", "logits")
+    noising = replace(report(scores={K: -2.0, neg: 0.5}, kept=(K, neg), method="exact"), scores=NS(direction="noising"))
+    line = negative_line(noising)
+    assert line is not None and "ablated alone, each moves" in line and "patched" not in line
+
+
+def test_curve_and_table_captions_name_the_direction_both_ways():
+    den, noi = report(), replace(report(), scores=NS(direction="noising"))
+    assert "top n edges by EAP score" in curve_caption(den)
+    assert "top n edges by noising EAP score" in curve_caption(noi)
+    assert table_caption(den, 3) == "The 3 kept edges, largest |score| first"  # no exact column to explain
+    with_exact = replace(den, exact=object())
+    assert table_caption(with_exact, 3).endswith("patching that edge alone into the corrupted run")
+    assert table_caption(replace(with_exact, scores=NS(direction="noising")), 3).endswith(
+        "ablating that edge alone in the clean run")
 
 
 def test_key_edges_line_holds_lacks_or_says_nothing():

@@ -128,6 +128,27 @@ def negative_line(report: Any) -> str | None:
             f"{how}, each moves the metric away from clean on its own.")
 
 
+def _noising(report: Any) -> bool:
+    return getattr(report.scores, "direction", None) == "noising"
+
+
+def curve_caption(report: Any) -> str:
+    """What a point of the faithfulness curve is: the top n by the report's (noising or denoising) score."""
+    by = ("noising " if _noising(report) else "") + SCORE_NAMES.get(report.method, report.method)
+    return (f"Each point keeps the top n edges by {by} score and ablates every other edge "
+            f"({report.circuit.faithfulness.ablation}); 1 is the clean metric, 0 the corrupted one.")
+
+
+def table_caption(report: Any, n: int) -> str:
+    """The kept-edge table's caption; what its exact column measures, in the scores' direction."""
+    out = f"The {n:,} kept edges, largest |score| first"
+    if report.exact is None:
+        return out
+    how = "ablating that edge alone in the clean run" if _noising(report) else \
+        "patching that edge alone into the corrupted run"
+    return out + f"; exact: the metric change of {how}"
+
+
 def circuit_lines(report: Any) -> list[str]:
     """The section's sentences, each chosen by a condition on the report's numbers."""
     lines = (size_line(report), check_line(report), exact_curve_line(report), noising_line(report),
@@ -151,19 +172,14 @@ def circuit_section(page: Page, bundle: Analysis, *, key: str = "circuit", title
                 caption="Hover an edge for its score and rank, a node for the sum of its drawn out-edges.")
     curve = report.curve_figure()
     if curve is not None:
-        by = SCORE_NAMES.get(report.method, report.method)
-        page.plotly(curve, title=f"{title}: faithfulness against size",
-                    caption=f"Each point keeps the top n edges by {by} score and ablates every other edge "
-                            f"({report.circuit.faithfulness.ablation}); 1 is the clean metric, 0 the corrupted one.")
+        page.plotly(curve, title=f"{title}: faithfulness against size", caption=curve_caption(report))
     if report.check is not None:
         page.result(report.check, title=f"{title}: {NAMES.get(report.method, report.method)} against exact patching",
                     caption=report.check.summary())
     frame = report.to_frame()
     frame = frame[frame["kept"]].drop(columns=["kept"]).sort_values("score", key=abs, ascending=False)
     return page.table(frame, title=f"{title}: its edges", max_rows=50,
-                      caption=f"The {len(frame):,} kept edges, largest |score| first" + (
-                          "; exact: the metric change of patching that edge alone" if report.exact is not None
-                          else ""))
+                      caption=table_caption(report, len(frame)))
 
 
 def circuit_page(report: Any, name: str, probe: str) -> Page:
