@@ -99,9 +99,14 @@ def test_without_kept_the_largest_are_drawn_and_per_position_scores_are_summed()
     assert set(edge_traces(fig)) == {str(e) for e in largest}
     gp = Graph(2, 4, mlp=False, n_pos=3)
     per = {e: 1.0 if e.pos == 0 else -0.25 for e in gp.edges}  # each pair: 1 - 0.25 - 0.25 = 0.5
+    summed = edge_traces(layered_graph(gp, per, max_edges=len(gp.pairs)))["L0H0->L1H2.k"]
+    assert summed.meta["score"] == pytest.approx(0.5) and "positions 0, 1, 2" in summed.hovertext
+    # a circuit that keeps the edge at position 1 only is drawn with that position's score only
     traces = edge_traces(layered_graph(gp, per, kept=["L0H0->L1H2.k@1"]))
-    assert list(traces) == ["L0H0->L1H2.k"] and traces["L0H0->L1H2.k"].meta["score"] == pytest.approx(0.5)
-    assert "positions 0, 1, 2" in traces["L0H0->L1H2.k"].hovertext
+    assert list(traces) == ["L0H0->L1H2.k"] and traces["L0H0->L1H2.k"].meta["score"] == pytest.approx(-0.25)
+    assert "positions 1" in traces["L0H0->L1H2.k"].hovertext and "0, 1" not in traces["L0H0->L1H2.k"].hovertext
+    whole = edge_traces(layered_graph(gp, per, kept=["L0H0->L1H2.k"]))["L0H0->L1H2.k"]  # every position
+    assert whole.meta["score"] == pytest.approx(0.5)
 
 
 def test_an_edge_outside_the_graph_is_one_line():

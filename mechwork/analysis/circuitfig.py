@@ -181,6 +181,11 @@ def layered_graph(graph: Graph, scores: Mapping[Any, float], kept: Iterable[Any]
 
     if not isinstance(graph, Graph):
         raise invalid("graph", "a mechwork.graph.Graph", type(graph).__name__)
+    if kept is not None:  # a kept edge at some positions is drawn with the scores of those positions only
+        kept = [Edge.parse(k) for k in kept]
+        keys, whole = set(kept), {e for e in kept if e.pos is None}
+        scores = {k: v for k, v in scores.items()
+                  if (e := Edge.parse(k)) in keys or Edge(e.sender, e.receiver) in whole}
     collapsed = _collapse(graph, scores)
     chosen = _chosen(graph, collapsed, kept, max_edges)
     values = {e: collapsed.get(e, (math.nan, []))[0] for e in chosen}
