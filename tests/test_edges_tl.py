@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -171,12 +172,12 @@ def test_exact_noising_is_transformer_lens_ablate_edges(four_models, name):
     assert int((~torch.isnan(free.values)).sum()) == 4 and int((~torch.isnan(per.values)).sum()) == 3
 
 
-def _tl_ig_inputs(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metric: Any,
-                  steps: int) -> dict[Any, float]:
-    """EAP-IG on the inputs from TransformerLens's own pieces, one example at a time: the corrupted run with
-    ``hook_embed`` moved to corrupted + alpha (clean - corrupted) (alpha = k / steps), the reader gradients of
-    ``cache_activation_and_gradient`` averaged over the steps, scored by ``_edge_effects`` (clean - corrupted
-    writer deltas), averaged over the batch."""
+def _tl_ig(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metric: Any, steps: int,
+           pins: Callable[[float, Any, Any], list[tuple[str, Any]]]) -> dict[Any, float]:
+    """EAP-IG from TransformerLens's own pieces, one example at a time: for alpha = k / steps, the corrupted run
+    with the hooks ``pins(alpha, clean_cache, corrupted_cache)`` moving writes onto the corrupted-to-clean line,
+    the reader gradients of ``cache_activation_and_gradient`` averaged over the steps, scored by
+    ``_edge_effects`` (clean - corrupted writer deltas), averaged over the batch."""
     from transformer_lens.tools.analysis import attribution_patching as ap
 
     n = int(model.cfg.n_layers)
@@ -188,15 +189,9 @@ def _tl_ig_inputs(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metr
             c_cache, k_cache = (ap.cache_activation_and_gradient(model, t[i:i + 1], metric,
                                                                  names_filter=names + writers, compute_gradient=False)
                                 for t in (clean, corrupted))
-            c_in, k_in = c_cache.activations["hook_embed"], k_cache.activations["hook_embed"]
             grads: dict[str, Any] = {}
             for k in range(steps):
-                target = k_in + (k / steps) * (c_in - k_in)
-
-                def pin(act: torch.Tensor, hook: Any, target: torch.Tensor = target) -> torch.Tensor:
-                    return act + (target - act).detach()
-
-                with model.hooks(fwd_hooks=[("hook_embed", pin)]):
+                with model.hooks(fwd_hooks=pins(k / steps, c_cache, k_cache)):
                     g = ap.cache_activation_and_gradient(model, corrupted[i:i + 1], metric, names_filter=readers)
                 for name in readers:
                     grad = g.gradients[name]
@@ -206,6 +201,22 @@ def _tl_ig_inputs(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metr
             for edge, v in ap._edge_effects(c_cache, avg, ap.enumerate_edges(model, k_cache)).items():
                 out[edge] = out.get(edge, 0.0) + v / clean.shape[0]
     return out
+
+
+def _tl_ig_inputs(model: Any, clean: torch.Tensor, corrupted: torch.Tensor, metric: Any,
+                  steps: int) -> dict[Any, float]:
+    """EAP-IG on the inputs: ``hook_embed`` moved to corrupted + alpha (clean - corrupted), value pinned,
+    gradient straight through."""
+    def pins(alpha: float, c_cache: Any, k_cache: Any) -> list[tuple[str, Any]]:
+        c_in, k_in = c_cache.activations["hook_embed"], k_cache.activations["hook_embed"]
+        target = k_in + alpha * (c_in - k_in)
+
+        def pin(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return act + (target - act).detach()
+
+        return [("hook_embed", pin)]
+
+    return _tl_ig(model, clean, corrupted, metric, steps, pins)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
@@ -272,26 +283,13 @@ def test_eap_ig_on_activations_is_integrated_gradients_through_transformer_lens_
     clean, corrupted, metric = _inputs(model, name, batch=2)
     n, steps = int(model.cfg.n_layers), 3
     writers = ap._writer_hook_names(n)
-    readers = [*ap._reader_hook_names(n), f"blocks.{n - 1}.hook_resid_post"]
-    ref: dict[Any, float] = {}
-    with ap._edge_hook_flags(model):
-        for i in range(clean.shape[0]):
-            c_cache, k_cache = (ap.cache_activation_and_gradient(model, t[i:i + 1], metric, compute_gradient=False,
-                                                                 names_filter=ap._edge_hook_names(n) + writers)
-                                for t in (clean, corrupted))
-            grads: dict[str, Any] = {}
-            for k in range(steps):
-                target = {w: k_cache.activations[w] + (k / steps) * (c_cache.activations[w] - k_cache.activations[w])
-                          for w in writers}
-                with model.hooks(fwd_hooks=_pin_hooks(n, int(model.cfg.n_heads), True, target)):
-                    g = ap.cache_activation_and_gradient(model, corrupted[i:i + 1], metric, names_filter=readers)
-                for r in readers:
-                    grad = g.gradients[r]
-                    assert grad is not None
-                    grads[r] = grads.get(r, 0) + grad / steps
-            avg = ap.GradientCache(k_cache.activations, grads, k_cache.metric)
-            for edge, v in ap._edge_effects(c_cache, avg, ap.enumerate_edges(model, k_cache)).items():
-                ref[edge] = ref.get(edge, 0.0) + v / clean.shape[0]
+
+    def pins(alpha: float, c_cache: Any, k_cache: Any) -> list[tuple[str, Any]]:
+        target = {w: k_cache.activations[w] + alpha * (c_cache.activations[w] - k_cache.activations[w])
+                  for w in writers}
+        return _pin_hooks(n, int(model.cfg.n_heads), True, target)
+
+    ref = _tl_ig(model, clean, corrupted, metric, steps, pins)
     ours = eap_ig(model, clean, corrupted, metric, steps=steps, on="activations", per_position=True)
     got = {pair: float(v) for e, v in zip(ours.graph.edges, ours.values, strict=True) for pair in to_tl(e, n)}
     assert set(got) == set(ref)
