@@ -12,6 +12,7 @@ built. It imports the standard library only, so the command line builds its
   gradient approximation (``mechwork patch --method``);
 * :func:`hook_name` -- the TransformerLens hook name of a site in a layer;
 * :func:`check_eval` -- the eval-mode guard: analyses refuse a model in training mode;
+* :func:`check_hook_name` -- refuse a hook name a model does not have, naming the nearest one it has;
 * :data:`Hooks` -- a list of ``(hook name or filter, hook function)``, as ``run_with_hooks`` takes;
 * :func:`token_labels` -- readable labels of token ids (decimal strings; a marker token as ``=``).
 
@@ -33,8 +34,8 @@ from typing import Any
 
 from mechwork.errors import ConfigError, invalid
 
-__all__ = ["BY", "BY_NAMES", "DIMS", "DIRECTIONS", "METHODS", "SITES", "SITE_NAMES", "Hooks", "check_eval", "hook_name",
-           "token_labels"]
+__all__ = ["BY", "BY_NAMES", "DIMS", "DIRECTIONS", "METHODS", "SITES", "SITE_NAMES", "Hooks", "check_eval",
+           "check_hook_name", "hook_name", "token_labels"]
 
 SITES: dict[str, tuple[str, str]] = {  # site -> (hook name template, activation kind)
     "resid_pre": ("blocks.{layer}.hook_resid_pre", "pos"),
@@ -92,6 +93,26 @@ def check_eval(model: Any, operation: str) -> None:
     """Refuse a model in training mode (dropout would make an analysis noisy; TransformerLens refuses too)."""
     if model.training:
         raise ConfigError(f"{operation} needs a model in eval mode (got one in training mode); call model.eval()")
+
+
+def check_hook_name(name: object, available: Iterable[str], what: str = "the model") -> str:
+    """``name`` if it is one of ``available``; otherwise a one-line ConfigError naming the nearest hook.
+
+    >>> check_hook_name("blocks.0.mlp.hook_post", ["blocks.0.mlp.hook_post", "blocks.0.hook_resid_pre"])
+    'blocks.0.mlp.hook_post'
+    >>> check_hook_name("blocks.0.mlp.hook_pots", ["blocks.0.mlp.hook_post", "blocks.0.hook_resid_pre"])
+    Traceback (most recent call last):
+    mechwork.errors.ConfigError: 'hook' must be a hook point of the model; the nearest is 'blocks.0.mlp.hook_post' \
+(got 'blocks.0.mlp.hook_pots')
+    """
+    import difflib
+
+    names = sorted(set(available))
+    if isinstance(name, str) and name in names:
+        return name
+    near = difflib.get_close_matches(str(name), names, n=1, cutoff=0.0)
+    hint = f"; the nearest is {near[0]!r}" if near else ""
+    raise invalid("hook", f"a hook point of {what}{hint}", name)
 
 
 def token_labels(tokens: Iterable[Any], eq: int | None = None) -> list[str]:
