@@ -48,12 +48,16 @@ SITES: dict[str, tuple[str, str]] = {  # site -> (hook name template, activation
     "v": ("blocks.{layer}.attn.hook_v", "head"),
     "pattern": ("blocks.{layer}.attn.hook_pattern", "pattern"),
     "mlp_post": ("blocks.{layer}.mlp.hook_post", "neuron"),
+    # an SAE's latents, at the hook its cfg names, while it is spliced in (mechwork.analysis.saehook): patch(...,
+    # site="sae", sae=sae); the template stays unformatted here, as no layer names it
+    "sae": ("{{hook}}.hook_sae_acts_post", "latent"),
 }
 BY: dict[str, tuple[str, ...]] = {  # activation kind -> valid ``by``
     "pos": ("layer", "layer_pos"),
     "head": ("head", "head_pos"),
     "pattern": ("head", "head_pos", "head_dest_src"),
     "neuron": ("neuron", "layer", "layer_pos"),
+    "latent": ("latent", "latent_pos"),
 }
 DIMS: dict[str, tuple[str, ...]] = {  # ``by`` -> the dimensions of a patching result
     "layer": ("layer",),
@@ -63,6 +67,8 @@ DIMS: dict[str, tuple[str, ...]] = {  # ``by`` -> the dimensions of a patching r
     # one attention-pattern entry per cell, shaped as TransformerLens's [n_layers, n_heads, dest_pos, src_pos]
     "head_dest_src": ("layer", "head", "dest", "src"),
     "neuron": ("layer", "neuron"),
+    "latent": ("latent",),  # an SAE's latents, all positions
+    "latent_pos": ("latent", "pos"),
 }
 SITE_NAMES: tuple[str, ...] = tuple(SITES)
 BY_NAMES: tuple[str, ...] = tuple(DIMS)
@@ -82,7 +88,7 @@ def hook_name(site: str, layer: int) -> str:
     'blocks.0.hook_resid_pre'
     >>> hook_name("embed", 0)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    mechwork.errors.ConfigError: 'site' must be one of resid_pre, resid_mid, ..., mlp_post (got 'embed')
+    mechwork.errors.ConfigError: 'site' must be one of resid_pre, resid_mid, ..., mlp_post, sae (got 'embed')
     """
     if site not in SITES:
         raise invalid("site", f"one of {', '.join(SITES)}", site)

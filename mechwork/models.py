@@ -70,6 +70,7 @@ __all__ = [
     "PRESETS",
     "Preset",
     "ToyConfig",
+    "attach_hook_module",
     "boot_directory",
     "build_model",
     "default_device",
@@ -573,3 +574,45 @@ def logit_scale(model: TransformerBridge) -> float | None:
         out = output_transform(model, probe.clone())
     scale = out[..., 4] / probe[..., 4]
     return float(scale) if torch.allclose(out, scale * probe, rtol=1e-4, atol=1e-5) else None
+
+
+@contextmanager
+def attach_hook_module(model: TransformerBridge, name: str, module: nn.Module) -> Iterator[None]:
+    """Inside the block, the activation at hook ``name`` is replaced by ``module(activation)``, and every
+    ``HookPoint`` of ``module`` is a hook point of the model, ``{name}.{attribute}``, in ``hook_dict``.
+
+    ``module`` runs as a forward hook of the hook point, after the hooks already on it and before any added
+    later (so ``run_with_cache`` records at ``name`` what flows downstream). Nothing joins the module tree
+    (``state_dict`` and ``named_modules`` are unchanged). On exit, also after an exception, the forward hook,
+    the registry entries and the names are removed or restored. ``model.spliced_hooks`` lists the hooks with
+    a module attached (the fast engine, which bypasses hooks, must not run while it is non-empty). The caller
+    checks ``name`` (:func:`mechwork.hooks.check_hook_name`).
+    """
+    from transformer_lens.hook_points import HookPoint
+
+    target = model.hook_dict[name]
+    points = {f"{name}.{sub}": hp for sub, hp in module.named_modules() if sub and isinstance(hp, HookPoint)}
+    registry = model._hook_registry
+    taken = sorted(n for n in points if n in registry)
+    if taken:
+        raise ConfigError(f"hook point {taken[0]!r} is already in the model: is a module attached at {name!r}?")
+    names = {n: hp.name for n, hp in points.items()}
+    alias_cache = model._block_alias_cache
+    before = model.__dict__.get("spliced_hooks")
+    handle = target.register_forward_hook(lambda _mod, _inp, out: module(out))
+    try:
+        for n, hp in points.items():
+            hp.name = n
+            registry[n] = hp
+        model.__dict__["spliced_hooks"] = (*(before or ()), name)
+        yield
+    finally:
+        handle.remove()
+        for n, hp in points.items():
+            registry.pop(n, None)
+            hp.name = names[n]
+        model._block_alias_cache = alias_cache
+        if before is None:
+            model.__dict__.pop("spliced_hooks", None)
+        else:
+            model.__dict__["spliced_hooks"] = before
