@@ -137,6 +137,7 @@ def supports(model: TransformerBridge) -> bool:
         and not getattr(c, "final_rms", False)
         and not getattr(c, "scale_attn_by_inverse_layer_idx", False)
         and float(getattr(model, "attn_rate", 1.0)) == 1.0  # a mixed-in constant pattern lives in a hook
+        and not getattr(model, "spliced_hooks", ())  # an SAE spliced in at a hook (analysis.saehook) lives in a hook
         and layout(model) is not None  # mechwork's own weights, or a Hugging Face GPT-2's (last: it builds a dict)
     )
 
