@@ -86,12 +86,21 @@ def attribute(
     positions: Sequence[int] | None = None,
     heads: Sequence[int] | None = None,
     neurons: Sequence[int] | None = None,
+    sae: Any = None,
+    latents: Sequence[int] | None = None,
 ) -> PatchResult:
     """Attribution patching: the first-order estimate of :func:`~mechwork.analysis.patching.patch` for every cell.
 
     ``values`` are the estimated patched metric (the base run's value plus the
-    estimated change), directly comparable with ``patch(...).values``.
+    estimated change), directly comparable with ``patch(...).values``. Site ``sae`` estimates patching
+    ``sae``'s latents (:func:`mechwork.analysis.saepatch.patch_latents` with ``method="attribution"``).
     """
+    if site == "sae" or sae is not None or latents is not None:
+        from mechwork.analysis.saepatch import patch_latents, sae_site_args
+
+        by = "latent" if by == "layer_pos" and site == "sae" else by
+        kw = sae_site_args(site, by, sae, latents, {**locals(), "memory_mb": 512.0})
+        return patch_latents(model, clean, corrupted, metric, method="attribution", **kw)
     if by == "head_dest_src" and site == "pattern":  # other sites: prepare() names the valid by
         raise ConfigError("attribution patching has no by='head_dest_src' (one cell per attention-pattern entry): "
                           "use exact patching (patch / --method exact), or by head or head_pos")
