@@ -1,11 +1,12 @@
 """SAE latents as hook points: splicing, the cache, patching by latent, ablation, restoring, bad input.
 
-Every reproduction is checked against code written here: the SAE's encoder by hand, and the effect of a
-patched or ablated latent as a hook on the model's own activation that adds ``change * W_dec[j]`` (what
-the spliced SAE with its error term must do), or that replaces the activation by a hand-computed
-reconstruction. The splicing bound on modadd-113 uses the weights after ``blocks.0.mlp.hook_post``: the
-logits are linear in that activation there (one layer, no LayerNorm), so the logit change is exactly the
-reconstruction error mapped through ``W_out @ W_U``, and bounded by its norm times that map's norm.
+Every reproduction is checked against code written here: the cached latents against ``sae.encode`` of the
+clean cache and against the encoder written out (away from TopK ties), and the effect of a patched or
+ablated latent as one ``run_with_hooks`` per cell on the model's own hook, adding ``change * W_dec[j]``
+(what the spliced SAE with its error term must do) or replacing the activation by the decoded latents.
+The splicing bound on modadd-113 uses the weights after ``blocks.0.mlp.hook_post``: the logits are linear
+in that activation there (one layer, no LayerNorm), so the logit change is exactly the reconstruction
+error mapped through ``W_out @ W_U``, and bounded by its norm times that map's norm.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mechwork.analysis.patching import patch
 from mechwork.analysis.sae import SAE, SAEConfig
 from mechwork.analysis.saehook import HOOK_SUFFIXES, ablate_latents, run_with_saes, spliced
 from mechwork.analysis.saepatch import patch_latents
+from mechwork.analysis.saetrain import SAETrainConfig, train_sae
 from mechwork.errors import ConfigError
 from mechwork.models import weights
 
@@ -27,14 +29,18 @@ LAT = f"{HOOK}.hook_sae_acts_post"
 P = 113
 
 
-def _encode_by_hand(sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pre-activations and latents, written out (not sae.encode): ReLU, then for TopK the k largest kept."""
+def _encode_by_hand(sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pre-activations and latents, written out (not sae.encode): ReLU, then for TopK the k largest kept; and
+    where the k-th and (k+1)-th largest are within 1e-5 (a tie: which one TopK keeps is arbitrary)."""
     pre = torch.einsum("...i,il->...l", x - sae.b_dec, sae.W_enc) + sae.b_enc
     acts = pre.clamp_min(0)
+    tie = torch.zeros(acts.shape[:-1], dtype=torch.bool)
     if sae.cfg.architecture == "topk":
-        kth = acts.sort(-1, descending=True).values[..., sae.cfg.k - 1: sae.cfg.k]
+        top = acts.sort(-1, descending=True).values
+        kth = top[..., sae.cfg.k - 1: sae.cfg.k]
+        tie = (top[..., sae.cfg.k - 1] - top[..., sae.cfg.k] < 1e-5) & (top[..., sae.cfg.k] > 0)
         acts = torch.where(acts >= kth, acts, torch.zeros_like(acts))
-    return pre, acts
+    return pre, acts, tie
 
 
 @pytest.fixture(scope="module")
@@ -47,23 +53,14 @@ def modadd():
 
 @pytest.fixture(scope="module")
 def trained_sae(modadd):
-    """A TopK SAE trained briefly here on hook_post at the '=' position (its quality is reported, not relied on)."""
+    """A TopK SAE trained briefly (mechwork's train_sae) on hook_post at the '=' position; its quality is reported,
+    not relied on: every check below holds for any SAE."""
     model, toks = modadd
     with torch.no_grad():
         _, cache = model.run_with_cache(toks, names_filter=HOOK)
     x = cache[HOOK][:, -1]
-    sae = SAE(SAEConfig(d_in=512, d_sae=256, architecture="topk", k=16, hook_name=HOOK, model_name="modadd-113"))
-    with torch.no_grad():
-        sae.b_dec.copy_(x.mean(0))
-    opt = torch.optim.Adam(sae.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        xb = x[torch.randint(0, x.shape[0], (512,), generator=g)]
-        loss = (sae(xb) - xb).pow(2).sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sae.normalize_decoder_()
+    cfg = SAEConfig(d_in=512, d_sae=256, architecture="topk", k=16, hook_name=HOOK, model_name="modadd-113")
+    sae = train_sae(x, cfg, SAETrainConfig(steps=100, batch_size=256, lr=3e-3, log_every=50), quiet=True).sae.eval()
     sae.requires_grad_(False)
     with torch.no_grad():
         fve = 1 - (sae(x) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
@@ -90,7 +87,7 @@ def test_splicing_replaces_the_activation_by_the_reconstruction_and_error_true_i
             logits, cache = model.run_with_cache(t)
         with spliced(model, sae, error=True):
             logits_err, cache_err = model.run_with_cache(t)
-    recon = torch.einsum("...l,li->...i", _encode_by_hand(sae, x)[1], sae.W_dec) + sae.b_dec
+    recon = torch.einsum("...l,li->...i", sae.encode(x), sae.W_dec) + sae.b_dec
     # what flows on from the hook is the reconstruction: the hook's output moved by exactly -(x - recon)
     assert torch.equal(cache[f"{HOOK}.hook_sae_input"], x)
     assert float((cache[HOOK] - recon).abs().max()) < 1e-5
@@ -151,12 +148,15 @@ def test_the_cache_holds_the_latents_encode_gives_by_hand(modadd, trained_sae):
     sae, t = trained_sae, toks[:300]
     with torch.no_grad():
         _, clean = model.run_with_cache(t, names_filter=HOOK)
-        pre, acts = _encode_by_hand(sae, clean[HOOK])
+        x = clean[HOOK]
+        pre, acts, tie = _encode_by_hand(sae, x)
         for names_filter in (LAT, [LAT, f"{HOOK}.hook_sae_acts_pre"], lambda n: n.startswith(f"{HOOK}.hook_sae")):
             _, cache = run_with_saes(model, t, sae, error=True, names_filter=names_filter)
-            assert float((cache[LAT] - acts).abs().max()) < 1e-5
+            assert torch.equal(cache[LAT], sae.encode(x))  # sae.encode on the clean activation
+            assert float((cache[LAT] - acts)[~tie].abs().max()) < 1e-5  # the encoder written out, away from ties
             assert int((cache[LAT] > 0).sum(-1).max()) <= 16 and int((acts > 0).sum()) > 0
         assert float((cache[f"{HOOK}.hook_sae_acts_pre"] - pre).abs().max()) < 1e-4
+        assert float(tie.float().mean()) < 0.01
         assert set(cache.keys()) == {f"{HOOK}.{s}" for s in HOOK_SUFFIXES}
 
 
@@ -166,7 +166,7 @@ def test_a_hook_on_the_latents_changes_the_output_by_its_decoder_row(modadd, tra
     sae, t = trained_sae, toks[:256]
     with torch.no_grad():
         _, clean = model.run_with_cache(t, names_filter=HOOK)
-        a = _encode_by_hand(sae, clean[HOOK])[1]
+        a = sae.encode(clean[HOOK])
         j = int(a[:, -1].gt(0).sum(0).argmax())  # the latent that fires most often at '='
 
         def zero_j(acts, hook):
@@ -190,13 +190,13 @@ def _brute_patch(model, sae, base, source, metric, latents, positions, error):
     """One run_with_hooks per cell, on the model's own hook: the patched hook output, computed here."""
     with torch.no_grad():
         _, src_cache = model.run_with_cache(source, names_filter=HOOK)
-        src_acts = _encode_by_hand(sae, src_cache[HOOK])[1]
+        src_acts = sae.encode(src_cache[HOOK])
         out = []
         for j in latents:
             row = []
             for p in positions if positions is not None else [None]:
                 def hook(x, hook, j=j, p=p):
-                    a = _encode_by_hand(sae, x)[1]
+                    a = sae.encode(x)
                     a2 = a.clone()
                     if p is None:
                         a2[..., j] = src_acts[..., j]
@@ -219,7 +219,7 @@ def test_patching_latents_equals_a_brute_force_loop(modadd, trained_sae, by, dir
     clean, corrupted, metric = _pairs(toks)
     with torch.no_grad():
         _, c = model.run_with_cache(torch.cat([clean, corrupted]), names_filter=HOOK)
-    live = _encode_by_hand(trained_sae, c[HOOK])[1].gt(0).flatten(0, 1).any(0).nonzero().flatten().tolist()
+    live = trained_sae.encode(c[HOOK]).gt(0).flatten(0, 1).any(0).nonzero().flatten().tolist()
     latents = live[:10] + [j for j in range(trained_sae.d_sae) if j not in live][:2]  # some live, two silent
     res = patch(model, clean, corrupted, metric, site="sae", by=by, sae=trained_sae, latents=latents,
                 direction=direction, memory_mb=0.05)  # a tiny budget: several chunks
@@ -286,15 +286,15 @@ def test_ablation_equals_a_hand_written_loop(modadd, trained_sae, how):
     sae, t = trained_sae, toks[::97]  # 132 pairs
     ans = (t[:, 0] + t[:, 1]) % P
 
-    def metric(lg):
-        return lg[:, -1].log_softmax(-1).gather(-1, ans[:, None]).mean()
+    def metric(lg):  # the answer's logit at '='
+        return lg[:, -1].gather(-1, ans[:, None]).mean()
 
     latents = [1, 7, 30, 64, 200]
     res = ablate_latents(model, sae, t, latents, how=how, metric=metric, together=True, memory_mb=0.05)
     default = ablate_latents(model, sae, t, latents[:2], how=how)
     with torch.no_grad():
         clean_logits, clean = model.run_with_cache(t, names_filter=HOOK)
-        a = _encode_by_hand(sae, clean[HOOK])[1]
+        a = sae.encode(clean[HOOK])
         fill = a.mean(0, keepdim=True) if how == "mean" else torch.zeros_like(a[:1])
 
         def run(js):
