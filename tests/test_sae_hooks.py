@@ -183,6 +183,23 @@ def test_a_hook_on_the_latents_changes_the_output_by_its_decoder_row(modadd, tra
     assert torch.equal(cache[HOOK], clean[HOOK])
 
 
+def test_with_the_error_term_the_gradient_to_the_activation_is_the_identity_and_to_the_latents_the_decoder():
+    from mechwork.analysis.saehook import SAEHooks
+
+    sae = SAE(SAEConfig(d_in=8, d_sae=32, architecture="topk", k=4), seed=3)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 8, generator=g, requires_grad=True)
+    r = torch.randn(5, 8, generator=g)
+    kept = []
+    mod = SAEHooks(sae, error=True)
+    mod.hook_sae_acts_post.add_hook(lambda a, hook: kept.append(a) or a)
+    out = mod(x)
+    gx, ga = torch.autograd.grad((out * r).sum(), [x, kept[0]])
+    assert torch.allclose(out, x) and float((gx - r).abs().max()) < 1e-6
+    assert float((ga - r @ sae.W_dec.detach().T).abs().max()) < 1e-5
+    mod.hook_sae_acts_post.remove_hooks()
+
+
 # -- patching by latent -------------------------------------------------------------------------------
 
 
