@@ -21,6 +21,11 @@ speed differs. The result is a :class:`~mechwork.analysis.patchresult.PatchResul
   under ``torch.no_grad()`` its patch also reaches the residual stream, and
   the numbers differ (patch ``attn_out``, or the next layer's ``resid_pre``,
   to move the residual stream itself).
+* **Site** ``sae``: an SAE's latents, ``by="latent"`` or ``"latent_pos"``, with
+  ``sae=`` (and ``latents=``, a subset): the SAE is spliced in at its hook
+  (:mod:`mechwork.analysis.saehook`) and the hook path runs
+  (:mod:`mechwork.analysis.saepatch`). Inside ``saehook.spliced(...)`` every site
+  runs on the hook path, since the fast engine would bypass the SAE.
 * **by**: ``layer`` (all positions), ``layer_pos``, ``head`` (all positions),
   ``head_pos``, ``neuron`` (all positions), ``head_dest_src`` (``pattern`` only:
   one attention-pattern entry per cell; ``positions`` restricts both). Results are
