@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import mechwork
+from mechwork.analysis.attribution import attribute
 from mechwork.analysis.metrics import logit_diff
 from mechwork.analysis.patching import patch
 from mechwork.analysis.sae import SAE, SAEConfig
@@ -277,6 +278,8 @@ def test_attribution_equals_exact_where_the_model_is_linear_in_the_latents(modad
             approx = patch_latents(model, clean, corrupted, metric, sae=trained_sae, by=by, direction=direction,
                                    method="attribution")
             assert approx.method == "attribution patching" and approx.values.shape == exact.values.shape
+            via = attribute(model, clean, corrupted, metric, site="sae", by=by, direction=direction, sae=trained_sae)
+            assert torch.equal(via.values, approx.values)
             assert float((approx.values - exact.values).abs().max()) < 1e-3
             assert float(exact.values.std()) > 1e-3
 

@@ -54,7 +54,6 @@ from typing import TYPE_CHECKING, Any, no_type_check
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from mechwork.analysis.checks import check_tokens, evaluate_metric
 from mechwork.analysis.sae import SAE
@@ -65,6 +64,7 @@ from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    from transformer_lens.hook_points import HookPoint
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = ["HOOK_SUFFIXES", "HOW", "LatentAblation", "SAEHooks", "ablate_latents", "latents_hook", "run_with_saes",
@@ -86,6 +86,8 @@ class SAEHooks(nn.Module):
     hook_sae_output: HookPoint
 
     def __init__(self, sae: SAE, error: bool = False) -> None:
+        from transformer_lens.hook_points import HookPoint
+
         super().__init__()
         self.sae, self.error = sae, error
         for name in HOOK_SUFFIXES:
