@@ -239,3 +239,19 @@ def test_bad_arguments_are_one_line_errors(induction):
         feature_report(model, wrong, toks[:4])
     with pytest.raises(ConfigError, match="no \\(a, b\\) grid"):
         feature_report(model, sae, toks[:4], latents=[0]).dominated()
+
+
+def test_the_one_frequency_share_of_a_neuron_is_its_neuron_frequencies_fve(modadd):
+    """fourier.neuron_frequencies computes each neuron's variance explained by one frequency in the real 3x3 basis
+    block (its own code): over the model's 512 neurons it equals the largest frequency_energy share."""
+    from mechwork.analysis.fourier import neuron_frequencies
+
+    model, task, _, _, acts = modadd
+    nf = neuron_frequencies(model, task)
+    e = frequency_energy(acts.T.reshape(512, 113, 113))
+    share, k = e.max(-1)
+    live = acts.var(0) > 1e-4  # a neuron (almost) constant over the grid has no spectrum to compare
+    assert int(live.sum()) > 400
+    torch.testing.assert_close(share.float()[live], nf.fve.float()[live], atol=2e-3, rtol=0)
+    assert float((share.float()[live] - nf.fve.float()[live]).abs().median()) < 1e-5
+    assert bool(((k + 1) == nf.freq)[live & (nf.fve > 0.01)].all())

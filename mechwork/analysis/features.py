@@ -405,12 +405,12 @@ class SAEBundle(Result):
 def sae_result(
     source: Any, hook: str, batch: Any, *, positions: Bool[Tensor, "n T"] | None = None,
     latents: int | list[int] | None = 5, labels: list[str] | None = None,
-    grid: tuple[int, Int[Tensor, "pp T2"]] | None = None,
+    grid: tuple[int, Int[Tensor, "pp T2"]] | None = None, metric_rows: int | None = None,
 ) -> SAEBundle | None:
     """The SAE of ``source`` (a preset's shipped one or a run's ``saes/``) at ``hook`` (else the first it has),
     measured on ``batch`` (a :class:`~mechwork.kit.Batch`: :func:`mechwork.analysis.saemetrics.evaluate_sae`, the
-    loss over its mask) and paged on its tokens, both at ``positions`` (default: the batch's mask); None when the
-    source has no SAE."""
+    loss over its mask; on ``metric_rows`` of its rows drawn with seed 0 when given, to keep a page fast) and paged
+    on all its tokens, both at ``positions`` (default: the batch's mask); None when the source has no SAE."""
     from mechwork.analysis.saestore import saes_for
 
     found = saes_for(source.name) if source.kind in ("preset", "run") else {}
@@ -423,6 +423,11 @@ def sae_result(
     sae = load_sae(found[hook], device=str(next(source.model.parameters()).device))
     where = f"shipped with the {source.name} preset" if source.kind == "preset" else f"read from {found[hook]}"
     pos = batch.mask if positions is None else positions
-    metrics = evaluate_sae(source.model, sae, batch, positions=pos)
+    rows = torch.arange(len(batch.tokens))
+    if metric_rows is not None and metric_rows < len(rows):
+        rows = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:metric_rows].sort().values
+        where += f"; metrics on {metric_rows:,} of the {len(batch.tokens):,} inputs, drawn with seed 0"
+    part = type(batch)(batch.tokens[rows], batch.targets[rows], batch.mask[rows])
+    metrics = evaluate_sae(source.model, sae, part, positions=pos[rows])
     report = feature_report(source.model, sae, batch.tokens, latents=latents, mask=pos, labels=labels, grid=grid)
     return SAEBundle(hook, where, sae.cfg, metrics, report)

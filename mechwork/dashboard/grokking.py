@@ -13,7 +13,9 @@ of the bundle. The page has, in order:
 7. attention from ``=`` to ``a`` over the (a, b) grid, per head;
 8. circuitsvis attention views of a few example inputs;
 9. the trig-identity logit fit and the restricted / excluded losses;
-10. the embedding with only the key frequencies kept, or with them removed.
+10. the embedding with only the key frequencies kept, or with them removed;
+11. when the run or preset has an SAE at ``blocks.0.mlp.hook_post``, its metrics and feature pages
+    (:mod:`mechwork.dashboard.features`), each latent with its (a, b) grid and Fourier energy.
 
 A preset or run with no training history gets a note in sections 3 and 4.
 Sections 4-6 and 9-10 assume a Fourier circuit, so they apply to ``add`` and
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from mechwork.analysis.grokking import fourier_reason
 from mechwork.dashboard import sections
+from mechwork.dashboard.features import feature_section
 from mechwork.dashboard.page import Page
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,8 +55,8 @@ def grokking_dashboard(
     run_or_preset: str | os.PathLike[str], *, step: int | None = None, device: str | None = None
 ) -> Page:
     """The grokking dashboard for a modular-arithmetic run directory or preset."""
-    from mechwork.analysis.grokking import analyse
     from mechwork.source import open_source
+    from mechwork.tasks.modadd import analyse
 
     return grokking_page(analyse(open_source(run_or_preset, step=step, device=device)))
 
@@ -204,6 +207,8 @@ def grokking_page(bundle: Analysis) -> Page:
                   title="Fourier analysis")
     attention_section(page, bundle)
     if reason is not None:
-        return page.note(f"The trig-identity logit fit, restricted and excluded losses and Fourier ablation are "
-                         f"left out: {reason}.", title="Logits and ablation")
-    return logits_section(page, bundle)
+        page.note(f"The trig-identity logit fit, restricted and excluded losses and Fourier ablation are "
+                  f"left out: {reason}.", title="Logits and ablation")
+    else:
+        logits_section(page, bundle)
+    return feature_section(page, bundle)

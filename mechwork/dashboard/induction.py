@@ -21,7 +21,9 @@ Sections:
 8. the circuit of the standard probe (:mod:`mechwork.dashboard.circuit`): EAP scores of every edge of the
    position-free graph, the top-n circuit drawn as a layered graph, its faithfulness curve, EAP against
    exact patching, and whether the circuit holds the edges from the previous-token heads into the
-   induction heads' keys (:func:`key_edges_line`).
+   induction heads' keys (:func:`key_edges_line`);
+9. when the run or preset has an SAE at ``blocks.1.hook_resid_pre``, its metrics and the feature pages of five
+   latents (:mod:`mechwork.dashboard.features`).
 
 Example::
 
@@ -41,6 +43,7 @@ import torch
 
 from mechwork.analysis.induction import THRESHOLD
 from mechwork.dashboard import sections
+from mechwork.dashboard.features import feature_section
 from mechwork.dashboard.page import Page
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -180,4 +183,5 @@ def induction_page(bundle: Analysis) -> Page:
     heads_section(page, bundle)
     views_section(page, bundle, prev, ind)
     patching_section(page, bundle)
-    return circuit_part(page, bundle, prev, ind)
+    circuit_part(page, bundle, prev, ind)
+    return feature_section(page, bundle)

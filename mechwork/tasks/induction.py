@@ -211,13 +211,26 @@ def embedded_lines(task: InductionTask, meta: Mapping[str, Any]) -> list[str]:
 def analyse(source: Source) -> Analysis:
     """Every result of the induction dashboard, computed once (:func:`mechwork.analysis.induction.analyse`), and
     ``circuit``: the circuit of the standard probe (EAP scores over the position-free edge graph, exact scores,
-    the top-n circuit and its faithfulness curve; :func:`mechwork.analysis.prompt.circuit_result`)."""
+    the top-n circuit and its faithfulness curve; :func:`mechwork.analysis.prompt.circuit_result`), and ``sae`` when
+    the source has an SAE (:func:`sae`)."""
     from mechwork.analysis.induction import analyse as induction
     from mechwork.analysis.prompt import circuit_result
 
     bundle, pr = induction(source), probe(source.task, n=8, seed=0)  # the probe bundle["patching"] ran on
     values = (bundle["patching"].clean_value, bundle["patching"].corrupted_value)
-    return bundle.replace(circuit=circuit_result(source.model, pr.clean, pr.corrupted, pr.metric, values=values))
+    return bundle.replace(circuit=circuit_result(source.model, pr.clean, pr.corrupted, pr.metric, values=values),
+                          sae=sae(source))
+
+
+def sae(source: Source) -> Any:
+    """The source's SAE at ``blocks.1.hook_resid_pre`` (shipped with a preset, or in a run's ``saes/``), read at
+    every position of the task's held-out sequences: its metrics and the feature pages of its 5 most often firing
+    latents (:func:`mechwork.analysis.features.sae_result`); None without one."""
+    from mechwork.analysis.features import sae_result
+
+    held_out = source.task.batch("test")
+    every = torch.ones(held_out.tokens.shape, dtype=torch.bool)
+    return sae_result(source, "blocks.1.hook_resid_pre", held_out, positions=every)
 
 
 KIT = register(Kit(

@@ -273,11 +273,27 @@ def embedded_lines(task: ModularArithmetic, meta: Mapping[str, Any]) -> list[str
     return lines
 
 
+def sae(source: Source) -> Any:
+    """The source's SAE at ``blocks.0.mlp.hook_post`` (shipped with a preset, or in a run's ``saes/``), read at
+    ``=``: its metrics (on 2,048 pairs drawn with seed 0, to keep the dashboard fast) and the feature pages of its 5
+    most often firing latents over every pair, with the (a, b) grid when the op is add or sub
+    (:func:`mechwork.analysis.features.sae_result`); None without one."""
+
+    from mechwork.analysis.features import sae_result
+
+    task = source.task
+    everything = task.batch("all")
+    fourier = task.op in ("add", "sub") and task.n_pairs == task.p * task.p and task.p % 2 == 1
+    return sae_result(source, "blocks.0.mlp.hook_post", everything, labels=[str(j) for j in range(task.p)] + ["="],
+                      grid=(task.p, task.tokens) if fourier else None, metric_rows=2048)
+
+
 def analyse(source: Source, *, progress: bool = True) -> Analysis:
-    """Every result of the grokking dashboard, computed once (:func:`mechwork.analysis.grokking.analyse`)."""
+    """Every result of the grokking dashboard, computed once (:func:`mechwork.analysis.grokking.analyse`), and
+    ``sae`` when the source has an SAE (:func:`sae`)."""
     from mechwork.analysis.grokking import analyse as grokking
 
-    return grokking(source, progress=progress)
+    return grokking(source, progress=progress).replace(sae=sae(source))
 
 
 KIT = register(Kit(
