@@ -97,9 +97,12 @@ def test_the_section_is_absent_without_an_sae_and_escapes_token_strings():
     assert "<img src=x" not in html
     assert "**1** of its 2 live latents are dominated" not in html and "<strong>1</strong> of its 2 live" in html
     props = json.loads(re.search(r'id="mw-\d+-cv-props">(.*?)</script>', html).group(1))
-    assert props["tokens"][1][1] == "&lt;img src=x onerror=\"console.error('injected')\"&gt;"
+    assert props["tokens"][1][1] == "&lt;img src=x onerror=\"console.error('injected')\"&gt; "
     view = top_view(r, 1)  # latent 7 fires on one input only: one sample
-    assert view.props["tokens"] == [["1", EVIL, "="]] and view.props["activations"] == [[[[0.0]], [[1.0]], [[0.0]]]]
+    assert view.props["tokens"] == [["1 ", EVIL + " ", "= "]]  # ids: spaced
+    assert view.props["activations"] == [[[[0.0]], [[1.0]], [[0.0]]]]
+    text = report(top_tokens=[[["The", " cat", " sat"]] * 2] * 2)
+    assert top_view(text, 0).props["tokens"] == [["The", " cat", " sat"]] * 2  # text keeps its own spaces
 
 
 @pytest.fixture(scope="module")

@@ -223,8 +223,10 @@ class FeatureReport(Result):
             raise ConfigError("this feature report has no (a, b) grid: pass grid=(p, tokens) to feature_report")
         g, lat = self.grid, self.latents[i]
         e = g.energy[i]
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("activation over (a, b)", "energy per frequency"))
-        fig.add_trace(go.Heatmap(z=g.acts[i].tolist(), colorscale="Blues", colorbar={"x": 0.45}, name="activation",
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("activation over (a, b)", "energy per frequency"),
+                            horizontal_spacing=0.2)
+        fig.add_trace(go.Heatmap(z=g.acts[i].tolist(), colorscale="Blues", colorbar={"x": 0.41, "thickness": 14},
+                                 name="activation",
                                  hovertemplate="a=%{y}, b=%{x}: %{z:.3g}<extra></extra>"), row=1, col=1)
         k = list(range(1, len(e) + 1))
         fig.add_trace(go.Bar(x=k, y=e.tolist(), name="energy", marker_color=[

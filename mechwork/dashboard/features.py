@@ -89,10 +89,12 @@ def top_view(r: FeatureReport, i: int) -> CircuitsView:
 
     keep = [j for j in range(r.top_values.shape[1]) if float(r.top_values[i, j]) > 0] or [0]
     acts = [[[[v]] for v in jsonable(r.top_acts[i, j])] for j in keep]
+    tokens = [r.top_tokens[i][j] for j in keep]
+    if not any(t != t.strip() for row in tokens for t in row):  # token ids, not text: a space between them
+        tokens = [[t + " " for t in row] for row in tokens]
     return CircuitsView("TextNeuronActivations", {
-        "tokens": [r.top_tokens[i][j] for j in keep], "activations": acts, "firstDimensionName": "Latent",
-        "secondDimensionName": "", "firstDimensionLabels": [str(r.latents[i])], "secondDimensionLabels": [""]},
-        height="260px")
+        "tokens": tokens, "activations": acts, "firstDimensionName": "Latent", "secondDimensionName": "Value",
+        "firstDimensionLabels": [str(r.latents[i])], "secondDimensionLabels": ["activation"]}, height="260px")
 
 
 def _latent(page: Page, sae: SAEBundle, i: int) -> None:
