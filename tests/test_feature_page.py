@@ -166,3 +166,24 @@ def test_the_feature_views_draw_in_chromium_and_injected_tokens_do_not_run(induc
     assert rep.cv_mounts == 2 and rep.cv_drawn == 2, rep
     assert rep.plotly_mounts == 4 and rep.plotly_drawn == 4, rep
     assert rep.console_errors == [] and rep.page_errors == [] and rep.requests == [], rep
+
+
+def test_a_run_directory_s_saes_are_paged_and_the_kits_standard_hook_comes_first(induction_sae, tmp_path):
+    from mechwork.analysis.features import sae_result
+    from mechwork.analysis.saeio import save_sae
+
+    _, model, _, sae = induction_sae
+    run = tmp_path / "run"
+    save_sae(sae, run / "saes" / RESID)
+    other = SAE(SAEConfig(d_in=64, d_sae=16, hook_name="blocks.0.hook_resid_pre", model_name="run"))
+    save_sae(other, run / "saes" / "blocks.0.hook_resid_pre")
+    batch = mechwork.preset("induction-2l").task.batch("test")
+    small = type(batch)(batch.tokens[:8], batch.targets[:8], batch.mask[:8])
+    src = NS(name=str(run), kind="run", model=model)
+    part = sae_result(src, RESID, small, positions=torch.ones(8, 48, dtype=torch.bool), latents=2)
+    assert part.hook_name == RESID and part.where == f"read from {run / 'saes' / RESID}"
+    assert part.features.d_sae == 64 and part.metrics.n_activations == 8 * 48
+    fallback = sae_result(src, "blocks.1.hook_resid_post", small, latents=1)  # not there: the first it has
+    assert fallback.hook_name == "blocks.0.hook_resid_pre" and fallback.features.d_sae == 16
+    assert sae_result(NS(name=str(tmp_path), kind="run", model=model), RESID, small) is None
+    assert sae_result(NS(name="gpt2", kind="model", model=model), RESID, small) is None
