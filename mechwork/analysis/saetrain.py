@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SAETrainConfig", "TrainedSAE", "check_width", "collect_activations", "train_sae"]
 
 B_DEC_INITS = ("median", "mean", "zeros")
+DEAD_CHECK = 25  # steps between updates of the dead latents AuxK uses (it is skipped while there are none)
 
 
 @torch.no_grad()
@@ -223,36 +224,33 @@ def _lr_scale(step: int, train: SAETrainConfig) -> float:
     return s
 
 
-def _losses(sae: SAE, x: Tensor, since_fired: Tensor, train: SAETrainConfig, l1: float
+def _losses(sae: SAE, x: Tensor, dead: Tensor | None, train: SAETrainConfig, l1: float
             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(total loss, MSE, latents, auxiliary term) on one batch."""
+    """(total loss, MSE, latents, auxiliary term) on one batch; ``dead``: the dead latents' indices (topk)."""
     pre = sae.encode_pre(x)
     acts = sae.activate(pre)
     recon = acts @ sae.W_dec + sae.b_dec
     err = recon - x
     mse = err.pow(2).sum(-1).mean()
     # standard: decoder rows are unit norm, so |acts| is SAELens's decoder-norm-weighted L1
-    aux = acts.sum(-1).mean() * l1 if sae.cfg.architecture == "standard" else _auxk(sae, pre, err, since_fired, train)
+    aux = acts.sum(-1).mean() * l1 if sae.cfg.architecture == "standard" else _auxk(sae, pre, err, dead, train)
     return mse + aux, mse, acts, aux
 
 
-def _auxk(sae: SAE, pre: Tensor, err: Tensor, since_fired: Tensor, train: SAETrainConfig) -> Tensor:
-    """Gao et al.'s AuxK term: the top ``aux_k`` pre-activations among dead latents reconstruct the (detached)
-    error of the main reconstruction; scaled down when fewer latents than ``aux_k`` are dead (as SAELens)."""
+def _auxk(sae: SAE, pre: Tensor, err: Tensor, dead: Tensor | None, train: SAETrainConfig) -> Tensor:
+    """Gao et al.'s AuxK term: the top ``aux_k`` pre-activations among the dead latents (indices ``dead``)
+    reconstruct the (detached) error of the main reconstruction; scaled by ``min(1, n_dead / aux_k)`` (as SAELens)."""
     aux_k = sae.cfg.d_in // 2 if train.aux_k is None else train.aux_k
     aux_k = min(aux_k, sae.cfg.d_sae)
-    if aux_k == 0 or train.aux_coefficient == 0:
+    if aux_k == 0 or train.aux_coefficient == 0 or dead is None or dead.numel() == 0:
         return pre.new_zeros(())
-    dead = since_fired >= train.dead_after
-    n_dead = dead.sum()
-    masked = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
-    top = masked.topk(aux_k, dim=-1, sorted=False)
-    vals = torch.where(torch.isfinite(top.values), top.values, torch.zeros_like(top.values))
-    aux_acts = torch.zeros_like(pre).scatter(-1, top.indices, vals)
+    n_dead = dead.numel()
+    sub = pre[:, dead]  # [batch, n_dead]
+    top = sub.topk(min(aux_k, n_dead), dim=-1, sorted=False)
+    aux_acts = torch.zeros_like(sub).scatter(-1, top.indices, top.values)
     residual = -err.detach()  # x - recon
-    loss = (aux_acts @ sae.W_dec - residual).pow(2).sum(-1).mean()
-    scale = (n_dead.to(pre.dtype) / aux_k).clamp(max=1.0)
-    return train.aux_coefficient * scale * loss
+    loss = (aux_acts @ sae.W_dec[dead] - residual).pow(2).sum(-1).mean()
+    return train.aux_coefficient * min(1.0, n_dead / aux_k) * loss
 
 
 @torch.no_grad()
@@ -327,7 +325,7 @@ def train_sae(
     bar = tqdm(total=train.steps, desc="sae", disable=bars.silenced(quiet), file=sys.stderr, dynamic_ncols=True)
     perm, pos = torch.randperm(n, generator=gen), 0
     acc = torch.zeros(4, dtype=data.dtype, device=device)  # loss, mse, aux, l0 summed since the last log
-    since_log = 0
+    since_log, dead_idx = 0, None
     try:
         for step in range(train.steps):
             if pos + train.batch_size > n:
@@ -338,7 +336,9 @@ def train_sae(
             for g in opt.param_groups:
                 g["lr"] = lr
             l1 = train.l1_coefficient * (min(1.0, (step + 1) / train.l1_warmup_steps) if train.l1_warmup_steps else 1.0)
-            loss, mse, lat, aux = _losses(sae, x, since_fired, train, l1)
+            if not standard and step % DEAD_CHECK == 0:  # one host sync every DEAD_CHECK steps: the dead latents
+                dead_idx = (since_fired >= train.dead_after).nonzero().flatten()
+            loss, mse, lat, aux = _losses(sae, x, dead_idx, train, l1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             with torch.no_grad():
