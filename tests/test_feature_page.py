@@ -166,6 +166,19 @@ def test_the_feature_views_draw_in_chromium_and_injected_tokens_do_not_run(induc
     assert rep.cv_mounts == 2 and rep.cv_drawn == 2, rep
     assert rep.plotly_mounts == 4 and rep.plotly_drawn == 4, rep
     assert rep.console_errors == [] and rep.page_errors == [] and rep.requests == [], rep
+    from chromium_check import chromium_path
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:  # the token shows as text (inserted as HTML, it would vanish into an element)
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True)
+        try:
+            tab = browser.new_page()
+            tab.goto(out.resolve().as_uri())
+            tab.wait_for_selector(".mw-cv select")
+            shown = " ".join(tab.locator(".mw-cv").all_inner_texts()).replace("\xa0", " ")
+        finally:
+            browser.close()
+    assert EVIL in shown
 
 
 def test_a_run_directory_s_saes_are_paged_and_the_kits_standard_hook_comes_first(induction_sae, tmp_path):
