@@ -288,3 +288,19 @@ def test_train_mode_is_refused(modadd):
         assert "eval mode" in _one_line(e)
     finally:
         model.eval()
+
+
+@pytest.mark.parametrize("arch", ["topk", "standard"])
+def test_the_training_forward_equals_the_sae(data, arch):
+    """train_sae's loss (TopK decodes by a gather) is the SAE's own forward: same MSE, L0 and firing latents."""
+    from mechwork.analysis.saetrain import _losses
+
+    x = data[0][:300]
+    sae = SAE(SAEConfig(d_in=16, d_sae=64, architecture=arch, k=5 if arch == "topk" else None), seed=3)
+    with torch.no_grad():
+        sae.b_enc.copy_(torch.linspace(-0.5, 0.2, 64))
+        sae.b_dec.copy_(x.mean(0))
+        _, mse, _, fired, l0 = _losses(sae, x, None, SAETrainConfig(), 1e-3)
+        f = sae.encode(x)
+        assert float(mse) == pytest.approx(float((sae(x) - x).pow(2).sum(-1).mean()), rel=1e-5)
+        assert torch.equal(fired, (f > 0).any(0)) and float(l0) == pytest.approx(float((f > 0).sum(-1).float().mean()))

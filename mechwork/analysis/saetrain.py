@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -225,16 +226,27 @@ def _lr_scale(step: int, train: SAETrainConfig) -> float:
 
 
 def _losses(sae: SAE, x: Tensor, dead: Tensor | None, train: SAETrainConfig, l1: float
-            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(total loss, MSE, latents, auxiliary term) on one batch; ``dead``: the dead latents' indices (topk)."""
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(total loss, MSE, auxiliary term, which latents fired [d_sae], L0) on one batch; ``dead``: the dead
+    latents' indices (topk). A TopK SAE decodes its k latents per row with a gather (embedding_bag), not a dense
+    [batch, d_sae] @ [d_sae, d_in] product: the same sum, d_sae / k times fewer multiplications."""
     pre = sae.encode_pre(x)
-    acts = sae.activate(pre)
-    recon = acts @ sae.W_dec + sae.b_dec
+    if sae.cfg.architecture == "topk":
+        top = torch.relu(pre).topk(int(sae.cfg.k or 0), dim=-1, sorted=False)  # = SAE.activate's choice and values
+        recon = F.embedding_bag(top.indices, sae.W_dec, per_sample_weights=top.values, mode="sum") + sae.b_dec
+        on = top.values > 0
+        fired = torch.zeros(sae.cfg.d_sae, dtype=torch.int8, device=pre.device).scatter_reduce(
+            0, top.indices.flatten(), on.flatten().to(torch.int8), "amax").bool()
+    else:
+        acts = torch.relu(pre)
+        recon = acts @ sae.W_dec + sae.b_dec
+        on = acts > 0
+        fired = on.any(0)
     err = recon - x
     mse = err.pow(2).sum(-1).mean()
     # standard: decoder rows are unit norm, so |acts| is SAELens's decoder-norm-weighted L1
     aux = acts.sum(-1).mean() * l1 if sae.cfg.architecture == "standard" else _auxk(sae, pre, err, dead, train)
-    return mse + aux, mse, acts, aux
+    return mse + aux, mse, aux, fired, on.sum(-1).to(x.dtype).mean()
 
 
 def _auxk(sae: SAE, pre: Tensor, err: Tensor, dead: Tensor | None, train: SAETrainConfig) -> Tensor:
@@ -314,7 +326,10 @@ def train_sae(
     device = sae.W_dec.device
     data = acts.to(device, getattr(torch, cfg.dtype))
     n = data.shape[0]
-    opt = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.adam_betas)
+    try:  # the fused kernel: one pass over every parameter, ~10x faster than the default per-tensor loop on CPU
+        opt = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.adam_betas, fused=True)
+    except (RuntimeError, ValueError):
+        opt = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.adam_betas)
     since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
     history: dict[str, list[Any]] = {k: [] for k in ("step", "loss", "mse", "aux", "l0", "dead", "lr")}
     standard = cfg.architecture == "standard"
@@ -338,7 +353,7 @@ def train_sae(
             l1 = train.l1_coefficient * (min(1.0, (step + 1) / train.l1_warmup_steps) if train.l1_warmup_steps else 1.0)
             if not standard and step % DEAD_CHECK == 0:  # one host sync every DEAD_CHECK steps: the dead latents
                 dead_idx = (since_fired >= train.dead_after).nonzero().flatten()
-            loss, mse, lat, aux = _losses(sae, x, dead_idx, train, l1)
+            loss, mse, aux, fired, l0 = _losses(sae, x, dead_idx, train, l1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             with torch.no_grad():
@@ -348,9 +363,8 @@ def train_sae(
             opt.step()
             sae.normalize_decoder_()
             with torch.no_grad():
-                fired = (lat > 0).any(0)
                 since_fired.add_(1).masked_fill_(fired, 0)
-                acc += torch.stack([loss.detach(), mse.detach(), aux.detach(), (lat > 0).sum(-1).to(data.dtype).mean()])
+                acc += torch.stack([loss.detach(), mse.detach(), aux.detach(), l0])
             since_log += 1
             done = step + 1
             if standard and train.resample_every and done % train.resample_every == 0 and done <= resample_stop:
