@@ -123,6 +123,7 @@ def test_dense_keeps_the_five_most_important_orthogonally_and_sparse_packs_ten_o
     assert np.abs(G - np.diag(np.diag(G))).max() <= 0.1
     assert (norms[1] > 0.5).sum() >= 10
     assert geometry(model).represented() == [5, int((norms[1] > 0.5).sum())]
+    assert geometry(model).sparsity == (0.0, 0.9)  # as given, so "S >= 0.9" selects it
 
 
 # -- (2) the phase diagram, n=2, m=1 --------------------------------------------------------------------------------

@@ -128,9 +128,10 @@ class ToyModelConfig:
     def importances(self) -> Float[Tensor, "inst feat"]:
         return torch.tensor(self.importance, dtype=torch.float32)
 
-    def sparsity(self) -> Float[Tensor, " inst"]:
-        """Each instance's sparsity, ``1 -`` its first feature's probability."""
-        return 1 - self.probability()[:, 0]
+    def sparsity(self) -> Float[Tensor, " inst"]:  # float64
+        """Each instance's sparsity, ``1 -`` its first feature's probability (rounded to 12 places, so that the
+        sparsity 0.9 a sweep was given reads back as 0.9, not 0.8999999)."""
+        return torch.tensor([round(1 - row[0], 12) for row in self.feature_probability], dtype=torch.float64)
 
 
 def generate_batch(cfg: ToyModelConfig, batch_size: int,
