@@ -201,10 +201,33 @@ def optimisation() -> dict[str, str]:
                      f"(x{adam[0.002]['ratio']:.3f}).**")}
 
 
+def superposition() -> dict[str, str]:
+    d = load("superposition")
+    sp, ph, dm = d["sparsity"], d["phase"], d["dims"]
+    m = d["plan"]["sparsity"]["m"]
+    out = {"dense": (f"features with ||W_i|| > 0.5 at S=0: {sp['dense_kept']} (norms {two(min(sp['dense_top_norms']))}-"
+                     f"{two(max(sp['dense_top_norms']))}; largest other {sp['dense_rest_max']:.3f}); largest "
+                     f"off-diagonal |W_i . W_j| among the top {m}: {sp['dense_offdiag_max']:.4f}"),
+           "represented": "; ".join(f"{lab}: {k}" for lab, k in zip(sp["labels"], sp["represented"], strict=True)),
+           "phase": "; ".join(f"{name} ({v['rule']}): {v['match']} of {v['cells']} cells"
+                              for name, v in ph["regions"].items()),
+           "phase_grid": (f"{len(ph['importance'])} relative importances x {len(ph['density'])} densities, best of "
+                          f"{ph['restarts']} restarts per cell (the majority of restarts agrees with the best in "
+                          f"{pct(ph['agreement'])} of cells)")}
+    s = dm["sticky"]
+    out["sticky"] = (f"{pct(s['share'])} of {s['n']:,} represented features within {s['tol']} of a sticky fraction "
+                     f"(a uniform spread: {pct(s['null_share'])}): "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items(), key=lambda kv: -kv[1])))
+    plateau = [1 / dens for dens, row in zip(dm["density"], dm["D"], strict=True)
+               if sum(abs(x - 0.5) <= 0.03 for x in row if x > 0.05) >= 0.9 * max(1, sum(x > 0.05 for x in row))]
+    out["digon"] = ("1/(1-S) = " + ", ".join(two(v) for v in plateau)) if plateau else "none"
+    return out
+
+
 STUDIES: dict[str, Callable[[], dict[str, str]]] = {
     "grokking_wd_data": grokking_wd_data, "grokfast": grokfast, "progress_measures": progress_measures,
     "clock_pizza": clock_pizza, "lottery_tickets": lottery_tickets, "scaling_laws": scaling_laws,
-    "infinite_width": infinite_width, "optimisation": optimisation,
+    "infinite_width": infinite_width, "optimisation": optimisation, "superposition": superposition,
 }
 
 
