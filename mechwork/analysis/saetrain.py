@@ -17,8 +17,9 @@ positions a mask selects; :func:`train_sae` fits an :class:`~mechwork.analysis.s
   norm, the bias 0, and Adam's moments of those rows are reset);
 * a tqdm bar on stderr shows live L0 and loss (silent when ``quiet`` or ``MECHWORK_QUIET`` is set).
 
-The history (loss, MSE, L0, dead count per logged step) is read on the logging steps only, so a step costs no
-device-to-host synchronisation.
+The history (loss, MSE, L0, dead count per logged step) is read on the logging steps only, and the dead set AuxK
+uses is refreshed every ``DEAD_CHECK`` steps, so most steps cost no device-to-host synchronisation. Adam is torch's
+fused kernel, and in training a TopK SAE decodes its k latents with a gather rather than a dense product.
 
 Example::
 
