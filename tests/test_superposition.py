@@ -235,6 +235,16 @@ def test_study_smoke_run_writes_results_and_page(tmp_path):
     assert set(res["checks"]) == {"dense_orthogonal_top_m", "sparse_packs_more", "phase_regions", "sticky_fractions"}
     html = __import__("html").unescape(page.read_text())
     assert "Phase diagram" in html and "Histogram of D_i" in html and all(s[:40] in html for s in res["sentences"])
+    from test_figures import untitled
+    from test_studies import page_figures
+
+    figs = page_figures(page.read_text())
+    assert len(figs) == 5 and {t: untitled(f) for t, f in figs if untitled(f)} == {}
+    from chromium_check import check_page, chromium_path
+
+    if chromium_path() is not None:
+        r = check_page(page)
+        assert r.plotly_drawn == r.plotly_mounts and r.console_errors == [] and r.page_errors == [], r
     # a rerun reloads the trained models and says the same
     assert study.main(["--smoke", "--out", str(out), "--dashboard", str(page), "--quiet"]) == 0
     assert json.loads((out / "results.json").read_text())["sentences"] == res["sentences"]

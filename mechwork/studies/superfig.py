@@ -44,14 +44,14 @@ def norms_figure(g: Any) -> Any:
     for i in range(n_inst):
         fig.add_trace(go.Bar(
             x=g.norms[i].tolist(), y=[f"feature {f}" for f in range(n_feat)], orientation="h",
-            marker={"color": sup[i].tolist(), "colorscale": [[0, "#222222"], [0.5, "#f2c14e"], [1, "#e45756"]],
-                    "cmin": 0, "cmax": 1, "showscale": i == 0,
-                    "colorbar": {"title": "superposition", "len": 0.8}},
+            marker={"color": sup[i].tolist(), "coloraxis": "coloraxis"},
             name=g.labels[i], showlegend=False,
             hovertemplate="%{y}: ||W_i|| %{x:.3f}, superposition %{marker.color:.3f}<extra>" + g.labels[i] + "</extra>",
         ), row=1, col=i + 1)
-        fig.update_xaxes(range=[0, max(1.5, float(g.norms.max()) * 1.05)], row=1, col=i + 1)
-    fig.update_yaxes(autorange="reversed")
+        fig.update_xaxes(range=[0, max(1.5, float(g.norms.max()) * 1.05)], title_text="||W_i||", row=1, col=i + 1)
+    fig.update_yaxes(autorange="reversed", title_text="feature (by importance)")
+    fig.update_layout(coloraxis={"colorscale": [[0, "#222222"], [0.5, "#f2c14e"], [1, "#e45756"]], "cmin": 0,
+                                 "cmax": 1, "colorbar": {"title": "superposition", "len": 0.8}})
     fig.update_layout(title=f"||W_i|| per feature (n={n_feat}, m={g.W.shape[1]}), coloured by "
                             "sum_{j!=i} (W^_i . W_j)^2", height=120 + 22 * n_feat, bargap=0.15)
     return fig
@@ -68,10 +68,11 @@ def gram_figure(g: Any) -> Any:
     lim = max(1.0, float(G.abs().max()))
     for i in range(n_inst):
         fig.add_trace(go.Heatmap(z=G[i].tolist(), zmin=-lim, zmax=lim, colorscale="RdBu", reversescale=True,
-                                 showscale=i == 0, hovertemplate="W_%{y} . W_%{x} = %{z:.3f}<extra></extra>"),
+                                 showscale=i == 0, colorbar={"title": "W_i . W_j"},
+                                 hovertemplate="W_%{y} . W_%{x} = %{z:.3f}<extra></extra>"),
                       row=1, col=i + 1)
-    fig.update_yaxes(autorange="reversed", showticklabels=False)
-    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, title_text="feature i")
+    fig.update_xaxes(showticklabels=False, title_text="feature j")
     fig.update_layout(title="Gram matrices W^T W by sparsity (features in order of importance)", height=260)
     return fig
 
