@@ -103,11 +103,26 @@ def part_sparsity(args: Any, plan: dict[str, Any]) -> tuple[dict[str, Any], Any]
     return out, g
 
 
-def part_phase(plan: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    from mechwork.studies.superposition import phase_diagram
+def part_phase(args: Any, plan: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The phase diagram, reloaded from ``<out>/phase.safetensors`` (its best W per cell) when the plan is unchanged."""
+    from mechwork.io import load_tensors, save_tensors_atomic
+    from mechwork.studies.superposition import PhaseDiagram, phase_diagram
 
-    p = phase_diagram(plan["importance"], plan["density"], restarts=plan["restarts"], steps=plan["steps"],
-                      batch_size=plan["batch"], lr=plan["lr"], seed=0)
+    path, key = Path(args.out) / "phase.safetensors", json.dumps(plan, sort_keys=True)
+    p = None
+    if path.exists():
+        tensors, meta = load_tensors(path)
+        if meta.get("plan") == key:
+            saved = json.loads(meta["result"])
+            p = PhaseDiagram(tuple(plan["importance"]), tuple(plan["density"]),
+                             tuple(tuple(r) for r in saved["phases"]), tensors["W"], plan["restarts"],
+                             saved["agreement"])
+    if p is None:
+        p = phase_diagram(plan["importance"], plan["density"], restarts=plan["restarts"], steps=plan["steps"],
+                          batch_size=plan["batch"], lr=plan["lr"], seed=0)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        save_tensors_atomic({"W": p.W.contiguous()}, path, {"plan": key, "result": json.dumps(
+            {"phases": [list(r) for r in p.phases], "agreement": p.agreement})})
     regions = {}
     for name, inside in REGIONS.items():
         cells = [(r, d) for a, d in enumerate(p.density) for b, r in enumerate(p.relative_importance)
@@ -176,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         bars.stage("importance and sparsity")
         sp, g = part_sparsity(args, plan["sparsity"])
         bars.stage("phase diagram")
-        ph, p = part_phase(plan["phase"])
+        ph, p = part_phase(args, plan["phase"])
         bars.stage("dimensionality")
         dm, d = part_dims(args, plan["dims"])
     checks = {"dense_orthogonal_top_m": sp["check_dense"], "sparse_packs_more": sp["check_sparse"],
