@@ -248,3 +248,27 @@ def test_study_smoke_run_writes_results_and_page(tmp_path):
     # a rerun reloads the trained models and says the same
     assert study.main(["--smoke", "--out", str(out), "--dashboard", str(page), "--quiet"]) == 0
     assert json.loads((out / "results.json").read_text())["sentences"] == res["sentences"]
+
+
+@pytest.mark.slow
+def test_full_size_dimensionality_has_the_digon_plateau_and_several_sticky_fractions():
+    """The study's n=200, m=20 run (ARENA's set-up, about 20 min on one thread). What holds there: at
+    1/(1-S) in [2.1, 3.6] at least 90% of the represented features are digons (D = 1/2 within 0.03), and at least
+    three sticky fractions are populated. What does not (experiments/README.md, Studies III): the overall share at a
+    sticky fraction is not 2x a uniform spread's: at 1/(1-S) >= 5 the features spread evenly near m/||W||_F^2."""
+    dens = (20 ** -torch.linspace(0, 1, 20)).tolist()
+    model = ToyModel(ToyModelConfig(200, 20, 20, [[d] for d in dens]), seed=0)
+    train_toy(model, steps=10_000, batch_size=1024, lr=1e-3, seed=0)
+    W = model.W.detach().numpy().astype(np.float64)
+    fracs = list(STICKY.values())
+    populated, plateau = set(), 0
+    for i, d in enumerate(dens):
+        norms = np.linalg.norm(W[i], axis=0)
+        unit = W[i] / (1e-5 + norms)
+        D = norms**2 / ((unit.T @ W[i]) ** 2).sum(axis=1)  # numpy, independent of the module
+        rep = D[norms > 0.5]
+        populated |= {min(fracs, key=lambda f: abs(f - x)) for x in rep if min(abs(f - x) for f in fracs) <= 0.03}
+        if 2.1 <= 1 / d <= 3.6:
+            assert len(rep) >= 20 and (np.abs(rep - 0.5) <= 0.03).mean() >= 0.9
+            plateau += 1
+    assert plateau >= 3 and len(populated) >= 3
