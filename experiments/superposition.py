@@ -15,8 +15,8 @@ model of a part is one instance of one batched model.
 (3) n=200, m=20, uniform importance, density 20**-t for 20 t in [0, 1] (ARENA): feature dimensionalities
     ``D_i`` cluster at the sticky fractions 1, 3/4, 2/3, 1/2, 2/5, 3/8.
 
-    python experiments/superposition.py            # full (about 25 min on a shared 2-core machine)
-    python experiments/superposition.py --quick    # smaller parts, a few minutes
+    python experiments/superposition.py            # full (23 min on a shared 2-core machine)
+    python experiments/superposition.py --quick    # smaller parts (33 s here)
 """
 
 from __future__ import annotations
