@@ -1,4 +1,5 @@
-"""The ``mechwork`` command line: ``train``, ``info``, ``analyze``, ``patch``, ``circuit``, ``dashboard`` and ``demo``.
+"""The ``mechwork`` command line: ``train``, ``info``, ``analyze``, ``patch``, ``circuit``, ``sae``, ``dashboard``
+and ``demo``.
 
 ``info``, ``patch`` and ``dashboard`` take a MODEL: a preset, a run directory, or a model directory saved
 with ``save_pretrained`` (booted offline through TransformerLens's bridge). ``--prompts FILE`` and
@@ -21,7 +22,7 @@ registered kind, with options from the kit's table (the built-in tables live in
 
 The commands live by idea: :mod:`mechwork.cli.args` (the checks before torch), :mod:`mechwork.cli.train`
 (``train KIND``), :mod:`mechwork.cli.prompt_commands` (``patch``, ``dashboard``), :mod:`mechwork.cli.circuit`
-(``circuit``); this module holds the group,
+(``circuit``), :mod:`mechwork.cli.sae` (``sae train``, ``sae info``); this module holds the group,
 ``info``, ``analyze``, ``demo`` and :func:`main`.
 
 Examples::
@@ -36,6 +37,8 @@ Examples::
     mechwork patch induction-2l --site z --by head_pos --json z.json
     mechwork patch path/to/hf_model --pair "when mary and john went" "when john and mary went"
     mechwork circuit induction-2l --method eap --out circuit.html
+    mechwork sae train modadd-113 --hook blocks.0.mlp.hook_post --positions mask --out saes/modadd
+    mechwork sae info modadd-113
     mechwork dashboard modadd-113 --out dashboards/modadd-113.html
     mechwork dashboard path/to/hf_model --prompts prompts.txt --pair "the cat sat" "the dog sat"
     mechwork demo
@@ -52,6 +55,7 @@ from mechwork import bars, limits
 from mechwork.cli.args import check_page_out, check_source, check_writable
 from mechwork.cli.circuit import circuit_cmd
 from mechwork.cli.prompt_commands import dashboard_cmd, patch_cmd
+from mechwork.cli.sae import sae_group
 from mechwork.cli.train import train
 from mechwork.errors import CheckpointError, ConfigError, MechworkError, NonFiniteError, RunBusyError
 
@@ -96,7 +100,7 @@ def cli() -> None:
     """mechwork: train toy transformers, open them up, publish what you find."""
 
 
-for _command in (train, patch_cmd, circuit_cmd, dashboard_cmd):
+for _command in (train, patch_cmd, circuit_cmd, dashboard_cmd, sae_group):
     cli.add_command(_command)
 
 
