@@ -212,6 +212,13 @@ def test_shipped_modadd_single_frequency_latents_by_brute_force_dft(modadd):
     sf = RESULTS[MOD]["single_frequency"]
     print(f"modadd-113 SAE: {dominated.sum()} of {live.sum()} live latents dominated by one key frequency")
     assert (int(live.sum()), int(dominated.sum())) == (sf["n_live"], sf["n_dominated"])
+    # the README's comparison: the model's own neurons, the same way
+    with torch.no_grad():
+        neurons = grab(model, MOD_HOOK, tokens)[:, -1].double().numpy()  # [p^2, 512]
+    alive = (neurons > 0).any(0)
+    n_dom = int(dft_dominated(neurons[:, alive].T.reshape(-1, p, p)).sum())
+    print(f"modadd-113 neurons: {n_dom} of {alive.sum()} live neurons dominated by one key frequency")
+    assert (int(alive.sum()), n_dom) == (498, 482)
 
 
 def test_shipped_induction_sae_recovers_the_loss():

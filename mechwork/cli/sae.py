@@ -137,7 +137,8 @@ def _task_batch(task: Any) -> Any:
 
 
 def _metric_lines(m: Any) -> list[str]:
-    lines = [f"L0 {m.l0:.3g}, fraction of variance explained {m.fve:.2%}, {m.n_dead} dead latents "
+    dead = f"{m.n_dead} dead latent{'' if m.n_dead == 1 else 's'}"
+    lines = [f"L0 {m.l0:.3g}, fraction of variance explained {m.fve:.2%}, {dead} "
              f"({m.dead_fraction:.1%}), {m.n_dense} dense (firing on more than {m.dense_threshold:.0%})"]
     if math.isfinite(m.loss_recovered):
         lines.append(f"loss recovered {m.loss_recovered:.2%} (clean {m.clean_loss:.4g}, with the SAE "
