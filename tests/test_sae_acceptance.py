@@ -296,3 +296,16 @@ def test_train_saes_script_rewrites_the_shipped_files_bit_identically(tmp_path):
     for name, hook in ((MOD, MOD_HOOK), (IND, IND_HOOK)):
         for f in SAE_FILES:
             assert (tmp_path / name / hook / f).read_bytes() == (SHIPPED_ROOT / name / hook / f).read_bytes()
+
+
+def test_the_readme_quotes_the_measured_figures():
+    """README.md's SAE table and sentence are what experiments/results/saes.json holds."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    mod, ind = RESULTS[MOD]["metrics"]["all pairs"], RESULTS[IND]["metrics"]["test split"]
+    sf = RESULTS[MOD]["single_frequency"]
+    assert f"Only {sf['n_dominated']} of the modadd SAE's {sf['n_live']} live latents" in text
+    assert f"| {mod['l0']:.0f} | {mod['loss_recovered']:.4f} (all pairs and held-out pairs) | {mod['fve']:.3f} | " \
+           f"{int(mod['n_dead'])} |" in text
+    assert f"{RESULTS[MOD]['metrics']['test split']['loss_recovered']:.4f}" == f"{mod['loss_recovered']:.4f}"
+    assert f"| {ind['l0']:.0f} | {ind['loss_recovered']:.3f} (test split) | {ind['fve']:.3f} | {int(ind['n_dead'])} |" \
+           in text
