@@ -28,6 +28,16 @@ Example::
     mechwork sae train runs/induction --hook blocks.1.hook_resid_pre --architecture standard --l1 3e-3
     mechwork sae info saes/modadd
     mechwork sae info modadd-113
+
+The data an SAE of a task reads (a fixed dataset gives all of itself)::
+
+    >>> from mechwork.tasks import InductionTask, ModularArithmetic
+    >>> tokens, mask, what = task_data(ModularArithmetic(p=7), "mask", 0)
+    >>> tuple(tokens.shape), int(mask.sum()), what
+    ((49, 3), 49, 'its train + test splits (49 sequences), the positions its loss counts')
+    >>> tokens, mask, what = task_data(InductionTask(d_vocab=16, seq_len=16, max_len=6, batch_size=4), "all", 100)
+    >>> tuple(tokens.shape), mask, what
+    ((8, 16), None, '2 training batches (8 sequences), every position')
 """
 
 from __future__ import annotations
