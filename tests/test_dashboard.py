@@ -201,7 +201,7 @@ def test_grokking_dashboard_of_the_embedded_model():
                  "Fourier spectrum of the embedding", "Neuron clusters", "Attention from '=' over the (a, b) grid",
                  "Attention on 1 + 2 =", "Trig-identity logit fit", "Restricted and excluded loss"):
         assert want in h, h
-    assert sum(b.kind == "view" for b in page.blocks) == 3
+    assert sum(b.kind == "view" and b.body.component == "AttentionHeads" for b in page.blocks) == 3
     kinds = {b.title: b.kind for b in page.blocks if b.title}
     assert kinds["Training curves"] == "plotly" and kinds["Progress measures"] == "plotly"  # its history ships
     html = page.render("cdn")
@@ -244,7 +244,7 @@ def test_induction_dashboard_of_the_embedded_model():
     h = headings(page)
     assert "Head detectors" in h and "Every head on a repeated sequence (1)" in h
     assert "Activation patching: every head at every position" in h and "Ablation and path patching" in h
-    views = [b.body for b in page.blocks if b.kind == "view"]
+    views = [b.body for b in page.blocks if b.kind == "view" and b.body.component == "AttentionHeads"]
     assert len(views) == 3
     assert all(len(v.props["attentionHeadNames"]) == 8 for v in views)  # every head of both layers
     html = page.render("cdn")

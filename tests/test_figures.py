@@ -101,7 +101,7 @@ def patch_result(by: str, sizes: dict[str, int]) -> Any:
     dims = DIMS[by]
     g = torch.Generator().manual_seed(0)
     values = torch.rand(*[sizes[d] for d in dims], generator=g)
-    site = {"neuron": "mlp_post", "head_dest_src": "pattern"}.get(by, "z")
+    site = {"neuron": "mlp_post", "head_dest_src": "pattern", "latent": "sae", "latent_pos": "sae"}.get(by, "z")
     return PatchResult(values, dims, {d: list(range(sizes[d])) for d in dims}, site, by, "noising", 1.0, 0.0)
 
 
@@ -113,16 +113,26 @@ def every_result(embedded_model, bundles) -> list[Result]:
     from mechwork.analysis.grokking import stored_progress
     from mechwork.analysis.lens import logit_lens
     from mechwork.analysis.logit import direct_logit_attribution, residual_decomposition
+    from mechwork.analysis.sae import SAEConfig
+    from mechwork.analysis.saehook import LatentAblation
+    from mechwork.analysis.saetrain import SAETrainConfig, train_sae
     from mechwork.analysis.symmetry import distance_irrelevance, gradient_symmetricity
     from mechwork.analysis.trig import logit_trig_fit, restricted_excluded
     from mechwork.dashboard.figures import TrainingCurves
     from mechwork.models import preset
     from mechwork.source import open_source
     from mechwork.studies.scaling import FitConfig, fit_scaling
+    from mechwork.studies.superposition import (
+        PhaseDiagram,
+        ToyModel,
+        ToyModelConfig,
+        dimensionalities,
+        geometry,
+    )
 
     task = preset("modadd-113").task
     induction = mechwork.load("induction-2l", device="cpu")
-    sizes = {"layer": 2, "pos": 5, "head": 4, "neuron": 512, "dest": 5, "src": 5}
+    sizes = {"layer": 2, "pos": 5, "head": 4, "neuron": 512, "dest": 5, "src": 5, "latent": 12}
     rep = torch.arange(8).repeat(2)[None]  # a repeated sequence: the induction heads' input
     n = np.array([1e3, 3e3, 1e4, 3e4, 1e5, 3e5])
     d = np.array([1e4, 1e5, 1e4, 1e5, 1e4, 1e5])
@@ -139,10 +149,21 @@ def every_result(embedded_model, bundles) -> list[Result]:
         fit_scaling(2.0 + 50 / n**0.3, n, config=few), fit_scaling(2.0 + 50 / n**0.3 + 30 / d**0.2, n, d, config=few),
         direct_logit_attribution(induction, rep, 5, unit="head"), direct_logit_attribution(induction, rep, 5, 6),
         residual_decomposition(induction, rep), logit_lens(induction, rep),
-    ] + [patch_result(by, sizes) for by in ("layer", "layer_pos", "head", "head_pos", "neuron", "head_dest_src")]
+        LatentAblation([1, 5, 9], torch.tensor([0.1, 0.4, 0.2]), 0.3, 0.9, "zero", "blocks.0.mlp.hook_post", True,
+                       "metric"),
+        geometry(ToyModel(ToyModelConfig.sweep(5, 2, [0.0, 0.9], importance=0.9))),
+        dimensionalities(ToyModel(ToyModelConfig(6, 2, 2, [[1.0], [0.3]])), threshold=0.0),
+        PhaseDiagram((0.5, 2.0), (1.0, 0.1), (("not represented", "dedicated dimension"), ("superposition", "other")),
+                     torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]], [[[1.0, -1.0]], [[1.0, 1.0]]]]), 1),
+        train_sae(torch.randn(64, 8, generator=torch.Generator().manual_seed(0)),
+                  SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2), SAETrainConfig(steps=4, batch_size=16,
+                                                                                       log_every=2)),
+    ] + [patch_result(by, sizes) for by in ("layer", "layer_pos", "head", "head_pos", "neuron", "head_dest_src",
+                                            "latent", "latent_pos")]
     # every result of both bundles that draws a figure, and the circuit report's parts (scores, exact scores,
     # their check, the circuit, its curve)
     results += [r for b in bundles.values() for r in b.results.values() if type(r).figure is not Result.figure]
+    results += [b["sae"].features for b in bundles.values() if "sae" in b.results]  # inside the SAE bundle
     rep = bundles["induction-2l"]["circuit"]
     results += [rep.scores, rep.exact, rep.check, rep.circuit, rep.curve]
     results.append(TrainingCurves(bundles["modadd-113"].info.metrics, [("memorisation", 0, 800)]))

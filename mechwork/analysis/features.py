@@ -185,8 +185,14 @@ class FeatureReport(Result):
         fig = make_subplots(rows=1, cols=cols)
         col = 1
         for name in shown:
-            for trace in parts[name](i).data:
+            part_fig = parts[name](i)
+            for trace in part_fig.data:
                 fig.add_trace(trace, row=1, col=col + (1 if trace.type == "bar" and name == "grid" else 0))
+            for j in range(2 if name == "grid" else 1):  # each part's axis titles onto its subplot's axes
+                src, dst = ("" if j == 0 else str(j + 1)), ("" if col + j == 1 else str(col + j))
+                for axis in ("xaxis", "yaxis"):
+                    title = part_fig.layout[axis + src].title.text
+                    fig.layout[axis + dst].title = {"text": title}
             col += 2 if name == "grid" else 1
         return fig.update_layout(title=f"Latent {self.latents[i]}", showlegend=False, height=380)
 
@@ -225,7 +231,8 @@ class FeatureReport(Result):
         e = g.energy[i]
         fig = make_subplots(rows=1, cols=2, subplot_titles=("activation over (a, b)", "energy per frequency"),
                             horizontal_spacing=0.2)
-        fig.add_trace(go.Heatmap(z=g.acts[i].tolist(), colorscale="Blues", colorbar={"x": 0.41, "thickness": 14},
+        fig.add_trace(go.Heatmap(z=g.acts[i].tolist(), colorscale="Blues", colorbar={"x": 0.41, "thickness": 14,
+                                                                                   "title": {"text": "activation"}},
                                  name="activation",
                                  hovertemplate="a=%{y}, b=%{x}: %{z:.3g}<extra></extra>"), row=1, col=1)
         k = list(range(1, len(e) + 1))

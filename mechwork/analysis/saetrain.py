@@ -301,6 +301,36 @@ def _init_b_dec(sae: SAE, acts: Tensor, how: str, gen: torch.Generator) -> None:
         sae.b_dec.copy_(geometric_median(sample) if how == "median" else sample.mean(0))
 
 
+def _start(acts: Tensor, cfg: SAEConfig, train: SAETrainConfig, init: SAE | None,
+           gen: torch.Generator) -> tuple[SAE, torch.optim.Adam]:
+    """The SAE to train (fresh, with ``b_dec`` from the data, or a copy of ``init``) and its Adam."""
+    if init is None:
+        sae = SAE(cfg, seed=train.seed)
+        _init_b_dec(sae, acts, train.b_dec_init, gen)
+    else:
+        sae = copy.deepcopy(init)
+    sae.train()
+    try:  # the fused kernel: one pass over every parameter, ~10x faster than the default per-tensor loop on CPU
+        opt = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.adam_betas, fused=True)
+    except (RuntimeError, ValueError):
+        opt = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.adam_betas)
+    return sae, opt
+
+
+def _log(history: dict[str, list[Any]], means: Tensor, n_dead: int, done: int, lr: float,
+         train: SAETrainConfig) -> None:
+    """Append one logged step (the means of loss, mse, aux and L0 since the last); refuse a non-finite one."""
+    vals = means.tolist()
+    for key, v in zip(("loss", "mse", "aux", "l0"), vals, strict=True):
+        history[key].append(float(v))
+    history["step"].append(done)
+    history["dead"].append(n_dead)
+    history["lr"].append(lr)
+    if not all(math.isfinite(v) for v in vals):
+        raise ConfigError(f"SAE training diverged at step {done} (loss {vals[0]}): lower the learning "
+                          f"rate (lr={train.lr})")
+
+
 def train_sae(
     acts: Float[Tensor, "n d_in"],
     cfg: SAEConfig,
@@ -318,19 +348,10 @@ def train_sae(
     if init is not None and init.cfg != cfg:
         raise invalid("init", "an SAE with the config being trained", init.cfg)
     gen = torch.Generator().manual_seed(train.seed)
-    if init is None:
-        sae = SAE(cfg, seed=train.seed)
-        _init_b_dec(sae, acts, train.b_dec_init, gen)
-    else:
-        sae = copy.deepcopy(init)
-    sae.train()
+    sae, opt = _start(acts, cfg, train, init, gen)
     device = sae.W_dec.device
     data = acts.to(device, getattr(torch, cfg.dtype))
     n = data.shape[0]
-    try:  # the fused kernel: one pass over every parameter, ~10x faster than the default per-tensor loop on CPU
-        opt = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.adam_betas, fused=True)
-    except (RuntimeError, ValueError):
-        opt = torch.optim.Adam(sae.parameters(), lr=train.lr, betas=train.adam_betas)
     since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
     history: dict[str, list[Any]] = {k: [] for k in ("step", "loss", "mse", "aux", "l0", "dead", "lr")}
     standard = cfg.architecture == "standard"
@@ -374,19 +395,11 @@ def train_sae(
                     _resample(sae, opt, data, dead, gen)
                     since_fired[dead] = 0
             if done % train.log_every == 0 or done == train.steps:
-                vals = (acc / since_log).tolist()
-                n_dead = int((since_fired >= train.dead_after).sum())
-                for key, v in zip(("loss", "mse", "aux", "l0"), vals, strict=True):
-                    history[key].append(float(v))
-                history["step"].append(done)
-                history["dead"].append(n_dead)
-                history["lr"].append(lr)
-                if not all(math.isfinite(v) for v in vals):
-                    raise ConfigError(f"SAE training diverged at step {done} (loss {vals[0]}): lower the learning "
-                                      f"rate (lr={train.lr})")
+                _log(history, acc / since_log, int((since_fired >= train.dead_after).sum()), done, lr, train)
                 acc.zero_()
                 bar.update(since_log)
-                bar.set_postfix(L0=f"{vals[3]:.3g}", loss=f"{vals[0]:.4g}", dead=n_dead, refresh=False)
+                bar.set_postfix(L0=f"{history['l0'][-1]:.3g}", loss=f"{history['loss'][-1]:.4g}",
+                                dead=history["dead"][-1], refresh=False)
                 since_log = 0
     finally:
         bar.close()
