@@ -247,6 +247,9 @@ def test_induction_dashboard_of_the_embedded_model():
     views = [b.body for b in page.blocks if b.kind == "view" and b.body.component == "AttentionHeads"]
     assert len(views) == 3
     assert all(len(v.props["attentionHeadNames"]) == 8 for v in views)  # every head of both layers
+    # the shipped SAE's feature pages: five latents, each with its top activations
+    assert "SAE features" in h
+    assert sum(b.kind == "view" and b.body.component == "TextNeuronActivations" for b in page.blocks) == 5
     html = page.render("cdn")
     assert "Induction heads: <strong>L1H" in html
 

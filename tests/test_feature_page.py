@@ -200,3 +200,18 @@ def test_a_run_directory_s_saes_are_paged_and_the_kits_standard_hook_comes_first
     assert fallback.hook_name == "blocks.0.hook_resid_pre" and fallback.features.d_sae == 16
     assert sae_result(NS(name=str(tmp_path), kind="run", model=model), RESID, small) is None
     assert sae_result(NS(name="gpt2", kind="model", model=model), RESID, small) is None
+
+
+def test_the_below_sentence_says_when_a_chosen_latent_never_fires():
+    cfg = SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2)
+
+    def below(r: FeatureReport) -> str:
+        page = feature_section(Page("x"), bundle_of(SAEBundle("blocks.0.mlp.hook_post", "here", cfg, None, r)))
+        return next(b.body for b in page.blocks if b.title == "SAE features")
+
+    both_fire = below(report())
+    assert "2 of the 8 latents (2 fire on the 10 activations the pages are drawn from)." in both_fire
+    assert "never do" not in both_fire
+    one_dead = below(report(latents=[3, 5], by="given"))  # latent 5 has density 0
+    assert "the chosen 2 of the 8 latents (2 fire on the 10 activations the pages are drawn from; 1 of those below " \
+           "never does)." in one_dead

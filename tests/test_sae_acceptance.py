@@ -140,6 +140,7 @@ def check_tms(best: np.ndarray, norms: np.ndarray) -> None:
           f"{best[represented].mean():.4f} over them, {best.mean():.4f} over all 20")
     assert represented.sum() >= 10  # at sparsity 0.95 the model packs well over m=5 features (else nothing to find)
     assert best[represented].mean() >= 0.9
+    assert best.mean() >= 0.9  # the reading: the mean over every true feature
     assert best[represented].min() >= 0.8  # and no represented feature is missed outright
 
 
@@ -218,7 +219,8 @@ def test_shipped_modadd_single_frequency_latents_by_brute_force_dft(modadd):
     alive = (neurons > 0).any(0)
     n_dom = int(dft_dominated(neurons[:, alive].T.reshape(-1, p, p)).sum())
     print(f"modadd-113 neurons: {n_dom} of {alive.sum()} live neurons dominated by one key frequency")
-    assert (int(alive.sum()), n_dom) == (498, 482)
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert f"the model's neurons: {n_dom} of {int(alive.sum())})" in readme  # the README quotes what is measured
 
 
 def test_shipped_induction_sae_recovers_the_loss():
@@ -230,7 +232,7 @@ def test_shipped_induction_sae_recovers_the_loss():
     l0 = float((encode(x) > 0).sum(-1).double().mean())
     losses = spliced_losses(model, IND_HOOK, batch, lambda a: decode(encode(a)), "all")
     print(f"induction-2l SAE: loss recovered {losses['recovered']:.4f} on the test split at L0 {l0:.2f}; {losses}")
-    assert l0 <= cfg["k"] and losses["recovered"] >= 0.9  # measured: see experiments/results/saes.json
+    assert 0 < l0 <= cfg["k"] and losses["recovered"] >= 0.9  # measured: see experiments/results/saes.json
     shown = RESULTS[IND]["metrics"]["test split"]
     assert abs(shown["loss_recovered"] - losses["recovered"]) < 1e-4 and abs(shown["l0"] - l0) < 1e-3
 
@@ -304,7 +306,8 @@ def test_the_readme_quotes_the_measured_figures():
     mod, ind = RESULTS[MOD]["metrics"]["all pairs"], RESULTS[IND]["metrics"]["test split"]
     sf = RESULTS[MOD]["single_frequency"]
     assert f"Only {sf['n_dominated']} of the modadd SAE's {sf['n_live']} live latents" in text
-    assert f"| {mod['l0']:.0f} | {mod['loss_recovered']:.4f} (all pairs and held-out pairs) | {mod['fve']:.3f} | " \
+    assert f"| {mod['l0']:.0f} | {mod['loss_recovered']:.4f} (all pairs; also on the model's held-out pairs, " \
+           f"which the SAE trained on too) | {mod['fve']:.3f} | " \
            f"{int(mod['n_dead'])} |" in text
     assert f"{RESULTS[MOD]['metrics']['test split']['loss_recovered']:.4f}" == f"{mod['loss_recovered']:.4f}"
     assert f"| {ind['l0']:.0f} | {ind['loss_recovered']:.3f} (test split) | {ind['fve']:.3f} | {int(ind['n_dead'])} |" \

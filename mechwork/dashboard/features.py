@@ -134,8 +134,10 @@ def feature_section(page: Page, bundle: Analysis, key: str = "sae", *, title: st
         lines.append(f"**{n_dom}** of its {n_live} live latents are dominated by one key frequency over the (a, b) "
                      f"grid (at least {DOMINANT:.0%} of their non-constant Fourier energy in one frequency).")
     how = {"density": "the most often firing", "max": "the largest-activating", "given": "the chosen"}[r.by]
-    lines.append(f"Below: {how} {len(r.latents)} of the {n_live} latents that fire on the {r.n_acts:,} activations "
-                 f"the pages are drawn from.")
+    silent = sum(not bool(r.live[lat]) for lat in r.latents)
+    never = f"; {silent} of those below never {'does' if silent == 1 else 'do'})." if silent else ")."
+    lines.append(f"Below: {how} {len(r.latents)} of the {r.d_sae:,} latents ({n_live} fire on the {r.n_acts:,} "
+                 f"activations the pages are drawn from{never}")
     page.markdown("\n\n".join(lines), title=title)
     if sae.metrics is not None:
         m = sae.metrics
