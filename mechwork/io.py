@@ -44,6 +44,7 @@ __all__ = [
     "first_non_finite",
     "load_json",
     "load_tensors",
+    "read_safetensors",
     "save_tensors_atomic",
     "tensors_digest",
     "write_json_atomic",
@@ -139,6 +140,26 @@ def save_tensors_atomic(
         f.write(data)
 
 
+def read_safetensors(
+    path: str | os.PathLike[str], what: str = "checkpoint"
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Every tensor and the metadata of a safetensors file, on the CPU, unchecked; a missing or unreadable file
+    is one :class:`CheckpointError` line naming it (``what`` it is: ``checkpoint``, ``SAE weights``)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing {what}: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors raises several types for a bad header/body
+        msg = f"{type(e).__name__}: {e}".replace("\n", " ")
+        raise CheckpointError(f"corrupt {what} {path}: {msg}") from None
+    return tensors, meta
+
+
 def load_tensors(
     path: str | os.PathLike[str], device: str = "cpu"
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -148,18 +169,8 @@ def load_tensors(
     missing or unreadable file, a missing or wrong content hash, and a
     floating tensor holding NaN or inf (named too).
     """
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"missing checkpoint: {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as e:  # safetensors raises several types for a bad header/body
-        msg = f"{type(e).__name__}: {e}".replace("\n", " ")
-        raise CheckpointError(f"corrupt checkpoint {path}: {msg}") from None
+    tensors, meta = read_safetensors(path)
     stored = meta.get(HASH_KEY)
     if stored is None:
         raise CheckpointError(f"corrupt checkpoint {path}: no content hash in its metadata ('{HASH_KEY}')")

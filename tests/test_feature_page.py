@@ -11,6 +11,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 import torch
+from tiny_sae import induction_sae as fit_induction_sae
 
 import mechwork
 from mechwork.analysis.features import DOMINANT, FeatureGrid, FeatureReport, SAEBundle, feature_report
@@ -107,21 +108,7 @@ def test_the_section_is_absent_without_an_sae_and_escapes_token_strings():
 
 @pytest.fixture(scope="module")
 def induction_sae(tmp_path_factory):
-    torch.set_num_threads(1)
-    model, task = mechwork.load("induction-2l"), mechwork.preset("induction-2l").task
-    toks = task.batch("test").tokens[:64]
-    _, cache = model.run_with_cache(toks, names_filter=lambda n: n == RESID)
-    x = cache[RESID].detach().reshape(-1, 64)
-    sae = SAE(SAEConfig(d_in=64, d_sae=64, architecture="topk", k=4, hook_name=RESID, model_name="induction-2l"))
-    opt = torch.optim.Adam(sae.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(40):
-        xb = x[torch.randint(0, len(x), (512,), generator=g)]
-        loss = (sae(xb) - xb).pow(2).sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sae.normalize_decoder_()
+    model, toks, sae, _ = fit_induction_sae(64, 64, 40)
     from mechwork.analysis.saeio import save_sae
 
     root = tmp_path_factory.mktemp("saes")

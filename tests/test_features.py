@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_sae import induction_sae
 
 import mechwork
 from mechwork.analysis.features import DOMINANT, feature_report, frequency_energy
@@ -172,22 +173,7 @@ def test_the_mlp_logit_effect_is_the_logits_change_per_unit_of_activation(modadd
 
 @pytest.fixture(scope="module")
 def induction():
-    torch.set_num_threads(1)
-    model, task = mechwork.load("induction-2l"), mechwork.preset("induction-2l").task
-    toks = task.batch("test").tokens[:96]
-    _, cache = model.run_with_cache(toks, names_filter=lambda n: n == RESID)
-    x = cache[RESID].detach().reshape(-1, 64)
-    sae = SAE(SAEConfig(d_in=64, d_sae=96, architecture="topk", k=4, hook_name=RESID, model_name="induction-2l"))
-    opt = torch.optim.Adam(sae.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(60):
-        xb = x[torch.randint(0, len(x), (512,), generator=g)]
-        loss = (sae(xb) - xb).pow(2).sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sae.normalize_decoder_()
-    return model, toks, sae, x
+    return induction_sae(96, 96, 60)
 
 
 def test_the_induction_report_picks_the_most_frequent_latents_and_their_true_top(induction):

@@ -34,11 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from mechwork.analysis.sae import SAE, SAEConfig
 from mechwork.errors import CheckpointError, ConfigError
-from mechwork.io import HASH_KEY, first_non_finite, load_json, save_tensors_atomic, tensors_digest, write_json_atomic
+from mechwork.io import (
+    HASH_KEY,
+    first_non_finite,
+    load_json,
+    read_safetensors,
+    save_tensors_atomic,
+    tensors_digest,
+    write_json_atomic,
+)
 
 __all__ = ["CFG_FILENAME", "SAELENS_FIELDS", "SAELENS_VERSION", "WEIGHTS_FILENAME", "SAELensFields", "load_sae",
            "read_sae_config", "save_sae"]
@@ -227,26 +234,12 @@ def _read_config(directory: str | Path) -> tuple[SAEConfig, bool]:
     return sae_cfg, rescale
 
 
-def _read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise CheckpointError(f"no SAE weights at {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as e:  # safetensors raises several types for a bad header/body
-        raise CheckpointError(f"corrupt SAE weights {path}: {type(e).__name__}: {e}".replace("\n", " ")) from None
-    return tensors, meta
-
-
 def load_sae(directory: str | Path, *, device: torch.device | str = "cpu") -> SAE:
     """The SAE saved in ``directory`` (by :func:`save_sae` or SAELens; see the module docstring)."""
     directory = Path(directory)
     cfg, rescale = _read_config(directory)
     path = directory / WEIGHTS_FILENAME
-    tensors, meta = _read_weights(path)
+    tensors, meta = read_safetensors(path, "SAE weights")
     scale = tensors.pop("scaling_factor", None)  # SAELens wrote an all-ones one for a while
     if scale is not None and not torch.equal(scale, torch.ones_like(scale)):
         raise ConfigError(f"{path}: a scaling_factor other than 1 (finetuning scaling) is not supported")
