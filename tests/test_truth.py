@@ -314,7 +314,8 @@ def test_induction_page_opens_on_the_named_heads_and_says_nothing_untrue():
     del page_model
     ind, prev = scores.top("induction", THRESHOLD), scores.top("previous_token", THRESHOLD)
     assert ind and prev
-    views = [b.body for b in page.blocks if b.kind == "view"]
+    views = [b.body for b in page.blocks if b.kind == "view" and b.body.component == "AttentionHeads"]
+    assert views
     for v in views:
         names = v.props["attentionHeadNames"]
         assert names[0] == f"L{ind[0][0]}H{ind[0][1]} induction {ind[0][2]:.2f}"  # the view opens on it
@@ -322,7 +323,7 @@ def test_induction_page_opens_on_the_named_heads_and_says_nothing_untrue():
         assert [n.split()[0] for n in names[:named]] == [f"L{la}H{h}" for la, h, _ in ind + prev]
         assert all(" " not in n for n in names[named:])
     assert all(f"the view opens on L{ind[0][0]}H{ind[0][1]} induction" in b.caption
-               for b in page.blocks if b.kind == "view")
+               for b in page.blocks if b.kind == "view" and b.body.component == "AttentionHeads")
     html = page_text(page)
     assert "phases shaded" not in html and "full batch" not in html
     assert "minibatches of 64 fresh sequences per step" in html
@@ -346,8 +347,8 @@ def test_induction_page_without_a_circuit_says_so(tmp_path):
     assert "shows no two-layer induction circuit" in html and "Olsson" not in html
     assert "Induction heads: <strong>none</strong>" in html
     assert "so there is no circuit to ablate or path-patch" in html
-    views = [b for b in page.blocks if b.kind == "view"]
-    assert all(b.body.props["attentionHeadNames"][0] == "L0H0" for b in views)
+    views = [b for b in page.blocks if b.kind == "view" and b.body.component == "AttentionHeads"]
+    assert views and all(b.body.props["attentionHeadNames"][0] == "L0H0" for b in views)
     assert all("in layer order (the view opens on L0H0)" in b.caption for b in views)
 
 
