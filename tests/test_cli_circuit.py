@@ -9,17 +9,11 @@ import subprocess
 import sys
 
 import pytest
-
-from mechwork.cli import main
+from clirun import forbid_loading, refused, run
 
 IDS_PAIR = ("3 9 14 22 3 9 14", "3 9 14 22 5 11 40")
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 BAD = {
@@ -63,16 +57,8 @@ def test_a_bad_argument_is_one_line_exit_2_before_the_model_loads(capsys, tmp_pa
     args = ["circuit", "no-such-model" if case == "unknown_model" else "induction-2l",
             *[a.replace("{tmp}", str(tmp_path)) for a in extra]]
 
-    def no_loading(*a, **k):
-        raise AssertionError("the model was loaded before the bad argument was refused")
-
-    monkeypatch.setattr("mechwork.source.open_source", no_loading)
-    code, out, err = run(capsys, *args)
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mechwork: error:"), err
-    assert all(n in lines[0] for n in needles), lines[0]
-    assert out == "" and list(tmp_path.iterdir()) == []
+    forbid_loading(monkeypatch)
+    assert refused(capsys, args, needles) == "" and list(tmp_path.iterdir()) == []
 
 
 def test_bad_arguments_are_refused_before_torch_is_imported():

@@ -11,17 +11,13 @@ import subprocess
 import sys
 
 import pytest
+from clirun import forbid_loading, refused, run
 
 from mechwork.cli import main
 
 HOOK = "blocks.0.mlp.hook_post"
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_train_then_info_on_modadd(capsys, tmp_path):
@@ -110,16 +106,8 @@ def test_a_bad_train_argument_is_one_line_exit_2_before_the_model_loads(capsys, 
     out_args = [] if case == "preset_without_out" or "--out" in extra else ["--out", str(tmp_path / "new")]
     args = ["sae", "train", model, "--hook", HOOK, *[a.replace("{tmp}", str(tmp_path)) for a in extra], *out_args]
 
-    def no_loading(*a, **k):
-        raise AssertionError("the model was loaded before the bad argument was refused")
-
-    monkeypatch.setattr("mechwork.source.open_source", no_loading)
-    code, out, err = run(capsys, *args)
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mechwork: error:"), err
-    assert all(n in lines[0] for n in needles), lines[0]
-    assert out == "" and sorted(tmp_path.iterdir()) == before
+    forbid_loading(monkeypatch)
+    assert refused(capsys, args, needles) == "" and sorted(tmp_path.iterdir()) == before
 
 
 def test_bad_arguments_are_refused_before_torch_is_imported(tmp_path):
