@@ -18,7 +18,7 @@ $(BIN)/python:
 # CPU torch first: a bare `torch` requirement with no torch installed pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray,figures]'
 	touch $@
 
 setup: $(STAMP)

@@ -21,10 +21,12 @@ __all__ = [
     "AssetError",
     "CheckpointError",
     "ConfigError",
+    "ExportError",
     "MechworkError",
     "NonFiniteError",
     "NotApplicable",
     "OutputError",
+    "PostError",
     "RunBusyError",
     "RunDirError",
     "check_known_fields",
@@ -77,6 +79,14 @@ class NotApplicable(MechworkError, ValueError):
 
 class AssetError(MechworkError, FileNotFoundError):
     """A JavaScript bundle that should ship inside an installed package is missing."""
+
+
+class PostError(ConfigError):
+    """A post cannot be rendered as written: the message is one line, ``FILE:LINE: what is wrong; what is valid``."""
+
+
+class ExportError(MechworkError, RuntimeError):
+    """Figures cannot be exported as images here (no Chromium, no playwright, or the browser failed)."""
 
 
 def invalid(name: str, valid: str, got: object) -> ConfigError:

@@ -85,7 +85,7 @@ __all__ = [
 ]
 
 OPS = ("add", "sub", "mul", "div", "x2+y2")
-ASSET_MODES = ("inline", "cdn")  # a dashboard's scripts: inline (one offline file) or linked from CDNs
+ASSET_MODES = ("inline", "cdn", "site")  # a page's scripts: inline (one offline file), CDN links, or a site's assets/
 PRESET_NAMES = ("modadd-113", "induction-2l")  # mechwork.models.PRESETS has these keys (a test checks)
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 _CKPT = re.compile(r"^step_(\d{7,})\.safetensors$")  # as mechwork.runs names checkpoints
