@@ -56,6 +56,9 @@ class PageReport:
     requests: list[str] = field(default_factory=list)  # every non-file, non-data request (all blocked)
     title: str = ""
     headings: list[str] = field(default_factory=list)
+    math: int = 0  # MathML <math> elements
+    math_drawn: int = 0  # ... laid out with a nonzero box (Chromium renders MathML Core natively)
+    math_errors: int = 0  # <merror> elements and math left unrendered (.mw-math-error)
 
 
 _STATE_JS = """() => {
@@ -68,6 +71,10 @@ _STATE_JS = """() => {
     cv_drawn: cvs.filter(c => c.children.length > 0 && c.querySelector('*:not(script)')).length,
     title: document.title,
     headings: [...document.querySelectorAll('h1, h2')].map(h => h.textContent),
+    math: document.querySelectorAll('math').length,
+    math_drawn: [...document.querySelectorAll('math')].filter(m => {
+      const r = m.getBoundingClientRect(); return r.width > 0 && r.height > 0; }).length,
+    math_errors: document.querySelectorAll('merror, .mw-math-error').length,
   };
 }"""
 
