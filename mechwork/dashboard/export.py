@@ -8,6 +8,8 @@ refused), loads the plotly.js that the installed plotly package ships into a
 blank page, and asks ``Plotly.toImage`` for each figure in each format. The
 images are what the interactive page draws, because the same library draws
 them. Each file is written atomically as ``<out_dir>/<stem>.<fmt>``.
+:class:`Exporter` keeps that one browser open across many calls (every page
+of a site); :func:`export_figures` is one export with its own browser.
 
 Example::
 
@@ -24,19 +26,40 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
 import re
+import shutil
+import tempfile
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
 from typing import Any
+from urllib.parse import unquote
 
-from mechwork.errors import invalid
+from mechwork.errors import ConfigError, ExportError, OutputError, invalid
+from mechwork.io import atomic_open
 
-__all__ = ["DEFAULT_HEIGHT", "DEFAULT_WIDTH", "FIGURE_FORMATS", "FigureSpec", "parse_formats"]
+__all__ = [
+    "DEFAULT_HEIGHT", "DEFAULT_WIDTH", "FIGURE_FORMATS", "Exporter", "FigureSpec", "chromium_executable",
+    "export_figures", "export_layout", "parse_formats", "slug",
+]
 
 FIGURE_FORMATS = ("svg", "png")
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 900, 450
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
 _STEM_CHARS = 60  # the slug part of a file name stays short
+# the flags tests/chromium_check.py uses: headless, no sandbox (containers), nothing phoning home
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-quic",
+)
+LOAD_BOUND_S = 600.0  # how long a loaded machine may take to start Chromium or draw a figure (a bound, not a timing)
 
 
 def parse_formats(value: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -106,3 +129,228 @@ class FigureSpec:
         head = f"{int(m.group(1)):02d}" if m else (slug(self.id) or "figure")
         tail = slug(self.title)
         return f"{head}-{tail}" if tail else head
+
+
+# -- drawing ---------------------------------------------------------------------------------------------------
+
+_PLOTLY_TAG = re.compile(r"<(br|b|i|em|sup|sub|span|a|s|u)\b[^<>]*/?>", re.IGNORECASE)
+_PLOTLY_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _plotly_text(text: str) -> str:
+    """Plain text as plotly's pseudo-HTML, so that ``<``, ``>`` and ``&`` are drawn as themselves."""
+    return re.sub("[&<>]", lambda m: _PLOTLY_ESCAPES[m.group(0)], text)
+
+
+def export_layout(spec: FigureSpec) -> dict[str, Any]:
+    """The figure's layout as exported: its title reads ``spec.title`` (other title attributes kept), at the
+    export size.
+
+    A title equal to the figure's own ``title.text`` that uses plotly's markup (``<br>``, ``<sup>``, ...) is
+    kept as the interactive page draws it; any other title is drawn literally.
+
+    >>> spec = FigureSpec("mw-1", "a < b & c", {"layout": {"title": {"text": "x", "x": 0.5}}})
+    >>> export_layout(spec)["title"], export_layout(spec)["width"]
+    ({'text': 'a &lt; b &amp; c', 'x': 0.5}, 900)
+    """
+    layout = dict(spec.layout)
+    old = layout.get("title")
+    title = dict(old) if isinstance(old, dict) else {}
+    existing = old if isinstance(old, str) else title.get("text")
+    keep = spec.title == existing and _PLOTLY_TAG.search(spec.title) is not None
+    title["text"] = spec.title if keep else _plotly_text(spec.title)
+    if not existing:  # a title the figure did not have needs room above the plot
+        margin = dict(layout.get("margin") or {})
+        if isinstance(margin.get("t"), int | float) and margin["t"] < 60:
+            margin["t"] = 60
+            layout["margin"] = margin
+    layout["title"] = title
+    layout["width"], layout["height"] = spec.width, spec.height
+    return layout
+
+
+def chromium_executable() -> str | None:
+    """The Chromium binary that draws the images (``$MECHWORK_CHROMIUM``, else ``/usr/bin/chromium``), or None."""
+    exe = os.environ.get("MECHWORK_CHROMIUM") or DEFAULT_CHROMIUM
+    found = shutil.which(exe)
+    if found is not None:
+        return found
+    return exe if os.path.isfile(exe) and os.access(exe, os.X_OK) else None
+
+
+def _require_chromium() -> str:
+    exe = chromium_executable()
+    if exe is None:
+        env = os.environ.get("MECHWORK_CHROMIUM")
+        where = f"{env} ($MECHWORK_CHROMIUM)" if env else DEFAULT_CHROMIUM
+        raise ExportError(f"figure export needs Chromium at {where}: apt-get install chromium, "
+                          "or set $MECHWORK_CHROMIUM to a Chromium binary")
+    return exe
+
+
+def _sync_playwright() -> Any:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise ExportError("figure export needs playwright: pip install 'mechwork[figures]'") from None
+    return sync_playwright
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _block_network(route: Any) -> None:
+    if route.request.url.startswith(("file:", "data:")):
+        route.continue_()
+    else:
+        route.abort()
+
+
+# every format of one figure, in order, as data URLs
+_TO_IMAGES_JS = """async ([fig, formats, width, height]) => {
+  const out = [];
+  for (const format of formats) {
+    out.push(await Plotly.toImage(fig, {format, width, height, scale: 1}));
+  }
+  return out;
+}"""
+
+
+def _decode(url: str, fmt: str) -> bytes:
+    head, sep, body = url.partition(",")
+    if not sep or not head.startswith(f"data:image/{'svg+xml' if fmt == 'svg' else fmt}"):
+        raise ExportError(f"plotly.js returned no {fmt} image (got {url[:40]!r})")
+    if head.endswith(";base64"):
+        return base64.b64decode(body)
+    return unquote(body).encode("utf-8")
+
+
+class Exporter:
+    """One headless Chromium holding plotly.js, reused for every figure of every page until closed.
+
+    Use it as a context manager (``with Exporter() as ex: ex.export(specs, out_dir, "svg,png")``); a site of
+    many pages starts the browser once.
+    """
+
+    def __init__(self, *, timeout_s: float = LOAD_BOUND_S):
+        self.timeout_s = timeout_s
+        self._pw: Any = None
+        self._ctx: Any = None
+        self._page: Any = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> Exporter:
+        self.open()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Start Chromium with network access refused and load plotly.js from the installed plotly package."""
+        if self._page is not None:
+            return
+        from mechwork.dashboard.assets import PLOTLY
+
+        exe = _require_chromium()
+        sync_playwright = _sync_playwright()
+        plotly_js = PLOTLY.path
+        self._tmp = tempfile.TemporaryDirectory(prefix="mw-export-")
+        tmp = Path(self._tmp.name)
+        shell = tmp / "export.html"
+        shell.write_text(f'<!doctype html><html><head><meta charset="utf-8">'
+                         f'<script src="{plotly_js.as_uri()}"></script></head><body></body></html>\n',
+                         encoding="utf-8")
+        try:
+            self._pw = sync_playwright().start()
+            self._ctx = self._pw.chromium.launch_persistent_context(
+                str(tmp / "profile"), executable_path=exe, headless=True, args=list(CHROMIUM_FLAGS))
+            self._ctx.set_default_timeout(self.timeout_s * 1000)
+            self._ctx.route("**/*", _block_network)
+            page = self._ctx.new_page()
+            page.goto(shell.as_uri(), wait_until="load")
+            page.wait_for_function("() => typeof Plotly === 'object' && typeof Plotly.toImage === 'function'")
+            self._page = page
+        except Exception as e:
+            self.close()
+            raise ExportError(f"Chromium at {exe} could not start for figure export: {_first_line(e)}") from e
+
+    def close(self) -> None:
+        """Stop Chromium and remove its temporary profile."""
+        self._page = None
+        with suppress(Exception):  # shutting down: nothing left to save
+            if self._ctx is not None:
+                self._ctx.close()
+        with suppress(Exception):
+            if self._pw is not None:
+                self._pw.stop()
+        self._ctx = self._pw = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def images(self, spec: FigureSpec, formats: Sequence[str]) -> list[bytes]:
+        """The figure drawn in each format, as file bytes (``formats`` already parsed)."""
+        if self._page is None:
+            self.open()
+        fig = {"data": spec.figure.get("data", []), "layout": export_layout(spec)}
+        try:
+            urls = self._page.evaluate(_TO_IMAGES_JS, [fig, list(formats), spec.width, spec.height])
+        except Exception as e:
+            raise ExportError(f"figure {spec.id} ({spec.title!r}) could not be drawn: {_first_line(e)}") from e
+        return [_decode(url, fmt) for url, fmt in zip(urls, formats, strict=True)]
+
+    def export(self, specs: Sequence[FigureSpec], out_dir: str | os.PathLike[str],
+               formats: str | Sequence[str] | None = FIGURE_FORMATS) -> dict[str, list[Path]]:
+        """Write ``<out_dir>/<stem>.<fmt>`` for every figure and format; return figure id -> paths."""
+        fmts = parse_formats(formats)
+        _check_specs(specs)
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot write figures into {out}: {e.strerror or e}") from None
+        written: dict[str, list[Path]] = {}
+        for spec in specs:
+            paths = [out / f"{spec.stem}.{fmt}" for fmt in fmts]
+            for path, data in zip(paths, self.images(spec, fmts) if fmts else [], strict=True):
+                try:
+                    with atomic_open(path, "wb") as f:
+                        f.write(data)
+                except OSError as e:
+                    raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+            written[spec.id] = paths
+        return written
+
+
+def _check_specs(specs: Sequence[FigureSpec]) -> None:
+    stems = [s.stem for s in specs]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise ConfigError(f"figures must have distinct ids; two would both be written as {dup[0]!r}")
+
+
+def export_figures(specs: Sequence[FigureSpec], out_dir: str | os.PathLike[str],
+                   formats: str | Sequence[str] | None = FIGURE_FORMATS) -> dict[str, list[Path]]:
+    """Every figure in every format, drawn by one headless Chromium; returns figure id -> written paths.
+
+    Raises :class:`~mechwork.errors.ExportError` (one line naming what to install) without playwright or
+    Chromium. Inside a running event loop (a notebook) the browser runs in a worker thread.
+    """
+    fmts = parse_formats(formats)
+    _check_specs(specs)
+    if not specs or not fmts:
+        return {s.id: [] for s in specs}
+
+    def run() -> dict[str, list[Path]]:
+        with Exporter() as ex:
+            return ex.export(specs, out_dir, fmts)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # playwright's sync API refuses a thread with a running loop
+        return pool.submit(run).result()
