@@ -10,6 +10,14 @@ table of contents). Nothing is rendered until :meth:`Page.render` or
 * ``assets="inline"`` embeds plotly.js and the circuitsvis bundle once each
   (only the ones the page uses), so the file opens from disk with no network;
   ``assets="cdn"`` links their versioned CDN copies instead and stays small;
+  ``assets="site"`` loads them by relative path from a shared folder
+  (``asset_base``, written once by :func:`mechwork.dashboard.site.write_assets`);
+* markdown's ``$...$`` and ``$$...$$`` become MathML (:mod:`~mechwork.dashboard.mathml`),
+  and every heading has an id and an anchor link (:mod:`~mechwork.dashboard.pagestyle`);
+* blocks are data: :meth:`Block.to_dict` is JSON, :meth:`Page.extend` takes blocks back;
+  :meth:`Page.figures` lists the plotly figures for export as SVG and PNG
+  (:mod:`~mechwork.dashboard.export`), and :meth:`Page.save` can write them
+  beside the page, with a download link under each figure;
 * plotly's layout template (7 KB a figure) is stored once per distinct template;
 * ids are ``mw-1``, ``mw-2``, ... in block order, and there is no timestamp
   unless the caller passes ``stamp``: the same page renders byte-identically;
@@ -19,12 +27,12 @@ table of contents). Nothing is rendered until :meth:`Page.render` or
   renderer, which knows a few formatting tags and runs no script
   (``tests/test_injection.py`` tries them all in Chromium);
 * :meth:`save` writes atomically into an existing directory, or raises
-  :class:`~mechwork.errors.OutputError` having written nothing.
+  :class:`~mechwork.errors.OutputError` having written nothing (figures included).
 
 Example::
 
     >>> import pandas as pd, torch
-    >>> from mechwork.dashboard import Page
+    >>> from mechwork.dashboard.page import Block, Page
     >>> page = Page("<script>alert(1)</script>")
     >>> page = page.markdown("Attention of **head 0**.").table(pd.DataFrame({"head": [0], "score": [0.71]}))
     >>> page = page.attention(torch.eye(3)[None], ["12", "7", "="], title="An input")
@@ -32,6 +40,11 @@ Example::
     >>> "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
     True
     >>> html == page.render(assets="cdn")
+    True
+    >>> site = page.render(assets="site", asset_base="../assets/")
+    >>> '<script src="../assets/circuitsvis.js"' in site and "plotly.min.js" not in site
+    True
+    >>> Block.from_dict(page.blocks[2].to_dict()) == page.blocks[2]
     True
 """
 
@@ -45,22 +58,29 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mechwork.dashboard.assets import CIRCUITSVIS, PLOTLY, script_json
+from mechwork.dashboard.mathml import markdown_html
+from mechwork.dashboard.pagestyle import CSS, DRAW, HeadingIds, heading, slug
+from mechwork.dashboard.site import ASSET_FILES, check_page_path, href, save_with_figures, saved_assets, write_page
 from mechwork.dashboard.views import VIEW_CSS, CircuitsView, attention_heads, colored_tokens
-from mechwork.errors import OutputError, invalid
+from mechwork.errors import invalid
 from mechwork.limits import ASSET_MODES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from mechwork.dashboard.export import FigureSpec
     from mechwork.results import Result
 
-__all__ = ["ASSET_MODES", "Page", "saved_assets"]
+__all__ = ["ASSET_MODES", "Block", "Page", "saved_assets"]
 
 esc = html.escape
+
+
+BLOCK_KINDS = ("html", "plotly", "view")
 
 
 @dataclass(frozen=True)
@@ -70,13 +90,27 @@ class Block:
     caption: str | None
     body: Any  # escaped HTML str, a plotly figure dict, or a CircuitsView
 
+    def to_dict(self) -> dict[str, Any]:
+        """The block as JSON-ready data (a view's body is ``{"component", "props", "height"}``)."""
+        body = self.body
+        if isinstance(body, CircuitsView):
+            body = {"component": body.component, "props": body.props, "height": body.height}
+        return {"kind": self.kind, "title": self.title, "caption": self.caption, "body": body}
 
-@cache
-def _markdown() -> Any:
-    from markdown_it import MarkdownIt
-
-    # commonmark with raw HTML off: "<b>" in the text shows as text; javascript: links are refused
-    return MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Block:
+        """The block :meth:`to_dict` gave (``invalid`` names what is wrong with anything else)."""
+        if not isinstance(d, Mapping) or d.get("kind") not in BLOCK_KINDS:
+            got = d.get("kind") if isinstance(d, Mapping) else type(d).__name__
+            raise invalid("block kind", "one of " + ", ".join(BLOCK_KINDS), got)
+        kind, body = d["kind"], d.get("body")
+        want = {"html": str, "plotly": dict, "view": dict}[kind]
+        if not isinstance(body, want):
+            raise invalid(f"{kind} block body", f"a {want.__name__}", type(body).__name__)
+        if kind == "view":
+            body = CircuitsView(body.get("component", ""), dict(body.get("props") or {}), body.get("height"))
+        title, caption = d.get("title"), d.get("caption")
+        return cls(kind, None if title is None else str(title), None if caption is None else str(caption), body)
 
 
 def _fmt(v: Any, float_format: str) -> str:
@@ -88,9 +122,10 @@ def _fmt(v: Any, float_format: str) -> str:
 class Page:
     """A dashboard under construction; every adder returns the page, so calls chain."""
 
-    def __init__(self, title: str, *, subtitle: str | None = None, stamp: str | bool = False):
+    def __init__(self, title: str, *, subtitle: str | None = None, stamp: str | bool = False, toc: bool = True):
         self.title = str(title)
         self.subtitle = subtitle
+        self.toc = toc  # False: no contents box, whatever the number of titled blocks
         if stamp is True:
             stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         self.stamp = stamp or None
@@ -106,9 +141,17 @@ class Page:
         return self
 
     # -- adders ------------------------------------------------------------------
+    def extend(self, blocks: Iterable[Block]) -> Page:
+        """Append ready blocks (from another page, or :meth:`Block.from_dict` of a cache)."""
+        for block in blocks:
+            if not isinstance(block, Block):
+                raise invalid("blocks", "Block objects", type(block).__name__)
+            self.blocks.append(block)
+        return self
+
     def markdown(self, text: str, *, title: str | None = None) -> Page:
-        """Markdown (CommonMark plus tables); raw HTML in ``text`` is shown as text."""
-        return self._add("html", f'<div class="mw-md">{_markdown().render(str(text))}</div>', title, None)
+        """Markdown (CommonMark plus tables, ``$`` math as MathML); raw HTML in ``text`` is shown as text."""
+        return self._add("html", f'<div class="mw-md">{markdown_html(str(text))}</div>', title, None)
 
     def text(self, text: str, *, title: str | None = None) -> Page:
         """Plain text; blank lines separate paragraphs."""
@@ -211,29 +254,58 @@ class Page:
         return self
 
     # -- output --------------------------------------------------------------------
-    def render(self, assets: str = "inline") -> str:
-        """The whole page as one HTML string."""
+    def figures(self) -> list[FigureSpec]:
+        """Every plotly figure in page order, for export (:mod:`~mechwork.dashboard.export`); ids are ``mw-N``."""
+        from mechwork.dashboard.export import FigureSpec
+
+        specs: list[FigureSpec] = []
+        for i, block in enumerate(self.blocks, start=1):
+            if block.kind == "plotly":
+                layout = dict(block.body.get("layout") or {})
+                title = layout.get("title")
+                text = title.get("text") if isinstance(title, dict) else title
+                if not (isinstance(text, str) and text.strip()):
+                    text = block.title or f"Figure {len(specs) + 1}"
+                specs.append(FigureSpec(f"mw-{i}", text, {"data": block.body.get("data", []), "layout": layout}))
+        return specs
+
+    def render(self, assets: str = "inline", *, asset_base: str = "assets/",
+               figure_links: Mapping[str, Sequence[str]] | None = None) -> str:
+        """The whole page as one HTML string.
+
+        ``assets="site"`` loads the bundles from ``asset_base`` (a relative URL such as ``"../assets/"``);
+        ``figure_links`` maps a figure's id (``mw-N``) to the hrefs of its image files, linked under it.
+        """
         if assets not in ASSET_MODES:
             raise invalid("assets", " or ".join(repr(m) for m in ASSET_MODES), assets)
+        links = dict(figure_links or {})
+        figure_ids = {f"mw-{i}" for i, b in enumerate(self.blocks, start=1) if b.kind == "plotly"}
+        for key in links:
+            if key not in figure_ids:
+                raise invalid("figure_links", "keyed by the ids of the page's figures (mw-N)", key)
         kinds = {b.kind for b in self.blocks}
-        used = [a for a, k in ((PLOTLY, "plotly"), (CIRCUITSVIS, "view")) if k in kinds]
+        used = [(a, name) for a, name, k in ((PLOTLY, "plotly", "plotly"), (CIRCUITSVIS, "circuitsvis", "view"))
+                if k in kinds]
+        base = asset_base if not asset_base or asset_base.endswith("/") else f"{asset_base}/"
         if assets == "inline":
-            scripts = "".join(f"<script>\n{a.source()}\n</script>\n" for a in used)
+            scripts = "".join(f"<script>\n{a.source()}\n</script>\n" for a, _ in used)
         else:
-            scripts = "".join(f'<script src="{esc(a.url)}" charset="utf-8"></script>\n' for a in used)
+            srcs = [a.url if assets == "cdn" else f"{base}{ASSET_FILES[name]}" for a, name in used]
+            scripts = "".join(f'<script src="{esc(src)}" charset="utf-8"></script>\n' for src in srcs)
         templates: list[str] = []
-        toc, parts = [], []
+        toc, parts, ids = [], [], HeadingIds()
         for i, block in enumerate(self.blocks, start=1):
             bid = f"mw-{i}"
             head = ""
             if block.title is not None:
                 toc.append(f'<li><a href="#{bid}">{esc(block.title)}</a></li>')
-                head = f"<h2>{esc(block.title)}</h2>"
+                head = heading(2, esc(block.title), ids.take(slug(block.title)))
+            body = self._body(block, bid, templates)
             parts.append(f'<section id="{bid}" class="mw-block mw-{block.kind}">{head}'
-                         f"{self._body(block, bid, templates)}"
+                         + (ids.fix(body) if block.kind == "html" else body) + _links(links.get(bid))
                          + (f'<p class="mw-caption">{esc(block.caption)}</p>' if block.caption else "")
                          + "</section>\n")
-        nav = f'<nav class="mw-toc"><ol>{"".join(toc)}</ol></nav>\n' if len(toc) > 1 else ""
+        nav = f'<nav class="mw-toc"><ol>{"".join(toc)}</ol></nav>\n' if self.toc and len(toc) > 1 else ""
         sub = f'<p class="mw-subtitle">{esc(self.subtitle)}</p>' if self.subtitle else ""
         stamp = f" · {esc(self.stamp)}" if self.stamp else ""
         tmpl = (f'<script type="application/json" id="mw-templates">[{",".join(templates)}]</script>\n'
@@ -242,10 +314,10 @@ class Page:
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f'<meta name="generator" content="mechwork {_version()}">\n'
-            f"<title>{esc(self.title)}</title>\n<style>{_CSS}{VIEW_CSS}\n</style>\n{scripts}</head>\n<body>\n<main>\n"
+            f"<title>{esc(self.title)}</title>\n<style>{CSS}{VIEW_CSS}\n</style>\n{scripts}</head>\n<body>\n<main>\n"
             f"<header><h1>{esc(self.title)}</h1>{sub}</header>\n{nav}{''.join(parts)}"
             f'<footer>Made with mechwork {esc(_version())}{stamp}</footer>\n</main>\n{tmpl}'
-            f"<script>\n{_DRAW}</script>\n</body>\n</html>\n"
+            f"<script>\n{DRAW}</script>\n</body>\n</html>\n"
         )
 
     @staticmethod
@@ -269,23 +341,29 @@ class Page:
         return (f'<div class="mw-cv" id="{bid}-cv" data-component="{esc(view.component)}"{style}></div>'
                 f'<script type="application/json" id="{bid}-cv-props">{view.props_json()}</script>')
 
-    def save(self, path: str | os.PathLike[str], assets: str = "inline") -> Path:
-        """Write the page atomically to ``path`` (its directory must exist); returns the path."""
-        from mechwork.io import atomic_open
+    def save(self, path: str | os.PathLike[str], assets: str = "inline", *, asset_base: str = "assets/",
+             figures: str | Sequence[str] | None = None, figures_dir: str | os.PathLike[str] | None = None) -> Path:
+        """Write the page atomically to ``path`` (its directory must exist); returns the path.
+
+        ``figures="svg,png"`` also exports every plotly figure into ``figures_dir`` (default
+        ``<page stem>-figures/`` beside the page) and links the files under each figure. The images go to
+        a temporary folder renamed into place, then the page is written; on any error nothing is left.
+        """
+        from mechwork.dashboard.export import export_figures, parse_formats
 
         path = Path(path)
-        text = self.render(assets)  # render first: a bad page leaves nothing on disk
-        parent = path.parent
-        if path.is_dir():
-            raise OutputError(f"dashboard path must be a file, not a directory (got {str(path)!r})")
-        if not parent.is_dir():
-            what = "is not a directory" if parent.exists() else "does not exist"
-            raise OutputError(f"cannot write {str(path)!r}: directory {str(parent)!r} {what}")
-        try:
-            with atomic_open(path, "w", make_parents=False) as f:
-                f.write(text)
-        except OSError as e:
-            raise OutputError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+        formats = parse_formats(figures)
+        specs = self.figures() if formats else []
+        if not specs:  # render first: a bad page leaves nothing on disk (asset_base matters to site pages only)
+            text = self.render(assets, **({"asset_base": asset_base} if assets == "site" else {}))
+            check_page_path(path)
+            write_page(path, text)
+            return path
+        fig_dir = Path(figures_dir) if figures_dir is not None else path.parent / f"{path.stem}-figures"
+        links = {s.id: [href(fig_dir / f"{s.stem}.{fmt}", path.parent) for fmt in formats] for s in specs}
+        text = self.render(assets, asset_base=asset_base, figure_links=links)
+        check_page_path(path)
+        save_with_figures(path, text, fig_dir, lambda tmp: export_figures(specs, tmp, formats))
         return path
 
     def _repr_html_(self) -> str:
@@ -299,23 +377,13 @@ class Page:
                 'style="width:100%;height:900px;border:1px solid #ddd;resize:vertical"></iframe>')
 
 
-def saved_assets(path: str | os.PathLike[str]) -> str | None:
-    """``"inline"`` or ``"cdn"`` for a page mechwork saved at ``path``; None for anything else (or nothing).
-
-    Read from the page's head: a CDN page links its bundles (``<script src=...>``), an inline page
-    embeds them. A page without figures or views carries no bundle either way and gives None.
-    """
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            head = f.read(65536)
-    except OSError:
-        return None
-    head = head.split("</head>", 1)[0]
-    if '<meta name="generator" content="mechwork' not in head:
-        return None
-    if '<script src="' in head:
-        return "cdn"
-    return "inline" if "<script>" in head else None
+def _links(hrefs: Sequence[str] | None) -> str:
+    """The download links under a figure: ``Download: SVG · PNG``."""
+    if not hrefs:
+        return ""
+    tags = [f'<a href="{esc(h, quote=True)}">{esc(PurePosixPath(h).suffix.lstrip(".").upper() or "file")}</a>'
+            for h in hrefs]
+    return f'<p class="mw-figlinks">Download: {" · ".join(tags)}</p>'
 
 
 @cache
@@ -326,63 +394,3 @@ def _version() -> str:
         return version("mechwork")
     except PackageNotFoundError:  # pragma: no cover
         return "unknown"
-
-
-# Draws every figure and view; one failure is reported in place (and on the console), the rest still draw.
-_DRAW = """(function () {
-  function json(id) { return JSON.parse(document.getElementById(id).textContent); }
-  function fail(el, e) {
-    el.textContent = "This figure could not be drawn: " + e;
-    el.className += " mw-error";
-    console.error(e);
-  }
-  var tEl = document.getElementById("mw-templates");
-  var templates = tEl ? JSON.parse(tEl.textContent) : [];
-  document.querySelectorAll(".mw-fig").forEach(function (el) {
-    try {
-      var f = json(el.id + "-data");
-      if (el.dataset.template !== undefined) { f.layout.template = templates[+el.dataset.template]; }
-      Plotly.newPlot(el, f.data, f.layout, {responsive: true, displaylogo: false}).then(function () {
-        if (f.frames.length) { Plotly.addFrames(el, f.frames); }
-      });
-    } catch (e) { fail(el, e); }
-  });
-  document.querySelectorAll(".mw-cv").forEach(function (el) {
-    try {
-      CircuitsVis.render(el.id, CircuitsVis[el.dataset.component], json(el.id + "-props"));
-    } catch (e) { fail(el, e); }
-  });
-})();
-"""
-
-_CSS = """
-:root { --fg: #1d2228; --muted: #5f6b76; --line: #e3e7eb; --accent: #2b6cb0; --bg: #fbfcfd; }
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--bg); color: var(--fg);
-  font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1120px; margin: 0 auto; padding: 24px 28px 48px; }
-header h1 { margin: 8px 0 4px; font-size: 1.9em; }
-.mw-subtitle { color: var(--muted); margin: 0 0 12px; }
-.mw-toc { border: 1px solid var(--line); border-radius: 6px; background: #fff; padding: 8px 16px; margin: 12px 0 20px; }
-.mw-toc ol { margin: 0; padding-left: 1.3em; columns: 2; }
-.mw-toc a { color: var(--accent); text-decoration: none; }
-.mw-block { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 14px 18px; margin: 14px 0; }
-.mw-block h2 { font-size: 1.2em; margin: 0 0 8px; }
-.mw-caption, .mw-more { color: var(--muted); font-size: 0.92em; margin: 6px 0 0; }
-.mw-note { background: #f4f7fb; border-left: 3px solid var(--accent); padding: 8px 12px; margin: 4px 0;
-  white-space: pre-wrap; }
-.mw-fig { width: 100%; min-height: 420px; }
-.mw-cv { min-height: 200px; overflow-x: auto; }
-.mw-error { color: #b42318; min-height: 0; }
-.mw-table { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.92em; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; }
-th { text-align: left; background: #f6f8fa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-dl.mw-kv { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 0; }
-dl.mw-kv dt { color: var(--muted); }
-dl.mw-kv dd { margin: 0; font-variant-numeric: tabular-nums; }
-.mw-md p:first-child { margin-top: 0; }
-code { background: #f1f3f5; padding: 1px 4px; border-radius: 3px; }
-footer { color: var(--muted); font-size: 0.85em; margin-top: 28px; }
-"""
