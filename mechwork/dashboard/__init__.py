@@ -1,8 +1,11 @@
 """Self-contained HTML dashboards: one file that opens anywhere, offline, with every figure live.
 
-* :class:`Page` builds a page from markdown, text, tables, key-value summaries,
-  plotly figures and circuitsvis views, and saves it with the bundles inlined
-  once (``assets="inline"``) or linked from a CDN (``assets="cdn"``).
+* :class:`Page` builds a page from markdown (with ``$`` math as MathML), text, tables,
+  key-value summaries, plotly figures and circuitsvis views, and saves it with the
+  bundles inlined once (``assets="inline"``), linked from a CDN (``assets="cdn"``) or
+  loaded from a site's shared folder (``assets="site"``, :mod:`~mechwork.dashboard.site`);
+  ``Page.save(..., figures="svg,png")`` also writes every figure as an image
+  (:mod:`~mechwork.dashboard.export`). Its :class:`Block` s are JSON data.
 * :mod:`~mechwork.dashboard.views` holds circuitsvis views as data.
 * :data:`PAGES` maps a kit's kind to its page, a function from an analysis bundle
   (:class:`~mechwork.results.Analysis`) to a :class:`Page`; :func:`page_for` gives the page
@@ -31,7 +34,7 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from mechwork.dashboard.page import ASSET_MODES, Page
+from mechwork.dashboard.page import ASSET_MODES, Block, Page
 from mechwork.dashboard.views import CircuitsView, attention_heads, attention_pattern, colored_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ASSET_MODES",
+    "Block",
     "CircuitsView",
     "Page",
     "attention_heads",
