@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -18,6 +21,11 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.
 # No progress bars (mechwork.bars) in the suite, in this process or the commands it starts: stderr then holds
 # only what a test looks at, however long a command takes. tests/test_bars.py turns them on where it tests them.
 os.environ["MECHWORK_QUIET"] = "1"
+
+# Posts cache their results (mechwork.post.cache): never in the user's cache, always in one of this process's own
+# (commands it starts inherit it). A test that counts cache hits passes a cache directory of its own.
+os.environ["MECHWORK_CACHE"] = tempfile.mkdtemp(prefix="mw-test-cache-")
+atexit.register(shutil.rmtree, os.environ["MECHWORK_CACHE"], True)
 
 
 @pytest.fixture(scope="session")
