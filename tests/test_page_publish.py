@@ -16,6 +16,7 @@ import struct
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote
 
 import plotly.graph_objects as go
@@ -193,7 +194,8 @@ def test_dollar_math_becomes_mathml_and_prices_stay_text():
         assert {el.tag for el in root.iter()} <= ELEMENTS
     assert [el.text for el in ET.fromstring(inline).iter("mi")] == ["x", "y"]
     assert [el.text for el in ET.fromstring(inline).iter("mn")] == ["2", "1"]
-    assert ET.fromstring(display).find(".//munderover/mo").text == "\u2211"  # the sum sign
+    sign = ET.fromstring(display).find(".//munderover/mo")
+    assert sign is not None and sign.text == "\u2211"  # the sum sign
     assert "$5 and $10" in html
     assert ET.fromstring(to_mathml(r"\frac{a}{b}", False)).find("mfrac") is not None
 
@@ -356,7 +358,7 @@ _BROWSER_STATE = """() => ({
 })"""
 
 
-def browser_state(path: Path, media: str) -> dict:
+def browser_state(path: Path, media: Literal["screen", "print"]) -> dict:
     from playwright.sync_api import sync_playwright
 
     exe = chromium_path()

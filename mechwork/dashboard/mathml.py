@@ -34,7 +34,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from html.parser import HTMLParser
 from typing import Any
 
@@ -115,7 +115,7 @@ def _single_element(inner: str) -> bool:
     return tops == 1
 
 
-@cache
+@lru_cache(maxsize=4096)
 def to_mathml(latex: str, display: bool) -> str:
     """``latex`` as sanitised MathML (``display``: a block equation), or its escaped source on an error."""
     from latex2mathml.converter import convert

@@ -355,7 +355,7 @@ class Page:
         formats = parse_formats(figures)
         specs = self.figures() if formats else []
         if not specs:  # render first: a bad page leaves nothing on disk (asset_base matters to site pages only)
-            text = self.render(assets, **({"asset_base": asset_base} if assets == "site" else {}))
+            text = self.render(assets, asset_base=asset_base) if assets == "site" else self.render(assets)
             check_page_path(path)
             write_page(path, text)
             return path
