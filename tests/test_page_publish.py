@@ -159,6 +159,20 @@ def test_a_read_only_assets_folder_is_refused(tmp_path):
         ro_parent.chmod(stat.S_IRWXU)
 
 
+def test_a_write_refused_by_the_system_is_one_line(tmp_path, monkeypatch):
+    """What a read-only folder does to a writer that permission bits do not stop (root): the write fails."""
+    import tempfile
+
+    def refused(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    d = tmp_path / "assets"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    _one_line_error(lambda: write_assets(d), "cannot write the assets folder .*: Permission denied")
+    assert list(d.iterdir()) == []
+
+
 # -- anchors -----------------------------------------------------------------------------------------------
 def test_headings_have_unique_ids_and_anchors(tmp_path):
     page = small_page()
