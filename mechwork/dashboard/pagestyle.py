@@ -144,12 +144,14 @@ CSS = BASE_CSS + """h1[id], h2[id], h3[id], h4[id], h5[id], h6[id] { scroll-marg
 :is(h1, h2, h3, h4, h5, h6):hover > .mw-anchor, .mw-anchor:focus { opacity: 1; }
 .mw-figlinks { color: var(--muted); font-size: 0.88em; margin: 6px 0 0; }
 .mw-figlinks a { color: var(--accent); }
+math { font-family: "STIX Two Math", "Latin Modern Math", "DejaVu Math TeX Gyre", "Cambria Math", math;
+  font-size: 1.12em; }
 .mw-math { overflow-x: auto; margin: 0.6em 0; }
 .mw-math-error { color: #b42318; }
 @media print {
   body { background: #fff; font-size: 11pt; }
   main { max-width: none; padding: 0; }
-  .mw-toc, .mw-anchor, .mw-figlinks { display: none !important; }
+  .mw-toc, .mw-anchor, .mw-figlinks, .modebar-container { display: none !important; }
   .mw-block { background: none; border: 0; border-radius: 0; box-shadow: none; padding: 0; margin: 0 0 14pt; }
   .mw-note { background: none; }
   .mw-fig, .mw-cv, .mw-table, table, .mw-math, dl.mw-kv { break-inside: avoid; page-break-inside: avoid; }
