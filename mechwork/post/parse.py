@@ -1,0 +1,291 @@
+"""Read a Markdown post into prose and result blocks, checking every block before anything is computed.
+
+A result block is a fenced code block (```` ``` ```` or ``~~~``, any fence length) whose info string is
+exactly ``mechwork``; markdown-it's parser finds the fences (so a block inside a list is found, and a fence of
+another language stays prose). Its body is YAML (``yaml.safe_load`` only): the first key names the result
+(:data:`mechwork.post.blocks.BLOCKS`), its value the model (a preset, or a run or model directory relative to
+the post's folder); the other keys are that result's arguments, checked and completed with their defaults.
+An optional front matter (a leading ``---`` YAML mapping) gives ``title``, ``description`` and ``date``.
+
+Every fault is one :class:`~mechwork.errors.PostError` line, ``FILE:LINE: what is wrong; what is valid``.
+``LINE`` is the block's opening fence, or for malformed YAML the line of the fault inside the file.
+
+Example::
+
+    >>> post = parse_text("# Heads\\n\\nWhich heads induct?\\n\\n```mechwork\\nhead-detectors: induction-2l\\n```\\n")
+    >>> post.title, post.description, [(b.kind, b.model, b.line) for b in post.blocks]
+    ('Heads', 'Which heads induct?', [('head-detectors', 'induction-2l', 5)])
+    >>> parse_text("```mechwork\\nhead-detector: induction-2l\\n```\\n", "p.md")
+    Traceback (most recent call last):
+    ...
+    mechwork.errors.PostError: p.md:1: unknown result 'head-detector'; valid: ... (did you mean 'head-detectors'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mechwork.errors import MechworkError, PostError
+
+__all__ = ["FRONT_MATTER", "Post", "Prose", "ResultBlock", "parse_post", "parse_text"]
+
+INFO = "mechwork"
+FRONT_MATTER = ("title", "description", "date")
+
+
+@dataclass(frozen=True)
+class ResultBlock:
+    """One ``mechwork`` block: the result ``kind``, the ``model`` as written, the checked ``args`` (defaults filled
+    in), the post file ``path`` and the ``line`` of its opening fence (1-based)."""
+
+    kind: str
+    model: str
+    args: Mapping[str, Any]
+    path: str
+    line: int
+
+    def key(self) -> dict[str, Any]:
+        """The block's kind and arguments, canonical (JSON types, sorted): its cache key without the weights."""
+        return {"kind": self.kind, "args": json.loads(json.dumps(dict(self.args), sort_keys=True, default=str))}
+
+
+@dataclass(frozen=True)
+class Prose:
+    """Markdown between result blocks, starting at ``line`` of the file."""
+
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Post:
+    """A parsed post: its ``title``, ``description`` and ``date`` (front matter, else from the prose), and its
+    prose and result ``segments`` in order."""
+
+    path: str
+    title: str
+    description: str | None
+    segments: tuple[Prose | ResultBlock, ...]
+    date: str | None = None
+
+    @property
+    def blocks(self) -> tuple[ResultBlock, ...]:
+        return tuple(s for s in self.segments if isinstance(s, ResultBlock))
+
+
+def _flat(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _front_matter(text: str, path: str) -> tuple[dict[str, Any], int]:
+    """The front matter mapping and the number of lines it takes (0 without one)."""
+    import yaml
+
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        return {}, 0
+    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() in ("---", "...")), None)
+    if end is None:
+        raise PostError(f"{path}:1: front matter is not closed; valid: a '---' line after the YAML mapping")
+    try:
+        data = yaml.safe_load("\n".join(lines[1:end]))
+    except yaml.YAMLError as e:
+        raise PostError(f"{path}:{_yaml_line(e, 2)}: malformed YAML in the front matter: {_problem(e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PostError(f"{path}:1: front matter must be a YAML mapping (got {type(data).__name__}); valid keys: "
+                        f"{', '.join(FRONT_MATTER)}")
+    unknown = [k for k in data if k not in FRONT_MATTER]
+    if unknown:
+        raise PostError(f"{path}:1: unknown front matter key {unknown[0]!r}; valid: {', '.join(FRONT_MATTER)}")
+    for k in ("title", "description"):
+        if k in data and (not isinstance(data[k], (str, int, float)) or isinstance(data[k], bool)):
+            raise PostError(f"{path}:1: front matter {k!r} must be text (got {_flat(repr(data[k]))[:60]})")
+    return data, end + 1
+
+
+def _yaml_line(e: Exception, first: int) -> int:
+    """The file line of a YAML error whose text starts at file line ``first``."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return first + (mark.line if mark is not None else 0)
+
+
+def _problem(e: Exception) -> str:
+    problem = getattr(e, "problem", None) or str(e).split("\n")[0]
+    context = getattr(e, "context", None)
+    return _flat(f"{problem} ({context})" if context and context not in str(problem) else problem)
+
+
+def _tokens(body: str) -> list[Any]:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").parse(body)
+
+
+def _plain(inline: Any) -> str:
+    parts = []
+    for child in inline.children or []:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+    return _flat("".join(parts))
+
+
+def _title_description(tokens: list[Any]) -> tuple[str | None, str | None]:
+    """The first ``# `` heading and the first paragraph (plain text), from the parser's tokens."""
+    title = desc = None
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.tag == "h1" and title is None:
+            title = _plain(tokens[i + 1]) or None
+        elif tok.type == "paragraph_open" and desc is None and not tok.hidden:
+            desc = _plain(tokens[i + 1]) or None
+    return title, desc
+
+
+def parse_text(text: str, path: str = "<post>", *, base: Path | None = None, check_models: bool = True) -> Post:
+    """Parse the post ``text`` (from the file ``path``; models relative to ``base``, default the file's folder)."""
+    text = text.replace("\r\n", "\n")
+    meta, skip = _front_matter(text, path)
+    lines = text.split("\n")
+    body = "\n".join(lines[skip:])
+    tokens = _tokens(body)
+    base = Path(path).parent if base is None else Path(base)
+    segments: list[Prose | ResultBlock] = []
+    at = 0  # the next body line (0-based) not yet in a segment
+    for tok in tokens:
+        if tok.type != "fence" or tok.info.strip() != INFO or tok.map is None:
+            continue
+        start, end = tok.map
+        _prose(segments, lines, skip, at, start)
+        segments.append(_block(tok.content, path, skip + start + 1, base, check_models))
+        at = end
+    _prose(segments, lines, skip, at, len(lines) - skip)
+    h1, para = _title_description(tokens)
+    title = meta.get("title")
+    desc = meta.get("description")
+    date = meta.get("date")
+    return Post(path, _flat(title) if title is not None else h1 or Path(path).stem,
+                _flat(desc) if desc is not None else para, tuple(segments), None if date is None else str(date))
+
+
+def _prose(segments: list[Prose | ResultBlock], lines: list[str], skip: int, a: int, b: int) -> None:
+    chunk = "\n".join(lines[skip + a:skip + b])
+    if chunk.strip():
+        segments.append(Prose(chunk.strip("\n") + "\n", skip + a + 1))
+
+
+def parse_post(path: str | os.PathLike[str], *, check_models: bool = True) -> Post:
+    """Parse the post file ``path`` (UTF-8)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PostError(f"{p}: no such post file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PostError(f"{p}: cannot read the post: {_flat(getattr(e, 'strerror', None) or e)}") from None
+    return parse_text(text, str(p), base=p.parent, check_models=check_models)
+
+
+def _load_block(content: str, where: str, line: int) -> dict[str, Any]:
+    import yaml
+
+    from mechwork.post.blocks import BLOCKS
+
+    names = ", ".join(sorted(BLOCKS))
+    if not content.strip():
+        raise PostError(f"{where}:{line}: empty mechwork block; valid: 'RESULT: MODEL' then arguments, RESULT one of "
+                        f"{names}")
+    try:
+        data = yaml.safe_load(content)
+    except yaml.YAMLError as e:
+        path = where
+        raise PostError(f"{path}:{_yaml_line(e, line + 1)}: malformed YAML in the mechwork block: {_problem(e)}; "
+                        "valid: 'RESULT: MODEL' then 'argument: value' lines") from None
+    if not isinstance(data, dict) or not data:
+        got = "a list" if isinstance(data, list) else f"{_flat(repr(data))[:60]}"
+        raise PostError(f"{where}:{line}: a mechwork block must be a YAML mapping (got {got}); valid: 'RESULT: MODEL' "
+                        f"then 'argument: value' lines, RESULT one of {names}")
+    return data
+
+
+def _block(content: str, path: str, line: int, base: Path, check_models: bool) -> ResultBlock:
+    """One block's YAML, checked: its result name, model and arguments."""
+    from mechwork.post.blocks import BLOCKS
+
+    data = _load_block(content, path, line)
+    items = list(data.items())
+    name, model = items[0]
+    if not isinstance(name, str) or name not in BLOCKS:
+        close = difflib.get_close_matches(str(name), list(BLOCKS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise PostError(f"{path}:{line}: unknown result {name!r}; valid: {', '.join(sorted(BLOCKS))}{hint}")
+    kind = BLOCKS[name]
+    if not isinstance(model, str) or not model.strip():
+        raise PostError(f"{path}:{line}: {name} needs a model (got {_flat(repr(model))[:60]}); valid: a preset "
+                        "(modadd-113, induction-2l), a run directory or a model directory")
+    args = _args(kind, dict(items[1:]), path, line)
+    if check_models:
+        _check_model(name, model.strip(), args, path, line, base)
+    return ResultBlock(name, model.strip(), args, path, line)
+
+
+def _args(kind: Any, given: dict[Any, Any], path: str, line: int) -> dict[str, Any]:
+    specs = kind.all_args
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if key not in specs:
+            close = difflib.get_close_matches(str(key), list(specs), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise PostError(f"{path}:{line}: unknown argument {key!r} for {kind.name}; valid: "
+                            f"{', '.join(specs)}{hint}")
+        try:
+            out[key] = specs[key].check(value)
+        except (ValueError, TypeError):
+            raise PostError(f"{path}:{line}: argument {key!r} of {kind.name} must be {specs[key].valid} (got "
+                            f"{_flat(repr(value))[:80]})") from None
+    for key, spec in specs.items():
+        if key not in out:
+            if spec.required:
+                raise PostError(f"{path}:{line}: {kind.name} needs the argument {key!r}: {spec.valid}")
+            out[key] = spec.default
+    return out
+
+
+def _model_ref(model: str, base: Path) -> str:
+    p = Path(model).expanduser()
+    if not p.is_absolute() and (base / p).exists():
+        return str(base / p)
+    return str(p) if p.exists() else model
+
+
+def _check_model(name: str, model: str, args: Mapping[str, Any], path: str, line: int, base: Path) -> None:
+    """The model resolves (JSON only, no weights), takes the block's ``step``, and the result applies to its task."""
+    from mechwork.limits import PRESET_NAMES, check_step, resolve, source_config
+    from mechwork.post.blocks import BLOCKS
+
+    ref = _model_ref(model, base)
+    valid = (f"give a preset ({', '.join(PRESET_NAMES)}), a run directory or a model directory (relative to "
+             f"{str(base)!r})")
+    if not Path(ref).exists() and ref not in PRESET_NAMES:
+        try:
+            resolve(ref)  # a preset of a user's kit
+        except MechworkError:
+            raise PostError(f"{path}:{line}: model {model!r} does not exist; {valid}") from None
+    try:
+        kind, key = resolve(ref)
+        check_step(kind, key, args.get("step"))
+    except MechworkError as e:
+        raise PostError(f"{path}:{line}: model {model!r}: {_flat(e)}") from None
+    cfg = source_config(kind, key)
+    task_kind = cfg["task"].get("kind") if cfg is not None else None
+    reason = BLOCKS[name].applies(task_kind if kind != "model" else None)
+    if reason:
+        raise PostError(f"{path}:{line}: {name} does not apply to {model!r}: {reason}")
