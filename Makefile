@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   -- create .venv, install CPU torch 2.13.0 first, then mechwork; run the main job
-#                  (prints the report and writes dashboards/modadd-113.html)
+#                  (prints the report, writes dashboards/modadd-113.html and the README's example post as
+#                  a small site in dashboards/site/)
 #   make test   -- the same set-up plus Debian's chromium (for the browser test), then the test suite
 #                  (two workers; tests marked slow are left out: `make test-all` runs them too)
 #   make lint   -- ruff and mypy (mypy keeps its cache in .mypy_cache); CI (.ci/run) runs it before make test
