@@ -30,7 +30,6 @@ from mechwork.post.blockargs import COMMON, ArgSpec, choice, heads, integer, lat
 
 if TYPE_CHECKING:  # pragma: no cover
     from mechwork.dashboard.page import Block
-    from mechwork.post.parse import ResultBlock
     from mechwork.source import Source
 
 __all__ = ["BLOCKS", "COMMON_ARGS", "ArgSpec", "BlockContext", "BlockKind", "render_block"]
@@ -78,15 +77,21 @@ def _has_task(what: str) -> Callable[[str | None], str | None]:
     return applies
 
 
+def _repeats(kind: str | None) -> str | None:
+    if kind == "modadd":
+        return "head detectors need two repeated halves of at least 2 tokens; modular arithmetic prompts have 3"
+    return None
+
+
 def _kind(kind_name: str, kind_doc: str, kind_applies: Callable[[str | None], str | None],
           kind_render: Callable[[BlockContext, Mapping[str, Any]], list[Block]], /, **args: ArgSpec) -> BlockKind:
     return BlockKind(kind_name, kind_doc, args, kind_applies, kind_render)
 
 
-_PROMPT = tokens(default=None)  # None: the model's default prompt pair (analysis.prompt.default_prompts)
+_PROMPT = tokens(default=None)  # None: the task's standard probe (kinds.probe), 'repeated N', ids or text
 BLOCKS: dict[str, BlockKind] = {k.name: k for k in [
     _kind("attention", "attention patterns of every head on one sequence (circuitsvis)", _any, kinds.attention,
-          tokens=tokens(), seed=integer(0, 2**31 - 1), layer=layer(), heads=heads()),
+          tokens=_PROMPT, seed=integer(0, 2**31 - 1), layer=layer(), heads=heads()),
     _kind("fourier", "the Fourier spectrum of the embedding or unembedding", _modadd("Fourier analysis"),
           kinds.fourier, matrix=choice("W_E", "W_U")),
     _kind("key-frequencies", "the key frequencies and each one's share of the logits",
@@ -94,11 +99,12 @@ BLOCKS: dict[str, BlockKind] = {k.name: k for k in [
     _kind("neuron-clusters", "MLP neurons grouped by their frequency", _modadd("Neuron clustering"),
           kinds.neuron_clusters),
     _kind("progress", "the progress measures over training", _modadd("Progress measures"), kinds.progress),
-    _kind("head-detectors", "previous-token, induction and duplicate-token scores of every head", _any,
-          kinds.head_detectors, tokens=tokens(), seed=integer(0, 2**31 - 1)),
+    _kind("head-detectors", "previous-token, induction and duplicate-token scores of every head", _repeats,
+          kinds.head_detectors, tokens=_PROMPT, seed=integer(0, 2**31 - 1)),
     _kind("patching", "activation patching from a corrupted prompt into a clean one", _any, kinds.patching,
-          site=choice(*SITES), by=choice("auto", "layer", "layer_pos", "head", "head_pos", "neuron"),
-          clean=_PROMPT, corrupted=_PROMPT, metric=choice("logit_diff")),
+          site=choice(*SITES), by=choice("auto", "layer", "layer_pos", "head", "head_pos", "head_dest_src", "neuron"),
+          clean=_PROMPT, corrupted=_PROMPT, n=integer(1, 64, default=8), seed=integer(0, 2**31 - 1),
+          metric=choice("logit_diff")),
     _kind("dla", "direct logit attribution of the answer to every component", _any, kinds.dla, tokens=_PROMPT),
     _kind("logit-lens", "the answer read off the residual stream after every layer", _any, kinds.logit_lens,
           tokens=_PROMPT),
@@ -160,8 +166,9 @@ class BlockContext:
         return self._analysis
 
 
-def render_block(block: ResultBlock, ctx: BlockContext) -> list[Block]:
-    """The page blocks of ``block``; any failure is one :class:`PostError` line naming its file and line."""
+def render_block(block: Any, ctx: BlockContext) -> list[Block]:
+    """The page blocks of ``block`` (a :class:`mechwork.post.parse.ResultBlock`); any failure is one
+    :class:`PostError` line naming its file and line."""
     kind = BLOCKS[block.kind]
     try:
         blocks = kind.render(ctx, block.args)
