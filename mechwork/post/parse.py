@@ -177,9 +177,11 @@ def parse_text(text: str, path: str = "<post>", *, base: Path | None = None, che
 
 
 def _prose(segments: list[Prose | ResultBlock], lines: list[str], skip: int, a: int, b: int) -> None:
-    chunk = "\n".join(lines[skip + a:skip + b])
-    if chunk.strip():
-        segments.append(Prose(chunk.strip("\n") + "\n", skip + a + 1))
+    chunk = lines[skip + a:skip + b]
+    while chunk and not chunk[0].strip():  # the prose starts at its first line that is not blank
+        chunk, a = chunk[1:], a + 1
+    if any(line.strip() for line in chunk):
+        segments.append(Prose("\n".join(chunk).rstrip("\n") + "\n", skip + a + 1))
 
 
 def parse_post(path: str | os.PathLike[str], *, check_models: bool = True) -> Post:
