@@ -54,6 +54,7 @@ import click
 from mechwork import bars, limits
 from mechwork.cli.args import check_page_out, check_source, check_writable
 from mechwork.cli.circuit import circuit_cmd
+from mechwork.cli.post import post_cmd
 from mechwork.cli.prompt_commands import dashboard_cmd, patch_cmd
 from mechwork.cli.sae import sae_group
 from mechwork.cli.train import train
@@ -100,7 +101,7 @@ def cli() -> None:
     """mechwork: train toy transformers, open them up, publish what you find."""
 
 
-for _command in (train, patch_cmd, circuit_cmd, dashboard_cmd, sae_group):
+for _command in (train, patch_cmd, circuit_cmd, dashboard_cmd, sae_group, post_cmd):
     cli.add_command(_command)
 
 
@@ -155,21 +156,34 @@ def analyze_fourier(
               help="also write the grokking dashboard of the embedded model")
 @bars.quiet_option
 def demo(device: str | None, out: Path, with_dashboard: bool) -> None:
-    """The main job: report what the embedded grokked model does, and write its dashboard."""
+    """The main job: report what the embedded grokked model does, write its dashboard, and the README's example
+    post as a small site beside it (site/)."""
     limits.check_device(device)
+    site = out.parent / "site"
     if with_dashboard:
         check_writable(out, "--out", html=True, make_parents=True)
+        from mechwork.dashboard.site import check_assets_dir
+
+        check_assets_dir(site / "assets")
     from mechwork.summary import demo_report
 
     bars.stage("evaluating the embedded model")
     click.echo(demo_report(device))
     if with_dashboard:
+        from importlib.resources import files
+
         from mechwork.dashboard.standard import dashboard
+        from mechwork.post.build import build
 
         out.parent.mkdir(parents=True, exist_ok=True)
         check_page_out(out, "--out")
         dashboard("modadd-113", out, device=device)
         click.echo(f"dashboard: {out.resolve()} ({out.stat().st_size:,} bytes; open it in a browser, offline)")
+        example = Path(str(files("mechwork") / "data" / "posts" / "grokking.md"))
+        report = build(example, site, site=True, device=device, option="--out")
+        pages = ", ".join(p.name for p in report.pages)
+        click.echo(f"site: {site / 'index.html'} (the example post of the README: {pages} and its index, "
+                   f"sharing {site / 'assets'}/)")
 
 
 def main(argv: list[str] | None = None) -> int:

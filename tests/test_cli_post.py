@@ -1,0 +1,142 @@
+"""``mechwork post``: one line per page written and a summary; a second run takes its results from the cache.
+
+Bad input, one test each (exit 2, one ``mechwork: error:`` line naming FILE:LINE where there is one, no page
+written, no model loaded): an unknown result name, a model that does not exist, a malformed YAML block, an
+``--out`` inside the source folder, a site whose assets folder cannot be written. Bad options are refused
+before torch is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from clirun import forbid_loading, refused, run
+
+BLOCK = "```mechwork\nhead-detectors: induction-2l\ntitle: Head scores\n```\n"
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of ``text`` that holds ``needle`` (found here, not by the parser)."""
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def html_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.html"))
+
+
+def refused_post(capsys, monkeypatch, tmp_path: Path, text: str, needles: list[str]) -> None:
+    """A post holding ``text`` is refused: exit 2, one line naming every needle, nothing written, no model."""
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "post.md").write_text(text)
+    forbid_loading(monkeypatch)
+    assert refused(capsys, ["post", str(src / "post.md"), "--out", str(tmp_path / "site"),
+                            "--cache", str(tmp_path / "cache")], needles) == ""
+    assert html_files(tmp_path) == [] and not (tmp_path / "site").exists()
+
+
+def test_an_unknown_result_name_is_one_line_naming_file_and_line(capsys, monkeypatch, tmp_path):
+    text = "# Post\n\nProse first.\n\n" + BLOCK + "\nMore prose.\n\n```mechwork\natention: induction-2l\n```\n"
+    refused_post(capsys, monkeypatch, tmp_path, text,
+                 [f"post.md:{line_of(text, 'atention:') - 1}:", "atention", "'attention'"])
+
+
+def test_a_model_that_does_not_exist_is_one_line_naming_file_and_line(capsys, monkeypatch, tmp_path):
+    text = "# Post\n\n" + BLOCK + "\n```mechwork\nattention: no-such-model\n```\n"
+    refused_post(capsys, monkeypatch, tmp_path, text,
+                 [f"post.md:{line_of(text, 'no-such-model') - 1}:", "'no-such-model'", "induction-2l"])
+
+
+def test_a_malformed_yaml_block_names_the_line_of_the_fault(capsys, monkeypatch, tmp_path):
+    text = "# Post\n\nSome prose.\n\n```mechwork\nhead-detectors: induction-2l\ntitle: a: b\n```\n"
+    refused_post(capsys, monkeypatch, tmp_path, text, [f"post.md:{line_of(text, 'title: a: b')}:", "YAML"])
+
+
+def test_an_out_inside_the_source_folder_is_refused(capsys, monkeypatch, tmp_path):
+    src = tmp_path / "posts"
+    src.mkdir()
+    (src / "a.md").write_text("# A\n\n" + BLOCK)
+    forbid_loading(monkeypatch)
+    for out in (src / "site", src):
+        assert refused(capsys, ["post", str(src), "--out", str(out)], ["'--out'", str(src), "source folder"]) == ""
+    assert html_files(tmp_path) == [] and sorted(p.name for p in src.iterdir()) == ["a.md"]
+
+
+@pytest.mark.parametrize("how", ["a file", "read-only"])
+def test_a_site_whose_assets_folder_cannot_be_written_is_refused(capsys, monkeypatch, tmp_path, how):
+    src = tmp_path / "posts"
+    src.mkdir()
+    (src / "a.md").write_text("# A\n\n" + BLOCK)
+    assets = tmp_path / "site" / "assets"
+    if how == "a file":
+        assets.parent.mkdir()
+        assets.write_text("not a folder")
+    else:
+        assets.mkdir(parents=True)
+        assets.chmod(0o555)
+        if os.access(assets, os.W_OK):  # root ignores the mode: a read-only folder is not possible here
+            assets.chmod(0o755)
+            pytest.skip("running as root: file modes do not bind")
+    forbid_loading(monkeypatch)
+    try:
+        assert refused(capsys, ["post", str(src), "--out", str(tmp_path / "site"), "--cache",
+                                str(tmp_path / "cache")], ["assets", str(assets)]) == ""
+    finally:
+        assets.chmod(0o755)
+    assert html_files(tmp_path) == [] and sorted(p.name for p in (tmp_path / "site").iterdir()) == ["assets"]
+
+
+def test_a_post_prints_a_line_per_page_and_a_summary_and_hits_the_cache_again(capsys, tmp_path):
+    src = tmp_path / "posts"
+    src.mkdir()
+    (src / "a.md").write_text("# A\n\nProse.\n\n" + BLOCK)
+    (src / "b.md").write_text("# B\n\nOnly prose, with $x^2$.\n")
+    args = ["post", str(src), "--out", str(tmp_path / "site"), "--cache", str(tmp_path / "cache"), "--quiet"]
+    outs = []
+    for _ in range(2):
+        code, out, err = run(capsys, *args)
+        assert code == 0, err
+        outs.append(out.strip().splitlines())
+    for lines, hits in zip(outs, (0, 1), strict=True):
+        assert len(lines) == 4
+        for line, name in zip(lines[:3], ("a.html", "b.html", "index.html"), strict=True):
+            path = tmp_path / "site" / name
+            assert line == f"wrote {path} ({path.stat().st_size:,} bytes)"
+        assert re.fullmatch(rf"3 pages, 1 result block \({hits} from the cache\), \d+\.\d s", lines[3]), lines[3]
+
+
+def test_list_names_every_result_with_its_arguments(capsys):
+    from mechwork.post.blocks import BLOCKS
+
+    code, out, _ = run(capsys, "post", "--list")
+    assert code == 0
+    names = [line.split(":", 1)[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert names == sorted(BLOCKS)
+    for name, kind in BLOCKS.items():
+        listed = out.split(f"{name}: ", 1)[1].split("\n", 2)[1]
+        assert all(arg in listed for arg in kind.args)
+
+
+def test_bad_options_and_posts_are_refused_before_torch_is_imported(tmp_path):
+    post, bad = tmp_path / "p.md", tmp_path / "bad.md"
+    post.write_text("# P\n\n" + BLOCK)
+    bad.write_text("# Bad\n\n" + BLOCK.replace("head-detectors", "head-detector"))
+    cases = [[str(post), "--out", "o", "--cache", "c", "--no-cache"], [str(post), "--out", "o", "--figures", "jpg"],
+             [str(post), "--out", "o", "--device", "tpu"], [str(post)], ["--out", "o"],
+             [str(tmp_path / "missing.md"), "--out", "o"], [str(bad), "--out", "o", "--figures", "svg"]]
+    code = ("import sys; from mechwork.cli import main\n"
+            f"for args in {cases!r}:\n"
+            "    assert main(['post', *args]) == 2, args\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == len(cases) and all(line.startswith("mechwork: error:") for line in lines), lines
+    assert "'--figures'" in lines[1] and "'jpg'" in lines[1] and "missing.md" in lines[5]
+    assert "bad.md:3: unknown result 'head-detector'" in lines[6]
+    assert not (tmp_path / "o").exists()
