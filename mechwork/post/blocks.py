@@ -109,7 +109,7 @@ BLOCKS: dict[str, BlockKind] = {k.name: k for k in [
     _kind("logit-lens", "the answer read off the residual stream after every layer", _any, kinds.logit_lens,
           tokens=_PROMPT),
     _kind("circuit", "the circuit of the standard probe as a graph, with its faithfulness", _any, kinds.circuit,
-          method=choice(*CIRCUIT_METHODS), top=integer(1, None, default=20), n=integer(1, 64, default=8)),
+          method=choice(*CIRCUIT_METHODS), top=integer(1, None, default=None), n=integer(1, 64, default=8)),
     _kind("sae-features", "the features of a shipped sparse autoencoder", _has_task("An SAE feature page"),
           kinds.sae_features, hook=text(default=None, valid="a hook with a shipped SAE"), latents=latents()),
     _kind("training-curves", "train and test loss (and accuracy) by step", _has_task("Training curves"),
