@@ -281,18 +281,19 @@ def plan_build(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
 # -- the write stage -----------------------------------------------------------------------------------
 def index_page(plan: _Plan) -> Page:
     """The site's index: every post's title (a relative link to its page), its date if it has one, and its
-    description if it has one; every string escaped."""
+    description if it has one (Markdown with math, raw HTML shown as text); every string escaped."""
     import html
     from urllib.parse import quote
 
+    from mechwork.dashboard.mathml import markdown_html
     from mechwork.dashboard.page import Block, Page
 
     items = []
     for slug, post in plan.posts:
         when = f" <time>{html.escape(post.date)}</time>" if post.date else ""
-        desc = f"<br>{html.escape(post.description)}" if post.description else ""
+        desc = markdown_html(post.description) if post.description else ""
         items.append(f'<li><p><a href="{html.escape(quote(slug))}.html"><strong>{html.escape(post.title)}</strong>'
-                     f"</a>{when}{desc}</p></li>")
+                     f"</a>{when}</p>{desc}</li>")
     count = f"{len(plan.posts)} post{'s' * (len(plan.posts) != 1)}"
     body = f'<p>{count}:</p>\n<ul class="mw-posts">\n' + "\n".join(items) + "\n</ul>"
     return Page(plan.title, toc=False).extend([Block("html", None, None, body)])
