@@ -139,6 +139,8 @@ def test_title_and_description_come_from_front_matter_else_the_prose_else_the_fi
     assert (fm.title, fm.description, fm.date) == ("Given", "Said here.", "2026-12-01")
     prose = parse_text("Intro with `code` and\na break.\n\n# The Heading\n\nMore.\n", "x/my-post.md")
     assert (prose.title, prose.description, prose.date) == ("The Heading", "Intro with code and a break.", None)
+    math = parse_text("Basis of $\\mathbb{Z}_{113}$: $x \\cdot W_U$ costs $5 and $6.\n")
+    assert math.description == "Basis of Z_113: x · W_U costs $5 and $6."  # plain text: no '$' math left
     bare = parse_text("## Only a subheading\n", "x/my-post.md")
     assert (bare.title, bare.description) == ("my-post", None)
 

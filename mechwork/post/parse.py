@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,21 @@ def _problem(e: Exception) -> str:
 
 def _tokens(body: str) -> list[Any]:
     from markdown_it import MarkdownIt
+    from mdit_py_plugins.dollarmath import dollarmath_plugin
 
-    return MarkdownIt("commonmark").enable("table").parse(body)
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")  # as the page's markdown reads it
+    dollarmath_plugin(md, allow_labels=False, allow_space=False, allow_digits=False, double_inline=True)
+    return md.parse(body)
+
+
+_SYMBOLS = {"cdot": "·", "times": "×", "pi": "π", "omega": "ω", "alpha": "α", "beta": "β", "sum": "Σ", "approx": "≈",
+            "le": "≤", "ge": "≥", "in": "∈", "to": "→", "bmod": "mod", "mod": "mod"}
+
+
+def _plain_math(latex: str) -> str:
+    """Inline LaTeX as plain text: a few symbols by name, other commands dropped, braces removed."""
+    out = re.sub(r"\\([A-Za-z]+)", lambda m: _SYMBOLS.get(m.group(1), ""), latex)
+    return out.replace("{", "").replace("}", "")
 
 
 def _plain(inline: Any) -> str:
@@ -134,6 +148,8 @@ def _plain(inline: Any) -> str:
     for child in inline.children or []:
         if child.type in ("text", "code_inline"):
             parts.append(child.content)
+        elif child.type in ("math_inline", "math_inline_double"):
+            parts.append(_plain_math(child.content))
         elif child.type in ("softbreak", "hardbreak"):
             parts.append(" ")
     return _flat("".join(parts))
