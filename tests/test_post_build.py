@@ -219,6 +219,7 @@ def test_a_site_shares_its_assets_and_its_index_links_every_post(first):
     for page in report.pages:
         html = page.read_text()
         assert bundle not in html  # loaded, not inlined
+        assert html.count("<h1") == 1 and "2026-12-01" in html  # the post's '# Title' is the page's title, once
         got = refs(page)
         assert "assets/plotly.min.js" in got and "assets/circuitsvis.js" in got
         for ref in got:
@@ -275,3 +276,13 @@ def test_two_posts_of_one_name_or_a_post_named_index_are_refused(tmp_path):
     with pytest.raises(Exception, match="index.html"):
         build([tmp_path / "x"], tmp_path / "out", cache=None)
     assert not (tmp_path / "out").exists()
+
+
+def test_one_post_may_write_beside_itself_but_not_over_itself(tmp_path):
+    src = tmp_path / "note.md"
+    src.write_text("# A note\n\nProse only, with $x$.\n")
+    with pytest.raises(Exception, match="not the post itself"):
+        build(src, src, cache=None)
+    got = build(src, tmp_path, cache=None)  # `mechwork post POST.md --out .`: the page goes beside the post
+    assert got.pages == (tmp_path / "note.html",) and src.read_text().startswith("# A note")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["note.html", "note.md"]
