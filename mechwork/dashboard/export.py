@@ -43,7 +43,6 @@ from typing import Any
 from urllib.parse import unquote
 
 from mechwork.errors import ConfigError, ExportError, OutputError, invalid
-from mechwork.io import atomic_open
 
 __all__ = [
     "DEFAULT_HEIGHT", "DEFAULT_WIDTH", "FIGURE_FORMATS", "Exporter", "FigureSpec", "chromium_executable",
@@ -305,6 +304,8 @@ class Exporter:
     def export(self, specs: Sequence[FigureSpec], out_dir: str | os.PathLike[str],
                formats: str | Sequence[str] | None = FIGURE_FORMATS) -> dict[str, list[Path]]:
         """Write ``<out_dir>/<stem>.<fmt>`` for every figure and format; return figure id -> paths."""
+        from mechwork.io import atomic_open  # here, not at the top: mechwork.io imports torch
+
         fmts = parse_formats(formats)
         _check_specs(specs)
         out = Path(out_dir)
