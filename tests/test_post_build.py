@@ -161,7 +161,7 @@ def test_the_weights_digest_follows_the_weight_bytes_only(tmp_path):
     assert weights_digest("modadd-113") != weights_digest("induction-2l")
 
 
-def test_a_changed_sae_file_changes_the_key(tmp_path):
+def test_a_changed_sae_file_or_mechwork_source_changes_the_key(tmp_path, monkeypatch):
     run = run_from_preset(tmp_path / "run", "modadd-113")
     hook = "blocks.0.mlp.hook_post"
     shutil.copytree(DATA / "saes" / "modadd-113" / hook, run / "saes" / hook)
@@ -172,7 +172,10 @@ def test_a_changed_sae_file_changes_the_key(tmp_path):
     key = cache.key(block, digest)
     assert cache.key(block, digest) == key
     nudge(run / "saes" / hook / "sae_weights.safetensors")
-    assert cache.key(block, digest) != key
+    changed = cache.key(block, digest)
+    assert changed != key
+    monkeypatch.setattr("mechwork.post.cache.code_digest", lambda: "other source")  # an edit to mechwork itself
+    assert cache.key(block, digest) not in (key, changed)
 
 
 def test_a_corrupt_entry_is_a_miss_and_an_unwritable_cache_warns_once(tmp_path):

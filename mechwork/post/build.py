@@ -281,17 +281,17 @@ def plan_build(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
 # -- the write stage -----------------------------------------------------------------------------------
 def index_page(plan: _Plan) -> Page:
     """The site's index: every post's title (a relative link to its page), its date if it has one, and its
-    description if it has one (Markdown with math, raw HTML shown as text); every string escaped."""
+    description if it has one (plain text: :func:`mechwork.post.parse.parse_text` gives math as its symbols);
+    every string escaped."""
     import html
     from urllib.parse import quote
 
-    from mechwork.dashboard.mathml import markdown_html
     from mechwork.dashboard.page import Block, Page
 
     items = []
     for slug, post in plan.posts:
         when = f" <time>{html.escape(post.date)}</time>" if post.date else ""
-        desc = markdown_html(post.description) if post.description else ""
+        desc = f"<p>{html.escape(post.description)}</p>" if post.description else ""
         items.append(f'<li><p><a href="{html.escape(quote(slug))}.html"><strong>{html.escape(post.title)}</strong>'
                      f"</a>{when}</p>{desc}</li>")
     count = f"{len(plan.posts)} post{'s' * (len(plan.posts) != 1)}"

@@ -10,7 +10,9 @@ depends on:
   a model directory: ``config.json`` and every ``*.safetensors`` / ``*.bin``);
 * for an ``sae-features`` block, the bytes of every SAE it may read (the model's SAEs, and any SAE directory
   an argument names), so retraining an SAE misses;
-* the mechwork version and :data:`CACHE_FORMAT` (raised whenever what a block renders to changes shape).
+* the mechwork version, :data:`CACHE_FORMAT` (raised whenever what a block renders to changes shape) and
+  :func:`code_digest`, the bytes of mechwork's own source, so a result is never served from other code (an
+  editable install changes without a new version).
 
 A file's hash is memoised by its path, size, inode and modification time, so a rebuild reads each weights
 file once per process. Entries live at ``<root>/<key[:2]>/<key>.json`` and are written atomically; an entry
@@ -53,8 +55,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechwork.dashboard.page import Block
     from mechwork.post.parse import ResultBlock
 
-__all__ = ["CACHE_ENV", "CACHE_FORMAT", "CacheWarning", "ResultCache", "default_root", "model_path", "roundtrip",
-           "sae_digest", "weights_digest"]
+__all__ = ["CACHE_ENV", "CACHE_FORMAT", "CacheWarning", "ResultCache", "code_digest", "default_root", "model_path",
+           "roundtrip", "sae_digest", "weights_digest"]
 
 
 class CacheWarning(RuntimeWarning):
@@ -158,6 +160,13 @@ def sae_digest(block: ResultBlock) -> str:
 
 
 @cache
+def code_digest() -> str:
+    """sha256 over every ``.py`` file of the mechwork package (by relative path), once per process."""
+    root = Path(__file__).resolve().parents[1]
+    return _digest({p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*.py"))})
+
+
+@cache
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -186,9 +195,9 @@ class ResultCache:
 
     def key(self, block: ResultBlock, digest: str) -> str:
         """sha256 of the block's kind and arguments, its model's ``digest``, its SAEs (``sae-features``), the
-        mechwork version and :data:`CACHE_FORMAT`."""
+        mechwork version, :data:`CACHE_FORMAT` and :func:`code_digest`."""
         payload = {"block": block.key(), "weights": digest, "mechwork": _version(), "format": CACHE_FORMAT,
-                   "saes": sae_digest(block) if block.kind == "sae-features" else None}
+                   "code": code_digest(), "saes": sae_digest(block) if block.kind == "sae-features" else None}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
