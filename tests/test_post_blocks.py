@@ -233,3 +233,21 @@ def test_a_failing_block_is_one_line_naming_its_file_and_line(contexts):
 def test_a_context_opens_its_model_once_and_analyses_once(contexts):
     ctx = contexts["induction-2l"]
     assert ctx.source is ctx.source and ctx.analysis() is ctx.analysis() and not ctx.model.training
+
+
+def test_a_run_beside_the_post_renders_at_the_step_a_block_asks_for(tmp_path, tiny_task, tiny_train_cfg):
+    from mechwork.analysis.fourier import embedding_spectrum
+    from mechwork.runs import Run
+    from mechwork.training import train
+
+    train(tiny_task, train_cfg=tiny_train_cfg, out=tmp_path / "runs" / "tiny", quiet=True, device="cpu")
+    text = "# Run\n\n```mechwork\nfourier: runs/tiny\nstep: 10\n```\n\n```mechwork\nfourier: runs/tiny\n```\n"
+    post = parse_text(text, str(tmp_path / "post.md"))
+    ctx = BlockContext(str(tmp_path / "runs" / "tiny"))
+    early, last = (traces(render_block(b, ctx))[0] for b in post.blocks)
+    run = Run(tmp_path / "runs" / "tiny")
+    for bar, step in ((early, 10), (last, run.steps[-1])):
+        assert close(arr(bar["y"]), embedding_spectrum(run.model_at(step, "cpu"), "W_E", tiny_task.p).freq_norms)
+    assert not close(arr(early["y"]), arr(last["y"]))
+    with pytest.raises(PostError, match=r"post\.md:3: model 'runs/tiny': 'step' must be a checkpointed step"):
+        parse_text(text.replace("step: 10", "step: 11"), str(tmp_path / "post.md"))

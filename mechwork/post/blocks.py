@@ -155,6 +155,16 @@ class BlockContext:
     def task(self) -> Any:
         return self.source.task
 
+    def at(self, step: int | None) -> BlockContext:
+        """This model at checkpoint ``step`` (None or this context's own step: this context), opened once."""
+        if step is None or step == self.step:
+            return self
+        key = ("step", step)
+        if key not in self.memo:
+            self.memo[key] = BlockContext(self._model_arg, self.base, self.device, step)
+        ctx: BlockContext = self.memo[key]
+        return ctx
+
     def analysis(self) -> Any:
         """The kit's analysis bundle of this model (computed once)."""
         if self._analysis is None:
@@ -171,7 +181,7 @@ def render_block(block: Any, ctx: BlockContext) -> list[Block]:
     :class:`PostError` line naming its file and line."""
     kind = BLOCKS[block.kind]
     try:
-        blocks = kind.render(ctx, block.args)
+        blocks = kind.render(ctx.at(block.args.get("step")), block.args)
     except PostError as e:
         msg = str(e)
         if msg.startswith(f"{block.path}:"):

@@ -8,8 +8,9 @@ Torch and plotly are imported inside the functions, so importing this module is 
 
 Example::
 
-    >>> sorted(n for n in dir() if n in ("attention", "fourier", "patching"))
-    ['attention', 'fourier', 'patching']
+    >>> from mechwork.post.blocks import BLOCKS
+    >>> BLOCKS["fourier"].render is fourier, BLOCKS["neuron-clusters"].render is neuron_clusters
+    (True, True)
 """
 
 from __future__ import annotations
