@@ -251,3 +251,19 @@ def test_a_run_beside_the_post_renders_at_the_step_a_block_asks_for(tmp_path, ti
     assert not close(arr(early["y"]), arr(last["y"]))
     with pytest.raises(PostError, match=r"post\.md:3: model 'runs/tiny': 'step' must be a checkpointed step"):
         parse_text(text.replace("step: 10", "step: 11"), str(tmp_path / "post.md"))
+
+
+def test_patching_a_given_pair_uses_the_pairs_own_metric(contexts):
+    from mechwork.analysis.patching import patch
+    from mechwork.analysis.prompt import pair_metric
+    from mechwork.prompts import tokenize
+
+    ctx = contexts["induction-2l"]
+    clean, corrupted = [3, 9, 4, 1, 3, 9, 4, 1], [7, 2, 8, 5, 3, 9, 4, 1]
+    block = block_of("patching", "induction-2l", f"clean: {clean}\ncorrupted: {corrupted}\nsite: resid_pre")
+    (heat,) = traces(render_block(block, ctx))
+    c, k = tokenize(ctx.model, [clean]), tokenize(ctx.model, [corrupted])
+    _, metric = pair_metric(ctx.model, c, k)
+    assert close(arr(heat["z"]), patch(ctx.model, c.batch(), k.batch(), metric, site="resid_pre").values)
+    with pytest.raises(PostError, match=r"t\.md:3: patching: 'clean' and 'corrupted' must be given together"):
+        render_block(block_of("patching", "induction-2l", f"clean: {clean}"), ctx)

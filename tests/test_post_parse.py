@@ -167,3 +167,22 @@ def test_every_example_post_parses():
     for p in posts:
         post = parse_post(p)
         assert post.blocks and post.title
+
+
+def test_a_missing_required_argument_names_it_and_what_is_valid():
+    text = PRELUDE + "```mechwork\nresult: modadd-113\n```\n"
+    msg = refused(text)
+    assert msg.startswith(f"posts/p.md:{line_of(text, '```mechwork')}: result needs the argument 'name'")
+    assert "analysis bundle" in msg
+
+
+def test_parsing_every_example_post_imports_no_torch():
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent / "posts"
+    code = ("import sys\nfrom pathlib import Path\nfrom mechwork.post.parse import parse_post\n"
+            f"n = sum(len(parse_post(p).blocks) for p in sorted(Path({str(root)!r}).glob('*.md')))\n"
+            "assert n > 10 and 'torch' not in sys.modules, n\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
