@@ -34,16 +34,13 @@ MAX_TOKENS = 512
 
 @dataclass(frozen=True)
 class ArgSpec:
-    """One argument: ``default`` (:data:`REQUIRED` if it must be given), ``valid`` (what is valid, in words),
-    ``check`` (the value in canonical form, or :class:`ValueError`)."""
+    """One argument: ``default``, ``valid`` (what is valid, in words), ``check`` (the value in canonical form, or
+    :class:`ValueError`), ``required`` (a block must give it)."""
 
     default: Any
     valid: str
     check: Callable[[Any], Any]
-
-    @property
-    def required(self) -> bool:
-        return isinstance(self.default, str) and self.default == REQUIRED
+    required: bool = False  # a block must give it (its default is then None)
 
 
 def _is_int(v: Any) -> bool:
@@ -144,7 +141,8 @@ def text(default: Any = REQUIRED, valid: str = "a non-empty string") -> ArgSpec:
             raise ValueError("not text")
         return v.strip()
 
-    return ArgSpec(default, valid, check)
+    required = isinstance(default, str) and default == REQUIRED
+    return ArgSpec(None if required else default, valid, check, required)
 
 
 def optional_text() -> ArgSpec:
