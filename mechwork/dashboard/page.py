@@ -342,12 +342,14 @@ class Page:
                 f'<script type="application/json" id="{bid}-cv-props">{view.props_json()}</script>')
 
     def save(self, path: str | os.PathLike[str], assets: str = "inline", *, asset_base: str = "assets/",
-             figures: str | Sequence[str] | None = None, figures_dir: str | os.PathLike[str] | None = None) -> Path:
+             figures: str | Sequence[str] | None = None, figures_dir: str | os.PathLike[str] | None = None,
+             exporter: Any = None) -> Path:
         """Write the page atomically to ``path`` (its directory must exist); returns the path.
 
         ``figures="svg,png"`` also exports every plotly figure into ``figures_dir`` (default
         ``<page stem>-figures/`` beside the page) and links the files under each figure. The images go to
         a temporary folder renamed into place, then the page is written; on any error nothing is left.
+        ``exporter``: an open :class:`~mechwork.dashboard.export.Exporter` to draw with (a site's pages share one).
         """
         from mechwork.dashboard.export import export_figures, parse_formats
 
@@ -363,7 +365,8 @@ class Page:
         links = {s.id: [href(fig_dir / f"{s.stem}.{fmt}", path.parent) for fmt in formats] for s in specs}
         text = self.render(assets, asset_base=asset_base, figure_links=links)
         check_page_path(path)
-        save_with_figures(path, text, fig_dir, lambda tmp: export_figures(specs, tmp, formats))
+        draw = exporter.export if exporter is not None else export_figures
+        save_with_figures(path, text, fig_dir, lambda tmp: draw(specs, tmp, formats))
         return path
 
     def _repr_html_(self) -> str:
