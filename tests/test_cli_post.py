@@ -140,3 +140,15 @@ def test_bad_options_and_posts_are_refused_before_torch_is_imported(tmp_path):
     assert "'--figures'" in lines[1] and "'jpg'" in lines[1] and "missing.md" in lines[5]
     assert "bad.md:3: unknown result 'head-detector'" in lines[6]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_cache_that_cannot_be_written_warns_once_and_the_page_is_still_written(capsys, tmp_path):
+    (tmp_path / "file").write_text("a file where the cache's parent folder should be")
+    (tmp_path / "p.md").write_text("# P\n\n" + BLOCK + "\n" + BLOCK.replace("Head scores", "Again"))
+    code, out, err = run(capsys, "post", str(tmp_path / "p.md"), "--out", str(tmp_path / "site"),
+                         "--cache", str(tmp_path / "file" / "cache"), "--quiet")
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if line.startswith("mechwork: warning: result cache")]
+    assert len(warned) == 1 and "cannot be written" in warned[0], err
+    assert out.splitlines()[-1].startswith("1 page, 2 result blocks (0 from the cache)")
+    assert (tmp_path / "site" / "p.html").is_file()
