@@ -289,3 +289,20 @@ def test_one_post_may_write_beside_itself_but_not_over_itself(tmp_path):
     got = build(src, tmp_path, cache=None)  # `mechwork post POST.md --out .`: the page goes beside the post
     assert got.pages == (tmp_path / "note.html",) and src.read_text().startswith("# A note")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["note.html", "note.md"]
+
+
+def test_a_site_with_figures_writes_each_figure_beside_its_page_and_links_it(first, tmp_path):
+    from mechwork.dashboard.export import chromium_executable
+
+    if chromium_executable() is None:
+        pytest.skip("no Chromium to draw the figures")
+    root, src, _, _ = first
+    got = build(src, tmp_path / "site", figures="svg", cache=ResultCache(root / "cache"))
+    assert got.cache_hits == got.blocks
+    n_figs = sum(p.read_text().count('class="mw-fig"') for p in got.pages)
+    assert n_figs > 0 and len(got.figures) == n_figs
+    for page in got.pages:
+        links = [r for r in refs(page) if r.endswith(".svg")]
+        assert len(links) == page.read_text().count('class="mw-fig"')
+        assert all(r.startswith(f"{page.stem}-figures/") and (page.parent / r).is_file() for r in links)
+    assert all(f.is_file() and f.read_text().lstrip().startswith("<svg") for f in got.figures)

@@ -40,6 +40,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -310,12 +311,18 @@ def _write(plan: _Plan, pages: Sequence[tuple[str, Page]]) -> tuple[list[Path], 
     assets = list(write_assets(plan.out / ASSETS_DIR).values()) if plan.site else []
     mode = "site" if plan.site else "inline"
     written, figures = [], []
-    for slug, page in pages:
-        bars.stage(f"writing {slug}.html")
-        figs_dir = plan.out / f"{slug}-figures"
-        written.append(page.save(plan.out / f"{slug}.html", mode, asset_base=f"{ASSETS_DIR}/",
-                                 figures=plan.formats or None, figures_dir=figs_dir))
-        figures += [figs_dir / f"{spec.stem}.{fmt}" for spec in page.figures() for fmt in plan.formats]
+    with ExitStack() as stack:
+        exporter = None
+        if plan.formats and any(page.figures() for _, page in pages):  # one browser draws every page's figures
+            from mechwork.dashboard.export import Exporter
+
+            exporter = stack.enter_context(Exporter())
+        for slug, page in pages:
+            bars.stage(f"writing {slug}.html")
+            figs_dir = plan.out / f"{slug}-figures"
+            written.append(page.save(plan.out / f"{slug}.html", mode, asset_base=f"{ASSETS_DIR}/",
+                                     figures=plan.formats or None, figures_dir=figs_dir, exporter=exporter))
+            figures += [figs_dir / f"{spec.stem}.{fmt}" for spec in page.figures() for fmt in plan.formats]
     index = index_page(plan).save(plan.out / "index.html", mode, asset_base=f"{ASSETS_DIR}/") if plan.site else None
     return written, assets, figures, index
 
