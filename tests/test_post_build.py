@@ -306,3 +306,19 @@ def test_a_site_with_figures_writes_each_figure_beside_its_page_and_links_it(fir
         assert len(links) == page.read_text().count('class="mw-fig"')
         assert all(r.startswith(f"{page.stem}-figures/") and (page.parent / r).is_file() for r in links)
     assert all(f.is_file() and f.read_text().lstrip().startswith("<svg") for f in got.figures)
+
+
+def test_a_block_that_fails_to_render_leaves_no_page_of_the_build(first, tmp_path, monkeypatch):
+    root, src, _, _ = first
+    posts = tmp_path / "posts"
+    posts.mkdir()
+    shutil.copy(src / "a.md", posts / "a.md")  # every block cached: its page is ready first
+    (posts / "z.md").write_text("# Z\n\n" + FIGURE_BLOCK.format(model="induction-2l", title="Never drawn"))
+
+    def failing(block, ctx):
+        raise PostError(f"{block.path}:{block.line}: {block.kind}: it failed")
+
+    monkeypatch.setattr("mechwork.post.blocks.render_block", failing)
+    with pytest.raises(PostError, match=r"z\.md:3: head-detectors: it failed"):
+        build(posts, tmp_path / "out", cache=ResultCache(root / "cache"))
+    assert not (tmp_path / "out").exists()
