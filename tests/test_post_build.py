@@ -322,3 +322,22 @@ def test_a_block_that_fails_to_render_leaves_no_page_of_the_build(first, tmp_pat
     with pytest.raises(PostError, match=r"z\.md:3: head-detectors: it failed"):
         build(posts, tmp_path / "out", cache=ResultCache(root / "cache"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_post_lists_its_sections_only_when_there_are_three_distinct_ones():
+    from mechwork.dashboard.page import Page
+    from mechwork.post.build import contents_box
+
+    def page(*titles):
+        p = Page("post")
+        for t in titles:
+            p.note("x", title=t)
+        return p
+
+    assert contents_box(page("a", "b", "c"))
+    assert '<nav class="mw-toc">' in page("a", "b", "c").render("cdn")
+    assert not contents_box(page("a", "b"))
+    assert not contents_box(page("Key frequencies", "Key frequencies", "Table"))
+    p = page("Key frequencies", "Key frequencies", "Table")
+    p.toc = contents_box(p)
+    assert '<nav class="mw-toc">' not in p.render("cdn")

@@ -130,7 +130,14 @@ class Renderer:
             else:
                 bars.stage(f"{Path(post.path).name}:{seg.line}: {seg.kind}")
                 page.extend(self.result(seg))
+        page.toc = contents_box(page)
         return page
+
+
+def contents_box(page: Page) -> bool:
+    """A post lists its sections only when it has at least three titled ones and no title twice."""
+    titles = [b.title for b in page.blocks if b.title]
+    return len(titles) >= 3 and len(set(titles)) == len(titles)
 
 
 def _without_title(text: str, title: str) -> str:
