@@ -28,14 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
 
 from torch import Tensor
 
+from mechwork.atomic import atomic_open, load_json, write_json_atomic
 from mechwork.errors import CheckpointError
 
 __all__ = [
@@ -51,47 +48,6 @@ __all__ = [
 ]
 
 HASH_KEY = "sha256"  # safetensors metadata key of the content hash
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, make_parents: bool = True) -> Iterator[IO[Any]]:
-    """Open a temp file beside ``path``; on success rename it over ``path``."""
-    path = Path(path)
-    if make_parents:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike[str]) -> None:
-    with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
-def load_json(path: str | os.PathLike[str]) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"missing file: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"corrupt JSON in {path}: {e}") from None
 
 
 def tensors_digest(tensors: dict[str, Tensor]) -> str:

@@ -152,3 +152,21 @@ def test_a_cache_that_cannot_be_written_warns_once_and_the_page_is_still_written
     assert len(warned) == 1 and "cannot be written" in warned[0], err
     assert out.splitlines()[-1].startswith("1 page, 2 result blocks (0 from the cache)")
     assert (tmp_path / "site" / "p.html").is_file()
+
+
+def test_a_rebuild_from_the_cache_never_imports_torch(tmp_path):
+    """Every block a cache hit: the page is written without torch (so a prose edit re-renders in well under the
+    time torch takes to import)."""
+    post = tmp_path / "src" / "post.md"
+    post.parent.mkdir()
+    post.write_text("# Heads\n\n" + BLOCK)
+    args = ["post", str(post), "--out", str(tmp_path / "site"), "--cache", str(tmp_path / "cache")]
+    code = ("import sys; from mechwork.cli import main; rc = main(%r); "
+            "print('torch' in sys.modules); sys.exit(rc)")
+    first = subprocess.run([sys.executable, "-c", code % args], capture_output=True, text=True)
+    assert first.returncode == 0 and first.stdout.strip().endswith("True"), first.stderr
+    post.write_text("# Heads\n\nA new sentence.\n\n" + BLOCK)
+    again = subprocess.run([sys.executable, "-c", code % args], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "(1 from the cache)" in again.stdout and again.stdout.strip().endswith("False"), again.stdout
+    assert "A new sentence." in (tmp_path / "site" / "post.html").read_text()

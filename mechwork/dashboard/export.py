@@ -304,7 +304,7 @@ class Exporter:
     def export(self, specs: Sequence[FigureSpec], out_dir: str | os.PathLike[str],
                formats: str | Sequence[str] | None = FIGURE_FORMATS) -> dict[str, list[Path]]:
         """Write ``<out_dir>/<stem>.<fmt>`` for every figure and format; return figure id -> paths."""
-        from mechwork.io import atomic_open  # here, not at the top: mechwork.io imports torch
+        from mechwork.atomic import atomic_open
 
         fmts = parse_formats(formats)
         _check_specs(specs)

@@ -96,7 +96,7 @@ def _same_bytes(path: Path, data: bytes) -> bool:
 
 def write_assets(assets_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Write every bundle into ``assets_dir`` (made if missing); returns bundle name -> its path."""
-    from mechwork.io import atomic_open
+    from mechwork.atomic import atomic_open
 
     path = Path(assets_dir)
     check_assets_dir(path)
@@ -133,7 +133,7 @@ def check_page_path(path: Path) -> None:
 
 def write_page(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically; :class:`OutputError` on failure."""
-    from mechwork.io import atomic_open
+    from mechwork.atomic import atomic_open
 
     try:
         with atomic_open(path, "w", make_parents=False) as f:

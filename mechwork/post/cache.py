@@ -226,7 +226,7 @@ class ResultCache:
 
     def put(self, key: str, blocks: Sequence[Block]) -> None:
         """Store ``blocks`` under ``key`` atomically; a cache that cannot be written warns once and is skipped."""
-        from mechwork.io import atomic_open
+        from mechwork.atomic import atomic_open
 
         path = self.path(key)
         if path is None or self._broken:
