@@ -84,54 +84,71 @@ LOAD_BOUND_S = 600.0  # seconds a loaded machine may take to open a page (a boun
 
 def check_page(path: str | os.PathLike[str], screenshot: str | os.PathLike[str] | None = None,
                timeout_s: float = 600.0) -> PageReport:
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    return check_pages([path], [screenshot], timeout_s)[0]
+
+
+def check_pages(paths: list[str | os.PathLike[str]], screenshots: list | None = None,
+                timeout_s: float = 600.0) -> list[PageReport]:
+    """:func:`check_page` of every path, in one browser (a fresh tab and fresh counters for each page)."""
     from playwright.sync_api import sync_playwright
 
     exe = chromium_path()
     if exe is None:
         raise FileNotFoundError(f"no Chromium at {CHROMIUM}: apt-get install chromium")
-    report = PageReport()
-    url = Path(path).resolve().as_uri()
+    shots = screenshots or [None] * len(paths)
     with tempfile.TemporaryDirectory(prefix="mw-chromium-") as profile, sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
             profile, executable_path=exe, headless=True, args=FLAGS, viewport={"width": 1280, "height": 900},
         )
         try:
-            def route(r):
-                if r.request.url.startswith(("file:", "data:")):
-                    r.continue_()
-                else:
-                    report.requests.append(r.request.url)
-                    r.abort()
-
-            ctx.route("**/*", route)
-            page = ctx.new_page()
-            page.on("console", lambda m: report.console_errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: report.page_errors.append(str(e)))
-            page.on("request", lambda req: report.requests.append(req.url)
-                    if not req.url.startswith(("file:", "data:", "blob:")) and req.url not in report.requests
-                    else None)
-            # loading a local file is never the thing under test: a generous bound, whatever timeout_s
-            page.goto(url, wait_until="load", timeout=max(timeout_s, LOAD_BOUND_S) * 1000)
-            # wait until everything is drawn, or the timeout: then report what was drawn; the caller asserts
-            with contextlib.suppress(PlaywrightTimeout):
-                page.wait_for_function(
-                    f"() => {{ const s = ({_STATE_JS})();"
-                    " return s.plotly_drawn === s.plotly_mounts && s.cv_drawn === s.cv_mounts; }",
-                    timeout=timeout_s * 1000,
-                )
-            page.wait_for_timeout(300)  # let late console errors arrive
-            for k, v in page.evaluate(_STATE_JS).items():
-                setattr(report, k, v)
-            if screenshot is not None:
-                # charts inside circuitsvis draw lazily when on screen: show the whole page, then shoot
-                height = page.evaluate("() => document.documentElement.scrollHeight")
-                page.set_viewport_size({"width": 1280, "height": min(int(height), 16000)})
-                page.wait_for_timeout(1500)
-                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(screenshot), full_page=True)
+            return [_check(ctx, path, shot, timeout_s) for path, shot in zip(paths, shots, strict=True)]
         finally:
             ctx.close()
+
+
+def _check(ctx, path, screenshot, timeout_s: float) -> PageReport:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    report = PageReport()
+    url = Path(path).resolve().as_uri()
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:")):
+            r.continue_()
+        else:
+            report.requests.append(r.request.url)
+            r.abort()
+
+    ctx.unroute("**/*")
+    ctx.route("**/*", route)
+    page = ctx.new_page()
+    try:
+        page.on("console", lambda m: report.console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: report.page_errors.append(str(e)))
+        page.on("request", lambda req: report.requests.append(req.url)
+                if not req.url.startswith(("file:", "data:", "blob:")) and req.url not in report.requests
+                else None)
+        # loading a local file is never the thing under test: a generous bound, whatever timeout_s
+        page.goto(url, wait_until="load", timeout=max(timeout_s, LOAD_BOUND_S) * 1000)
+        # wait until everything is drawn, or the timeout: then report what was drawn; the caller asserts
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_function(
+                f"() => {{ const s = ({_STATE_JS})();"
+                " return s.plotly_drawn === s.plotly_mounts && s.cv_drawn === s.cv_mounts; }",
+                timeout=timeout_s * 1000,
+            )
+        page.wait_for_timeout(300)  # let late console errors arrive
+        for k, v in page.evaluate(_STATE_JS).items():
+            setattr(report, k, v)
+        if screenshot is not None:
+            # charts inside circuitsvis draw lazily when on screen: show the whole page, then shoot
+            height = page.evaluate("() => document.documentElement.scrollHeight")
+            page.set_viewport_size({"width": 1280, "height": min(int(height), 16000)})
+            page.wait_for_timeout(1500)
+            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+    finally:
+        page.close()
     return report
 
 

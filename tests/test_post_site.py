@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from chromium_check import FLAGS, check_page, chromium_path, require_chromium
+from chromium_check import FLAGS, check_pages, chromium_path, require_chromium
 
 from mechwork.dashboard.assets import CIRCUITSVIS, PLOTLY
 from mechwork.post.blocks import BLOCKS
@@ -207,17 +207,17 @@ def test_every_page_opens_offline_and_draws_everything(site):
     index_links = {p for p in local_refs(site.report.index) if p.suffix == ".html"}
     assert index_links == {p.resolve() for p in site.report.pages}  # the index links every post, nothing else
     problems = []
-    for post in site.posts:
+    *reports, r_index = check_pages([*(page_of(site, post) for post in site.posts), site.report.index])
+    for post, r in zip(site.posts, reports, strict=True):
         path = page_of(site, post)
         page = render_post(post, cache=site.cache)
         figs = sum(b.kind == "plotly" for b in page.blocks)
         views = sum(b.kind == "view" for b in page.blocks)
-        r = check_page(path)
         want = (figs, figs, views, views, math_in(post), math_in(post), 0)
         got = (r.plotly_mounts, r.plotly_drawn, r.cv_mounts, r.cv_drawn, r.math, r.math_drawn, r.math_errors)
         if got != want or r.console_errors or r.page_errors or r.requests or r.title != post.title:
             problems.append((path.name, want, got, r))
-    r = check_page(site.report.index)
+    r = r_index
     if r.console_errors or r.page_errors or r.requests or r.math_drawn != r.math or r.math_errors:
         problems.append(("index.html", r))
     assert not problems, problems
