@@ -170,3 +170,33 @@ def test_a_rebuild_from_the_cache_never_imports_torch(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "(1 from the cache)" in again.stdout and again.stdout.strip().endswith("False"), again.stdout
     assert "A new sentence." in (tmp_path / "site" / "post.html").read_text()
+
+
+def test_a_dashboard_as_a_site_page_with_its_figures(capsys, tmp_path):
+    """``mechwork dashboard --assets site --figures svg``: the bundles in assets/ beside the page, loaded by
+    relative path, and one SVG per figure, linked under it."""
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "modadd.html"
+    code, _, err = run(capsys, "dashboard", "modadd-113", "--out", str(out), "--assets", "site",
+                            "--figures", "svg")
+    assert code == 0, err
+    text = out.read_text()
+    scripts = re.findall(r'<script src="([^"]+)"', text)
+    assert scripts and all((tmp_path / s).is_file() for s in scripts) and all(s.startswith("assets/") for s in scripts)
+    assert "var Plotly" not in text  # no bundle inlined
+    links = re.findall(r'href="(modadd-figures/[^"]+\.svg)"', text)
+    assert len(links) == text.count('class="mw-fig"') > 0
+    for link in links:
+        ET.parse(tmp_path / link)  # parses as XML
+    assert sorted(p.name for p in (tmp_path / "modadd-figures").iterdir()) == sorted(Path(x).name for x in links)
+
+
+def test_dashboard_figures_and_site_assets_are_checked_before_any_work(capsys, monkeypatch, tmp_path):
+    forbid_loading(monkeypatch)
+    refused(capsys, ["dashboard", "modadd-113", "--out", str(tmp_path / "a.html"), "--figures", "svg,jpg"],
+            ["'jpg'", "svg, png"])
+    (tmp_path / "assets").write_text("not a folder")
+    refused(capsys, ["dashboard", "modadd-113", "--out", str(tmp_path / "a.html"), "--assets", "site"],
+            [str(tmp_path / "assets")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["assets"]

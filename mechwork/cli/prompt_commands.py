@@ -140,12 +140,16 @@ def _print_patch(res: Any, key: str, description: str, top: int) -> None:
               help="HTML file to write; its directory must exist (default: dashboards/<name>.html, "
                    "<name>-prompts.html for a prompt page of a run or preset, .cdn.html with --assets cdn)")
 @click.option("--assets", type=click.Choice(limits.ASSET_MODES), default="inline", show_default=True,
-              help="inline: one file that works offline; cdn: small, loads plotly.js and circuitsvis from CDNs")
+              help="inline: one file that works offline; cdn: small, loads plotly.js and circuitsvis from CDNs; "
+                   "site: loads them from assets/ beside the page (written there, shared by every page)")
+@click.option("--figures", default=None, metavar="svg,png",
+              help="also write every figure as SVG and/or PNG into <page>-figures/, linked under each figure "
+                   "(drawn in the system's Chromium)")
 @click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 @bars.quiet_option
 def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None, out: Path | None, assets: str,
-                  step: int | None, device: str | None) -> None:
+                  figures: str | None, step: int | None, device: str | None) -> None:
     """Write the dashboard of a preset, run directory or model directory.
 
     A run or preset gets its kit's page (grokking, induction, or the generic one); with --prompts or --pair,
@@ -154,6 +158,9 @@ def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None
     prompts are given). The pair's metric is the logit of the clean prompt's top next token minus that of the
     corrupted prompt's (the clean runner-up when both predict the same token).
     """
+    from mechwork.dashboard.export import parse_formats
+
+    parse_formats(figures)  # a bad format is refused before any work
     kind, key = check_source(model, step, device)
     parsed = prompt_inputs(prompts, pair, kind, key)
     prompt_page = prompts is not None or parsed is not None or kind == "model"
@@ -161,17 +168,19 @@ def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None
     suffix = "-prompts" if prompt_page and kind != "model" else ""
     out = out or Path("dashboards") / f"{name}{suffix}{'.cdn' if assets == 'cdn' else ''}.html"
     check_writable(out, "--out", html=True)
-    from mechwork.dashboard.standard import dashboard
+    from mechwork.dashboard.standard import check_out, dashboard
 
     check_page_out(out, "--out")
+    check_out(out, assets, figures)
     from mechwork.dashboard.page import saved_assets
 
     before = saved_assets(out)  # replacing a page of the other mode is said, never silent
     if prompt_page:
         from mechwork.dashboard.standard import prompt_dashboard
 
-        prompt_dashboard(key, out, prompts_file=prompts, pair=parsed, assets=assets, step=step, device=device)
+        prompt_dashboard(key, out, prompts_file=prompts, pair=parsed, assets=assets, step=step, device=device,
+                         figures=figures)
     else:
-        dashboard(key, out, assets=assets, step=step, device=device)
+        dashboard(key, out, assets=assets, step=step, device=device, figures=figures)
     note = f"; replaced the {before} page that was there" if before not in (None, assets) else ""
     click.echo(f"wrote {out} ({out.stat().st_size:,} bytes, {assets} assets{note})")

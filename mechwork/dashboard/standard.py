@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechwork.results import Analysis
     from mechwork.source import Source
 
-__all__ = ["analyse", "check_out", "dashboard", "prompt_dashboard"]
+__all__ = ["analyse", "check_out", "dashboard", "prompt_dashboard", "save"]
 
 
 def analyse(src: Source) -> Analysis:
@@ -48,6 +48,7 @@ def dashboard(
     assets: str = "inline",
     step: int | None = None,
     device: str | None = None,
+    figures: str | None = None,
 ) -> Page:
     """The standard dashboard for the run's task; saved to ``out`` when given.
 
@@ -60,11 +61,11 @@ def dashboard(
     if assets not in ASSET_MODES:
         raise ConfigError(f"'assets' must be one of {', '.join(ASSET_MODES)} (got {assets!r})")
     if out is not None:
-        check_out(out)
+        check_out(out, assets, figures)
     from mechwork.runs import resolve
 
     if resolve(run_or_preset)[0] == "model":  # no task, so no kit: the prompt page
-        return prompt_dashboard(run_or_preset, out, assets=assets, step=step, device=device)
+        return prompt_dashboard(run_or_preset, out, assets=assets, step=step, device=device, figures=figures)
     stage("loading the model and its history")  # progress bars: only inside a command (mechwork.bars)
     src = open_source(run_or_preset, step=step, device=device)
     kind = src.task.kind
@@ -75,14 +76,14 @@ def dashboard(
     page = page_for(kind)(bundle)
     if out is not None:
         stage(f"writing {out}")
-        page.save(out, assets=assets)
+        save(page, out, assets, figures)
     return page
 
 
 def prompt_dashboard(
     model_or_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
     prompts_file: str | os.PathLike[str] | None = None, pair: tuple[Any, Any] | None = None,
-    assets: str = "inline", step: int | None = None, device: str | None = None,
+    assets: str = "inline", step: int | None = None, device: str | None = None, figures: str | None = None,
 ) -> Page:
     """Open a model, read its prompts, analyse them once, build the page; save it to ``out`` when given.
 
@@ -95,7 +96,7 @@ def prompt_dashboard(
     from mechwork.source import open_source
 
     if out is not None:
-        check_out(out)
+        check_out(out, assets, figures)
     stage("loading the model")
     src = open_source(model_or_path, step=step, device=device)
     model, source = src.model, "given"
@@ -110,13 +111,27 @@ def prompt_dashboard(
     page = prompt_page(bundle)
     if out is not None:
         stage(f"writing {out}")
-        page.save(out, assets=assets)
+        save(page, out, assets, figures)
     return page
 
 
-def check_out(out: str | os.PathLike[str]) -> None:
-    """Refuse an output path whose directory is missing, before any work is done."""
+def save(page: Page, out: str | os.PathLike[str], assets: str, figures: str | None) -> None:
+    """Save ``page``; ``assets="site"`` writes the bundles into ``assets/`` beside it (shared by every page
+    saved there), ``figures`` (e.g. ``"svg,png"``) exports every figure into ``<page stem>-figures/``."""
+    if assets == "site":
+        from mechwork.dashboard.site import write_assets
+
+        write_assets(Path(out).parent / "assets")
+    page.save(out, assets=assets, figures=figures)
+
+
+def check_out(out: str | os.PathLike[str], assets: str = "inline", figures: str | None = None) -> None:
+    """Refuse an output path whose directory is missing, a site page whose ``assets/`` cannot be written, or bad
+    figure formats, before any work is done."""
+    from mechwork.dashboard.export import parse_formats
     from mechwork.errors import OutputError
+
+    parse_formats(figures)
 
     p = Path(out)
     if p.is_dir():
@@ -126,3 +141,7 @@ def check_out(out: str | os.PathLike[str]) -> None:
         raise OutputError(f"cannot write {str(p)!r}: directory {str(p.parent)!r} {what}")
     if p.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"'out' must end in .html (got {str(p)!r})")
+    if assets == "site":
+        from mechwork.dashboard.site import check_assets_dir
+
+        check_assets_dir(p.parent / "assets")
