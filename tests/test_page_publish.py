@@ -344,7 +344,7 @@ def test_a_failed_figure_export_leaves_nothing(tmp_path, monkeypatch):
             (Path(out_dir) / f"{s.stem}.svg").write_text("<svg/>")
 
     monkeypatch.setattr(export, "export_figures", fake)
-    import mechwork.io as mio
+    import mechwork.atomic as mio
 
     def torn(*a, **k):
         raise OSError(28, "No space left on device")

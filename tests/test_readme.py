@@ -46,6 +46,7 @@ FENCE = re.compile(r"^```\s*([\w+-]*)\s*$")
 SKIPPED = {
     "make demo   # creates .venv, installs CPU torch 2.13.0, mechwork and its pinned deps, runs the main job",
     "pip install -e '.[ray]'        # make already installs it; every node of the cluster needs mechwork too",
+    "mechwork dashboard induction-2l --out web/ind.html --assets site --figures svg,png",
 }
 
 
