@@ -177,7 +177,7 @@ def test_export_figures_writes_only_the_formats_asked(tmp_path):
     assert got == {"mw-7": [tmp_path / "figs" / "07-only-png.png"]}
     assert [p.name for p in (tmp_path / "figs").iterdir()] == ["07-only-png.png"]
     assert _png_size_and_pixels(got["mw-7"][0])[:2] == (320, 200)
-    assert export_figures([spec], tmp_path / "none", "") == {"mw-7": []}  # nothing asked: no browser, no folder
+    assert export_figures([spec], tmp_path / "none", None) == {"mw-7": []}  # nothing asked: no browser, no folder
     assert not (tmp_path / "none").exists()
 
 
@@ -185,12 +185,24 @@ def test_parse_formats():
     assert parse_formats("svg,png") == ("svg", "png")
     assert parse_formats(" PNG , svg ,png") == ("png", "svg")
     assert parse_formats(["svg"]) == ("svg",)
-    assert parse_formats(None) == parse_formats("") == ()
-    for bad, named in (("jpg", "'jpg'"), ("svg,gif", "'gif'"), (["svg", "pdf"], "'pdf'"), ("svg;png", "'svg;png'")):
+    assert parse_formats(None) == parse_formats([]) == ()
+    for bad, named in (("jpg", "'jpg'"), ("svg,gif", "'gif'"), (["svg", "pdf"], "'pdf'"), ("svg;png", "'svg;png'"),
+                       ("", "''"), (",", "','"), ("svg,,png", "'svg,,png'"), (" ", "' '"), (["svg", ""], "''"),
+                       (5, "5"), (b"svg", "b'svg'"), ({"svg": 1}, "{'svg': 1}")):
         with pytest.raises(ConfigError) as e:
             parse_formats(bad)
         msg = str(e.value)
         assert "\n" not in msg and named in msg and "svg, png" in msg and msg.startswith("'figures' must be")
+
+
+def test_a_page_refuses_empty_or_non_string_formats_and_writes_nothing(tmp_path):
+    from mechwork.dashboard.page import Page
+
+    page = Page("p").note("x")
+    for bad in ("", ",", "svg,,png", ["svg", " "]):
+        with pytest.raises(ConfigError, match="'figures' must be"):
+            page.save(tmp_path / "p.html", figures=bad)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_figure_spec_size_stem_and_layout():

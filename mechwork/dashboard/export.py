@@ -61,16 +61,21 @@ CHROMIUM_FLAGS = (
 LOAD_BOUND_S = 600.0  # how long a loaded machine may take to start Chromium or draw a figure (a bound, not a timing)
 
 
-def parse_formats(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    """The image formats asked for, in order and without repeats: ``"svg,png"`` -> ``("svg", "png")``."""
+def parse_formats(value: object) -> tuple[str, ...]:
+    """The image formats asked for, in order and without repeats: ``"svg,png"`` -> ``("svg", "png")``; None or an
+    empty list: none. An empty item (``""``, ``","``, ``"svg,,png"``) or a value neither a string nor a list of them
+    is one line naming it and the valid formats."""
+    valid = f"a comma-separated list of {', '.join(FIGURE_FORMATS)}"
     if value is None:
         return ()
-    items = value.split(",") if isinstance(value, str) else list(value)
+    if not isinstance(value, str) and not (isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray))):
+        raise invalid("figures", f"{valid} (a string or a list of strings), or None for none", value)
+    items = value.split(",") if isinstance(value, str) else list(value)  # an empty list: none, as None
     out: list[str] = []
     for item in items:
         fmt = item.strip().lower() if isinstance(item, str) else item
-        if fmt == "" and isinstance(value, str):
-            continue
+        if fmt == "":
+            raise invalid("figures", f"{valid}, with no empty item", value)
         if fmt not in FIGURE_FORMATS:
             raise invalid("figures", f"a comma-separated list of {', '.join(FIGURE_FORMATS)}",
                           item.strip() if isinstance(item, str) else item)
