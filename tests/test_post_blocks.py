@@ -267,3 +267,19 @@ def test_patching_a_given_pair_uses_the_pairs_own_metric(contexts):
     assert close(arr(heat["z"]), patch(ctx.model, c.batch(), k.batch(), metric, site="resid_pre").values)
     with pytest.raises(PostError, match=r"t\.md:3: patching: 'clean' and 'corrupted' must be given together"):
         render_block(block_of("patching", "induction-2l", f"clean: {clean}"), ctx)
+
+
+def test_a_circuit_top_out_of_range_or_with_acdc_is_one_line_not_a_note(contexts):
+    from mechwork.graph import Graph
+
+    ctx = contexts["induction-2l"]
+    total = Graph.of_model(ctx.model).n_edges
+    with pytest.raises(PostError) as info:
+        render_block(block_of("circuit", "induction-2l", f"top: {total + 1}"), ctx)
+    msg = str(info.value)
+    assert msg == f"posts/t.md:3: circuit: 'top' must be a number of edges in [1, {total:,}] (got {total + 1})"
+    with pytest.raises(PostError) as info:
+        render_block(block_of("circuit", "induction-2l", "method: acdc\ntop: 5"), ctx)
+    msg = str(info.value)
+    assert msg.startswith("posts/t.md:3: circuit: 'top' does not apply to method acdc") and "\n" not in msg
+    assert "eap" in msg and "(got top: 5)" in msg

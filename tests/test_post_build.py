@@ -71,7 +71,7 @@ def test_the_first_build_computes_every_block_and_opens_the_model_once(first):
     root, src, report, contexts = first
     want = sum(n_blocks(p.read_text()) for p in src.glob("*.md"))
     assert report.blocks == want == 4
-    assert report.cache_hits == 1  # b.md's attention block is a.md's, to the byte: computed once
+    assert report.cache_hits == 2  # b.md's blocks are a.md's but for one title (applied after the cache)
     assert len(contexts) == 1  # two posts, one model: one context for the whole build
     assert [p.name for p in report.pages] == ["a.html", "b.html"] and report.index == root / "site" / "index.html"
     assert set(report.stages) == {"check", "render", "write"} and report.seconds >= sum(report.stages.values()) * 0.99
@@ -99,11 +99,26 @@ def test_a_prose_edit_hits_every_block_and_changes_the_page(first, tmp_path):
 
 def test_a_changed_argument_misses(first, tmp_path):
     root, src, _, _ = first
-    text = (src / "a.md").read_text().replace("title: Head scores", "title: Head scores, retitled")
+    text = (src / "a.md").read_text().replace("title: Head scores", "title: Head scores\nseed: 3")
     (tmp_path / "a.md").write_text(text)
     got = build(tmp_path / "a.md", tmp_path / "out", cache=ResultCache(root / "cache"))
     assert (got.blocks, got.cache_hits) == (2, 1)
-    assert "Head scores, retitled" in got.pages[0].read_text()
+
+
+def test_a_changed_title_or_caption_hits_and_shows_the_new_label(first, tmp_path, monkeypatch):
+    root, src, _, _ = first
+    text = (src / "a.md").read_text().replace("title: Head scores", "title: Head scores, retitled\ncaption: New <b>")
+    (tmp_path / "a.md").write_text(text)
+
+    def never(block, ctx):
+        raise AssertionError("a relabelled block must come from the cache")
+
+    monkeypatch.setattr("mechwork.post.blocks.render_block", never)
+    got = build(tmp_path / "a.md", tmp_path / "out", cache=ResultCache(root / "cache"))
+    assert (got.blocks, got.cache_hits) == (2, 2)
+    page = got.pages[0].read_text()
+    assert "Head scores, retitled" in page and "New &lt;b&gt;" in page
+    assert "Head scores, retitled" not in (root / "site" / "a.html").read_text()
 
 
 def run_from_preset(path: Path, preset: str) -> Path:
@@ -258,7 +273,7 @@ def test_every_check_comes_before_any_result_or_file(first, tmp_path, monkeypatc
         raise AssertionError("a result was rendered before every post was checked")
 
     monkeypatch.setattr(build_mod.Renderer, "result", no_render)
-    with pytest.raises(PostError, match=r"b\.md:3"):
+    with pytest.raises(PostError, match=r"b\.md:[35]: .*'not-an-argument'"):  # the fence's or the argument's line
         build(posts, tmp_path / "out", cache=ResultCache(tmp_path / "cache"))
     (posts / "b.md").write_text("# B\n\nJust prose.\n")
     (tmp_path / "out" / "assets").mkdir(parents=True)
@@ -313,7 +328,8 @@ def test_a_block_that_fails_to_render_leaves_no_page_of_the_build(first, tmp_pat
     posts = tmp_path / "posts"
     posts.mkdir()
     shutil.copy(src / "a.md", posts / "a.md")  # every block cached: its page is ready first
-    (posts / "z.md").write_text("# Z\n\n" + FIGURE_BLOCK.format(model="induction-2l", title="Never drawn"))
+    block = FIGURE_BLOCK.format(model="induction-2l", title="Never drawn").replace("title:", "seed: 9\ntitle:")
+    (posts / "z.md").write_text("# Z\n\n" + block)  # a new seed: a miss
 
     def failing(block, ctx):
         raise PostError(f"{block.path}:{block.line}: {block.kind}: it failed")
@@ -341,3 +357,34 @@ def test_a_post_lists_its_sections_only_when_there_are_three_distinct_ones():
     p = page("Key frequencies", "Key frequencies", "Table")
     p.toc = contents_box(p)
     assert '<nav class="mw-toc">' not in p.render("cdn")
+
+
+@pytest.mark.parametrize("heading", ["Title with $\\alpha$", "Plain `code` title", "**Bold** and *it*"])
+def test_a_title_with_inline_markup_shows_once(tmp_path, heading):
+    src = tmp_path / "t.md"
+    src.write_text(f"# {heading}\n\nThe body.\n")
+    page = build(src, tmp_path / "out", cache=None).pages[0].read_text()
+    assert page.count("<h1") == 1 and "The body." in page
+    assert heading.split()[0].strip("*") in page.split("<h1", 1)[1]
+
+
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_or_source_is_refused_and_nothing_is_written(tmp_path, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.md").write_text("# T\n\nBody.\n")
+    with pytest.raises(Exception, match=r"^'out' must name a folder for the pages \(got '\s*': it is empty"):
+        build(tmp_path / "t.md", out, cache=None)
+    with pytest.raises(Exception, match=r"^'SOURCE' must be a Markdown post .*it is empty\)$"):
+        build(out, tmp_path / "o", cache=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.md"]
+
+
+def test_the_command_refuses_an_empty_out_or_source_in_one_line(capsys, monkeypatch, tmp_path):
+    from clirun import refused
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.md").write_text("# T\n\nBody.\n")
+    assert refused(capsys, ["post", "t.md", "--out", ""], ["'--out'", "empty"]) == ""
+    assert refused(capsys, ["post", "", "--out", "o"], ["'SOURCE'", "empty"]) == ""
+    assert refused(capsys, ["post", "t.md", "--out", "o", "--figures", ","], ["'--figures'", "svg, png"]) == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.md"]

@@ -10,9 +10,9 @@ its arguments.
 
 It prints one line per page written and a summary (pages, result blocks, cache hits, seconds). Bad input is
 one line and exit 2, and nothing is written: an unknown result, a model that does not exist or a malformed
-block (each naming ``FILE:LINE``), an ``--out`` inside a source folder, an output or assets folder that cannot
-be written, an unknown figure format. ``--device``, ``--figures`` and the cache options are refused before
-torch is imported.
+block (each naming ``FILE:LINE``), an empty ``SOURCE`` or ``--out``, an ``--out`` inside a source folder, an
+output or assets folder that cannot be written, an unknown figure format or an empty one (``--figures ,``).
+``--device``, ``--figures`` and the cache options are refused before torch is imported.
 
 Example::
 
@@ -86,8 +86,8 @@ def _echo_cache_warning(message: Any, category: type[Warning], filename: str, li
 
 
 @click.command("post")
-@click.argument("sources", nargs=-1, metavar="SOURCE...", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="the folder to write the pages into")
+@click.argument("sources", nargs=-1, metavar="SOURCE...", type=str)
+@click.option("--out", type=str, default=None, help="the folder to write the pages into")
 @click.option("--site", is_flag=True, default=False,
               help="write a site (shared assets/, index.html) even for one post; a folder of posts always is one")
 @click.option("--figures", default=None, metavar="svg,png", help="also write every figure as these image formats")
@@ -97,7 +97,7 @@ def _echo_cache_warning(message: Any, category: type[Warning], filename: str, li
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 @click.option("--list", "list_kinds", is_flag=True, help="list every result a block can name, with its arguments")
 @bars.quiet_option
-def post_cmd(sources: tuple[Path, ...], out: Path | None, site: bool, figures: str | None, cache_dir: Path | None,
+def post_cmd(sources: tuple[str, ...], out: str | None, site: bool, figures: str | None, cache_dir: Path | None,
              no_cache: bool, device: str | None, list_kinds: bool) -> None:
     """Render Markdown posts (SOURCE: .md files or folders of them) with live results into pages."""
     if list_kinds:
@@ -107,6 +107,8 @@ def post_cmd(sources: tuple[Path, ...], out: Path | None, site: bool, figures: s
         raise click.UsageError("Missing argument 'SOURCE...': give a post (.md) or a folder of posts")
     if out is None:
         raise click.UsageError("Missing option '--out': the folder to write the pages into")
+    if not out.strip():
+        raise ConfigError("'--out' must name a folder for the pages (got '': it is empty; '.' is this folder)")
     formats = check_options(device, figures, cache_dir, no_cache)
     from mechwork.post.build import build
     from mechwork.post.cache import ResultCache

@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechwork.dashboard.page import Block
     from mechwork.source import Source
 
-__all__ = ["BLOCKS", "COMMON_ARGS", "ArgSpec", "BlockContext", "BlockKind", "render_block"]
+__all__ = ["BLOCKS", "COMMON_ARGS", "ArgSpec", "BlockContext", "BlockKind", "render_block", "unlabelled",
+           "with_labels"]
 
 COMMON_ARGS = ("title", "caption")  # every kind takes these (and ``step``, a run's checkpoint)
 SITES = ("resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern", "mlp_post")  # hooks.SITES
@@ -189,13 +190,26 @@ def render_block(block: Any, ctx: BlockContext) -> list[Block]:
         raise PostError(f"{block.path}:{block.line}: {block.kind}: {_one_line(msg)}") from e
     except (MechworkError, ValueError) as e:
         raise PostError(f"{block.path}:{block.line}: {block.kind}: {_one_line(str(e))}") from e
-    title, caption = block.args.get("title"), block.args.get("caption")
-    if blocks and (title or caption):
-        from dataclasses import replace
+    return with_labels(blocks, block.args)
 
-        first = blocks[0]
-        blocks[0] = replace(first, title=title or first.title, caption=caption or first.caption)
-    return blocks
+
+def unlabelled(block: Any) -> Any:
+    """``block`` without its ``title`` and ``caption`` (they only relabel the first page block, so a result
+    cached without them serves every label): its arguments with both None."""
+    from dataclasses import replace
+
+    return replace(block, args={**block.args, **dict.fromkeys(COMMON_ARGS)})
+
+
+def with_labels(blocks: list[Block], args: Mapping[str, Any]) -> list[Block]:
+    """``blocks`` with the first one's title and caption replaced by the block's ``title``/``caption`` if given."""
+    title, caption = args.get("title"), args.get("caption")
+    if not blocks or not (title or caption):
+        return blocks
+    from dataclasses import replace
+
+    first = blocks[0]
+    return [replace(first, title=title or first.title, caption=caption or first.caption), *blocks[1:]]
 
 
 def _one_line(msg: str) -> str:

@@ -100,21 +100,25 @@ class Renderer:
         return self.contexts[model, step]
 
     def result(self, block: ResultBlock) -> list[Block]:
-        """The page blocks of one result block: cached, or computed now (and then cached)."""
+        """The page blocks of one result block: cached, or computed now (and then cached). The cache holds the
+        result without the block's ``title``/``caption``, applied after it, so relabelling a block is a hit."""
+        from mechwork.post.blocks import unlabelled, with_labels  # cheap: no torch
+
+        bare = unlabelled(block)
         model = model_path(block.model, Path(block.path).parent)
         step = block.args.get("step")
         step = step if isinstance(step, int) and not isinstance(step, bool) else None
-        key = self.cache.key(block, weights_digest(model, step=step))
+        key = self.cache.key(bare, weights_digest(model, step=step))
         self.blocks += 1
         cached = self.cache.get(key)
         if cached is not None:
             self.hits += 1
-            return cached
+            return with_labels(cached, block.args)
         from mechwork.post.blocks import render_block  # only on a miss: a build of cached results needs no torch
 
-        fresh = roundtrip(render_block(block, self.context(model, step)))  # as a cached copy will render
+        fresh = roundtrip(render_block(bare, self.context(model, step)))  # as a cached copy will render
         self.cache.put(key, fresh)
-        return fresh
+        return with_labels(fresh, block.args)
 
     def page(self, post: Post) -> Page:
         """The page of ``post``: its title, then prose and results in order."""
@@ -143,9 +147,18 @@ def contents_box(page: Page) -> bool:
 def _without_title(text: str, title: str) -> str:
     """``text`` without its first line when that line is the ``# `` heading the page already shows as its title."""
     lines = text.lstrip("\n").split("\n")
-    if lines and lines[0].startswith("# ") and lines[0][2:].strip() == title.strip():
+    if lines and lines[0].startswith("# ") and _heading_text(lines[0]) == " ".join(title.split()):
         return "\n".join(lines[1:])
     return text
+
+
+def _heading_text(line: str) -> str:
+    """The plain text of the ``# `` heading ``line``, as the parser reads a post's title (math as its symbols,
+    code as its text, markup dropped)."""
+    from mechwork.post.parse import _plain, _tokens
+
+    toks = _tokens(line)
+    return next((_plain(toks[i + 1]) for i, t in enumerate(toks) if t.type == "heading_open"), "")
 
 
 def render_post(post: Post, *, cache: ResultCache, device: str | None = None) -> Page:
@@ -265,9 +278,12 @@ def plan_build(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
     """Every check of :func:`build`, before anything is computed or written; the plan it will follow."""
     from mechwork.dashboard.export import parse_formats
 
-    srcs = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
-    if not srcs:
+    raw = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    if not raw:
         raise ConfigError("'SOURCE' must name at least one post (.md) or folder of posts (got none)")
+    if any(not os.fspath(s).strip() for s in raw):
+        raise ConfigError("'SOURCE' must be a Markdown post (.md) or a folder of them (got '': it is empty)")
+    srcs = [Path(s) for s in raw]
     out = Path(out)
     files = _post_files(srcs)
     site = any(s.is_dir() for s in srcs) if site is None else bool(site)
@@ -345,6 +361,9 @@ def build(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], ou
     """
     t0 = time.perf_counter()
     stages: dict[str, float] = {}
+    if not os.fspath(out).strip():
+        raise ConfigError(f"'{option}' must name a folder for the pages (got {os.fspath(out)!r}: it is empty; '.' is "
+                          "this folder)")
     store = ResultCache.default() if cache is ... else ResultCache(None) if cache is None else cache
     if not isinstance(store, ResultCache):
         raise ConfigError(f"'cache' must be a ResultCache or None (got {type(store).__name__})")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mechwork.errors import ConfigError
+from mechwork.errors import ConfigError, invalid
 
 if TYPE_CHECKING:  # pragma: no cover
     from mechwork.dashboard.page import Block, Page
@@ -235,10 +235,32 @@ def circuit(ctx: BlockContext, args: Args) -> list[Block]:
     from mechwork.analysis.prompt import circuit_result
     from mechwork.dashboard.circuit import circuit_section
 
+    check_circuit_args(ctx, args)
     pr = probe(ctx, args["n"], 0)
-    top = None if args["method"] == "acdc" else args["top"]
-    report = circuit_result(ctx.model, pr.clean, pr.corrupted, pr.metric, method=args["method"], top=top)
+    report = circuit_result(ctx.model, pr.clean, pr.corrupted, pr.metric, method=args["method"], top=args["top"])
+    reason = getattr(report, "reason", "")
+    if any(reason.startswith(f"'{name}' ") for name in args):  # a bad argument of the block, not the model's
+        raise ConfigError(reason)
     return _blocks(circuit_section(_page(), _bundle(ctx, circuit=report), title="Circuit"))
+
+
+def check_circuit_args(ctx: BlockContext, args: Args) -> None:
+    """A circuit block's ``top`` fits its method and its model's edge graph (one line), before anything runs; a
+    model whose graph cannot be built is left to the circuit section's note."""
+    top = args.get("top")
+    if top is None:
+        return
+    if args.get("method") == "acdc":
+        raise ConfigError(f"'top' does not apply to method acdc, which keeps the edges its threshold keeps; valid: "
+                          f"leave 'top' out, or method eap, eap-ig or exact (got top: {top!r})")
+    from mechwork.graph import Graph
+
+    try:
+        total = Graph.of_model(ctx.model).n_edges
+    except ConfigError:
+        return
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= total:
+        raise invalid("top", f"a number of edges in [1, {total:,}]", top)
 
 
 def sae_features(ctx: BlockContext, args: Args) -> list[Block]:
