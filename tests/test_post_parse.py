@@ -60,7 +60,7 @@ def test_malformed_yaml_names_the_line_of_the_fault_in_the_file():
 def test_an_unknown_argument_lists_the_valid_ones():
     text = PRELUDE + "```mechwork\nfourier: modadd-113\nmatrx: W_U\n```\n"
     msg = refused(text)
-    assert msg.startswith(f"posts/p.md:{line_of(text, '```mechwork')}: unknown argument 'matrx' for fourier")
+    assert msg.startswith(f"posts/p.md:{line_of(text, 'matrx:')}: unknown argument 'matrx' for fourier")
     assert all(a in msg for a in ("matrix", "title", "caption")) and "did you mean 'matrix'?" in msg
 
 
@@ -71,7 +71,7 @@ def test_a_bad_argument_value_names_argument_value_and_what_is_valid(arg, value,
     kind = "fourier: modadd-113" if arg == "matrix" else "attention: induction-2l"
     text = PRELUDE + f"```mechwork\n{kind}\n{arg}: {value}\n```\n"
     msg = refused(text)
-    assert msg.startswith(f"posts/p.md:{line_of(text, '```mechwork')}: argument '{arg}'")
+    assert msg.startswith(f"posts/p.md:{line_of(text, f'{arg}: ')}: argument '{arg}'")
     assert repr(value) in msg and valid in msg
 
 
@@ -92,8 +92,8 @@ def test_a_result_that_does_not_apply_to_the_models_task_says_why():
 
 def test_bad_front_matter_is_one_line():
     assert refused("---\ntitle: [a\n---\n# x\n").startswith("posts/p.md:2: malformed YAML in the front matter")
-    msg = refused("---\nauthor: me\n---\n# x\n")
-    assert msg.startswith("posts/p.md:1: unknown front matter key 'author'") and "title, description, date" in msg
+    msg = refused("---\ntitle: T\nauthor: me\n---\n# x\n")
+    assert msg.startswith("posts/p.md:3: unknown front matter key 'author'") and "title, description, date" in msg
 
 
 def test_fences_in_lists_any_fence_and_other_languages_stay_prose():
@@ -186,3 +186,80 @@ def test_parsing_every_example_post_imports_no_torch():
             "assert n > 10 and 'torch' not in sys.modules, n\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("where", ["front", "block"])
+@pytest.mark.parametrize("date", ["2026-13-45", "2026-02-30"])
+def test_an_invalid_date_is_text_and_a_date_is_shown_as_written(where, date):
+    head = f"---\ndate: {date}\n---\n" if where == "front" else ""
+    post = parse_text(head + "```mechwork\nattention: induction-2l\n" + (f"title: {date}\n" if where == "block" else "")
+                      + "```\n", "p.md")
+    assert (post.date if where == "front" else post.blocks[0].args["title"]) == date
+    assert parse_text("---\ndate: 2026-01-05\n---\n# x\n").date == "2026-01-05"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    (PRELUDE + "```mechwork\nattention: induction-2l\nseed: 1\nlayer: 0\nseed: 2\n```\n", "seed"),
+    (PRELUDE + "```mechwork\nattention: induction-2l\nattention: modadd-113\n```\n", "attention"),
+    ("---\ntitle: A\ndescription: d\ntitle: B\n---\n# x\n", "title")])
+def test_a_duplicate_key_is_refused_at_the_second_ones_line(text, key):
+    second = [i for i, line in enumerate(text.splitlines(), 1) if line.startswith(f"{key}:")][1]
+    msg = refused(text)
+    assert msg.startswith(f"posts/p.md:{second}: duplicate key {key!r} in the ")
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize(("bad", "said"), [('title: "unclosed', "quoted scalar"), ("heads: [0, 1", "flow sequence"),
+                                           ("heads: {0: 1", "flow mapping")])
+def test_an_unclosed_quote_or_bracket_is_reported_at_its_own_line(newline, bad, said):
+    text = PRELUDE + f"```mechwork\nattention: induction-2l\n{bad}\nseed: 1\n\n```\n"
+    msg = refused(text.replace("\n", newline))
+    assert msg.startswith(f"posts/p.md:{line_of(text, bad)}: malformed YAML in the mechwork block") and said in msg
+
+
+def test_a_utf8_bom_does_not_hide_the_front_matter(tmp_path):
+    text = "---\ntitle: Marked\n---\n\nBody.\n"
+    (tmp_path / "p.md").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert parse_post(tmp_path / "p.md").title == "Marked"
+    assert parse_text("\ufeff" + text).title == "Marked"
+    msg = refused("\ufeff" + text.replace("title: Marked", "title: Marked\nauthor: me"))
+    assert msg.startswith(f"posts/p.md:{line_of(text, 'title: Marked') + 1}: unknown front matter key 'author'")
+
+
+def test_html_comments_are_not_there_and_later_lines_keep_their_numbers():
+    text = ("# C\n\nVisible <!-- inline note --> text.\n\n<!-- TODO: hidden -->\n\n<!--\n```mechwork\n"
+            "atention: x\n```\n-->\n\n`<!-- shown -->` kept\n\n```md\n<!-- in code -->\n```\n\n```mechwork\n"
+            "attention: induction-2l\n```\n\nAfter.\n")
+    post = parse_text(text, "c.md")
+    prose = "".join(s.text for s in post.segments if isinstance(s, Prose))
+    assert "inline note" not in prose and "TODO" not in prose and "atention" not in prose and "\n-->" not in prose
+    assert "Visible" in prose and "`<!-- shown -->` kept" in prose and "<!-- in code -->" in prose
+    assert [b.line for b in post.blocks] == [line_of(text, "attention: induction-2l") - 1]
+    assert [s.line for s in post.segments if isinstance(s, Prose)][-1] == line_of(text, "After.")
+    assert parse_text("a <!-- never closed\n\nb\n").segments[0].text == "a <!-- never closed\n\nb\n"
+
+
+def test_an_argument_error_is_at_the_arguments_line_and_a_whole_block_error_at_the_fence():
+    text = PRELUDE + "```mechwork\nattention: induction-2l\nlayer: 0\nseed: -1\n```\n"
+    assert refused(text).startswith(f"posts/p.md:{line_of(text, 'seed: -1')}: argument 'seed'")
+    text = PRELUDE + "```mechwork\nresult: modadd-113\ntitle: t\n```\n"
+    assert refused(text).startswith(f"posts/p.md:{line_of(text, '```mechwork')}: result needs the argument 'name'")
+    text = "---\ntitle: T\ndescription: [1, 2]\n---\n# x\n"
+    assert refused(text).startswith(f"posts/p.md:{line_of(text, 'description:')}: front matter 'description'")
+
+
+def test_a_model_path_too_long_for_the_file_system_is_one_line(tmp_path):
+    model = "y" * 300 + "/" + "z" * 300
+    msg = refused(f"```mechwork\nattention: {model}\n```\n", str(tmp_path / "p.md"))
+    assert msg.startswith(f"{tmp_path / 'p.md'}:1: model 'yyyy") and "does not exist; give a preset" in msg
+    assert "...'" in msg and len(msg) < len(model)
+
+
+def test_a_model_case_a_result_key_second_and_the_info_strings_case():
+    msg = refused("```mechwork\nattention: MODADD-113\n```\n")
+    assert "does not exist" in msg and "(did you mean 'modadd-113'?)" in msg
+    msg = refused("```mechwork\ntitle: T\nattention: induction-2l\n```\n")
+    assert msg.startswith("posts/p.md:1: the first key must name the result (one of ") and "attention" in msg
+    blocks = parse_text("```Mechwork\nattention: induction-2l\n```\n\n``` mechwork {.x}\ndla: induction-2l\n```\n"
+                        "\n```mechworks\ndla: x\n```\n").blocks
+    assert [(b.kind, b.line) for b in blocks] == [("attention", 1), ("dla", 5)]

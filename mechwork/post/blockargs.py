@@ -3,7 +3,8 @@
 An :class:`ArgSpec` is data plus one function: ``check(value)`` returns the value in canonical form (so that
 two spellings of one block share a cache entry) or raises :class:`ValueError`; the parser then reports
 ``'ARG' = VALUE`` and :attr:`ArgSpec.valid`. Nothing here imports torch: the parser checks every block of
-a post before any model is opened.
+a post before any model is opened. :func:`load_yaml` reads a block or front matter: dates stay text, a
+duplicate key is refused, and each top-level key's line is kept so that an error can point at it.
 
 Example::
 
@@ -15,17 +16,20 @@ Example::
     ValueError: out of range
     >>> choice("W_E", "W_U").valid
     'one of W_E, W_U'
+    >>> load_yaml("title: 2021-13-01\\nseed: 1\\n")
+    ({'title': '2021-13-01', 'seed': 1}, {'title': 0, 'seed': 1})
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COMMON", "REQUIRED", "TOKENS", "ArgSpec", "choice", "heads", "integer", "latents", "layer",
-           "optional_step", "optional_text", "text", "tokens"]
+__all__ = ["COMMON", "REQUIRED", "TOKENS", "ArgSpec", "DuplicateKey", "choice", "heads", "integer", "latents",
+           "layer", "load_yaml", "optional_step", "optional_text", "text", "tokens", "yaml_line"]
 
 REQUIRED = "<required>"  # the default of an argument a block must give
 _REPEATED = re.compile(r"repeated\s+(\d+)")
@@ -173,3 +177,64 @@ def optional_step() -> ArgSpec:
 
 TOKENS = tokens()
 COMMON: dict[str, ArgSpec] = {"title": optional_text(), "caption": optional_text(), "step": optional_step()}
+
+
+class DuplicateKey(Exception):
+    """A YAML mapping gives ``key`` twice; ``line`` (0-based, in the YAML text) is the second one."""
+
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line = key, line
+
+
+@functools.cache
+def _loader() -> Any:
+    """A safe YAML loader without timestamps (a date stays the text written) that refuses a duplicate key."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise DuplicateKey(key, key_node.start_mark.line)
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the constructor reports it
+                    pass
+            return super().construct_mapping(node, deep)
+
+    Loader.yaml_implicit_resolvers = {
+        c: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:timestamp"]
+        for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    return Loader
+
+
+def load_yaml(text: str) -> tuple[Any, dict[str, int]]:
+    """The YAML ``text`` (safe, no timestamps, no duplicate keys) and the 0-based line of each top-level key (by
+    its text). Raises ``yaml.YAMLError``, :class:`DuplicateKey`, or ValueError/TypeError from a constructor."""
+    import yaml
+
+    loader = _loader()(text)
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                lines[str(key_node.value)] = key_node.start_mark.line
+    return data, lines
+
+
+def yaml_line(e: Exception) -> int:
+    """The 0-based line of a YAML error: the start of an unclosed quote or bracket, else where it was found."""
+    context, mark = str(getattr(e, "context", None) or ""), getattr(e, "context_mark", None)
+    if mark is None or not ("quoted scalar" in context or "flow" in context):
+        mark = getattr(e, "problem_mark", None) or mark
+    return mark.line if mark is not None else 0
