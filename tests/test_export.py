@@ -169,6 +169,23 @@ def test_the_marks_match_the_data(exported):
     assert struct.unpack(">II", raster[16:24]) == (64, 113)
 
 
+def test_svg_export_is_byte_identical_and_every_reference_resolves(exported, tmp_path):
+    import re
+
+    pairs, _, _ = exported
+    specs = [s for s, _ in pairs[:4]]  # the first page's figures: a heatmap's colour bar, bars, points, curves
+    a, b = (export_figures(specs, tmp_path / d, "svg") for d in ("one", "two"))  # two browsers, two folders
+    for spec in specs:
+        first, second = a[spec.id][0].read_bytes(), b[spec.id][0].read_bytes()
+        assert first == second, spec.stem
+        root = ET.fromstring(first)
+        ids = {el.get("id") for el in root.iter() if el.get("id")}
+        refs = set(re.findall(r"url\(['\"]?#([^'\")]+)", first.decode()))
+        assert refs and refs <= ids, refs - ids  # every clip-path and gradient reference has its element
+        uid = re.search(r'id="defs-([0-9a-f]+)"', first.decode()).group(1)
+        assert all(uid in i for i in refs if i.startswith("clip"))  # the one figure uid, replaced everywhere
+
+
 def test_export_figures_writes_only_the_formats_asked(tmp_path):
     require_chromium()
     spec = FigureSpec("mw-7", "Only PNG", {"data": [{"type": "bar", "x": [1, 2], "y": [2, 1]}],

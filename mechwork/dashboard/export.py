@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import re
 import shutil
@@ -46,7 +47,7 @@ from mechwork.errors import ConfigError, ExportError, OutputError, invalid
 
 __all__ = [
     "DEFAULT_HEIGHT", "DEFAULT_WIDTH", "FIGURE_FORMATS", "Exporter", "FigureSpec", "chromium_executable",
-    "export_figures", "export_layout", "parse_formats", "slug",
+    "export_figures", "export_layout", "parse_formats", "slug", "stable_svg_ids",
 ]
 
 FIGURE_FORMATS = ("svg", "png")
@@ -299,12 +300,15 @@ class Exporter:
         """The figure drawn in each format, as file bytes (``formats`` already parsed)."""
         if self._page is None:
             self.open()
-        fig = {"data": spec.figure.get("data", []), "layout": export_layout(spec)}
+        data = spec.figure.get("data", [])
+        traces = [{**t, "uid": f"t{i}"} if isinstance(t, dict) else t for i, t in enumerate(data)]  # not random
+        fig = {"data": traces, "layout": export_layout(spec)}
         try:
             urls = self._page.evaluate(_TO_IMAGES_JS, [fig, list(formats), spec.width, spec.height])
         except Exception as e:
             raise ExportError(f"figure {spec.id} ({spec.title!r}) could not be drawn: {_first_line(e)}") from e
-        return [_decode(url, fmt) for url, fmt in zip(urls, formats, strict=True)]
+        out = [_decode(url, fmt) for url, fmt in zip(urls, formats, strict=True)]
+        return [stable_svg_ids(b, spec) if fmt == "svg" else b for b, fmt in zip(out, formats, strict=True)]
 
     def export(self, specs: Sequence[FigureSpec], out_dir: str | os.PathLike[str],
                formats: str | Sequence[str] | None = FIGURE_FORMATS) -> dict[str, list[Path]]:
@@ -329,6 +333,28 @@ class Exporter:
                     raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
             written[spec.id] = paths
         return written
+
+
+_SVG_REF = re.compile(r'(\bid="|url\((?:\'|&quot;)?#|href="#)([^"\'&)]*)')
+
+
+def stable_svg_ids(svg: bytes, spec: FigureSpec) -> bytes:
+    """``svg`` with plotly's random figure uid (the hex after ``defs-``) replaced in every id and reference
+    (``id="..."``, ``url(#...)`` quoted or not, ``href="#..."``) by one derived from the figure: the same figure
+    draws the same bytes.
+
+    >>> spec = FigureSpec("mw-1", "T", {})
+    >>> svg = b'<svg><defs id="defs-0bd63a"/><g clip-path="url(#clip0bd63axyplot)" d="M0bd63a"/></svg>'
+    >>> stable_svg_ids(svg, spec).decode()  # the path data is not an id: left as it is
+    '<svg><defs id="defs-1206fd"/><g clip-path="url(#clip1206fdxyplot)" d="M0bd63a"/></svg>'
+    """
+    text = svg.decode("utf-8")
+    m = re.search(r'\bid="defs-([0-9a-f]+)"', text)
+    if m is None:
+        return svg
+    uid = m.group(1)
+    new = hashlib.sha256(f"{spec.id}\n{spec.stem}".encode()).hexdigest()[:6]
+    return _SVG_REF.sub(lambda r: r.group(1) + r.group(2).replace(uid, new), text).encode("utf-8")
 
 
 def _check_specs(specs: Sequence[FigureSpec]) -> None:
