@@ -388,3 +388,43 @@ def test_the_command_refuses_an_empty_out_or_source_in_one_line(capsys, monkeypa
     assert refused(capsys, ["post", "", "--out", "o"], ["'SOURCE'", "empty"]) == ""
     assert refused(capsys, ["post", "t.md", "--out", "o", "--figures", ","], ["'--figures'", "svg, png"]) == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.md"]
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c63f8cfc0f01f0005000201a8c9b1ed0000000049454e44ae426082")
+
+
+def test_links_between_posts_become_pages_and_local_images_are_copied(tmp_path):
+    from chromium_check import check_page, require_chromium
+
+    src = tmp_path / "posts"
+    (src / "img").mkdir(parents=True)
+    (src / "img" / "dot 1.png").write_bytes(PNG)
+    (src / "a.md").write_text("# A\n\nSee [b](b.md#part), [the web](https://example.org/b.md) and [top](#a).\n\n"
+                              "![a dot](img/dot%201.png)\n")
+    (src / "b.md").write_text("# B\n\nBack to [a](./a.md).\n")
+    got = build(src, tmp_path / "site", cache=None)
+    a, b = (got.pages[0].read_text(), got.pages[1].read_text())
+    assert 'href="b.html#part"' in a and 'href="https://example.org/b.md"' in a and 'href="#a"' in a
+    assert 'href="a.html"' in b and ".md" not in re.sub(r"https://example\.org/b\.md", "", a)
+    assert 'src="img/dot%201.png"' in a and (tmp_path / "site" / "img" / "dot 1.png").read_bytes() == PNG
+    if require_chromium():
+        report = check_page(got.pages[0])
+        assert not report.console_errors and not report.page_errors, (report.console_errors, report.page_errors)
+        assert report.requests == []  # the remote link is a link, never fetched
+        (tmp_path / "site" / "img" / "dot 1.png").unlink()  # the check sees a missing image
+        assert check_page(got.pages[0]).console_errors
+
+
+@pytest.mark.parametrize(("image", "needle"), [("../out.png", "must be in the post's folder"),
+                                                ("nope.png", "does not exist")])
+def test_an_image_outside_the_posts_folder_or_missing_is_one_line_and_nothing_is_written(tmp_path, image, needle):
+    src = tmp_path / "posts"
+    src.mkdir()
+    (tmp_path / "out.png").write_bytes(PNG)
+    (src / "a.md").write_text(f"# A\n\nProse.\n\nMore, then ![x]({image}).\n")
+    with pytest.raises(PostError) as info:
+        build(src, tmp_path / "site", cache=None)
+    msg = str(info.value)
+    assert msg.startswith(f"{src / 'a.md'}:5: image {image!r} {needle}") and "\n" not in msg and "valid:" in msg
+    assert not (tmp_path / "site").exists()

@@ -15,6 +15,8 @@
    ``<out>/index.html`` listing every post (title, date, description) by relative link, so the site works from
    ``file://`` and any static host. One post (no ``site``) is one page with its bundles inline. Each page is
    written atomically; with ``figures``, its figures go to ``<out>/<slug>-figures/`` with a link under each.
+   Links between the build's posts point at their pages and local images are copied beside them
+   (:mod:`mechwork.post.links`; an image outside its post's folder or missing is refused in stage 1).
 
 A folder of posts (every ``*.md`` in it, sorted) makes a site unless ``site=False``; ``site=True`` makes a
 site of single files too. :class:`BuildReport` says what was written, how many result blocks the cache
@@ -41,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,8 +87,9 @@ class BuildReport:
 class Renderer:
     """Renders posts into pages, sharing one :class:`BlockContext` per model and counting cache hits."""
 
-    def __init__(self, cache: ResultCache, device: str | None = None):
+    def __init__(self, cache: ResultCache, device: str | None = None, pages: Mapping[Path, str] | None = None):
         self.cache, self.device = cache, device
+        self.pages = dict(pages or {})  # the build's posts (resolved) -> their page slugs, for links between them
         self.contexts: dict[tuple[str, int | None], BlockContext] = {}
         self.blocks = self.hits = 0
 
@@ -130,7 +133,10 @@ class Renderer:
             if isinstance(seg, Prose):
                 text = _without_title(seg.text, post.title) if i == 0 else seg.text
                 if text.strip():
-                    page.markdown(text)
+                    from mechwork.post.links import rewrite
+
+                    md = page.markdown(text).blocks[-1]
+                    page.blocks[-1] = replace(md, body=rewrite(md.body, Path(post.path), self.pages))
             else:
                 bars.stage(f"{Path(post.path).name}:{seg.line}: {seg.kind}")
                 page.extend(self.result(seg))
@@ -174,6 +180,7 @@ class _Plan:
     site: bool
     formats: tuple[str, ...]
     title: str  # of the index page
+    images: Mapping[str, Path] = field(default_factory=dict)  # the posts' local images: output name -> file
 
 
 def _post_files(sources: Sequence[Path]) -> list[Path]:
@@ -246,9 +253,10 @@ def _check_writable(plan: _Plan, option: str) -> None:
         raise OutputError(f"cannot write '{option}' {str(plan.out)!r}: {str(existing)!r} is a file")
     _probe(existing, f"'{option}' {str(plan.out)!r}")
     names = [f"{slug}.html" for slug, _ in plan.posts] + (["index.html"] if plan.site else [])
-    for name in names:
+    for name in [*names, *plan.images]:
         if (plan.out / name).is_dir():
-            raise OutputError(f"cannot write the page {str(plan.out / name)!r}: it is a folder")
+            what = "page" if name in names else "image"
+            raise OutputError(f"cannot write the {what} {str(plan.out / name)!r}: it is a folder")
     if plan.formats:
         for slug, _ in plan.posts:
             figs = plan.out / f"{slug}-figures"
@@ -296,7 +304,9 @@ def plan_build(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
     posts = tuple(zip(slugs, (parse_post(f, check_models=True) for f in files), strict=True))
     folders = [s for s in srcs if s.is_dir()]
     title = folders[0].resolve().name if len(folders) == 1 and len(srcs) == 1 else "Posts"
-    plan = _Plan(posts, out, site, formats, title)
+    from mechwork.post.links import post_images
+
+    plan = _Plan(posts, out, site, formats, title, post_images([p for _, p in posts]))
     _check_writable(plan, option)
     _check_export(formats)
     return plan
@@ -332,6 +342,9 @@ def _write(plan: _Plan, pages: Sequence[tuple[str, Page]]) -> tuple[list[Path], 
     except OSError as e:
         raise OutputError(f"cannot make the folder {str(plan.out)!r}: {e.strerror or e}") from None
     assets = list(write_assets(plan.out / ASSETS_DIR).values()) if plan.site else []
+    from mechwork.post.links import copy_images
+
+    assets += copy_images(plan.images, plan.out)
     mode = "site" if plan.site else "inline"
     written, figures = [], []
     with ExitStack() as stack:
@@ -369,7 +382,7 @@ def build(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], ou
         raise ConfigError(f"'cache' must be a ResultCache or None (got {type(store).__name__})")
     plan = plan_build(sources, Path(out), site=site, figures=figures, option=option)
     stages["check"] = time.perf_counter() - t0
-    renderer = Renderer(store, device)
+    renderer = Renderer(store, device, {Path(post.path).resolve(): slug for slug, post in plan.posts})
     pages = [(slug, renderer.page(post)) for slug, post in plan.posts]  # every result, before any write
     stages["render"] = time.perf_counter() - t0 - stages["check"]
     written, assets, figs, index = _write(plan, pages)
