@@ -61,13 +61,14 @@ def test_an_out_inside_the_source_folder_is_refused(capsys, monkeypatch, tmp_pat
     src = tmp_path / "posts"
     src.mkdir()
     (src / "a.md").write_text("# A\n\n" + BLOCK)
+    (tmp_path / "link").symlink_to(src, target_is_directory=True)
     forbid_loading(monkeypatch)
-    for out in (src / "site", src):
+    for out in (src / "site", src, src / ".." / "posts" / "deep" / "site", tmp_path / "link" / "site"):
         assert refused(capsys, ["post", str(src), "--out", str(out)], ["'--out'", str(src), "source folder"]) == ""
     assert html_files(tmp_path) == [] and sorted(p.name for p in src.iterdir()) == ["a.md"]
 
 
-@pytest.mark.parametrize("how", ["a file", "read-only"])
+@pytest.mark.parametrize("how", ["a file", "a dangling symlink", "read-only"])
 def test_a_site_whose_assets_folder_cannot_be_written_is_refused(capsys, monkeypatch, tmp_path, how):
     src = tmp_path / "posts"
     src.mkdir()
@@ -76,6 +77,9 @@ def test_a_site_whose_assets_folder_cannot_be_written_is_refused(capsys, monkeyp
     if how == "a file":
         assets.parent.mkdir()
         assets.write_text("not a folder")
+    elif how == "a dangling symlink":
+        assets.parent.mkdir()
+        assets.symlink_to(tmp_path / "nowhere")
     else:
         assets.mkdir(parents=True)
         assets.chmod(0o555)
@@ -87,7 +91,8 @@ def test_a_site_whose_assets_folder_cannot_be_written_is_refused(capsys, monkeyp
         assert refused(capsys, ["post", str(src), "--out", str(tmp_path / "site"), "--cache",
                                 str(tmp_path / "cache")], ["assets", str(assets)]) == ""
     finally:
-        assets.chmod(0o755)
+        if not assets.is_symlink():
+            assets.chmod(0o755)
     assert html_files(tmp_path) == [] and sorted(p.name for p in (tmp_path / "site").iterdir()) == ["assets"]
 
 
