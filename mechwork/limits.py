@@ -63,6 +63,7 @@ __all__ = [
     "check_writable",
     "classify_dir",
     "cuda_unavailable",
+    "embedded_file",
     "finite_positive",
     "format_bytes",
     "induction_task_bytes",
@@ -563,12 +564,17 @@ def check_step(kind: str, key: str, step: int | None) -> None:
         raise ConfigError(f"'step' must be a checkpointed step of {key} (got {step}; nearest {near})")
 
 
+def embedded_file(name: str, suffix: str = ".safetensors") -> Path:
+    """Where preset ``name``'s embedded weights (or, with ``suffix=".json"``, their metadata) lie in the package."""
+    return Path(__file__).parent / "data" / f"{name}{suffix}"
+
+
 def source_config(kind: str, key: str) -> dict[str, Any] | None:
     """The ``task`` and ``model`` dicts of a preset (its embedded JSON) or a run (config.json); None if unreadable
     (and for a model directory, which has neither)."""
     if kind not in ("preset", "run"):
         return None
-    f = Path(__file__).parent / "data" / f"{key}.json" if kind == "preset" else Path(key) / "config.json"
+    f = embedded_file(key, ".json") if kind == "preset" else Path(key) / "config.json"
     try:
         d = json.loads(f.read_text())
     except (OSError, ValueError):

@@ -40,7 +40,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +48,15 @@ import torch
 from mechwork.errors import CheckpointError, ConfigError, RunBusyError, RunDirError, invalid
 from mechwork.io import atomic_open, load_json, load_tensors, save_tensors_atomic, write_json_atomic
 from mechwork.kit import HOW_TO_LOAD, Task, get_kit, kinds, load_env_kits, task_from_dict
-from mechwork.limits import accepted, check_checkpoints_dir, check_step, classify_dir, missing_detail, no_config_detail
+from mechwork.limits import (
+    accepted,
+    check_checkpoints_dir,
+    check_step,
+    classify_dir,
+    embedded_file,
+    missing_detail,
+    no_config_detail,
+)
 from mechwork.models import PRESETS, ToyConfig, boot_directory, build_model, is_bridge, load_weights, resolve_device
 from mechwork.trainconfig import TrainConfig
 
@@ -349,7 +356,7 @@ def run_lock(path: str | os.PathLike[str], command: str | None = None) -> Iterat
 
 def embedded_path(name: str) -> Path:
     """Where the embedded weights of preset ``name`` live inside the package."""
-    return Path(str(resources.files("mechwork") / "data" / f"{name}.safetensors"))
+    return embedded_file(name)
 
 
 class Run:

@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import tempfile
-import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -43,6 +42,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
+from mechwork.dashboard.pagestyle import ascii_words
 from mechwork.errors import ConfigError, ExportError, OutputError, invalid
 
 __all__ = [
@@ -91,10 +91,7 @@ def slug(text: str) -> str:
     >>> slug("Attention: head 1.4 — <b>&</b> Ünïcode")
     'attention-head-1-4-b-b-unicode'
     """
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
-    out = "-".join(words)[:_STEM_CHARS].strip("-")
-    return out
+    return ascii_words(text, _STEM_CHARS)
 
 
 def _size(layout: dict[str, Any], key: str, default: int) -> int:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["CSS", "DRAW", "HeadingIds", "anchor", "heading", "slug"]
+__all__ = ["CSS", "DRAW", "HeadingIds", "anchor", "ascii_words", "heading", "slug"]
 
 _SLUG_CHARS = 60
 # a heading this module wrote: its level, its id, its (already escaped) content, and its anchor
@@ -41,10 +41,16 @@ _HEADING = re.compile(
     re.S)
 
 
-def slug(text: str) -> str:
-    """Lower-case ASCII words of ``text`` joined by ``-``; ``section`` when there are none."""
+def ascii_words(text: str, limit: int = _SLUG_CHARS) -> str:
+    """Lower-case ASCII letters and digits of ``text`` joined by ``-``, at most ``limit`` characters: safe in any
+    URL fragment or file name (accents folded, everything else dropped)."""
     ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
-    out = "-".join(re.findall(r"[a-z0-9]+", ascii_text.lower()))[:_SLUG_CHARS].strip("-")
+    return "-".join(re.findall(r"[a-z0-9]+", ascii_text.lower()))[:limit].strip("-")
+
+
+def slug(text: str) -> str:
+    """:func:`ascii_words` of ``text``, never starting with ``mw-``; ``section`` when there are none."""
+    out = ascii_words(text)
     if not out or out.startswith("mw-") or out == "mw":
         out = f"section-{out}" if out else "section"
     return out

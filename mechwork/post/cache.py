@@ -45,7 +45,6 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,11 +96,6 @@ def _digest(files: Mapping[str, Path]) -> str:
     return h.hexdigest()
 
 
-def _preset_file(name: str, suffix: str) -> Path:
-    """As :func:`mechwork.runs.embedded_path` (without importing torch): a preset's file in the package data."""
-    return Path(str(resources.files("mechwork") / "data" / f"{name}{suffix}"))
-
-
 def model_path(model: str, base: Path | None = None) -> str:
     """The model a block names, as one string: a path (relative to ``base``, the post's folder) made absolute if
     it exists, else the name as written (a preset)."""
@@ -113,10 +107,10 @@ def model_path(model: str, base: Path | None = None) -> str:
 
 
 def _weight_files(kind: str, key: str, step: int | None) -> dict[str, Path]:
-    from mechwork.limits import run_steps
+    from mechwork.limits import embedded_file, run_steps
 
     if kind == "preset":
-        return {"weights": _preset_file(key, ".safetensors"), "info": _preset_file(key, ".json")}
+        return {"weights": embedded_file(key), "info": embedded_file(key, ".json")}
     root = Path(key)
     files = {"config.json": root / "config.json"}
     if kind == "model":
