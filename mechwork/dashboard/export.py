@@ -46,8 +46,8 @@ from mechwork.dashboard.pagestyle import ascii_words
 from mechwork.errors import ConfigError, ExportError, OutputError, invalid
 
 __all__ = [
-    "DEFAULT_HEIGHT", "DEFAULT_WIDTH", "FIGURE_FORMATS", "Exporter", "FigureSpec", "chromium_executable",
-    "export_figures", "export_layout", "parse_formats", "slug", "stable_svg_ids",
+    "DEFAULT_HEIGHT", "DEFAULT_WIDTH", "FIGURE_FORMATS", "Exporter", "FigureSpec", "check_can_export",
+    "chromium_executable", "export_figures", "export_layout", "parse_formats", "slug", "stable_svg_ids",
 ]
 
 FIGURE_FORMATS = ("svg", "png")
@@ -190,12 +190,25 @@ def _require_chromium() -> str:
     return exe
 
 
+_NO_PLAYWRIGHT = "figure export needs playwright: pip install 'mechwork[figures]'"
+
+
 def _sync_playwright() -> Any:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise ExportError("figure export needs playwright: pip install 'mechwork[figures]'") from None
+        raise ExportError(_NO_PLAYWRIGHT) from None
     return sync_playwright
+
+
+def check_can_export() -> None:
+    """Raise the :class:`~mechwork.errors.ExportError` an :class:`Exporter` would (no Chromium, no playwright),
+    without starting a browser or importing playwright: a command checks this before any work."""
+    import importlib.util
+
+    _require_chromium()
+    if importlib.util.find_spec("playwright") is None:
+        raise ExportError(_NO_PLAYWRIGHT)
 
 
 def _first_line(e: BaseException) -> str:

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mechwork import bars
-from mechwork.errors import ConfigError, ExportError, OutputError
+from mechwork.errors import ConfigError, OutputError
 from mechwork.post.cache import ResultCache, model_path, roundtrip, weights_digest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -266,21 +266,6 @@ def _check_writable(plan: _Plan, option: str) -> None:
         check_assets_dir(plan.out / ASSETS_DIR)
 
 
-def _check_export(formats: Sequence[str]) -> None:
-    """Figures can be exported here: playwright is installed and a Chromium is found (else one line)."""
-    import importlib.util
-
-    from mechwork.dashboard.export import chromium_executable
-
-    if not formats:
-        return
-    if importlib.util.find_spec("playwright") is None:
-        raise ExportError("figures need playwright: pip install 'mechwork[figures]' (it drives the system Chromium)")
-    if chromium_executable() is None:
-        raise ExportError("figures need Chromium: install it (e.g. apt install chromium) or set MECHWORK_CHROMIUM "
-                          "to its path")
-
-
 def plan_build(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], out: Path, *,
                site: bool | None = None, figures: Any = None, option: str = "out") -> _Plan:
     """Every check of :func:`build`, before anything is computed or written; the plan it will follow."""
@@ -308,7 +293,10 @@ def plan_build(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str
 
     plan = _Plan(posts, out, site, formats, title, post_images([p for _, p in posts]))
     _check_writable(plan, option)
-    _check_export(formats)
+    if formats:
+        from mechwork.dashboard.export import check_can_export
+
+        check_can_export()
     return plan
 
 
