@@ -205,3 +205,19 @@ def test_dashboard_figures_and_site_assets_are_checked_before_any_work(capsys, m
     refused(capsys, ["dashboard", "modadd-113", "--out", str(tmp_path / "a.html"), "--assets", "site"],
             [str(tmp_path / "assets")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["assets"]
+
+
+def test_figures_without_chromium_are_refused_before_any_work(capsys, monkeypatch, tmp_path):
+    """No Chromium to draw with: ``--figures`` is one line naming where it looked, before a model is opened,
+    for a post and for a dashboard alike; nothing is written."""
+    missing = tmp_path / "no-chromium"
+    monkeypatch.setenv("MECHWORK_CHROMIUM", str(missing))
+    post = tmp_path / "src" / "post.md"
+    post.parent.mkdir()
+    post.write_text("# Heads\n\n" + BLOCK)
+    forbid_loading(monkeypatch)
+    refused(capsys, ["post", str(post), "--out", str(tmp_path / "site"), "--figures", "svg"],
+            [str(missing), "apt-get install chromium"])
+    refused(capsys, ["dashboard", "modadd-113", "--out", str(tmp_path / "d.html"), "--figures", "png"],
+            [str(missing), "apt-get install chromium"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

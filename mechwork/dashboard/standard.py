@@ -128,10 +128,11 @@ def save(page: Page, out: str | os.PathLike[str], assets: str, figures: str | No
 def check_out(out: str | os.PathLike[str], assets: str = "inline", figures: str | None = None) -> None:
     """Refuse an output path whose directory is missing, a site page whose ``assets/`` cannot be written, or bad
     figure formats, before any work is done."""
-    from mechwork.dashboard.export import parse_formats
+    from mechwork.dashboard.export import check_can_export, parse_formats
     from mechwork.errors import OutputError
 
-    parse_formats(figures)
+    if parse_formats(figures):
+        check_can_export()
 
     p = Path(out)
     if p.is_dir():
