@@ -39,7 +39,6 @@ Example (a post of prose only needs no model)::
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
@@ -233,25 +232,12 @@ def _check_out_place(out: Path, sources: Sequence[Path], files: Sequence[Path], 
         raise OutputError(f"'{option}' must be a folder (got {str(out)!r}, which is a file)")
 
 
-def _probe(d: Path, what: str) -> None:
-    """A file can be made in the existing folder ``d`` (an unnamed temporary file: honest even for root)."""
-    try:
-        with tempfile.TemporaryFile(dir=d):
-            pass
-    except OSError as e:
-        raise OutputError(f"cannot write {what}: {str(d)!r} is not writable ({e.strerror})") from None
-
-
 def _check_writable(plan: _Plan, option: str) -> None:
     """``out`` and everything the build writes into it can be written; writes nothing that stays."""
     from mechwork.dashboard.site import check_assets_dir
+    from mechwork.limits import check_writable
 
-    existing = plan.out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"cannot write '{option}' {str(plan.out)!r}: {str(existing)!r} is a file")
-    _probe(existing, f"'{option}' {str(plan.out)!r}")
+    check_writable(plan.out / "index.html", f"'{option}'", make_parents=True)  # out, or its nearest parent
     names = [f"{slug}.html" for slug, _ in plan.posts] + (["index.html"] if plan.site else [])
     for name in [*names, *plan.images]:
         if (plan.out / name).is_dir():
