@@ -15,12 +15,23 @@ import torch
 
 from mechwork.cli import main
 from mechwork.dashboard import CircuitsView, Page, attention_heads, colored_tokens
-from mechwork.dashboard.assets import PLOTLY
+from mechwork.dashboard.assets import CIRCUITSVIS, PLOTLY, bundle_manifest
 from mechwork.errors import ConfigError, OutputError
 
 EVIL = "<script>alert(1)</script>"
 CV_MARK = "var CircuitsVis="  # appears once in the circuitsvis bundle
 PLOTLY_MARK = "* plotly.js v"  # the plotly.js banner
+BUNDLE = re.compile(r'<script type="application/gzip;base64" data-mw-bundle="(\w+)">([A-Za-z0-9+/=]*)</script>')
+
+
+def bundles(html: str) -> dict[str, str]:
+    """Every bundle an inline page embeds, unpacked as the browser's DecompressionStream would (name -> text)."""
+    import base64
+    import gzip
+
+    found = BUNDLE.findall(html)
+    assert len({name for name, _ in found}) == len(found)  # each at most once
+    return {name: gzip.decompress(base64.b64decode(data)).decode("utf-8") for name, data in found}
 
 
 def busy_page(n: int = 3, title: str = "t") -> Page:
@@ -34,17 +45,21 @@ def busy_page(n: int = 3, title: str = "t") -> Page:
 
 def test_inline_mode_embeds_each_bundle_exactly_once():
     html = busy_page(10).render("inline")
-    assert html.count(CV_MARK) == 1 and html.count(PLOTLY_MARK) == 1
+    got = bundles(html)
+    assert got == {"plotly": PLOTLY.source(), "circuitsvis": CIRCUITSVIS.source()}
+    assert got["circuitsvis"].count(CV_MARK) == 1 and got["plotly"].count(PLOTLY_MARK) == 1
+    assert CV_MARK not in html and PLOTLY_MARK not in html  # compressed, not plain text
+    assert html.count("data-mw-bundle=") == 2 and html.count("window.mwBundles = ") == 1  # the loader, once
     assert html.count('class="mw-cv"') == 10 and html.count('class="mw-fig"') == 10
     assert not re.search(r"<script[^>]*\ssrc=", html)  # no external script at all
-    assert "sourceMappingURL" not in html  # would resolve to a missing file beside the page
+    assert "sourceMappingURL" not in html and all("sourceMappingURL" not in b[-300:] for b in got.values())
 
 
 def test_page_without_views_or_figures_carries_no_bundle():
     html = Page("plain").text("hello").render("inline")
-    assert CV_MARK not in html and PLOTLY_MARK not in html
+    assert bundles(html) == {} and "window.mwBundles = " not in html
     only_fig = Page("f").plotly(go.Figure()).render("inline")
-    assert CV_MARK not in only_fig and only_fig.count(PLOTLY_MARK) == 1
+    assert list(bundles(only_fig)) == ["plotly"] and only_fig.count("window.mwBundles = ") == 1
 
 
 def test_cdn_mode_references_versioned_urls_and_stays_small():
@@ -54,9 +69,10 @@ def test_cdn_mode_references_versioned_urls_and_stays_small():
     plotly_js = re.search(r"plotly\.js v([\d.]+)", head).group(1)
     from importlib.metadata import version
 
-    assert srcs == [f"https://cdn.plot.ly/plotly-{plotly_js}.min.js",
+    assert plotly_js == bundle_manifest()["plotly.js"]
+    assert srcs == [f"https://cdn.plot.ly/plotly-{plotly_js}.min.js",  # plotly's official full bundle
                     f"https://unpkg.com/circuitsvis@{version('circuitsvis')}/dist/cdn/iife.js"]
-    assert CV_MARK not in html and PLOTLY_MARK not in html
+    assert CV_MARK not in html and PLOTLY_MARK not in html and bundles(html) == {} and "window.mwBundles = " not in html
     assert len(html.encode()) < 100_000
 
 

@@ -89,17 +89,17 @@ def test_ten_posts_each_with_different_blocks_covering_every_kind(site):
 # -- 1. bytes -------------------------------------------------------------------------------------------
 def test_site_is_the_bundles_once_plus_the_posts_own_data(site):
     """Site bytes <= bundles once + 1.1 x the posts' own data; and smaller than ten single-file pages."""
-    inline_bundle = {name: len(a.source().encode()) for name, a in BUNDLES.items()}  # as a page inlines it
+    inline_bundle = {name: len(a.embedded()) for name, a in BUNDLES.items()}  # as a page inlines it (gzip+base64)
     assets = site.out / "assets"
     assert sorted(f.name for f in assets.iterdir()) == ["circuitsvis.js", "plotly.min.js"]
     assets_bytes = tree_bytes(assets)
-    assert assets_bytes == sum(inline_bundle.values())  # each bundle exactly once
+    assert assets_bytes == sum(len(a.source().encode()) for a in BUNDLES.values())  # each bundle exactly once
 
     inline_pages, own = [], []
     for post in site.posts:
         html = render_post(post, cache=site.cache).render("inline")
         size = len(html.encode())
-        used = [name for name, a in BUNDLES.items() if a.source() in html]
+        used = [name for name, a in BUNDLES.items() if a.embedded() in html]
         assert used, post.path  # every post has a figure or a view
         inline_pages.append(size)
         own.append(size - sum(inline_bundle[n] for n in used))
@@ -113,6 +113,7 @@ def test_site_is_the_bundles_once_plus_the_posts_own_data(site):
     for page in site.report.pages:
         text = page.read_text()
         assert PLOTLY.source()[:2000] not in text and CIRCUITSVIS.source()[:2000] not in text, page
+        assert "data-mw-bundle" not in text, page  # nor compressed
 
 
 # -- 2. a prose edit re-renders from the cache -------------------------------------------------------------

@@ -8,7 +8,8 @@ table of contents). Nothing is rendered until :meth:`Page.render` or
   ``<script type="application/json">`` elements, and one small script at the
   end draws them all;
 * ``assets="inline"`` embeds plotly.js and the circuitsvis bundle once each
-  (only the ones the page uses), so the file opens from disk with no network;
+  (only the ones the page uses), gzip-compressed (:mod:`~mechwork.dashboard.assets`),
+  so the file opens from disk with no network;
   ``assets="cdn"`` links their versioned CDN copies instead and stays small;
   ``assets="site"`` loads them by relative path from a shared folder
   (``asset_base``, written once by :func:`mechwork.dashboard.site.write_assets`);
@@ -18,7 +19,8 @@ table of contents). Nothing is rendered until :meth:`Page.render` or
   :meth:`Page.figures` lists the plotly figures for export as SVG and PNG
   (:mod:`~mechwork.dashboard.export`), and :meth:`Page.save` can write them
   beside the page, with a download link under each figure;
-* plotly's layout template (7 KB a figure) is stored once per distinct template;
+* plotly's layout template (7 KB a figure) is stored once per distinct template, and long
+  float lists as typed arrays (:mod:`~mechwork.dashboard.typedarrays`, every number unchanged);
 * ids are ``mw-1``, ``mw-2``, ... in block order, and there is no timestamp
   unless the caller passes ``stamp``: the same page renders byte-identically;
 * every string the caller supplies (titles, captions, table cells, labels,
@@ -61,10 +63,11 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from mechwork.dashboard.assets import CIRCUITSVIS, PLOTLY, script_json
+from mechwork.dashboard.assets import script_json
 from mechwork.dashboard.mathml import markdown_html
 from mechwork.dashboard.pagestyle import CSS, DRAW, HeadingIds, heading, slug
-from mechwork.dashboard.site import ASSET_FILES, check_page_path, href, save_with_figures, saved_assets, write_page
+from mechwork.dashboard.site import bundle_scripts, check_page_path, href, save_with_figures, saved_assets, write_page
+from mechwork.dashboard.typedarrays import pack_figure
 from mechwork.dashboard.views import VIEW_CSS, CircuitsView, attention_heads, colored_tokens
 from mechwork.errors import invalid
 from mechwork.limits import ASSET_MODES
@@ -284,14 +287,8 @@ class Page:
             if key not in figure_ids:
                 raise invalid("figure_links", "keyed by the ids of the page's figures (mw-N)", key)
         kinds = {b.kind for b in self.blocks}
-        used = [(a, name) for a, name, k in ((PLOTLY, "plotly", "plotly"), (CIRCUITSVIS, "circuitsvis", "view"))
-                if k in kinds]
-        base = asset_base if not asset_base or asset_base.endswith("/") else f"{asset_base}/"
-        if assets == "inline":
-            scripts = "".join(f"<script>\n{a.source()}\n</script>\n" for a, _ in used)
-        else:
-            srcs = [a.url if assets == "cdn" else f"{base}{ASSET_FILES[name]}" for a, name in used]
-            scripts = "".join(f'<script src="{esc(src)}" charset="utf-8"></script>\n' for src in srcs)
+        used = [name for name, k in (("plotly", "plotly"), ("circuitsvis", "view")) if k in kinds]
+        scripts = bundle_scripts(used, assets, asset_base)
         templates: list[str] = []
         toc, parts, ids = [], [], HeadingIds()
         for i, block in enumerate(self.blocks, start=1):
@@ -333,7 +330,8 @@ class Page:
                 if t not in templates:
                     templates.append(t)
                 attr = f' data-template="{templates.index(t)}"'
-            data = script_json({"data": spec.get("data", []), "layout": layout, "frames": spec.get("frames", [])})
+            data = script_json(pack_figure({"data": spec.get("data", []), "layout": layout,
+                                            "frames": spec.get("frames", [])}))
             return (f'<div class="mw-fig" id="{bid}-fig"{attr}></div>'
                     f'<script type="application/json" id="{bid}-fig-data">{data}</script>')
         view: CircuitsView = block.body

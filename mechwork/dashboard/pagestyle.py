@@ -5,7 +5,10 @@
   backgrounds, and keeps every figure, view, table and display equation on one
   printed page (``break-inside: avoid``).
 * :data:`DRAW` is the one script at the end of a page: it draws every plotly
-  figure and mounts every circuitsvis view from their inert JSON.
+  figure and mounts every circuitsvis view from their inert JSON. On an inline
+  page it first waits for :data:`LOADER`, which unpacks the page's gzip-compressed
+  bundles (:mod:`~mechwork.dashboard.assets`) with the browser's
+  ``DecompressionStream`` and runs them.
 * Every heading gets an id and an anchor link, ``<a class="mw-anchor"
   href="#id">``, shown as ``#`` when the pointer is over the heading (the ``#``
   is drawn by CSS, so the heading's text stays its title). Ids are
@@ -32,7 +35,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["CSS", "DRAW", "HeadingIds", "anchor", "ascii_words", "heading", "slug"]
+__all__ = ["CSS", "DRAW", "LOADER", "HeadingIds", "anchor", "ascii_words", "heading", "slug"]
 
 _SLUG_CHARS = 60
 # a heading this module wrote: its level, its id, its (already escaped) content, and its anchor
@@ -85,7 +88,28 @@ class HeadingIds:
         return _HEADING.sub(lambda m: heading(int(m.group(1)), m.group(3), self.take(m.group(2))), html)
 
 
-# Draws every figure and view; one failure is reported in place (and on the console), the rest still draw.
+# Runs the page's compressed bundles (inline pages): each <script data-mw-bundle> holds one bundle, gzip then
+# base64; they are decompressed together and run in page order as classic scripts. window.mwBundles is the
+# promise DRAW waits for; a browser without DecompressionStream rejects it, and every mount says so.
+LOADER = """window.mwBundles = Promise.resolve().then(function () {
+  var els = document.querySelectorAll("script[data-mw-bundle]");
+  return Promise.all(Array.prototype.map.call(els, function (el) {
+    var bin = atob(el.textContent), bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
+    var gunzip = new DecompressionStream("gzip");
+    return new Response(new Blob([bytes]).stream().pipeThrough(gunzip)).text();
+  })).then(function (codes) {
+    codes.forEach(function (code) {
+      var s = document.createElement("script");
+      s.textContent = code;
+      document.head.appendChild(s);
+    });
+  });
+});
+"""
+
+# Draws every figure and view (after the inline bundles ran, if any); one failure is reported in place (and
+# on the console), the rest still draw.
 DRAW = """(function () {
   function json(id) { return JSON.parse(document.getElementById(id).textContent); }
   function fail(el, e) {
@@ -93,21 +117,29 @@ DRAW = """(function () {
     el.className += " mw-error";
     console.error(e);
   }
-  var tEl = document.getElementById("mw-templates");
-  var templates = tEl ? JSON.parse(tEl.textContent) : [];
-  document.querySelectorAll(".mw-fig").forEach(function (el) {
-    try {
-      var f = json(el.id + "-data");
-      if (el.dataset.template !== undefined) { f.layout.template = templates[+el.dataset.template]; }
-      Plotly.newPlot(el, f.data, f.layout, {responsive: true, displaylogo: false}).then(function () {
-        if (f.frames.length) { Plotly.addFrames(el, f.frames); }
-      });
-    } catch (e) { fail(el, e); }
-  });
-  document.querySelectorAll(".mw-cv").forEach(function (el) {
-    try {
-      CircuitsVis.render(el.id, CircuitsVis[el.dataset.component], json(el.id + "-props"));
-    } catch (e) { fail(el, e); }
+  function draw() {
+    var tEl = document.getElementById("mw-templates");
+    var templates = tEl ? JSON.parse(tEl.textContent) : [];
+    document.querySelectorAll(".mw-fig").forEach(function (el) {
+      try {
+        var f = json(el.id + "-data");
+        if (el.dataset.template !== undefined) { f.layout.template = templates[+el.dataset.template]; }
+        Plotly.newPlot(el, f.data, f.layout, {responsive: true, displaylogo: false}).then(function () {
+          if (f.frames.length) { Plotly.addFrames(el, f.frames); }
+        });
+      } catch (e) { fail(el, e); }
+    });
+    document.querySelectorAll(".mw-cv").forEach(function (el) {
+      try {
+        CircuitsVis.render(el.id, CircuitsVis[el.dataset.component], json(el.id + "-props"));
+      } catch (e) { fail(el, e); }
+    });
+  }
+  if (!window.mwBundles) { draw(); return; }
+  window.mwBundles.then(draw, function (e) {
+    document.querySelectorAll(".mw-fig, .mw-cv").forEach(function (el) {
+      fail(el, "this browser cannot unpack the page's scripts (" + e + ")");
+    });
   });
 })();
 """

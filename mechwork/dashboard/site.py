@@ -3,9 +3,11 @@
 A page rendered with ``assets="site"`` loads ``<asset_base>plotly.min.js`` and
 ``<asset_base>circuitsvis.js`` by relative path (only the ones it uses), so it
 works from ``file://`` and from any static host. :func:`write_assets` writes
-both bundles, script-safe and without their source-map comment, each
-atomically; a file already holding the same bytes is left alone (its mtime
-too), so rebuilding a site rewrites nothing here. :func:`check_assets_dir`
+both bundles (plain text: mechwork's partial plotly.js and circuitsvis),
+script-safe and without their source-map comment, each atomically; a file
+already holding the same bytes is left alone (its mtime too), so rebuilding a
+site rewrites nothing here. :func:`bundle_scripts` is a page's ``<head>``
+scripts for each mode (an inline page's bundles gzip-compressed). :func:`check_assets_dir`
 checks, writing nothing, that the folder can be written; both raise a one-line
 :class:`~mechwork.errors.OutputError` when it cannot.
 
@@ -45,6 +47,7 @@ from mechwork.errors import MechworkError, OutputError
 __all__ = [
     "ASSETS",
     "ASSET_FILES",
+    "bundle_scripts",
     "check_assets_dir",
     "check_page_path",
     "href",
@@ -57,6 +60,26 @@ __all__ = [
 # bundle -> its file name in the assets folder
 ASSET_FILES: dict[str, str] = {"plotly": "plotly.min.js", "circuitsvis": "circuitsvis.js"}
 ASSETS: dict[str, Asset] = {"plotly": PLOTLY, "circuitsvis": CIRCUITSVIS}
+
+
+def bundle_scripts(names: list[str], mode: str, asset_base: str = "assets/") -> str:
+    """The ``<head>`` scripts that load the bundles ``names`` (keys of :data:`ASSETS`) for asset ``mode``.
+
+    ``"inline"``: each bundle gzip + base64 in an inert element, then the loader that unpacks and runs them
+    (:data:`~mechwork.dashboard.pagestyle.LOADER`); ``"cdn"``: their CDN addresses; ``"site"``: their files
+    under ``asset_base``.
+    """
+    import html
+
+    from mechwork.dashboard.pagestyle import LOADER
+
+    if mode == "inline":
+        tags = [f'<script type="application/gzip;base64" data-mw-bundle="{n}">{ASSETS[n].embedded()}</script>\n'
+                for n in names]
+        return "".join(tags) + (f"<script>\n{LOADER}</script>\n" if names else "")
+    base = asset_base if not asset_base or asset_base.endswith("/") else f"{asset_base}/"
+    srcs = [ASSETS[n].url if mode == "cdn" else f"{base}{ASSET_FILES[n]}" for n in names]
+    return "".join(f'<script src="{html.escape(src)}" charset="utf-8"></script>\n' for src in srcs)
 
 
 def _writable_dir(path: Path) -> bool:
@@ -179,8 +202,8 @@ def saved_assets(path: str | os.PathLike[str]) -> str | None:
     """``"inline"``, ``"cdn"`` or ``"site"`` for a page mechwork saved at ``path``; None for anything else.
 
     Read from the page's head: a CDN page links its bundles (``<script src="https:...">``), a site page
-    links them by relative path, an inline page embeds them. A page without figures or views carries no
-    bundle either way and gives None.
+    links them by relative path, an inline page embeds them (compressed; plain scripts in older pages).
+    A page without figures or views carries no bundle either way and gives None.
     """
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -194,4 +217,4 @@ def saved_assets(path: str | os.PathLike[str]) -> str | None:
         return "cdn"
     if '<script src="' in head:
         return "site"
-    return "inline" if "<script>" in head else None
+    return "inline" if "<script>" in head or "<script type=\"application/gzip;base64\"" in head else None
