@@ -23,7 +23,9 @@ from typing import Any, no_type_check
 from mechwork.errors import check_known_fields, invalid
 from mechwork.limits import check_seed
 
-__all__ = ["TrainConfig"]
+__all__ = ["LOSSES", "TrainConfig"]
+
+LOSSES = ("softmax", "stablemax")  # the training losses (see mechwork.training.stablemax_cross_entropy)
 
 
 @no_type_check  # validates its own fields, with one-line messages
@@ -43,6 +45,9 @@ class TrainConfig:
     ckpt_log: int = 24  # log-spaced checkpoints on top (dense early, sparse later)
     grokfast_alpha: float | None = None  # Grokfast EMA decay (paper: 0.98); None: filter off
     grokfast_lambda: float = 2.0  # Grokfast amplification of the slow gradient
+    init_scale: float = 1.0  # multiply the initial weights by this (Omnigrok's alpha); 1.0: the model's own init
+    loss: str = "softmax"  # training loss: "softmax" cross-entropy or "stablemax" (Prieto et al. 2025)
+    orthograd: bool = False  # ⊥Grad (Prieto et al. 2025): drop each gradient's part along its weight, keep its norm
     seed: int = 0  # seeds minibatch sampling
 
     def __post_init__(self) -> None:
@@ -76,6 +81,11 @@ class TrainConfig:
         if self.grokfast_alpha is not None:
             num("grokfast_alpha", 0.0, 1.0)
             num("grokfast_lambda", 0.0)
+        num("init_scale", 0.0, lo_open=True)
+        if self.loss not in LOSSES:
+            raise invalid("loss", " or ".join(repr(x) for x in LOSSES), self.loss)
+        if not isinstance(self.orthograd, bool):
+            raise invalid("orthograd", "True or False", self.orthograd)
 
     def lr_at(self, step: int) -> float:
         """Learning rate for the update at ``step``: warmup, constant, then the optional decay.

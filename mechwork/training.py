@@ -1,4 +1,4 @@
-"""Training: AdamW (optionally Grokfast-filtered) on a task, into a run directory.
+"""Training: AdamW (optionally Grokfast-filtered, ⊥Grad-projected, on a StableMax loss) on a task, into a run directory.
 
 (The module is ``training`` rather than ``train`` so that ``mechwork.train``
 always means the function: importing a submodule named ``train`` would
@@ -65,8 +65,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["GrokfastEMA", "TrainConfig", "TrainResult", "checkpoint_steps", "eval_sets", "recipe", "train",
-           "train_batches"]
+__all__ = ["GrokfastEMA", "TrainConfig", "TrainResult", "checkpoint_steps", "eval_sets", "orthogonalise_grads",
+           "recipe", "stablemax_cross_entropy", "train", "train_batches"]
 
 
 def recipe(task: Task) -> TrainConfig:
@@ -114,6 +114,38 @@ class GrokfastEMA:
             else:
                 e.mul_(self.alpha).add_(p.grad, alpha=1 - self.alpha)
             p.grad.add_(e, alpha=self.lamb)
+
+
+def stablemax_cross_entropy(logits: Float[Tensor, "n vocab"], targets: Int[Tensor, " n"]) -> Tensor:
+    """Mean cross-entropy under StableMax (Prieto et al. 2025), computed in float64 as in their code.
+
+    StableMax replaces softmax's ``exp`` by ``s(x) = x + 1`` for ``x >= 0`` and ``1 / (1 - x)`` for ``x < 0``:
+    ``p_i = s(x_i) / sum_j s(x_j)``, and the loss is ``-log p_target``.
+
+    >>> round(float(stablemax_cross_entropy(torch.tensor([[1.0, -1.0]]), torch.tensor([0]))), 4)  # -log(2 / 2.5)
+    0.2231
+    """
+    x = logits.to(torch.float64)
+    s = torch.where(x >= 0, x + 1, 1 / (1 - torch.clamp(x, max=0.0)))
+    logp = torch.log(s.gather(-1, targets[:, None]).squeeze(-1)) - torch.log(s.sum(-1))
+    return -logp.mean()
+
+
+@torch.no_grad()
+def orthogonalise_grads(named: Mapping[str, Tensor], eps: float = 1e-30) -> None:
+    """⊥Grad (Prieto et al. 2025), in place: each gradient loses its component along its parameter, then is
+    rescaled to its original norm. A zero parameter (e.g. a zero bias) keeps its gradient as it is.
+
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, 0.0])); w.grad = torch.tensor([3.0, 4.0])
+    >>> orthogonalise_grads({"w": w}); w.grad.tolist()  # (0, 4) rescaled to norm 5
+    [0.0, 5.0]
+    """
+    for p in named.values():
+        if p.grad is None:
+            continue
+        w, g = p.detach().reshape(-1), p.grad.reshape(-1)
+        orth = g - (torch.dot(w, g) / (torch.dot(w, w) + eps)) * w
+        p.grad.copy_((orth * (g.norm() / (orth.norm() + eps))).view_as(p.grad))
 
 
 @dataclass
@@ -327,6 +359,10 @@ class _Loop:
         self.model = build_model(plan.model_cfg, plan.device)
         if init is not None:
             load_weights(self.model, dict(init), source="init")
+        if plan.train_cfg.init_scale != 1.0 and not plan.resume:  # Omnigrok's alpha; 1.0 leaves the init untouched
+            with torch.no_grad():
+                for p in weights(self.model).values():
+                    p.mul_(plan.train_cfg.init_scale)
         self.named = {k: p for k, p in weights(self.model).items() if p.requires_grad}
         self.masked = None
         if masks is not None:
@@ -431,13 +467,16 @@ class _Loop:
         for group in self.opt.param_groups:
             group["lr"] = self.plan.train_cfg.lr_at(step)
         logits, targets = self.forward(batch)
-        loss = F.cross_entropy(logits, targets)
+        stable = self.plan.train_cfg.loss == "stablemax"
+        loss = stablemax_cross_entropy(logits, targets) if stable else F.cross_entropy(logits, targets)
         if not bool(torch.isfinite(loss)):
             raise self.diverged(step, f"the training loss is {float(loss.detach())}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.grokfast is not None:
             self.grokfast()
+        if self.plan.train_cfg.orthograd:
+            orthogonalise_grads(self.named)
         if self.masked is not None:
             self.masked.before_step()
         self.opt.step()

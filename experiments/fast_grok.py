@@ -1,0 +1,102 @@
+"""The fewest steps to grok (a + b) mod 113 at 30% data, in the modadd-113 preset's architecture, full batch.
+
+A staged sweep (mechwork's sweep runner; points in ``<out>/<stage>/points``) over the initialisation scale
+(Omnigrok), lr and weight decay, the loss (softmax or StableMax), ⊥Grad and Grokfast. "Steps to grok" is the
+first evaluation (every 10 steps) with test accuracy >= 99%; a recipe's figure is the median over its seeds.
+A "spike" is test accuracy falling below 99% again within the stage's window after grokking.
+
+Stages (each a list of grids; a stage's step cap, window and evaluation cadence are shared):
+
+* ``coarse`` -- seed 0 only: init scale x lr x weight decay around the default, plus each variant alone;
+* ``seeds`` -- the promising recipes of ``coarse`` and the variants around them, seeds 0, 1, 2;
+* ``final`` -- the fastest recipes again, seeds 0, 1, 2, watched for 1,000 steps after grokking.
+
+    python experiments/fast_grok.py --out experiments/results/fast_grok         # every stage
+    python experiments/fast_grok.py --stage coarse --out experiments/results/fast_grok
+    python experiments/fast_grok.py --smoke                                        # a tiny plan (tests)
+
+Writes ``results.json`` (every recipe's row) and ``table.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mechwork.studies.fastgrok import recipe_table
+
+POINT = "mechwork.studies.fastgrok:fast_grok_point"
+SEEDS = [0, 1, 2]
+
+# stage -> (fixed settings, grids); a grid lists values for the point's parameters (product taken)
+FULL: dict[str, tuple[dict[str, Any], list[dict[str, list[Any]]]]] = {
+    "coarse": ({"steps": 800, "window": 50}, [
+        {"seed": [0], "init_scale": [1.0], "lr": [1e-2], "weight_decay": [1.0, 3.0]},
+        {"seed": [0], "init_scale": [1.0, 0.5, 0.25], "lr": [1e-2, 2e-2], "weight_decay": [3.0, 6.0]},
+        {"seed": [0], "lr": [1e-2], "weight_decay": [3.0], "loss": ["stablemax"], "orthograd": [False, True]},
+        {"seed": [0], "lr": [1e-2], "weight_decay": [3.0], "orthograd": [True]},
+        {"seed": [0], "lr": [1e-2], "weight_decay": [3.0], "grokfast_alpha": [0.9, 0.98]},
+        {"seed": [0], "init_scale": [1.0, 0.5], "lr": [4e-2], "weight_decay": [1.0, 3.0]},
+    ]),
+}
+SMOKE: dict[str, tuple[dict[str, Any], list[dict[str, list[Any]]]]] = {
+    "coarse": ({"steps": 60, "window": 20, "eval_every": 5, "p": 17, "train_frac": 0.6, "target": 0.3}, [
+        {"seed": [0], "recipe": [{"lr": 1e-2}, {"lr": 3e-2}]},
+    ]),
+}
+
+
+def load_stage(path: Path) -> list[dict[str, Any]]:
+    """The sweep records of one stage directory, each with the stage's fixed settings under ``"fixed"``."""
+    from mechwork.io import load_json
+
+    if not (path / "sweep.json").is_file():
+        return []
+    fixed = load_json(path / "sweep.json")["fixed"]
+    return [load_json(f) | {"fixed": fixed} for f in sorted((path / "points").glob("*.json"))]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table of recipes, fastest median first."""
+    head = ("| lr | wd | init scale | loss | ⊥Grad | Grokfast | seeds | steps to grok (per seed) | median "
+            "| spikes within window |")
+    lines = [head, "| " + " | ".join(["---"] * 10) + " |"]
+    for r in rows:
+        gf = "-" if r["grokfast_alpha"] is None else f"a={r['grokfast_alpha']:g}, l={r['grokfast_lambda']:g}"
+        steps = ", ".join("-" if s is None else str(s) for s in r["steps"])
+        med = "-" if r["median"] is None else f"{r['median']:g}"
+        spike = f"{r['spikes']} (window {r['window']}, watched >= {r['min_window_seen']})"
+        lines.append(f"| {r['lr']:g} | {r['weight_decay']:g} | {r['init_scale']:g} | {r['loss']} | "
+                     f"{'yes' if r['orthograd'] else 'no'} | {gf} | {','.join(map(str, r['seeds']))} | {steps} | "
+                     f"{med} | {spike} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mechwork.io import write_json_atomic
+    from mechwork.studies.study import run_sweep, study_args
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--stage", action="append", default=None)
+    known, rest = pre.parse_known_args(argv)
+    args = study_args("fast_grok", __doc__, rest)
+    plan = SMOKE if args.smoke else FULL
+    stages = known.stage or list(plan)
+    for stage in stages:
+        fixed, grids = plan[stage]
+        for grid in grids:
+            run_sweep(args, POINT, grid, args.out / stage, fixed=fixed)
+    records = [r for stage in plan for r in load_stage(args.out / stage)]
+    rows = recipe_table(records)
+    write_json_atomic({"rows": rows, "stages": {k: {"fixed": v[0], "grids": v[1]} for k, v in plan.items()}},
+                      args.out / "results.json")
+    table = markdown(rows)
+    (args.out / "table.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

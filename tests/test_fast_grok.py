@@ -1,0 +1,105 @@
+"""experiments/fast_grok.py: its smoke plan through the sweep runner, and the step counts it derives from a record."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from mechwork.errors import ConfigError
+from mechwork.studies.fastgrok import fast_grok_point, first_at_least, median_steps, recipe_table, spike_after
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("fast_grok_study", ROOT / "experiments" / "fast_grok.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fast_grok")
+    (out / "dash").mkdir()
+    study = _study()
+    assert study.main(["--smoke", "--out", str(out), "--workers", "1", "--quiet",
+                       "--dashboard", str(out / "dash" / "d.html")]) == 0
+    return study, out
+
+
+def _hand_count(history, target, window):
+    """Steps to grok and the first spike, counted row by row."""
+    grokked = spike = None
+    for step, test_acc, *_ in history:
+        if grokked is None:
+            if test_acc >= target:
+                grokked = step
+        elif spike is None and step <= grokked + window and test_acc < target:
+            spike = step
+    return grokked, spike
+
+
+def test_the_smoke_sweep_writes_one_record_per_point_with_counts_that_match_its_history(smoke):
+    study, out = smoke
+    fixed, grids = study.SMOKE["coarse"]
+    points = sorted((out / "coarse" / "points").glob("*.json"))
+    assert len(points) == sum(len(g["seed"]) * len(g.get("recipe", [None])) for g in grids) == 2
+    for f in points:
+        rec = json.loads(f.read_text())
+        res = rec["result"]
+        hist = res["history"]
+        assert [h[0] for h in hist] == list(range(0, res["steps_run"] + 1, fixed["eval_every"]))
+        grokked, spike = _hand_count(hist, fixed["target"], fixed["window"])
+        assert (res["grokked"], res["spike"]) == (grokked, spike)
+        if grokked is not None:  # stopped once the window after grokking was watched
+            assert res["steps_run"] == min(grokked + fixed["window"], fixed["steps"])
+    assert any(json.loads(f.read_text())["result"]["grokked"] is not None for f in points)
+
+
+def test_the_results_and_table_are_computed_from_the_records(smoke):
+    _, out = smoke
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    records = [json.loads(f.read_text()) for f in sorted((out / "coarse" / "points").glob("*.json"))]
+    assert len(rows) == len(records)  # one seed per recipe in the smoke plan
+    by_lr = {r["params"]["recipe"]["lr"]: r["result"]["grokked"] for r in records}
+    assert {r["lr"]: r["steps"][0] for r in rows} == by_lr
+    table = (out / "table.md").read_text()
+    assert table.count("\n") == 2 + len(rows)
+
+
+def test_step_counts_on_a_hand_written_history():
+    hist = [[0, 0.0], [10, 0.98], [20, 0.99], [30, 0.985], [40, 1.0], [50, 0.5]]
+    assert first_at_least(hist, 0.99) == 20
+    assert spike_after(hist, 20, window=10, target=0.99) == 30
+    assert spike_after(hist, 20, window=5, target=0.99) is None
+    assert spike_after(hist, None, window=100, target=0.99) is None
+    assert first_at_least(hist, 1.01) is None
+
+
+def test_the_median_counts_a_seed_that_never_grokked_as_the_slowest():
+    assert median_steps([300, None, 100]) == 300
+    assert median_steps([None, None, 100]) is None
+    assert median_steps([100, 200]) == 150
+    assert median_steps([]) is None
+
+
+def test_recipe_table_groups_seeds_and_sorts_by_median():
+    def rec(seed, lr, grokked, spike=None):
+        return {"params": {"seed": seed, "recipe": {"lr": lr}},
+                "result": {"grokked": grokked, "spike": spike, "window_seen": 50}}
+
+    rows = recipe_table([rec(0, 0.01, 300), rec(1, 0.01, 200), rec(2, 0.01, 250),
+                         rec(0, 0.02, 100, spike=130), rec(1, 0.02, None), rec(2, 0.02, 150)])
+    assert [(r["lr"], r["median"], r["steps"], r["spikes"]) for r in rows] == [
+        (0.02, 150.0, [100, None, 150], 1), (0.01, 250.0, [300, 200, 250], 0)]
+    assert rows[1]["weight_decay"] == 1.0 and rows[0]["loss"] == "softmax"  # the point's defaults filled in
+
+
+def test_a_recipe_with_an_unknown_key_is_one_line():
+    with pytest.raises(ConfigError, match=r"^'recipe' must be a dict of lr, .* \(got 'momentum'\)$"):
+        fast_grok_point(seed=0, recipe={"momentum": 0.9})
