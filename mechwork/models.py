@@ -28,6 +28,7 @@ for W_U, biases zero. ``init="gpt2"`` keeps TL's native init.
 
 Example::
 
+    >>> import torch
     >>> from mechwork.models import build_model, preset
     >>> model = build_model(preset("modadd-113").model)
     >>> logits, cache = model.run_with_cache(torch.tensor([[3, 5, 113]]))
@@ -45,10 +46,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
-import torch
-from jaxtyping import Float
-from torch import Tensor, nn
-
 from mechwork.errors import CheckpointError, ConfigError, check_known_fields, invalid
 from mechwork.hooks import hook_name
 from mechwork.kit import Preset, Task, all_presets, find_preset, kit_of
@@ -63,7 +60,10 @@ from mechwork.limits import (
     model_params,
 )
 
-if TYPE_CHECKING:  # pragma: no cover - import for annotations only
+if TYPE_CHECKING:  # pragma: no cover - import for annotations only (torch loads when a model is built or used)
+    import torch
+    from jaxtyping import Float
+    from torch import Tensor, nn
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
@@ -95,6 +95,7 @@ ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
 
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
+    import torch
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -105,6 +106,7 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     Traceback (most recent call last):
     mechwork.errors.ConfigError: 'device' must be cpu, cuda, cuda:N or mps (got 'tpu')
     """
+    import torch
     if device is None:
         return default_device()
     if not isinstance(device, torch.device):
@@ -230,6 +232,7 @@ def build_model(cfg: ToyConfig, device: torch.device | str | None = None) -> Tra
     Training code calls ``.train()`` itself; everything else (patching,
     attribution) needs eval mode, which TransformerLens insists on.
     """
+    import torch
     device = resolve_device(device)
     n = model_params(cfg)
     check_fits(f"a model of {n:,} parameters ({format_bytes(model_bytes(cfg))} of weights, d_vocab {cfg.d_vocab}, "
@@ -260,6 +263,7 @@ def _add_attention_rate(model: TransformerBridge, cfg: ToyConfig) -> None:
     forward, cache and patching run sees the mixed pattern; the training fast
     path applies the same mix. ``model.attn_rate`` records it.
     """
+    import torch
     rate = float(cfg.attn_rate)
     causal = torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx))
     uniform = causal / causal.sum(-1, keepdim=True)
@@ -274,6 +278,7 @@ def _add_attention_rate(model: TransformerBridge, cfg: ToyConfig) -> None:
 
 
 def _init_nanda(model: TransformerBridge, cfg: ToyConfig) -> None:
+    import torch
     g = torch.Generator().manual_seed(cfg.seed)
     std = 1.0 / math.sqrt(cfg.d_model)
     with torch.no_grad():
@@ -353,6 +358,7 @@ def head_weights(model: TransformerBridge) -> dict[str, Tensor]:
         >>> tuple(w["W_Q"].shape), tuple(w["W_O"].shape)
         ((2, 4, 64, 16), (2, 4, 16, 64))
     """
+    import torch
     c = model.cfg
     n_layers, n_heads, d_head = int(c.n_layers), int(c.n_heads), int(c.d_head)
     w = {k: v.detach() for k, v in weights(model).items()}
@@ -376,6 +382,7 @@ def save_tensors(model: TransformerBridge) -> dict[str, Tensor]:
 
 def load_weights(model: TransformerBridge, tensors: dict[str, Tensor], source: str = "") -> None:
     """Copy ``tensors`` into ``model``; refuse any missing, extra or misshapen key."""
+    import torch
     live = weights(model)
     where = f" in {source}" if source else ""
     missing = sorted(set(live) - set(tensors))
@@ -497,6 +504,7 @@ def _smoke(model: TransformerBridge, key: str, architecture: str) -> None:
     """Run one token through a freshly booted bridge: a model TransformerLens boots but cannot run (a
     transformers / TransformerLens version mismatch) is refused at load, in one line, not at its first use.
     An encoder-decoder bridge (which needs decoder inputs) is left alone."""
+    import torch
     if "decoder_blocks" in model._modules or "encoder_blocks" in model._modules:
         return
     try:
@@ -568,6 +576,7 @@ def output_transform(model: TransformerBridge, logits: Tensor) -> Tensor:
 def logit_scale(model: TransformerBridge) -> float | None:
     """The factor of the model's post-unembedding step when it is a plain scale (1.0: none), None when it is not
     linear (a soft cap): linear steps keep direct logit attribution exact, once its rows are scaled."""
+    import torch
     W_U = model.W_U
     probe = torch.tensor([[[-50.0, -3.0, -1.0, 0.5, 2.0, 50.0]]], dtype=W_U.dtype, device=W_U.device)
     with torch.no_grad():

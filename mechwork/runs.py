@@ -43,10 +43,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
+from mechwork.atomic import atomic_open, load_json, write_json_atomic
 from mechwork.errors import CheckpointError, ConfigError, RunBusyError, RunDirError, invalid
-from mechwork.io import atomic_open, load_json, load_tensors, save_tensors_atomic, write_json_atomic
 from mechwork.kit import HOW_TO_LOAD, Task, get_kit, kinds, load_env_kits, task_from_dict
 from mechwork.limits import (
     accepted,
@@ -60,8 +58,9 @@ from mechwork.limits import (
 from mechwork.models import PRESETS, ToyConfig, boot_directory, build_model, is_bridge, load_weights, resolve_device
 from mechwork.trainconfig import TrainConfig
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover (torch loads when a model or checkpoint is read or written)
     import pandas as pd
+    import torch
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = ["Run", "RunWriter", "embedded_path", "export", "load", "package_versions", "resolve", "run_lock"]
@@ -173,14 +172,20 @@ class RunWriter:
             f.write(json.dumps(row) + "\n")
 
     def checkpoint(self, step: int, weights: dict[str, torch.Tensor]) -> None:
+        from mechwork.io import save_tensors_atomic
+
         save_tensors_atomic(weights, self.path / "checkpoints" / ckpt_name(step), {"step": str(step)})
 
     def save_resume(self, step: int, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        from mechwork.io import save_tensors_atomic
+
         save_tensors_atomic(
             state, self.path / "resume.safetensors", {"step": str(step), "meta": json.dumps(meta)}
         )
 
     def load_resume(self) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
+        from mechwork.io import load_tensors
+
         tensors, meta = load_tensors(self.path / "resume.safetensors")
         try:
             return int(meta["step"]), tensors, json.loads(meta["meta"])
@@ -449,6 +454,8 @@ class Run:
         if step not in steps:
             near = min(steps, key=lambda s: abs(s - step))
             raise ConfigError(f"'step' must be a checkpointed step of {self.path} (got {step}; nearest {near})")
+        from mechwork.io import load_tensors
+
         return load_tensors(self.path / "checkpoints" / ckpt_name(step))[0]
 
     def model_at(self, step: int | None = None, device: torch.device | str | None = None) -> TransformerBridge:
@@ -487,6 +494,8 @@ def load(
             raise CheckpointError(
                 f"preset {key!r} has no embedded weights ({weights_file}); train one with `mechwork train`"
             )
+        from mechwork.io import load_tensors
+
         meta = load_json(weights_file.with_suffix(".json"))
         model = build_model(ToyConfig.from_dict(meta["model"]), device)
         load_weights(model, load_tensors(weights_file)[0], source=str(weights_file))
@@ -541,6 +550,8 @@ def export(
     configs, the step, a summary, the command that regenerates it and,
     optionally, a ``history`` (the metrics and progress measures, for dashboards).
     """
+    from mechwork.io import save_tensors_atomic
+
     dest = Path(dest)
     with _lock_unless_read_only(run.path, command):  # no writer may change the run while it is exported
         step = run.steps[-1] if step is None else step

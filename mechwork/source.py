@@ -26,6 +26,8 @@ Example::
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
@@ -38,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Source", "SourceInfo", "count_parameters", "describe_bridge", "describe_model", "describe_recipe", "open_source",
-    "recipe_line",
+    "recipe_line", "safetensors_shapes",
 ]
 
 
@@ -192,12 +194,51 @@ def describe_bridge(model: Any) -> str:
             f"n_ctx {c.n_ctx}; {tok}")
 
 
-def count_parameters(cfg: ToyConfig) -> tuple[int, int]:
-    """(all parameters, trained ones) of a model built from ``cfg``."""
+def count_parameters(cfg: ToyConfig, weights_file: str | os.PathLike[str] | None = None) -> tuple[int, int]:
+    """(all parameters, trained ones) of a model built from ``cfg``.
+
+    With ``weights_file`` (its safetensors weights, as :func:`mechwork.models.weights` names them) the count is
+    read from the file's JSON header, without torch: a bias is trained when ``cfg`` trains that kind of bias
+    (``attn_bias`` inside attention, ``mlp_bias`` elsewhere), as :func:`mechwork.models.build_model` sets it.
+    Without it, or when the header cannot be read, the model is built and counted.
+    """
+    shapes = safetensors_shapes(weights_file) if weights_file is not None else None
+    if shapes is not None:
+        sizes = {name: math.prod(shape) for name, shape in shapes.items()}
+        frozen = sum(n for name, n in sizes.items() if name.endswith(".bias")
+                     and not (cfg.attn_bias if ".attn." in name else cfg.mlp_bias))
+        return sum(sizes.values()), sum(sizes.values()) - frozen
     from mechwork.models import build_model
 
     ps = list(build_model(cfg, "cpu").parameters())
     return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
+
+
+def safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]] | None:
+    """Every tensor's shape in a safetensors file, from its JSON header alone (the stdlib, no torch); None when
+    the file cannot be read or its header is not a safetensors header.
+
+    >>> from mechwork.limits import embedded_file
+    >>> safetensors_shapes(embedded_file("modadd-113"))["layers.0.mlp.fc_in.weight"]
+    (512, 128)
+    """
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n)) if 2 <= n <= _MAX_HEADER else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    shapes: dict[str, Any] = {k: v.get("shape") for k, v in header.items()
+                              if k != "__metadata__" and isinstance(v, dict)}
+    if not shapes or not all(isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s)
+                             for s in shapes.values()):
+        return None
+    return {k: tuple(s) for k, s in shapes.items()}
+
+
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the header's length
 
 
 def describe_recipe(train: dict[str, Any], task: Any, reached: int | None = None) -> str:

@@ -3,7 +3,8 @@
 :func:`describe` reads a run directory (config, checkpoints, metrics) or a preset (its config and the JSON
 beside its weights), and asks the task's kit for the lines only it knows how to say (``Kit.batch_line``,
 ``Kit.history_lines``, ``Kit.embedded_lines``). A directory saved with ``save_pretrained`` has no task or
-history: it is booted (offline) and described from its cfg, as is a ``TransformerBridge``.
+history: it is booted (offline) and described from its cfg, as is a ``TransformerBridge``. A preset or a run is
+described from its files alone (JSON, and the safetensors header for the parameter count): no torch, no model.
 :func:`demo_report` renders the quick analysis bundle of the embedded model
 (:func:`mechwork.analysis.grokking.evaluate`: accuracy and loss through the hooked bridge itself, not the
 training fast path, so the numbers printed are those of the model a user gets from :func:`mechwork.load`).
@@ -19,13 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from mechwork.analysis.grokking import evaluate_modadd
 from mechwork.kit import get_kit
 from mechwork.models import boot_directory, is_bridge, preset
 from mechwork.runs import Run, embedded_info, embedded_path, resolve
 from mechwork.source import count_parameters, describe_bridge, describe_model, describe_recipe
 
-__all__ = ["demo_report", "describe", "describe_loaded", "evaluate_modadd"]
+__all__ = ["demo_report", "describe", "describe_loaded"]
 
 
 def describe(run_or_preset: Any) -> str:
@@ -55,7 +55,8 @@ def describe_loaded(model: Any, title: str) -> str:
 def describe_preset(name: str) -> str:
     """A preset: its model, parameters and task, and what the JSON beside its embedded weights holds."""
     pre = preset(name)
-    total, trained = count_parameters(pre.model)
+    weights_file = embedded_path(name)
+    total, trained = count_parameters(pre.model, weights_file if weights_file.is_file() else None)
     lines = [
         f"preset {pre.name}: {pre.description}",
         f"  model: {describe_model(pre.model)}",
@@ -110,7 +111,7 @@ def demo_report(device: str | None = None) -> str:
     hist = (meta.get("history") or {}).get("metrics")
     spikes = []
     if hist and grok is not None:
-        from mechwork.analysis.progress import spike_sentence
+        from mechwork.analysis.spikes import spike_sentence
 
         spikes = [f"  {spike_sentence(hist['step'], hist['test_loss'], hist['test_acc'])}"]
     return "\n".join(

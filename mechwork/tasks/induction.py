@@ -23,16 +23,15 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, no_type_check
 
-import torch
-from torch import Tensor
-
 from mechwork.errors import invalid
 from mechwork.kit import Batch, Kit, Preset, Probe, register
 from mechwork.limits import COMMANDS, check_fits, check_induction, check_seed, probe_bytes
 from mechwork.models import ToyConfig
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover (torch loads when the task's data is first asked for)
     import pandas as pd
+    import torch
+    from torch import Tensor
 
     from mechwork.results import Analysis
     from mechwork.source import Source
@@ -83,6 +82,7 @@ class InductionTask:
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         """``n`` sequences, each with one repeat at a random length and offset."""
+        import torch
         T = self.seq_len
         tokens = torch.randint(0, self.d_vocab, (n, T), generator=generator)
         lengths = torch.randint(self.min_len, self.max_len + 1, (n,), generator=generator)
@@ -109,11 +109,13 @@ class InductionTask:
         raise invalid("split", "train or test", split)
 
     def train_batch(self, step: int) -> Batch:
+        import torch
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         return self.sample(self.batch_size, g)
 
     @cached_property
     def _eval(self) -> Batch:
+        import torch
         return self.sample(self.n_eval, torch.Generator().manual_seed(self.seed + 1_000_003))
 
     def eval_batches(self) -> dict[str, Batch]:
@@ -159,6 +161,7 @@ def probe(task: InductionTask, n: int = 8, seed: int = 0, *, half: int | None = 
     """``n`` sequences ``[r, r]`` of two equal random halves; the corrupted input draws a fresh first half, so
     nothing in the second half can be copied; the metric is the logit of the right next token against the
     mean logit, averaged over the second half (linear in the logits, which also suits attribution patching)."""
+    import torch
     if not isinstance(n, int) or n < 1:
         raise invalid("n", "a positive number of prompts", n)
     check_seed(seed)
@@ -226,6 +229,8 @@ def sae(source: Source) -> Any:
     """The source's SAE at ``blocks.1.hook_resid_pre`` (shipped with a preset, or in a run's ``saes/``), read at
     every position of the task's held-out sequences: its metrics and the feature pages of its 5 most often firing
     latents (:func:`mechwork.analysis.features.sae_result`); None without one."""
+    import torch
+
     from mechwork.analysis.features import sae_result
 
     held_out = source.task.batch("test")

@@ -25,17 +25,15 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, no_type_check
 
-import torch
-from jaxtyping import Int
-from torch import Tensor
-
 from mechwork.errors import invalid
 from mechwork.kit import Batch, Kit, Preset, Probe, register
 from mechwork.limits import COMMANDS, check_fits, check_modadd, check_seed, probe_bytes
 from mechwork.models import ToyConfig
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover (torch loads when the task's data is first asked for)
     import pandas as pd
+    from jaxtyping import Int
+    from torch import Tensor
 
     from mechwork.results import Analysis
     from mechwork.source import Source
@@ -90,9 +88,19 @@ class ModularArithmetic:
     def n_pairs(self) -> int:
         return self.p * (self.p - 1) if self.op == "div" else self.p * self.p
 
+    @property
+    def n_train(self) -> int:
+        """``len(self.train_idx)``, known without drawing the split."""
+        return int(self.train_frac * self.n_pairs)
+
+    @property
+    def n_test(self) -> int:
+        return self.n_pairs - self.n_train
+
     # -- data ---------------------------------------------------------------
     @cached_property
     def _ab(self) -> tuple[Tensor, Tensor]:
+        import torch
         a = torch.arange(self.p).repeat_interleave(self.p)
         b = torch.arange(self.p).repeat(self.p)
         if self.op == "div":
@@ -103,6 +111,7 @@ class ModularArithmetic:
     @cached_property
     def tokens(self) -> Int[Tensor, "n_pairs 3"]:
         """Every pair as ``[a, b, =]``, ordered by a then b."""
+        import torch
         a, b = self._ab
         return torch.stack([a, b, torch.full_like(a, self.p)], dim=1)
 
@@ -113,6 +122,7 @@ class ModularArithmetic:
 
     def apply(self, a: Tensor, b: Tensor) -> Tensor:
         """``(a op b) mod p`` for integer tensors, in int64 arithmetic."""
+        import torch
         p = self.p
         if self.op == "add":
             return (a + b) % p
@@ -128,9 +138,10 @@ class ModularArithmetic:
 
     @cached_property
     def _split(self) -> tuple[Tensor, Tensor]:
+        import torch
         g = torch.Generator().manual_seed(self.seed)
         perm = torch.randperm(self.n_pairs, generator=g)
-        n_train = int(self.train_frac * self.n_pairs)
+        n_train = self.n_train
         return perm[:n_train].sort().values, perm[n_train:].sort().values
 
     @property
@@ -143,6 +154,7 @@ class ModularArithmetic:
 
     def pairs(self, idx: Tensor | None = None) -> Batch:
         """The pairs at ``idx`` (all pairs when None) as a :class:`Batch`."""
+        import torch
         tokens = self.tokens if idx is None else self.tokens[idx]
         labels = self.labels if idx is None else self.labels[idx]
         targets = torch.zeros_like(tokens)
@@ -181,7 +193,7 @@ class ModularArithmetic:
     def describe(self) -> str:
         return (
             f"(a {self.op} b) mod {self.p}: {self.n_pairs} pairs, "
-            f"{len(self.train_idx)} train ({self.train_frac:.0%}), seed {self.seed}"
+            f"{self.n_train} train ({self.train_frac:.0%}), seed {self.seed}"
         )
 
 
@@ -211,6 +223,8 @@ def recipe(task: ModularArithmetic) -> TrainConfig:
 def probe(task: ModularArithmetic, n: int = 8, seed: int = 0, *, shift: int = 1) -> Probe:
     """``n`` random pairs; the corrupted input changes ``b`` to ``b + shift``, so the answer moves; the metric
     is the logit difference between the clean answer and the corrupted one at ``=``."""
+    import torch
+
     from mechwork.analysis.metrics import logit_diff
 
     if not isinstance(n, int) or n < 1:
@@ -241,14 +255,14 @@ def batch_line(task: ModularArithmetic, train: Mapping[str, Any]) -> str:
 
 def history_lines(task: ModularArithmetic, df: pd.DataFrame) -> list[str]:
     """When the run grokked, whether its held-out split is too small to say, and its loss spikes."""
-    from mechwork.analysis.progress import GROKKED, held_out_caveat, spike_sentence
+    from mechwork.analysis.spikes import GROKKED, held_out_caveat, spike_sentence
 
     if "test_acc" not in df or not len(df):
         return []
     hit = df[df["test_acc"] >= GROKKED]
     lines = [f"test acc >= {GROKKED:.0%} first at step {int(hit['step'].iloc[0])}" if len(hit) else
              f"test acc < {GROKKED:.0%} so far (best {df['test_acc'].max():.2%})"]
-    caveat = held_out_caveat(len(task.test_idx))
+    caveat = held_out_caveat(task.n_test)
     if caveat is not None:
         lines.append(caveat)
     if len(hit) and "test_loss" in df:
