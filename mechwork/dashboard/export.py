@@ -4,10 +4,10 @@ A :class:`FigureSpec` is one figure as plotly JSON plus the title its image
 must carry and the size it is drawn at. :func:`export_figures` opens one
 headless Chromium (Debian's ``/usr/bin/chromium`` or ``$MECHWORK_CHROMIUM``,
 driven by playwright; never a downloaded browser, every network request
-refused), loads the plotly.js that the installed plotly package ships into a
-blank page, and asks ``Plotly.toImage`` for each figure in each format. The
-images are what the interactive page draws, because the same library draws
-them. Each file is written atomically as ``<out_dir>/<stem>.<fmt>``.
+refused), loads the plotly.js bundle that pages carry (mechwork's partial
+bundle, :data:`mechwork.dashboard.assets.PLOTLY`) into a blank page, and asks
+``Plotly.toImage`` for each figure in each format. The images are what the
+interactive page draws, because the same library draws them. Each file is written atomically as ``<out_dir>/<stem>.<fmt>``.
 :class:`Exporter` keeps that one browser open across many calls (every page
 of a site); :func:`export_figures` is one export with its own browser.
 
@@ -264,7 +264,7 @@ class Exporter:
         self.close()
 
     def open(self) -> None:
-        """Start Chromium with network access refused and load plotly.js from the installed plotly package."""
+        """Start Chromium with network access refused and load the plotly.js bundle that pages carry."""
         if self._page is not None:
             return
         from mechwork.dashboard.assets import PLOTLY

@@ -1,0 +1,118 @@
+"""The shipped partial plotly.js: its manifest matches the file, and it holds every trace type mechwork draws.
+
+Three independent views of the trace types: the manifest the build wrote, what the bundle itself registers
+(read in Chromium from ``Plotly.PlotSchema``), and every trace type named anywhere in mechwork's sources and
+the study scripts (``go.Bar(``, ``fig.add_heatmap(``, ``{"type": "bar"}``, ``type="scatter"``). The figures of
+every real page are checked against the manifest too, in tests/test_pages_draw.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from chromium_check import require_chromium
+
+from mechwork.dashboard.assets import PLOTLY, bundle_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "mechwork" / "dashboard" / "plotlyjs"
+SOURCES = [*sorted((ROOT / "mechwork").rglob("*.py")), *sorted((ROOT / "experiments").glob("*.py"))]
+
+
+def trace_classes() -> dict[str, str]:
+    """plotly.py's trace classes: class name (``Scattergl``) -> its plotly.js type (``scattergl``)."""
+    import plotly.graph_objects as go
+    from plotly.basedatatypes import BaseTraceType
+
+    out = {}
+    for name in dir(go):
+        cls = getattr(go, name)
+        if isinstance(cls, type) and issubclass(cls, BaseTraceType) and cls is not BaseTraceType:
+            out[name] = cls().type
+    return out
+
+
+def trace_types_in(text: str) -> set[str]:
+    """Every plotly trace type ``text`` (Python source) names: constructors, ``add_<type>``, ``type`` keys."""
+    classes = trace_classes()
+    types = set(classes.values())
+    found = {classes[m] for m in re.findall(r"\bgo\.([A-Z][A-Za-z0-9]*)\(", text) if m in classes}
+    found |= {m for m in re.findall(r"\.add_([a-z0-9]+)\(", text) if m in types}
+    found |= {m for m in re.findall(r"""["']type["']\s*:\s*["']([a-z0-9]+)["']""", text) if m in types}
+    found |= {m for m in re.findall(r"""\btype\s*=\s*["']([a-z0-9]+)["']""", text) if m in types}
+    return found
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return bundle_manifest()
+
+
+def test_the_manifest_describes_the_shipped_file(manifest):
+    data = PLOTLY.path.read_bytes()
+    assert PLOTLY.path.name == manifest["file"]
+    assert manifest["bytes"] == len(data) and manifest["sha256"] == hashlib.sha256(data).hexdigest()
+    assert PLOTLY.js_version == manifest["plotly.js"]  # the banner says the same version
+    banner = f"* plotly.js v{manifest['plotly.js']} (partial bundle: {', '.join(manifest['traces'])}"
+    assert banner in data[:300].decode()
+    # the recipe pins that plotly.js, and its lock file resolved exactly it
+    pkg = json.loads((RECIPE / "package.json").read_text())
+    lock = json.loads((RECIPE / "package-lock.json").read_text())
+    assert pkg["devDependencies"]["plotly.js"] == manifest["plotly.js"]
+    assert lock["packages"]["node_modules/plotly.js"]["version"] == manifest["plotly.js"]
+    assert "node_modules/" in (RECIPE / ".gitignore").read_text().split()
+    build = (RECIPE / "build.mjs").read_text()
+    assert f'const TRACES = {json.dumps(manifest["traces"])};'.replace('","', '", "') in build
+
+
+def test_the_scan_finds_each_way_of_naming_a_trace():
+    """The instrument can fail: every spelling is seen, and a type outside the bundle is reported."""
+    text = ('go.Figure(go.Scatter3d(x=[1]))\nfig.add_violin(y=[1])\nd = {"type": "sankey"}\n'
+            "fig.update_traces(type='pie')\nfig.add_hline(y=0)\ngo.Layout(title='x')\n")
+    assert trace_types_in(text) == {"scatter3d", "violin", "sankey", "pie"}
+
+
+def test_every_trace_type_mechwork_draws_is_in_the_bundle(manifest):
+    used: dict[str, list[str]] = {}
+    for path in SOURCES:
+        for t in trace_types_in(path.read_text(encoding="utf-8")):
+            used.setdefault(t, []).append(path.relative_to(ROOT).as_posix())
+    missing = {t: where for t, where in used.items() if t not in manifest["traces"]}
+    assert missing == {}, f"trace types not in {manifest['file']}: {missing} (add them to build.mjs's TRACES)"
+    assert {"bar", "heatmap", "histogram", "scatter"} <= set(used)  # the scan sees the ones we know of
+
+
+def test_the_bundle_registers_exactly_the_manifest_traces_and_draws_each(manifest, tmp_path):
+    require_chromium()
+    from chromium_check import CHROMIUM, FLAGS
+    from playwright.sync_api import sync_playwright
+
+    shell = tmp_path / "shell.html"
+    shell.write_text(f'<!doctype html><meta charset="utf-8"><script src="{PLOTLY.path.as_uri()}"></script>'
+                     '<div id="f"></div>')
+    figs = {"bar": {"x": ["a", "b"], "y": [1, 2]}, "heatmap": {"z": [[1, 2], [3, 4]]},
+            "histogram": {"x": [1, 2, 2, 3]}, "scatter": {"y": [1, 3, 2], "mode": "lines"}}
+    assert set(figs) == set(manifest["traces"])
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
+            page.goto(shell.as_uri())
+            got = page.evaluate("() => [Plotly.version, Object.keys(Plotly.PlotSchema.get().traces).sort()]")
+            assert got == [manifest["plotly.js"], sorted(manifest["traces"])]
+            for kind, trace in figs.items():  # each draws its own layer (bars, heatmap image, histogram bars, line)
+                n = page.evaluate("""async ([t]) => { const el = document.getElementById('f');
+                    await Plotly.newPlot(el, [t], {});
+                    return el.querySelectorAll('g.trace, g.hm, image').length; }""", [{**trace, "type": kind}])
+                assert n > 0, kind
+            missing = page.evaluate("""async () => { const el = document.getElementById('f');
+                await Plotly.newPlot(el, [{type: 'violin', y: [1, 2]}], {});
+                return el._fullData[0].type; }""")
+            assert missing != "violin"  # a type outside the bundle is not drawn as itself
+        finally:
+            browser.close()
