@@ -47,22 +47,23 @@ def modadd_bundle(modadd):
 def test_the_grokking_analysis_runs_each_forward_pass_once(modadd, monkeypatch):
     import mechwork.analysis.grokking as grokking
     from mechwork.analysis.ablation import keep_frequencies, remove_frequencies
-    from mechwork.analysis.attention import attention_patterns
-    from mechwork.analysis.fourier import grid_run
+    from mechwork.analysis.fourier import grid_pass
 
     model, task = modadd.model, modadd.task
     freqs = [1, 5, 10, 19, 47]
-    singles = {
-        "grid": passes(model, lambda: grid_run(model, task, "blocks.0.mlp.hook_post")),
-        "attention": passes(model, lambda: attention_patterns(model, task.tokens)),
-        "keep": passes(model, lambda: keep_frequencies(model, task, freqs)),
-        "remove": passes(model, lambda: remove_frequencies(model, task, freqs)),
+    logits, _ = grid_pass(model, task, ["blocks.0.attn.hook_pattern", "blocks.0.mlp.hook_post"])
+    singles = {  # one pass over the grid gives the logits, the MLP activations and the attention patterns; the
+        # ablations reuse its logits as their unablated run: each runs its embedding table and its ablated grid
+        "grid": passes(model, lambda: grid_pass(model, task, ["blocks.0.attn.hook_pattern", "blocks.0.mlp.hook_post"])),
+        "keep": passes(model, lambda: keep_frequencies(model, task, freqs, base_logits=logits)),
+        "remove": passes(model, lambda: remove_frequencies(model, task, freqs, base_logits=logits)),
     }
-    assert singles["grid"] == 1 and singles["attention"] == 1  # the counter sees a pass
+    assert singles == {"grid": 1, "keep": 2, "remove": 2}  # the counter sees a pass
+    assert passes(model, lambda: keep_frequencies(model, task, freqs)) == 3  # without them: its own unablated run
     assert passes(model, lambda: grokking.analyse(modadd, progress=False)) == sum(singles.values())
     # and a second grid pass (as the page once made) would be seen
-    real = grokking.grid_run
-    monkeypatch.setattr(grokking, "grid_run", lambda *a, **k: (real(*a, **k), real(*a, **k))[1])
+    real = grokking.grid_pass
+    monkeypatch.setattr(grokking, "grid_pass", lambda *a, **k: (real(*a, **k), real(*a, **k))[1])
     assert passes(model, lambda: grokking.analyse(modadd, progress=False)) == sum(singles.values()) + 1
 
 

@@ -79,8 +79,14 @@ def ablation_hooks(
     how: str = "mean",
     reference: Tensor | None = None,
     seed: int = 0,
+    reference_cache: Mapping[str, Tensor] | None = None,
 ) -> Hooks:
-    """Forward hooks that ablate the given heads, neurons and residual directions."""
+    """Forward hooks that ablate the given heads, neurons and residual directions.
+
+    ``reference_cache``: the activations of the reference batch (``reference``, else ``tokens``) at the hooks
+    ablated, when the caller has them from its own run (a mapping from hook name to activation, such as
+    ``run_with_cache``'s cache); else they are computed here with one more forward pass.
+    """
     check_eval(model, "ablation")
     if how not in HOW:
         raise invalid("how", f"one of {', '.join(HOW)}", how)
@@ -107,8 +113,15 @@ def ablation_hooks(
         names.setdefault(hook_name("mlp_post", la), []).append(n)
     wanted = set(names) | set(directions)
     device = next(model.parameters()).device
-    with torch.no_grad():
-        _, cache = model.run_with_cache(ref.to(device), names_filter=lambda n: n in wanted)
+    cache: Mapping[str, Tensor]
+    if reference_cache is not None:
+        missing = sorted(wanted - set(reference_cache))
+        if missing:
+            raise invalid("reference_cache", "the reference batch's activations at every hook ablated", missing[0])
+        cache = reference_cache
+    else:
+        with torch.no_grad():
+            _, cache = model.run_with_cache(ref.to(device), names_filter=lambda n: n in wanted)
     hooks: Hooks = []
     for name, idx in names.items():
         def hook(act: Tensor, hook: Any = None, name: str = name, idx: list[int] = idx) -> Tensor:
@@ -221,8 +234,12 @@ class FourierAblation(Result):
 
 @torch.no_grad()
 def fourier_ablation(model: TransformerBridge, task: object, freqs: Sequence[int] | None = None, *,
-                     keep: bool = True) -> FourierAblation:
-    """Embed the number tokens through the key-frequency directions only (``keep``) or without them."""
+                     keep: bool = True, base_logits: Tensor | None = None) -> FourierAblation:
+    """Embed the number tokens through the key-frequency directions only (``keep``) or without them.
+
+    ``base_logits``: the unablated last-position logits of every pair (``task.tokens`` order), when the caller
+    has them from its own pass over the grid (:func:`mechwork.analysis.fourier.grid_pass`); else that pass is run.
+    """
     from mechwork.analysis.fourier import check_task, fourier_basis, key_frequencies
 
     check_eval(model, "Fourier ablation")
@@ -251,7 +268,10 @@ def fourier_ablation(model: TransformerBridge, task: object, freqs: Sequence[int
     def hook(act: Tensor, hook: Any = None) -> Tensor:
         return table[toks].to(act.dtype)
 
-    base = model(toks)[:, -1]
+    base = model(toks)[:, -1] if base_logits is None else base_logits.to(device)
+    if base.shape != (len(toks), mt.d_vocab_out):
+        raise invalid("base_logits", f"the last-position logits of every pair, [{len(toks)}, {mt.d_vocab_out}]",
+                      f"shape {tuple(base.shape)}")
     logits = model.run_with_hooks(toks, fwd_hooks=[("hook_embed", hook)])[:, -1]
 
     def acc_loss(lg: Tensor) -> tuple[float, float]:
@@ -264,14 +284,14 @@ def fourier_ablation(model: TransformerBridge, task: object, freqs: Sequence[int
 
 
 def keep_frequencies(
-    model: TransformerBridge, task: object, freqs: Sequence[int] | None = None
+    model: TransformerBridge, task: object, freqs: Sequence[int] | None = None, *, base_logits: Tensor | None = None
 ) -> FourierAblation:
     """Keep only the key frequencies (and the constant) of the embedding."""
-    return fourier_ablation(model, task, freqs, keep=True)
+    return fourier_ablation(model, task, freqs, keep=True, base_logits=base_logits)
 
 
 def remove_frequencies(
-    model: TransformerBridge, task: object, freqs: Sequence[int] | None = None
+    model: TransformerBridge, task: object, freqs: Sequence[int] | None = None, *, base_logits: Tensor | None = None
 ) -> FourierAblation:
     """Remove the key frequencies from the embedding."""
-    return fourier_ablation(model, task, freqs, keep=False)
+    return fourier_ablation(model, task, freqs, keep=False, base_logits=base_logits)

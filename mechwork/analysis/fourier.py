@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
@@ -56,6 +57,7 @@ __all__ = [
     "embedding_spectrum",
     "fourier_basis",
     "gini",
+    "grid_pass",
     "key_frequencies",
     "neuron_frequencies",
 ]
@@ -251,12 +253,23 @@ def grid_run(
     model: TransformerBridge, task: ModularTask, hook: str | None = hook_name("mlp_post", 0)
 ) -> tuple[Float[Tensor, "n_pairs d_vocab_out"], Tensor | None]:
     """Last-position logits (and ``hook``'s last-position activation) for every pair, on CPU."""
-    device = next(model.parameters()).device
-    toks = task.tokens.to(device)
     if hook is None:
-        return model(toks)[:, -1].float().cpu(), None
-    logits, cache = model.run_with_cache(toks, names_filter=lambda name: name == hook)
-    return logits[:, -1].float().cpu(), cache[hook][:, -1].float().cpu()
+        device = next(model.parameters()).device
+        return model(task.tokens.to(device))[:, -1].float().cpu(), None
+    logits, acts = grid_pass(model, task, [hook])
+    return logits, acts[hook][:, -1]
+
+
+@torch.no_grad()
+def grid_pass(
+    model: TransformerBridge, task: ModularTask, hooks: Sequence[str]
+) -> tuple[Float[Tensor, "n_pairs d_vocab_out"], dict[str, Tensor]]:
+    """Last-position logits for every pair and the whole activation at each of ``hooks``, in one forward pass,
+    on CPU (the analyses that need several hooks of the grid share this one pass)."""
+    device = next(model.parameters()).device
+    wanted = set(hooks)
+    logits, cache = model.run_with_cache(task.tokens.to(device), names_filter=lambda name: name in wanted)
+    return logits[:, -1].float().cpu(), {h: cache[h].float().cpu() for h in hooks}
 
 
 # -- neuron clusters ---------------------------------------------------------------

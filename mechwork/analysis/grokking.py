@@ -1,9 +1,10 @@
 """Every result the grokking dashboard, ``mechwork analyze fourier`` and ``mechwork info`` need, computed once.
 
 :func:`analyse` takes an opened :class:`~mechwork.source.Source` of a modular-arithmetic run or preset and
-returns an :class:`~mechwork.results.Analysis` bundle. One pass over all p^2 pairs (logits and MLP
-activations together) feeds every Fourier analysis; one more gives the attention patterns; the Fourier
-ablation runs the model twice more with the embedding projected. Results, by name:
+returns an :class:`~mechwork.results.Analysis` bundle. One pass over all p^2 pairs (logits, MLP activations
+and layer 0's attention patterns together, :func:`~mechwork.analysis.fourier.grid_pass`) feeds every Fourier
+analysis and the attention results, and is the unablated run the Fourier ablations compare with; those run
+the model once more for each projection of the embedding. Results, by name:
 
 * ``accuracy`` (:class:`GridAccuracy`), ``attention`` (:class:`EqualsAttention`, with a few example inputs);
 * when a Fourier circuit can apply (add or sub, odd p, a model with an MLP; see :func:`fourier_reason`):
@@ -30,7 +31,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechwork.analysis.fourier import FOURIER_OPS, embedding_spectrum, grid_run, key_frequencies, neuron_frequencies_of
+from mechwork.analysis.fourier import FOURIER_OPS, embedding_spectrum, grid_pass, key_frequencies, neuron_frequencies_of
 from mechwork.analysis.metrics import split_scores
 from mechwork.errors import ConfigError
 from mechwork.hooks import hook_name
@@ -270,11 +271,9 @@ def evaluate_modadd(model: Any, task: Any, batch_size: int = 4096) -> dict[str, 
     return accuracy_of(grid_logits(model, task, batch_size), task).to_dict()
 
 
-def _attention(model: Any, task: Any, logits: Tensor) -> EqualsAttention:
-    from mechwork.analysis.attention import attention_patterns
-
+def _attention(task: Any, logits: Tensor, pats: Tensor) -> EqualsAttention:
+    """``pats``: layer 0's attention pattern of every pair, ``[n_pairs, head, dest, src]``."""
     p = task.p
-    pats = attention_patterns(model, task.tokens).patterns[:, 0]  # (n_pairs, head, dest, src)
     a_tok, b_tok = task.tokens[:, 0], task.tokens[:, 1]
     row_of = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(a_tok, b_tok, strict=True))}
     grid = torch.full((p * p, *pats.shape[1:2], pats.shape[-1]), float("nan"))  # a pair left out stays blank
@@ -309,8 +308,8 @@ def fourier_results(model: Any, task: Any, logits: Tensor, acts: Tensor) -> dict
         "neuron_grids": _neuron_grids(acts, task.p, nf, kf),
         "trig_fit": trig.logit_trig_fit_of(logits, task, kf.freqs),
         "losses": trig.restricted_excluded_of(logits, task, kf.freqs),
-        "ablation": EmbeddingAblation(keep_frequencies(model, task, kf.freqs),
-                                      remove_frequencies(model, task, kf.freqs)),
+        "ablation": EmbeddingAblation(keep_frequencies(model, task, kf.freqs, base_logits=logits),
+                                      remove_frequencies(model, task, kf.freqs, base_logits=logits)),
     }
 
 
@@ -349,12 +348,12 @@ def analyse(src: Source, *, progress: bool = True) -> Analysis:
         raise ConfigError(f"model vocabulary ({cfg.d_vocab} in, {cfg.d_vocab_out} out) does not match the task's "
                           f"p={task.p} (needs {task.d_vocab} in, {task.d_vocab_out} out)")
     reason = fourier_reason(task, src.model_config)
-    logits, acts = grid_run(model, task, None if reason else hook_name("mlp_post", 0))
+    mlp, pattern = hook_name("mlp_post", 0), hook_name("pattern", 0)
+    logits, cache = grid_pass(model, task, [pattern] if reason else [pattern, mlp])  # the one pass over the grid
     results: dict[str, Result | None] = {"accuracy": accuracy_of(logits, task),
-                                         "attention": _attention(model, task, logits)}
+                                         "attention": _attention(task, logits, cache[pattern])}
     if reason is None:
-        assert acts is not None
-        results |= fourier_results(model, task, logits, acts)
+        results |= fourier_results(model, task, logits, cache.pop(mlp)[:, -1])
     if progress:
         results["progress"] = stored_progress(src)
     return Analysis(src.info, {k: v for k, v in results.items() if v is not None})

@@ -32,6 +32,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechwork.errors import ConfigError
+from mechwork.hooks import hook_name
 from mechwork.results import Analysis, Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -191,10 +192,14 @@ def circuit_ablation(model: Any, task: Any, prev: list[tuple[int, int]], ind: li
 
     ev = task.batch("test")
     acc = accuracy(ev.targets, ev.mask)
-    rows = [("unablated", float(acc(model(ev.tokens))))]
+    z_names = {hook_name("z", la) for la, _ in prev}
+    with torch.no_grad():  # the unablated run, whose head outputs the mean and resample ablations draw from
+        logits, cache = model.run_with_cache(ev.tokens.to(next(model.parameters()).device),
+                                             names_filter=lambda n: n in z_names)
+    rows = [("unablated", float(acc(logits)))]
     for how in ("zero", "mean", "resample"):
         rows.append((f"{how}-ablate {', '.join(f'L{la}H{h}' for la, h in prev)}",
-                     float(acc(ablate(model, ev.tokens, heads=prev, how=how).logits))))
+                     float(acc(ablate(model, ev.tokens, heads=prev, how=how, reference_cache=cache).logits))))
     paths = {c: path_patch(model, ev.tokens, "mean", acc, senders=prev, receivers=ind, component=c) for c in "qkv"}
     rows += [(f"path {c}: mean-ablate only via the induction heads' {c}", paths[c].value) for c in "qkv"]
     return CircuitAblation(rows, paths)

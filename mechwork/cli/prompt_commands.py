@@ -147,16 +147,20 @@ def _print_patch(res: Any, key: str, description: str, top: int) -> None:
                    "(drawn in the system's Chromium)")
 @click.option("--step", type=click.IntRange(min=0), default=None, help="checkpoint (default: the last)")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+@click.option("--cache", "use_cache", is_flag=True, default=False,
+              help="keep a preset's or run's page in the result cache mechwork post uses ($MECHWORK_CACHE, else "
+                   "~/.cache/mechwork/results): a rebuild of unchanged weights and code loads no model")
 @bars.quiet_option
 def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None, out: Path | None, assets: str,
-                  figures: str | None, step: int | None, device: str | None) -> None:
+                  figures: str | None, step: int | None, device: str | None, use_cache: bool) -> None:
     """Write the dashboard of a preset, run directory or model directory.
 
     A run or preset gets its kit's page (grokking, induction, or the generic one); with --prompts or --pair,
     or for a model directory (saved with save_pretrained), the prompt page: attention, direct logit
     attribution, logit lens, head detectors, and the patching sweeps of a pair (repeated random tokens when no
     prompts are given). The pair's metric is the logit of the clean prompt's top next token minus that of the
-    corrupted prompt's (the clean runner-up when both predict the same token).
+    corrupted prompt's (the clean runner-up when both predict the same token). With --cache, a preset's or
+    run's page is kept in the result cache and rebuilt from it while the weights and mechwork's code are unchanged.
     """
     from mechwork.dashboard.export import parse_formats
 
@@ -164,6 +168,9 @@ def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None
     kind, key = check_source(model, step, device)
     parsed = prompt_inputs(prompts, pair, kind, key)
     prompt_page = prompts is not None or parsed is not None or kind == "model"
+    if use_cache and prompt_page:
+        raise click.UsageError("'--cache' keeps a preset's or run's own page; a prompt page (--prompts, --pair or "
+                               "a model directory) is not cached")
     name = Path(key).resolve().name if kind != "preset" else key
     suffix = "-prompts" if prompt_page and kind != "model" else ""
     out = out or Path("dashboards") / f"{name}{suffix}{'.cdn' if assets == 'cdn' else ''}.html"
@@ -180,7 +187,33 @@ def dashboard_cmd(model: str, prompts: Path | None, pair: tuple[str, str] | None
 
         prompt_dashboard(key, out, prompts_file=prompts, pair=parsed, assets=assets, step=step, device=device,
                          figures=figures)
+    elif use_cache:
+        _cached_dashboard(key, out, assets, figures, step, device)
     else:
         dashboard(key, out, assets=assets, step=step, device=device, figures=figures)
     note = f"; replaced the {before} page that was there" if before not in (None, assets) else ""
     click.echo(f"wrote {out} ({out.stat().st_size:,} bytes, {assets} assets{note})")
+
+
+def _cached_dashboard(key: str, out: Path, assets: str, figures: str | None, step: int | None,
+                      device: str | None) -> None:
+    """The kit's page from the result cache when it holds it (no model, no torch), else analysed and stored."""
+    import warnings
+
+    from mechwork.cli.pagecache import cached_page, page_key, store_page
+    from mechwork.cli.post import _echo_cache_warning
+    from mechwork.dashboard.standard import dashboard, save
+    from mechwork.post.cache import ResultCache
+
+    cache = ResultCache.default()
+    cache_key = page_key(cache, key, step)
+    page = cached_page(cache, cache_key)
+    if page is None:
+        with warnings.catch_warnings():
+            default = warnings.showwarning
+            warnings.showwarning = lambda *a, **k: _echo_cache_warning(*a, **k, default=default)
+            page = store_page(cache, cache_key, dashboard(key, None, step=step, device=device))
+    else:
+        bars.stage("the page from the result cache")
+    bars.stage(f"writing {out}")
+    save(page, out, assets, figures)
