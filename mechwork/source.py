@@ -258,9 +258,15 @@ def recipe_line(train: dict[str, Any], batch: str, reached: int | None = None) -
         if train.get("grokfast_alpha") is not None
         else "no Grokfast"
     )
+    extra = "".join([  # the options a recipe may change from their defaults (absent from older runs' configs)
+        f", init scale {train['init_scale']:g}" if train.get("init_scale", 1.0) != 1.0 else "",
+        ", StableMax loss" if train.get("loss", "softmax") == "stablemax" else "",
+        ", \u22a5Grad" if train.get("orthograd", False) else "",
+    ])
     return (
         f"AdamW lr {train['lr']:g}, wd {train['weight_decay']:g}, betas {tuple(train['betas'])}, "
-        f"warmup {train['warmup_steps']}, {batch}, {gf}, {train['steps']} step{'' if train['steps'] == 1 else 's'}"
+        f"warmup {train['warmup_steps']}, {batch}, {gf}{extra}, "
+        f"{train['steps']} step{'' if train['steps'] == 1 else 's'}"
         + (f" planned, stopped at step {reached}" if reached is not None and reached < train["steps"] else "")
         + (f" (lr decays to 0 over the last {train['decay_steps']})" if train.get("decay_steps") else "")
     )

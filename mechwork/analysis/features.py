@@ -231,8 +231,9 @@ class FeatureReport(Result):
         e = g.energy[i]
         fig = make_subplots(rows=1, cols=2, subplot_titles=("activation over (a, b)", "energy per frequency"),
                             horizontal_spacing=0.2)
-        fig.add_trace(go.Heatmap(z=g.acts[i].tolist(), colorscale="Blues", colorbar={"x": 0.41, "thickness": 14,
-                                                                                   "title": {"text": "activation"}},
+        z = g.acts[i].detach().cpu().numpy().astype("float32")  # an array: plotly checks a nested list per element
+        fig.add_trace(go.Heatmap(z=z, colorscale="Blues", colorbar={"x": 0.41, "thickness": 14,
+                                                             "title": {"text": "activation"}},
                                  name="activation",
                                  hovertemplate="a=%{y}, b=%{x}: %{z:.3g}<extra></extra>"), row=1, col=1)
         k = list(range(1, len(e) + 1))
