@@ -4,32 +4,41 @@ Size: a page of 10 circuitsvis views and 10 plotly figures in inline mode,
 against (the circuitsvis bundle + plotly.js + the data), and against the same
 10 views saved through circuitsvis's own local rendering (which inlines its
 bundle into every view) plus the 10 figures through plotly's ``to_html`` with
-plotly.js included once. Build time: the grokking dashboard of the embedded
-``modadd-113`` model, cold (a fresh ``mechwork dashboard`` process, imports
-included) and warm (in process; median of repeats), and the warm time split
-into its two stages: the kit's analysis (every result, computed once) and the
-page rendered from that bundle (no model involved).
+plotly.js included once.
 
-    python benchmarks/bench_dashboard.py [--repeats 5]
+Build time, for ``modadd-113`` and ``induction-2l``, by stage: importing torch, importing TransformerLens's
+bridge, importing mechwork's dashboard code, loading the model (``open_source``), each analysis of the kit's
+``analyse`` (the kit's own functions, timed where the kit calls them; "other" is the rest of ``analyse``), building
+the page from the bundle (no model) and writing it (render + atomic write). *Cold*: a new Python process per
+build (``--cold`` repeats); the real command, ``python -m mechwork.cli dashboard PRESET``, is timed beside it,
+with ``--cache`` rebuilding from the result cache, and ``python -c "import torch"`` as the peer. *Warm*: in this
+process, after one untimed build (``--repeats``). Medians of wall and CPU (user + system, all threads) seconds.
+
+    python benchmarks/bench_dashboard.py [--repeats 5] [--cold 3] [--device cpu] [--part size|time|both]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import Any
 
 
 def size_bench() -> dict[str, float]:
     import circuitsvis.attention as cva
     import plotly.graph_objects as go
+    import torch
 
     from mechwork.dashboard import Page
     from mechwork.dashboard.assets import CIRCUITSVIS, PLOTLY
@@ -49,8 +58,8 @@ def size_bench() -> dict[str, float]:
     html = page.render("inline").encode()
     data = sum(len(m.encode()) for m in re.findall(
         r'<script type="application/json" id="[^"]+">(.*?)</script>', html.decode(), re.S))
-    cv_bundle = len(CIRCUITSVIS.source().encode())
-    plotly_js = len(PLOTLY.source().encode())
+    cv_bundle = len(CIRCUITSVIS.embedded().encode())  # as an inline page carries them: gzip + base64
+    plotly_js = len(PLOTLY.embedded().encode())
     cdn = len(page.render("cdn").encode())
     return {
         "page": len(html), "cv_bundle": cv_bundle, "plotly_js": plotly_js, "data": data,
@@ -61,65 +70,231 @@ def size_bench() -> dict[str, float]:
     }
 
 
-def time_bench(repeats: int) -> dict[str, float]:
-    from mechwork.dashboard import dashboard
-
-    with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "modadd-113.html"
-        colds = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "mechwork.cli", "dashboard", "modadd-113", "--out", str(out)],
-                           check=True, capture_output=True)
-            colds.append(time.perf_counter() - t0)
-        cold = statistics.median(colds)
-        warm = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            dashboard("modadd-113", out)
-            warm.append(time.perf_counter() - t0)
-        size = out.stat().st_size
-    return {"cold_s": cold, "warm_median_s": statistics.median(warm), "warm_min_s": min(warm), "size": size,
-            **stage_bench(repeats)}
-
-
-def stage_bench(repeats: int) -> dict[str, float]:
-    """Median seconds of the analysis (open + analyse) and of rendering the page from the bundle."""
-    from mechwork.dashboard import page_for
-    from mechwork.dashboard.standard import analyse
-    from mechwork.source import open_source
-
-    analyse_s, render_s = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        bundle = analyse(open_source("modadd-113"))
-        t1 = time.perf_counter()
-        page_for("modadd")(bundle).render("inline")
-        analyse_s.append(t1 - t0)
-        render_s.append(time.perf_counter() - t1)
-    return {"analyse_median_s": statistics.median(analyse_s), "render_median_s": statistics.median(render_s)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args(argv)
-    s = size_bench()
+def print_size(s: dict[str, float]) -> None:
     print("size, 10 circuitsvis views + 10 plotly figures, inline:")
     print(f"  page {s['page']:,} B = {s['ratio_vs_parts']:.3f} x (circuitsvis bundle {s['cv_bundle']:,}"
-          f" + plotly.js {s['plotly_js']:,} + data {s['data']:,})   [target <= 1.2]")
+          f" + plotly.js (partial, gzip+base64) {s['plotly_js']:,} + data {s['data']:,})   [target <= 1.2]")
     print(f"  circuitsvis local rendering of the 10 views: {s['cv_local_10_views']:,} B;"
           f" mechwork's page is {s['ratio_vs_cv_local']:.3f} x that ({1 / s['ratio_vs_cv_local']:.2f}x smaller)")
     print(f"  with the 10 figures through plotly.to_html (plotly.js once): {s['peer_total']:,} B;"
           f" ratio {s['ratio_vs_peer_total']:.3f}")
     print(f"  the same page in CDN mode: {s['cdn_page']:,} B")
-    t = time_bench(args.repeats)
-    print("time, grokking dashboard of the embedded modadd-113 model:")
-    print(f"  cold (new process, imports included), median of 3: {t['cold_s']:.2f} s   [target <= 10 s]")
-    print(f"  warm: median {t['warm_median_s']:.2f} s, min {t['warm_min_s']:.2f} s over {args.repeats};"
-          f" file {t['size']:,} B")
-    print(f"  of which: analysis (open + analyse, every result once) median {t['analyse_median_s']:.2f} s;"
-          f" page from the bundle (render, no model) median {t['render_median_s']:.2f} s")
+
+
+STAGES = {  # kind -> (module, attribute, stage) of the analyses a kit's analyse calls, timed where it calls them
+    "modadd": [("mechwork.analysis.grokking", "grid_pass", "grid pass (logits, MLP, attention)"),
+               ("mechwork.analysis.grokking", "grid_run", "grid pass (logits, MLP, attention)"),  # older code
+               ("mechwork.analysis.grokking", "_attention", "attention at '='"),
+               ("mechwork.analysis.grokking", "fourier_results", "Fourier analyses and ablations"),
+               ("mechwork.analysis.grokking", "stored_progress", "progress measures"),
+               ("mechwork.tasks.modadd", "sae", "SAE metrics and features")],
+    "induction": [("mechwork.analysis.attention", "head_detectors", "head detectors"),
+                  ("mechwork.analysis.induction", "repeat_accuracy", "repeat accuracy"),
+                  ("mechwork.analysis.attention", "composition_scores", "composition scores"),
+                  ("mechwork.analysis.induction", "position_loss", "loss by position"),
+                  ("mechwork.analysis.attention", "attention_patterns", "attention patterns"),
+                  ("mechwork.analysis.induction", "patching_results", "patching and attribution"),
+                  ("mechwork.analysis.induction", "circuit_ablation", "ablations and path patching"),
+                  ("mechwork.analysis.prompt", "circuit_result", "circuit (EAP, exact, faithfulness)"),
+                  ("mechwork.tasks.induction", "sae", "SAE metrics and features")],
+}
+PRESETS = {"modadd-113": "modadd", "induction-2l": "induction"}
+
+
+class Clock:
+    """Wall and CPU seconds per stage; ``torch.cuda.synchronize()`` around each stage on a CUDA device."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.depth = 0
+
+    def _sync(self) -> None:
+        if self.cuda and "torch" in sys.modules:
+            sys.modules["torch"].cuda.synchronize()
+
+    def run(self, stage: str, fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
+        if self.depth:  # an analysis inside another: counted in the outer one
+            return fn(*a, **k)
+        self._sync()
+        self.depth += 1
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            self._sync()
+            self.depth -= 1
+            self.wall[stage] = self.wall.get(stage, 0.0) + time.perf_counter() - t
+            self.cpu[stage] = self.cpu.get(stage, 0.0) + time.process_time() - c
+
+    def timed(self, fn: Callable[..., Any], stage: str) -> Callable[..., Any]:
+        return functools.wraps(fn)(lambda *a, **k: self.run(stage, fn, *a, **k))
+
+
+def build_stages(name: str, out: Path, device: str, clock: Clock) -> None:
+    """One dashboard build of preset ``name``, every stage timed on ``clock`` (imports too, when not yet done)."""
+    import importlib
+
+    clock.run("import torch", importlib.import_module, "torch")
+    clock.run("import TransformerLens bridge", importlib.import_module, "transformer_lens.model_bridge.sources.native")
+    clock.run("import mechwork dashboard", importlib.import_module, "mechwork.dashboard")
+    from mechwork.dashboard import page_for
+    from mechwork.dashboard.standard import analyse, save
+    from mechwork.source import open_source
+
+    kind = PRESETS[name]
+    patched = []
+    for module, attr, stage in STAGES[kind]:
+        mod = importlib.import_module(module)
+        if not hasattr(mod, attr):  # an analysis this version of the kit does not call
+            continue
+        patched.append((mod, attr, getattr(mod, attr)))
+        setattr(mod, attr, clock.timed(getattr(mod, attr), stage))
+    try:
+        src = clock.run("model load", open_source, name, device=device)
+        labels = {s for *_, s in STAGES[kind]}
+        before = sum(clock.wall.get(s, 0.0) for s in labels), sum(clock.cpu.get(s, 0.0) for s in labels)
+        t, c = time.perf_counter(), time.process_time()
+        bundle = analyse(src)
+        clock.wall["other analysis"] = clock.wall.get("other analysis", 0.0) + time.perf_counter() - t - (
+            sum(clock.wall.get(s, 0.0) for s in labels) - before[0])
+        clock.cpu["other analysis"] = clock.cpu.get("other analysis", 0.0) + time.process_time() - c - (
+            sum(clock.cpu.get(s, 0.0) for s in labels) - before[1])
+        del src
+        page = clock.run("page from the bundle", page_for(kind), bundle)
+        clock.run("render and write", save, page, out, "inline", None)
+    finally:
+        for mod, attr, fn in patched:
+            setattr(mod, attr, fn)
+
+
+def _child(name: str, device: str) -> None:
+    """``--child``: one cold build in this new process; its stage times as JSON on stdout."""
+    clock = Clock(device)
+    with tempfile.TemporaryDirectory() as d:
+        build_stages(name, Path(d) / "page.html", device, clock)
+    print(json.dumps({"wall": clock.wall, "cpu": clock.cpu}))
+
+
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _process(cmd: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    t, c = time.perf_counter(), _cpu_children()
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"{cmd} failed: {res.stderr[-2000:]}")
+    return time.perf_counter() - t, _cpu_children() - c, res.stdout
+
+
+def cold_bench(repeats: int, device: str, cli: bool = True) -> dict[str, Any]:
+    """Per preset, interleaved: the stage-timed child, the real command, its --cache rebuild (unless ``cli`` is
+    False); and import torch."""
+    py = [sys.executable]
+    rows: dict[str, Any] = {n: {"wall": [], "cpu": [], "cli": [], "cli_cpu": [], "hit": [], "hit_cpu": []}
+                            for n in PRESETS}
+    rows["import torch"] = {"wall": [], "cpu": []}
+    with tempfile.TemporaryDirectory() as cwd:
+        env = os.environ | {"MECHWORK_CACHE": str(Path(cwd) / "cache")}
+        for name in PRESETS if cli else ():  # fill the result cache once (and the file cache)
+            _process([*py, "-m", "mechwork.cli", "dashboard", name, "--out", "x.html", "--device", device,
+                      "--cache", "--quiet"], cwd, env)
+        for _ in range(repeats):
+            for name in PRESETS:
+                wall, cpu, out = _process([*py, __file__, "--child", name, "--device", device], cwd)
+                rows[name]["wall"].append(json.loads(out)["wall"])
+                rows[name]["cpu"].append(json.loads(out)["cpu"])
+                if not cli:
+                    continue
+                command = [*py, "-m", "mechwork.cli", "dashboard", name, "--out", "x.html", "--device", device,
+                           "--quiet"]
+                wall, cpu, _ = _process(command, cwd)
+                rows[name]["cli"].append(wall)
+                rows[name]["cli_cpu"].append(cpu)
+                wall, cpu, _ = _process([*command, "--cache"], cwd, env)
+                rows[name]["hit"].append(wall)
+                rows[name]["hit_cpu"].append(cpu)
+            wall, cpu, _ = _process([*py, "-c", "import torch"], cwd)
+            rows["import torch"]["wall"].append(wall)
+            rows["import torch"]["cpu"].append(cpu)
+    return rows
+
+
+def warm_bench(repeats: int, device: str) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Per preset, interleaved, in this process after one untimed build of each: the stage times."""
+    rows: dict[str, dict[str, list[dict[str, float]]]] = {n: {"wall": [], "cpu": []} for n in PRESETS}
+    with tempfile.TemporaryDirectory() as d:
+        for name in PRESETS:
+            build_stages(name, Path(d) / "page.html", device, Clock(device))
+        for _ in range(repeats):
+            for name in PRESETS:
+                clock = Clock(device)
+                build_stages(name, Path(d) / "page.html", device, clock)
+                rows[name]["wall"].append(clock.wall)
+                rows[name]["cpu"].append(clock.cpu)
+    return rows
+
+
+def _median_stages(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
+
+
+def print_time(cold: dict[str, Any], warm: dict[str, Any], n_cold: int, n_warm: int) -> None:
+    cols = [(n, mode) for n in PRESETS for mode in ("cold", "warm")]
+    med = {(n, "cold"): (_median_stages(cold[n]["wall"]), _median_stages(cold[n]["cpu"])) for n in PRESETS}
+    med |= {(n, "warm"): (_median_stages(warm[n]["wall"]), _median_stages(warm[n]["cpu"])) for n in PRESETS}
+    order = ["import torch", "import TransformerLens bridge", "import mechwork dashboard", "model load"]
+    order += [s for kind in ("modadd", "induction") for *_, s in STAGES[kind]]
+    order += ["other analysis", "page from the bundle", "render and write"]
+    order = list(dict.fromkeys(order))  # a stage both kits have (the SAE) once
+    head = " | ".join(f"{n} {mode}" for n, mode in cols)
+    print(f"build time by stage, median wall s (CPU s); cold: {n_cold} new processes, warm: {n_warm} in process")
+    print(f"| stage | {head} |")
+    print("| --- |" + " ---: |" * len(cols))
+    analysis = {s for kind in STAGES.values() for *_, s in kind} | {"other analysis"}
+    for stage in order:
+        if not any(stage in med[c][0] for c in cols):
+            continue
+        cells = [f"{med[c][0][stage]:.2f} ({med[c][1][stage]:.2f})" if stage in med[c][0] else "" for c in cols]
+        print(f"| {stage} | {' | '.join(cells)} |")
+    for label, keep in (("imports", lambda s: s.startswith("import")), ("analysis", lambda s: s in analysis),
+                        ("page + write", lambda s: s in ("page from the bundle", "render and write")),
+                        ("total", lambda s: True)):
+        cells = [f"{sum(v for s, v in med[c][0].items() if keep(s)):.2f} "
+                 f"({sum(v for s, v in med[c][1].items() if keep(s)):.2f})" for c in cols]
+        print(f"| **{label}** | {' | '.join(cells)} |")
+    for n in [n for n in PRESETS if cold[n]["cli"]]:
+        cli, hit = statistics.median(cold[n]["cli"]), statistics.median(cold[n]["hit"])
+        cli_cpu, hit_cpu = statistics.median(cold[n]["cli_cpu"]), statistics.median(cold[n]["hit_cpu"])
+        print(f"{n}: `mechwork dashboard` (new process) {cli:.2f} s wall ({cli_cpu:.2f} CPU); with --cache, "
+              f"rebuilt from the result cache: {hit:.2f} s ({hit_cpu:.2f} CPU), {cli / hit:.1f}x faster"
+              "   [target <= 5 s idle]")
+    print(f"peer: python -c \"import torch\" {statistics.median(cold['import torch']['wall']):.2f} s wall "
+          f"({statistics.median(cold['import torch']['cpu']):.2f} CPU); load average {os.getloadavg()[0]:.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5, help="warm builds of each preset, in process")
+    ap.add_argument("--cold", type=int, default=3, help="cold builds of each preset, each a new process")
+    ap.add_argument("--device", default="cpu", help="torch device of the builds (cuda runs unchanged)")
+    ap.add_argument("--part", choices=("size", "time", "both"), default="both")
+    ap.add_argument("--no-cli", dest="cli", action="store_false",
+                    help="time the stages only, not the real command and its --cache rebuild")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child is not None:
+        _child(args.child, args.device)
+        return 0
+    if args.part in ("size", "both"):
+        print_size(size_bench())
+    if args.part in ("time", "both"):
+        cold = cold_bench(args.cold, args.device, args.cli)
+        warm = warm_bench(args.repeats, args.device)
+        print_time(cold, warm, args.cold, args.repeats)
     return 0
 
 
