@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 2_500_000  # bytes: the page-size goal (2.5 MB, decimal)
 STUDIES = ["grokking_wd_data", "grokfast", "lottery_tickets", "progress_measures", "clock_pizza", "infinite_width",
            "scaling_laws", "optimisation", "superposition"]
-_BUNDLE = re.compile(r'<script type="application/gzip;base64" data-mw-bundle="(\w+)">[^<]*</script>\n')
+_BUNDLE = re.compile(r'<script type="application/gzip;base64" data-mw-bundle="([\w-]+)">[^<]*</script>\n')
 _JSON = re.compile(r'<script type="application/json" id="[^"]+">.*?</script>', re.S)
 
 
@@ -100,8 +100,8 @@ def old_encoding():
     full = Asset("plotly", "package_data/plotly.min.js", "Plotly", "")
     plain = {"plotly": full, "circuitsvis": CIRCUITSVIS}
     saved = page_module.bundle_scripts, page_module.pack_figure
-    page_module.bundle_scripts = lambda names, mode, base="": "".join(
-        f"<script>\n{plain[n].source()}\n</script>\n" for n in names)
+    page_module.bundle_scripts = lambda figs, views, mode, base="": "".join(
+        f"<script>\n{plain[n].source()}\n</script>\n" for n in ["plotly"] * bool(figs) + ["circuitsvis"] * views)
     page_module.pack_figure = lambda spec: spec
     try:
         yield

@@ -116,3 +116,28 @@ def test_the_bundle_registers_exactly_the_manifest_traces_and_draws_each(manifes
             assert missing != "violin"  # a type outside the bundle is not drawn as itself
         finally:
             browser.close()
+
+
+def test_a_figure_outside_the_bundle_gets_plotlys_full_bundle_inline_and_in_export(tmp_path):
+    """A caller's own pie: the inline page carries the full plotly.js and draws it, export draws it too, a site
+    page (whose shared folder holds the partial bundle) refuses it in one line; mechwork's figures never need it."""
+    require_chromium()
+    import plotly.graph_objects as go
+    from chromium_check import check_page
+    from test_dashboard import bundles
+
+    from mechwork.dashboard import Page
+    from mechwork.dashboard.assets import PLOTLY_FULL
+    from mechwork.dashboard.export import export_figures
+    from mechwork.errors import ConfigError
+
+    page = Page("pie").plotly(go.Figure(go.Pie(values=[1, 2, 3])), title="A pie").plotly(go.Figure(go.Bar(y=[1])))
+    got = bundles(page.render("inline"))
+    assert list(got) == ["plotly-full"] and got["plotly-full"] == PLOTLY_FULL.source()
+    r = check_page(page.save(tmp_path / "pie.html"))
+    assert r.plotly_drawn == r.plotly_mounts == 2 and r.page_errors == [] and r.console_errors == [], r
+    with pytest.raises(ConfigError, match=r"^'assets' must be 'inline' or 'cdn' for figures of trace type pie "):
+        page.render("site")
+    assert "https://cdn.plot.ly/plotly-" in page.render("cdn")
+    files = export_figures(page.figures(), tmp_path / "figs", "svg")
+    assert 'class="slice' in files["mw-1"][0].read_text()  # drawn as a pie, not an empty plot

@@ -21,7 +21,7 @@ from mechwork.errors import ConfigError, OutputError
 EVIL = "<script>alert(1)</script>"
 CV_MARK = "var CircuitsVis="  # appears once in the circuitsvis bundle
 PLOTLY_MARK = "* plotly.js v"  # the plotly.js banner
-BUNDLE = re.compile(r'<script type="application/gzip;base64" data-mw-bundle="(\w+)">([A-Za-z0-9+/=]*)</script>')
+BUNDLE = re.compile(r'<script type="application/gzip;base64" data-mw-bundle="([\w-]+)">([A-Za-z0-9+/=]*)</script>')
 
 
 def bundles(html: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from mechwork.dashboard.assets import PLOTLY
 from mechwork.dashboard.page import Block
 from mechwork.errors import OutputError, PostError
 from mechwork.post import build as build_mod
@@ -259,7 +260,8 @@ def test_one_post_alone_is_one_inline_page(first, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.html"]
     html = got.pages[0].read_text()
     assert not any(r.startswith("assets/") for r in refs(got.pages[0]))
-    assert (root / "site" / "assets" / "plotly.min.js").read_text()[:4000] in html
+    # inlined (gzip + base64), and it is the very bundle the site loads as a file
+    assert PLOTLY.embedded() in html and (root / "site" / "assets" / "plotly.min.js").read_text() == PLOTLY.source()
 
 
 def test_every_check_comes_before_any_result_or_file(first, tmp_path, monkeypatch):

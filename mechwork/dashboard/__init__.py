@@ -24,7 +24,7 @@ Example::
     >>> import torch
     >>> from mechwork.dashboard import Page
     >>> page = Page("Two heads").attention(torch.eye(3).expand(2, 3, 3), ["12", "7", "="])
-    >>> page.render().count("var CircuitsVis=")
+    >>> page.render().count('data-mw-bundle="circuitsvis"')  # the bundle, once, compressed
     1
 """
 

@@ -18,13 +18,20 @@ A page embeds a bundle in one of three ways (``Page.render``'s ``assets``):
   page's loader (:data:`mechwork.dashboard.pagestyle.LOADER`) decompresses it with the browser's
   ``DecompressionStream("gzip")`` and runs it before anything is drawn. Both bundles together take
   1.03 MB of page this way instead of 2.49 MB as plain text (6.11 MB with the full plotly.js), which
-  leaves room for the page's own data under 2.5 MB. Plain text would need no loader, but then a page
-  of only the two partial bundles would be 2.49 MB before its data; base64 costs a third over the
-  compressed bytes, still far less than the 3.5x that gzip saves.
+  leaves room for the page's own data under 2.5 MB. Why all three measures: plotly's smaller official
+  dists do not fit (``plotly-basic``, 1.19 MB, has no heatmap; ``plotly-cartesian`` is 1.50 MB), and the
+  partial bundle alone still leaves a page of both bundles at 2.49 MB before its data. Plain text would
+  need no loader, but gzip saves 2.9x (plotly.js) and 3.6x (circuitsvis) and base64 gives back only a
+  third of that. Page data is the rest (:mod:`~mechwork.dashboard.typedarrays`). Measured on the
+  modadd-113 dashboard: 7.36 MB before, 2.01 MB after (benchmarks/bench_pagesize.py).
 * ``"site"``: :meth:`Asset.source`, the plain bundle, as a ``.js`` file in a shared folder (HTTP
   servers compress it on the way if they like).
 * ``"cdn"``: :attr:`Asset.url`, plotly's official *full* bundle of the same plotly.js version on
   its CDN, and circuitsvis on unpkg.
+
+A page holding a figure of the caller's with a trace type outside the partial bundle
+(:func:`trace_types`, :func:`partial_traces`; a pie, say) carries plotly's full bundle instead,
+:data:`PLOTLY_FULL`, inline; a site page refuses it (the shared folder holds the partial bundle).
 
 Example::
 
@@ -55,7 +62,8 @@ from typing import Any
 
 from mechwork.errors import AssetError
 
-__all__ = ["CIRCUITSVIS", "PLOTLY", "Asset", "bundle_manifest", "script_json", "script_safe_js"]
+__all__ = ["CIRCUITSVIS", "PLOTLY", "PLOTLY_FULL", "Asset", "bundle_manifest", "partial_traces", "script_json",
+           "script_safe_js", "trace_types"]
 
 
 def _package_dir(package: str) -> Path:
@@ -136,6 +144,19 @@ def bundle_manifest() -> dict[str, Any]:
     return manifest
 
 
+@cache
+def partial_traces() -> frozenset[str]:
+    """The trace types the partial plotly bundle holds (from its manifest)."""
+    return frozenset(bundle_manifest()["traces"])
+
+
+def trace_types(figure: Any) -> set[str]:
+    """The trace types of a plotly figure dict, its animation frames' included (a trace without one: scatter)."""
+    frames = figure.get("frames") or [] if isinstance(figure, dict) else []
+    traces = [*(figure.get("data") or []), *(t for f in frames if isinstance(f, dict) for t in f.get("data") or [])]
+    return {str(t.get("type") or "scatter") for t in traces if isinstance(t, dict)}
+
+
 def script_safe_js(text: str) -> str:
     """JavaScript that cannot end its ``<script>`` element early.
 
@@ -161,3 +182,5 @@ def script_json(obj: Any) -> str:
 CIRCUITSVIS = Asset("circuitsvis", "dist/cdn/iife.js", "CircuitsVis", "https://unpkg.com/circuitsvis@{version}/dist/cdn/iife.js")
 PLOTLY = Asset("mechwork", "data/js/plotly-mechwork.min.js", "Plotly", "https://cdn.plot.ly/plotly-{version}.min.js",
                banner_version=True)
+# plotly's full bundle, for a page of the caller's own figures with a trace type the partial bundle lacks
+PLOTLY_FULL = Asset("plotly", "package_data/plotly.min.js", "Plotly", PLOTLY.cdn, banner_version=True)

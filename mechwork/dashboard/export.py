@@ -7,7 +7,9 @@ driven by playwright; never a downloaded browser, every network request
 refused), loads the plotly.js bundle that pages carry (mechwork's partial
 bundle, :data:`mechwork.dashboard.assets.PLOTLY`) into a blank page, and asks
 ``Plotly.toImage`` for each figure in each format. The images are what the
-interactive page draws, because the same library draws them. Each file is written atomically as ``<out_dir>/<stem>.<fmt>``.
+interactive page draws, because the same library draws them (a figure with a
+trace type the partial bundle lacks loads plotly's full bundle first, as its
+page does). Each file is written atomically as ``<out_dir>/<stem>.<fmt>``.
 :class:`Exporter` keeps that one browser open across many calls (every page
 of a site); :func:`export_figures` is one export with its own browser.
 
@@ -254,6 +256,7 @@ class Exporter:
         self._pw: Any = None
         self._ctx: Any = None
         self._page: Any = None
+        self._full = False  # plotly's full bundle loaded over the partial one
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> Exporter:
@@ -294,7 +297,7 @@ class Exporter:
 
     def close(self) -> None:
         """Stop Chromium and remove its temporary profile."""
-        self._page = None
+        self._page, self._full = None, False
         with suppress(Exception):  # shutting down: nothing left to save
             if self._ctx is not None:
                 self._ctx.close()
@@ -308,8 +311,13 @@ class Exporter:
 
     def images(self, spec: FigureSpec, formats: Sequence[str]) -> list[bytes]:
         """The figure drawn in each format, as file bytes (``formats`` already parsed)."""
+        from mechwork.dashboard.assets import PLOTLY_FULL, partial_traces, trace_types
+
         if self._page is None:
             self.open()
+        if not self._full and not trace_types(spec.figure) <= partial_traces():  # as its page would
+            self._page.add_script_tag(path=str(PLOTLY_FULL.path))
+            self._full = True
         data = spec.figure.get("data", [])
         traces = [{**t, "uid": f"t{i}"} if isinstance(t, dict) else t for i, t in enumerate(data)]  # not random
         fig = {"data": traces, "layout": export_layout(spec)}

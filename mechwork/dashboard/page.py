@@ -286,9 +286,8 @@ class Page:
         for key in links:
             if key not in figure_ids:
                 raise invalid("figure_links", "keyed by the ids of the page's figures (mw-N)", key)
-        kinds = {b.kind for b in self.blocks}
-        used = [name for name, k in (("plotly", "plotly"), ("circuitsvis", "view")) if k in kinds]
-        scripts = bundle_scripts(used, assets, asset_base)
+        figs = [b.body for b in self.blocks if b.kind == "plotly"]
+        scripts = bundle_scripts(figs, any(b.kind == "view" for b in self.blocks), assets, asset_base)
         templates: list[str] = []
         toc, parts, ids = [], [], HeadingIds()
         for i, block in enumerate(self.blocks, start=1):

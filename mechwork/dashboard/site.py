@@ -39,9 +39,10 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
-from mechwork.dashboard.assets import CIRCUITSVIS, PLOTLY, Asset
+from mechwork.dashboard.assets import CIRCUITSVIS, PLOTLY, PLOTLY_FULL, Asset, partial_traces, trace_types
 from mechwork.errors import MechworkError, OutputError
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "check_assets_dir",
     "check_page_path",
     "href",
+    "plotly_bundle",
     "save_with_figures",
     "saved_assets",
     "write_assets",
@@ -59,20 +61,35 @@ __all__ = [
 
 # bundle -> its file name in the assets folder
 ASSET_FILES: dict[str, str] = {"plotly": "plotly.min.js", "circuitsvis": "circuitsvis.js"}
-ASSETS: dict[str, Asset] = {"plotly": PLOTLY, "circuitsvis": CIRCUITSVIS}
+ASSETS: dict[str, Asset] = {"plotly": PLOTLY, "circuitsvis": CIRCUITSVIS, "plotly-full": PLOTLY_FULL}
 
 
-def bundle_scripts(names: list[str], mode: str, asset_base: str = "assets/") -> str:
-    """The ``<head>`` scripts that load the bundles ``names`` (keys of :data:`ASSETS`) for asset ``mode``.
+def plotly_bundle(figures: list[Any], mode: str) -> str:
+    """``"plotly"`` (the partial bundle) when it draws every trace type of ``figures``, else ``"plotly-full"``;
+    a site page, which loads the shared partial bundle, refuses such figures in one line."""
+    from mechwork.errors import invalid
+
+    extra = sorted(set().union(*(trace_types(f) for f in figures)) - partial_traces())
+    if not extra:
+        return "plotly"
+    if mode == "site":
+        raise invalid("assets", f"'inline' or 'cdn' for figures of trace type {', '.join(extra)} (the site's "
+                      f"plotly bundle draws {', '.join(sorted(partial_traces()))})", mode)
+    return "plotly-full"
+
+
+def bundle_scripts(figures: list[Any], views: bool, mode: str, asset_base: str = "assets/") -> str:
+    """The ``<head>`` scripts of a page holding plotly ``figures`` (dicts) and, if ``views``, circuitsvis views.
 
     ``"inline"``: each bundle gzip + base64 in an inert element, then the loader that unpacks and runs them
     (:data:`~mechwork.dashboard.pagestyle.LOADER`); ``"cdn"``: their CDN addresses; ``"site"``: their files
-    under ``asset_base``.
+    under ``asset_base``. plotly.js is the partial bundle unless :func:`plotly_bundle` says otherwise.
     """
     import html
 
     from mechwork.dashboard.pagestyle import LOADER
 
+    names = ([plotly_bundle(figures, mode)] if figures else []) + (["circuitsvis"] if views else [])
     if mode == "inline":
         tags = [f'<script type="application/gzip;base64" data-mw-bundle="{n}">{ASSETS[n].embedded()}</script>\n'
                 for n in names]
