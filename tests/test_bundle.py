@@ -141,3 +141,30 @@ def test_a_figure_outside_the_bundle_gets_plotlys_full_bundle_inline_and_in_expo
     assert "https://cdn.plot.ly/plotly-" in page.render("cdn")
     files = export_figures(page.figures(), tmp_path / "figs", "svg")
     assert 'class="slice' in files["mw-1"][0].read_text()  # drawn as a pie, not an empty plot
+
+
+def test_without_decompressionstream_every_mount_says_why_it_is_empty(tmp_path):
+    """The inline page draws only through its loader: take the browser's gzip away and nothing draws, each
+    figure and view says why in place (and the page still opens offline)."""
+    require_chromium()
+    import torch
+    from chromium_check import CHROMIUM, FLAGS
+    from playwright.sync_api import sync_playwright
+
+    from mechwork.dashboard import Page
+
+    out = Page("p").plotly({"data": [{"type": "bar", "y": [1, 2]}]}).attention(torch.eye(2)[None], ["a", "b"]).save(
+        tmp_path / "p.html")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
+            page.add_init_script("delete window.DecompressionStream;")
+            page.goto(out.as_uri())
+            page.wait_for_function("() => document.querySelectorAll('.mw-error').length === 2")
+            texts = page.evaluate("() => [...document.querySelectorAll('.mw-fig, .mw-cv')].map(e => e.textContent)")
+            assert len(texts) == 2 and all("cannot unpack the page's scripts" in t for t in texts), texts
+            assert page.evaluate("() => typeof Plotly") == "undefined"
+        finally:
+            browser.close()
