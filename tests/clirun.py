@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mechwork.cli import main
 
 
@@ -28,4 +30,11 @@ def refused(capsys, args: list[str], needles: list[str]) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mechwork: error:"), err
     assert all(n in lines[0] for n in needles), lines[0]
+    return out
+
+
+def train_small_run(out: Path) -> Path:
+    """Train a modadd p=7 run of 20 steps into ``out`` (a few seconds), in this process; returns ``out``."""
+    assert main(["train", "modadd", "--p", "7", "--train-frac", "0.5", "--steps", "20", "--eval-every", "10",
+                 "--out", str(out), "--quiet"]) == 0
     return out

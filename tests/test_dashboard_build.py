@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import pytest
+from clirun import train_small_run
 
 from mechwork.cli import main
 
@@ -78,10 +79,7 @@ def _probe(args: list[str], cache: os.PathLike[str]) -> tuple[dict, str]:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dash") / "run"
-    assert main(["train", "modadd", "--p", "7", "--train-frac", "0.5", "--steps", "20", "--eval-every", "10",
-                 "--out", str(out), "--quiet"]) == 0
-    return out
+    return train_small_run(tmp_path_factory.mktemp("dash") / "run")
 
 
 def test_cache_rebuilds_an_unchanged_page_without_torch_and_misses_on_new_weights(small_run, tmp_path):

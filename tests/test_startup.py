@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from clirun import train_small_run
 
 from mechwork.cli import main
 
@@ -51,10 +52,7 @@ for args in json.loads(sys.argv[1]):  # one after another: what one imports, the
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run directory of a few steps (trained in this process: the commands under test run in their own)."""
-    out = tmp_path_factory.mktemp("startup") / "run"
-    assert main(["train", "modadd", "--p", "7", "--train-frac", "0.5", "--steps", "20", "--eval-every", "10",
-                 "--out", str(out), "--quiet"]) == 0
-    return out
+    return train_small_run(tmp_path_factory.mktemp("startup") / "run")
 
 
 def _probe(commands: list[list[str]]) -> tuple[list[dict], str]:

@@ -13,7 +13,12 @@ prints the file's name and exits with code 1.
 
 The checks that need no model (runs, presets, --step, --device, output paths,
 task arguments and memory estimates, see :mod:`mechwork.limits`) run before
-torch is imported, so a bad argument is refused in a fraction of a second.
+torch is imported, so a bad argument is refused in a fraction of a second. The
+read-only commands import no torch either: ``--help`` and ``--version`` of every
+command, ``post --list``, and ``info`` of a preset or a run directory (read from
+its JSON and the safetensors header); ``info`` of a model directory boots it.
+``dashboard --cache`` rebuilds an unchanged preset's or run's page from the
+result cache without loading its model.
 
 Task kits come from the registry (:mod:`mechwork.kit`): ``mechwork train KIND`` exists for every
 registered kind, with options from the kit's table (the built-in tables live in
@@ -40,6 +45,7 @@ Examples::
     mechwork sae train modadd-113 --hook blocks.0.mlp.hook_post --positions mask --out saes/modadd
     mechwork sae info modadd-113
     mechwork dashboard modadd-113 --out dashboards/modadd-113.html
+    mechwork dashboard modadd-113 --cache        # a rebuild of unchanged weights: from the result cache
     mechwork dashboard path/to/hf_model --prompts prompts.txt --pair "the cat sat" "the dog sat"
     mechwork demo
 """
