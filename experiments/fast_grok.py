@@ -7,12 +7,17 @@ A "spike" is test accuracy falling below 99% again within the stage's window aft
 
 Stages (each a list of grids; a stage's step cap, window and evaluation cadence are shared):
 
-* ``coarse`` -- seed 0 only: init scale x lr x weight decay around the default, plus each variant alone;
-* ``seeds`` -- the promising recipes of ``coarse`` and the variants around them, seeds 0, 1, 2;
-* ``final`` -- the fastest recipes again, seeds 0, 1, 2, watched for 1,000 steps after grokking.
+* ``coarse`` -- seed 0 only, 50 steps watched after grokking: init scale x lr x weight decay around the
+  default, then StableMax, ⊥Grad and Grokfast on the fastest of them;
+* ``seeds`` -- the fastest recipes of ``coarse``, seeds 0, 1, 2, watched for 500 steps after grokking;
+* ``calm`` -- smaller lr x weight decay (the same lr, weight decay 2 and 1) at init scale 0.5, watched alike;
+* ``default`` -- the recipe mechwork used before this study (lr 1e-2, wd 1, init scale 1), seeds 0, 1, 2.
+
+A run stops at its first spike, so a spiky recipe costs little.
 
     python experiments/fast_grok.py --out experiments/results/fast_grok         # every stage
     python experiments/fast_grok.py --stage coarse --out experiments/results/fast_grok
+    python experiments/fast_grok.py --quick     # the fastest recipe and the old default, seed 0 (~1 min idle)
     python experiments/fast_grok.py --smoke                                        # a tiny plan (tests)
 
 Writes ``results.json`` (every recipe's row) and ``table.md`` into ``--out``.
@@ -30,16 +35,30 @@ from mechwork.studies.fastgrok import recipe_table
 POINT = "mechwork.studies.fastgrok:fast_grok_point"
 SEEDS = [0, 1, 2]
 
+def _r(init_scale: float, lr: float, weight_decay: float, **options: Any) -> dict[str, Any]:
+    """One recipe: the init scale, lr and weight decay, and any other option of the point."""
+    return {"init_scale": init_scale, "lr": lr, "weight_decay": weight_decay, **options}
+
+
 # stage -> (fixed settings, grids); a grid lists values for the point's parameters (product taken)
 FULL: dict[str, tuple[dict[str, Any], list[dict[str, list[Any]]]]] = {
-    "coarse": ({"steps": 800, "window": 50}, [
-        {"seed": [0], "init_scale": [1.0], "lr": [1e-2], "weight_decay": [1.0, 3.0]},
-        {"seed": [0], "init_scale": [1.0, 0.5, 0.25], "lr": [1e-2, 2e-2], "weight_decay": [3.0, 6.0]},
-        {"seed": [0], "lr": [1e-2], "weight_decay": [3.0], "loss": ["stablemax"], "orthograd": [False, True]},
-        {"seed": [0], "lr": [1e-2], "weight_decay": [3.0], "orthograd": [True]},
-        {"seed": [0], "lr": [1e-2], "weight_decay": [3.0], "grokfast_alpha": [0.9, 0.98]},
-        {"seed": [0], "init_scale": [1.0, 0.5], "lr": [4e-2], "weight_decay": [1.0, 3.0]},
-    ]),
+    "coarse": ({"steps": 800, "window": 50}, [{"seed": [0], "recipe": [
+        *(_r(a, lr, wd) for a in (1.0, 0.5) for lr in (1e-2, 2e-2) for wd in (3.0, 6.0)),
+        _r(1.0, 1e-2, 1.0),  # the default recipe
+        _r(0.25, 1e-2, 3.0), _r(0.25, 1e-2, 2.0), _r(0.5, 1e-2, 2.0), _r(0.5, 1e-2, 4.0),
+        _r(0.5, 1.5e-2, 2.0), _r(0.5, 2e-2, 1.5), _r(0.5, 5e-3, 6.0),
+        _r(0.5, 1e-2, 3.0, loss="stablemax"), _r(0.5, 1e-2, 3.0, orthograd=True),
+        _r(0.5, 1e-2, 3.0, grokfast_alpha=0.98), _r(0.5, 1e-2, 3.0, grokfast_alpha=0.8, grokfast_lambda=1.0),
+        _r(0.5, 1e-2, 0.0, orthograd=True), _r(0.5, 1e-2, 1.0, orthograd=True),  # ⊥Grad as its paper uses it
+    ]}]),
+    "seeds": ({"steps": 1000, "window": 500}, [{"seed": SEEDS, "recipe": [
+        _r(0.5, 1e-2, 3.0, grokfast_alpha=0.8, grokfast_lambda=1.0), _r(0.5, 1.5e-2, 2.0), _r(0.5, 1e-2, 3.0),
+    ]}]),
+    "calm": ({"steps": 1000, "window": 500}, [{"recipe": [_r(0.5, 1e-2, 1.0), _r(0.5, 1e-2, 2.0)], "seed": SEEDS}]),
+    "default": ({"steps": 1500, "window": 50}, [{"seed": SEEDS, "recipe": [_r(1.0, 1e-2, 1.0)]}]),
+}
+QUICK: dict[str, tuple[dict[str, Any], list[dict[str, list[Any]]]]] = {
+    "quick": ({"steps": 800, "window": 50}, [{"seed": [0], "recipe": [_r(0.5, 1.5e-2, 2.0), _r(1.0, 1e-2, 1.0)]}]),
 }
 SMOKE: dict[str, tuple[dict[str, Any], list[dict[str, list[Any]]]]] = {
     "coarse": ({"steps": 60, "window": 20, "eval_every": 5, "p": 17, "train_frac": 0.6, "target": 0.3}, [
@@ -75,15 +94,18 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mechwork.io import write_json_atomic
-    from mechwork.studies.study import run_sweep, study_args
+    from mechwork.atomic import atomic_open, write_json_atomic
+    from mechwork.studies.study import pick_plan, run_sweep, study_args
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--stage", action="append", default=None)
     known, rest = pre.parse_known_args(argv)
     args = study_args("fast_grok", __doc__, rest)
-    plan = SMOKE if args.smoke else FULL
+    plan = pick_plan(args, FULL, QUICK, SMOKE)
     stages = known.stage or list(plan)
+    unknown = [s for s in stages if s not in plan]
+    if unknown:
+        pre.error(f"--stage must be one of {', '.join(plan)} (got {unknown[0]!r})")
     for stage in stages:
         fixed, grids = plan[stage]
         for grid in grids:
@@ -93,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic({"rows": rows, "stages": {k: {"fixed": v[0], "grids": v[1]} for k, v in plan.items()}},
                       args.out / "results.json")
     table = markdown(rows)
-    (args.out / "table.md").write_text(table)
+    with atomic_open(args.out / "table.md") as f:
+        f.write(table)
     print(table)
     return 0
 

@@ -8,8 +8,8 @@ recomputed from the record:
 
 * **grokked**: the first evaluated step with test accuracy >= ``target`` (None if never within ``steps``);
 * **spike**: the first evaluated step after that, within ``window`` steps, where test accuracy falls below
-  ``target`` again (None if none). A run stops once grokked and ``window`` steps past it, or at ``steps``;
-  ``window_seen`` says how many steps after grokking were actually watched.
+  ``target`` again (None if none). A run stops at that spike, once ``window`` steps past grokking without
+  one, or at ``steps``; ``window_seen`` says how many steps after grokking were watched.
 
 :func:`recipe_table` groups the points by recipe (every parameter but the seed): the median over seeds counts
 a seed that never grokked as slower than every seed that did (so the median of three exists when two grok).
@@ -89,11 +89,11 @@ def fast_grok_point(
                       steps=steps, eval_every=eval_every, seed=seed)
     seen: dict[str, int | None] = {"grokked": None}
 
-    def stop(row: dict[str, Any]) -> bool:
+    def stop(row: dict[str, Any]) -> bool:  # the window watched, or the first spike in it
         if seen["grokked"] is None and row["test_acc"] >= target:
             seen["grokked"] = int(row["step"])
         g = seen["grokked"]
-        return g is not None and row["step"] >= g + window
+        return g is not None and (row["step"] >= g + window or row["test_acc"] < target)
 
     res = train(task, ToyConfig.for_task(task, seed=seed), cfg, quiet=True, device="cpu", stop_when=stop)
     history = [[int(r["step"]), round(float(r["test_acc"]), 5), round(float(r["train_acc"]), 5)] for r in res.rows]
