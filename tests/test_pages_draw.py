@@ -3,9 +3,9 @@ and each inline page is at most 2,500,000 bytes (2.5 MB, decimal).
 
 The standard pages are those ``mechwork dashboard`` writes for modadd-113 and induction-2l (which holds the
 circuit and feature sections), the generic page of each (a kit without its own page) and the prompt page;
-the study pages are in tests/test_pages_studies*.py. Each page is also read back: its figures' numbers
-(packed as typed arrays) decode to exactly the page's figure data, and every trace type is one the shipped
-plotly bundle holds.
+the study pages are in tests/test_pages_studies*.py and tests/test_pages_progress.py. Each page is also read
+back: its figures' numbers (packed as typed arrays) decode to exactly the page's figure data, and every trace
+type is one the shipped plotly bundle holds.
 """
 
 from __future__ import annotations

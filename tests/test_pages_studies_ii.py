@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_pages_draw import check_studies
 
-NAMES = ["progress_measures", "clock_pizza", "infinite_width", "scaling_laws", "optimisation", "superposition"]
+NAMES = ["infinite_width", "scaling_laws", "optimisation", "superposition"]
 
 
 def test_these_study_pages_draw_offline_within_the_size_limit(tmp_path):
