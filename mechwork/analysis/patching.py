@@ -81,7 +81,7 @@ from mechwork.analysis.checks import (
     prepare,
 )
 from mechwork.analysis.patchresult import ENGINES, NEGLIGIBLE_GAP, PatchResult
-from mechwork.engine import BaseRun, expand, supports
+from mechwork.engine import ROW_LOCAL, BaseRun, Site, expand, supports
 from mechwork.hooks import BY, DIMS, SITES, Hooks, hook_name
 from mechwork.limits import check_fits, finite_positive, patch_bytes
 
@@ -114,7 +114,35 @@ def _setter(kind: str, by: str) -> Callable[[Tensor, slice, tuple[int, ...], Ten
                                                                                                    cell[3]])
     if by == "head":
         return lambda act, sl, cell, src, p0: act[sl, cell[1]].copy_(src[:, cell[1], p0:])
-    return lambda act, sl, cell, src, p0: act[sl, cell[2], cell[1] - p0].copy_(src[:, cell[2], cell[1]])
+    # a destination row rerun alone holds the sources up to it only; the later ones are masked (zero) in both runs
+    return lambda act, sl, cell, src, p0: act[sl, cell[2], cell[1] - p0].copy_(src[:, cell[2], cell[1],
+                                                                                  :act.shape[-1]])
+
+
+def _getter(kind: str, by: str) -> Callable[[Tensor, tuple[int, ...]], Tensor]:
+    """One cell of a whole activation (every batch row): what :func:`_setter` copies from the source."""
+    if by == "layer":
+        return lambda t, cell: t
+    if kind in ("pos", "neuron") and by == "layer_pos":
+        return lambda t, cell: t[:, cell[1]]
+    if kind in ("neuron", "head") and by in ("neuron", "head"):
+        return lambda t, cell: t[:, :, cell[1]]
+    if kind == "head":
+        return lambda t, cell: t[:, cell[1], cell[2]]
+    if by == "head_dest_src":
+        return lambda t, cell: t[:, cell[1], cell[2], cell[3]]
+    if by == "head":
+        return lambda t, cell: t[:, cell[1]]
+    return lambda t, cell: t[:, cell[2], cell[1]]
+
+
+def _position(by: str) -> Callable[[tuple[int, ...]], int] | None:
+    """The (destination) position a cell patches, or None when it patches every position."""
+    if by in ("layer_pos", "head_pos"):
+        return lambda cell: cell[1]
+    if by == "head_dest_src":
+        return lambda cell: cell[2]
+    return None
 
 
 def _chunk(model: TransformerBridge, batch: int, n_pos: int, memory_mb: float) -> int:
@@ -177,26 +205,27 @@ def patch(
     b = clean.shape[0]
     cells = list(itertools.product(*coords.values()))
     use_engine = engine and supports(model) and not getattr(model, "spliced_hooks", ())  # SAEs live in hooks
-    if use_engine:
-        base_run = BaseRun(model, base)
-        src_run = BaseRun(model, source, record={site})
-        src = {layer: src_run.recorded[(site, layer)] for layer in coords["layer"]}
-        clean_logits, corrupt_logits = (src_run.logits, base_run.logits)[:: 1 if base is corrupted else -1]
-    else:
-        names = {hook_name(site, layer) for layer in coords["layer"]}
-        _, cache = model.run_with_cache(source, names_filter=lambda n: n in names)
-        src = {layer: cache[hook_name(site, layer)] for layer in coords["layer"]}
-        clean_logits, corrupt_logits = model(clean), model(corrupted)
+    base_run, (src, src_logits), (base_acts, base_logits) = _unpatched(model, base, source, site, coords["layer"],
+                                                                        use_engine)
+    clean_logits, corrupt_logits = (src_logits, base_logits)[:: 1 if base is corrupted else -1]
     clean_v = evaluate_metric(metric, clean_logits, b)
     corrupt_v = evaluate_metric(metric, corrupt_logits, b)
     per_example = clean_v.ndim == 1
     values = torch.empty(len(cells), b) if per_example else torch.empty(len(cells))
+    # a cell whose source activation is the base run's own (tokens the corruption left alone) patches nothing
+    get = _getter(SITES[site][1], by)
+    same = [torch.equal(get(src[c[0]], c), get(base_acts[c[0]], c)) for c in cells]
+    values[torch.tensor([i for i, s in enumerate(same) if s], dtype=torch.long)] = \
+        corrupt_v if base is corrupted else clean_v
+    todo = [i for i, s in enumerate(same) if not s]
     setter = _setter(SITES[site][1], by)
     cap = _chunk(model, b, clean.shape[1], memory_mb)
     if use_engine:
-        _patch_engine(base_run, site, cells, "pos" in dims, src, setter, metric, values, b, cap)
+        assert base_run is not None
+        _patch_engine(base_run, site, cells, todo, _position(by), src, setter, metric, values, b, cap)
     else:
-        _patch_hooks(model, base, site, cells, src, setter, metric, values, b, cap)
+        _patch_hooks(model, base, site, cells, todo, src, setter, metric, values, b,
+                     min(cap, _hook_copies(model, b, clean.shape[1])))
     shape = tuple(len(v) for v in coords.values())
     per = values.reshape(*shape, b) if per_example else None
     vals = per.mean(-1) if per is not None else values.reshape(shape)
@@ -205,17 +234,36 @@ def patch(
 
 
 Cell = tuple[int, ...]
+Run = tuple[dict[int, Tensor], Tensor]  # a run's activations at the site, by layer; its logits
+
+
+def _unpatched(model: TransformerBridge, base: Tensor, source: Tensor, site: str, layers: list[int],
+               use_engine: bool) -> tuple[BaseRun | None, Run, Run]:
+    """The source and base runs, each with its activations at ``site`` in ``layers``; the engine's base run."""
+    if use_engine:
+        base_run, src_run = BaseRun(model, base, record={site}), BaseRun(model, source, record={site})
+        return (base_run, ({la: src_run.recorded[(site, la)] for la in layers}, src_run.logits),
+                ({la: base_run.recorded[(site, la)] for la in layers}, base_run.logits))
+    names = {hook_name(site, layer): layer for layer in layers}
+    runs = []
+    for tokens in (source, base):
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        runs.append(({la: cache[n] for n, la in names.items()}, logits))
+    return None, runs[0], runs[1]
+
+
 Setter = Callable[[Tensor, slice, Cell, Tensor, int], Any]
 
 
-def _patch_hooks(model: TransformerBridge, base: Tensor, site: str, cells: list[Cell], src: dict[int, Tensor],
-                 setter: Setter, metric: Callable[[Tensor], Any], values: Tensor, b: int, cap: int) -> None:
+def _patch_hooks(model: TransformerBridge, base: Tensor, site: str, cells: list[Cell], todo: list[int],
+                 src: dict[int, Tensor], setter: Setter, metric: Callable[[Tensor], Any], values: Tensor, b: int,
+                 cap: int) -> None:
     """Any bridge model: copies stacked on the batch, one hook per layer, whole forward passes."""
-    for start in range(0, len(cells), cap):
-        part = cells[start:start + cap]
+    for start in range(0, len(todo), cap):
+        part = todo[start:start + cap]
         per_layer: dict[int, list[tuple[int, Cell]]] = defaultdict(list)
-        for c, cell in enumerate(part):
-            per_layer[cell[0]].append((c, cell))
+        for c, i in enumerate(part):
+            per_layer[cells[i][0]].append((c, cells[i]))
 
         def make_hook(todo: list[tuple[int, Cell]], s: Tensor) -> Callable[..., Tensor]:
             def hook(act: Tensor, hook: Any = None) -> Tensor:
@@ -226,34 +274,65 @@ def _patch_hooks(model: TransformerBridge, base: Tensor, site: str, cells: list[
 
             return hook
 
-        hooks: Hooks = [(hook_name(site, layer), make_hook(todo, src[layer])) for layer, todo in per_layer.items()]
+        hooks: Hooks = [(hook_name(site, layer), make_hook(cs, src[layer])) for layer, cs in per_layer.items()]
         logits = model.run_with_hooks(base.repeat(len(part), 1), fwd_hooks=hooks)
-        for c in range(len(part)):
-            values[start + c] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)
+        for c, i in enumerate(part):
+            values[i] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)
 
 
-TARGET_ROWS = 1_024  # token rows per engine pass: fewer recomputed positions vs per-pass overhead (tuned)
+# floats of one layer's largest activations (residual, MLP, attention scores) per hook-path forward: more copies
+# per pass amortise the bridge's per-call cost on small models, fewer keep a big model's activations in cache
+HOOK_FLOATS = 1 << 20
 
 
-def _patch_engine(run: BaseRun, site: str, cells: list[Cell], has_pos: bool, src: dict[int, Tensor],
-                  setter: Setter, metric: Callable[[Tensor], Any], values: Tensor, b: int, cap: int) -> None:
-    """Native toy models: rerun only the patched layer and up, and only positions from the patch on."""
-    n_pos = run.tokens.shape[1]
-    order = sorted(range(len(cells)), key=lambda i: (cells[i][0], -(cells[i][1] if has_pos else 0)))
+def _hook_copies(model: TransformerBridge, batch: int, n_pos: int) -> int:
+    cfg = model.cfg
+    per_copy = batch * n_pos * (int(cfg.d_model) + int(cfg.d_mlp or 0) + int(cfg.n_heads) * n_pos)
+    return max(1, HOOK_FLOATS // per_copy)
+
+
+# floats of one layer's activations per engine pass (rows x (d_model + d_mlp + n_heads x positions)): larger
+# passes cost less per-pass overhead but recompute more positions for the later copies and leave the cache (tuned:
+# about 1,000 token rows on a d_model-64 model, 256 on d_model 256 with 128 positions)
+TARGET_FLOATS = 1 << 19
+
+
+def _target_rows(run: BaseRun) -> int:
+    w = run.w
+    width = w["tok_embed.weight"].shape[1] + run.n_heads * run.tokens.shape[1]
+    if not run.attn_only:
+        width += w["layers.0.mlp.fc_in.weight"].shape[0]
+    return max(1, TARGET_FLOATS // width)
+
+
+def _patch_engine(run: BaseRun, site: str, cells: list[Cell], todo: list[int],
+                  pos_of: Callable[[Cell], int] | None, src: dict[int, Tensor], setter: Setter,
+                  metric: Callable[[Tensor], Any], values: Tensor, b: int, cap: int) -> None:
+    """Native toy models: rerun only the patched layer and up, and only positions from the patch on.
+
+    A site that changes only its own position in its layer (:data:`mechwork.engine.ROW_LOCAL`, by a position)
+    reruns that layer for that position alone (:meth:`BaseRun.rerun_rows`).
+    """
+    n_pos, last, target = run.tokens.shape[1], run.n_layers - 1, _target_rows(run)
+    rows = pos_of is not None and site in ROW_LOCAL
+
+    def pos(i: int) -> int:
+        return pos_of(cells[i]) if pos_of is not None else 0
+
+    order = sorted(todo, key=lambda i: (cells[i][0], -pos(i)))
     chunks: list[list[int]] = []
     for i in order:
-        layer, p = cells[i][0], (cells[i][1] if has_pos else 0)
-        last = chunks[-1] if chunks else None
-        if last is not None and cells[last[0]][0] == layer and len(last) < cap \
-                and (len(last) + 1) * b * (n_pos - p) <= TARGET_ROWS:
-            last.append(i)
+        layer = cells[i][0]
+        width = 1 if rows and layer == last else n_pos - pos(i)  # positions each copy recomputes
+        prev = chunks[-1] if chunks else None
+        if prev is not None and cells[prev[0]][0] == layer and len(prev) < cap \
+                and (len(prev) + 1) * b * width <= target:
+            prev.append(i)
         else:
             chunks.append([i])
-    for chunk in chunks:
-        layer = cells[chunk[0]][0]
-        p0 = min(cells[i][1] for i in chunk) if has_pos else 0
 
-        def at_site(name: str, act: Tensor, chunk: list[int] = chunk, layer: int = layer, p0: int = p0) -> Tensor:
+    def at_site(chunk: list[int], layer: int, p0: int) -> Site:
+        def fn(name: str, act: Tensor) -> Tensor:
             if name != site:
                 return act
             act = expand(act, len(chunk))
@@ -261,6 +340,15 @@ def _patch_engine(run: BaseRun, site: str, cells: list[Cell], has_pos: bool, src
                 setter(act, slice(c * b, (c + 1) * b), cells[i], src[layer], p0)
             return act
 
-        logits = run.rerun(layer, p0, at_site)
+        return fn
+
+    for chunk in chunks:
+        layer = cells[chunk[0]][0]
+        if rows:
+            groups = [list(g) for _, g in itertools.groupby(chunk, key=pos)]
+            logits = run.rerun_rows(layer, [(pos(g[0]), len(g), at_site(g, layer, pos(g[0]))) for g in groups])
+        else:
+            p0 = min(pos(i) for i in chunk)
+            logits = run.rerun(layer, p0, at_site(chunk, layer, p0))
         for c, i in enumerate(chunk):
             values[i] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)
