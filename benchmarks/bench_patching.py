@@ -1,39 +1,47 @@
-"""Activation patching speed and memory: mechwork's ``patch`` vs ``transformer_lens.patching``, on three models.
+"""Activation patching speed and memory: mechwork's ``patch`` vs ``transformer_lens.patching``, over model sizes.
 
-Two full sweeps, denoising, on each model (batch 8; the clean batch is ``half`` random tokens repeated, the
-corrupted one has other random tokens in the first half; metric: the mean log-prob of the correct next token
-over the repeated half):
+Two sweeps, denoising, on each model (the clean batch is ``half`` random tokens repeated, the corrupted one has
+other random tokens in the first half; metric: the mean log-prob of the correct next token over the repeated
+half):
 
 * ``resid_pre`` by layer and position: ``get_act_patch_resid_pre`` vs
   ``patch(..., site="resid_pre", by="layer_pos")``;
 * ``z`` by head and position: ``get_act_patch_attn_head_out_by_pos`` vs
-  ``patch(..., site="z", by="head_pos")``.
+  ``patch(..., site="z", by="head_pos")`` (on ``toy4l``, every 4th position: TransformerLens's ``index_df``
+  against mechwork's ``positions=``).
 
-The models (``--models``, default all three):
+The models (``--models``, default all four), smallest first:
 
-* ``induction-2l``: the embedded preset (2 layers, 4 heads, attention-only), sequence length 40;
+* ``induction-2l``: the embedded preset (2 layers, 4 heads, attention-only), batch 8, sequence length 40;
 * ``custom3l``: a ``ToyConfig`` with 3 layers, LayerNorm, GELU, d_model 64, 4 heads of 16, d_mlp 256,
-  vocabulary 64, n_ctx 64 (its seeded random init), sequence length 64;
+  vocabulary 64, n_ctx 64 (its seeded random init), batch 8, sequence length 64;
 * ``gpt2``: a GPT-2-style model from a ``transformers`` ``GPT2Config`` (3 layers, n_embd 64, 4 heads,
   vocabulary 512, n_positions 64) with random weights, saved with ``save_pretrained`` to a temporary
-  directory and booted offline by ``mechwork.load`` (TransformerLens's bridge), sequence length 64.
+  directory and booted offline by ``mechwork.load`` (TransformerLens's bridge), batch 8, sequence length 64;
+* ``toy4l``: a ``ToyConfig`` with 4 layers, 8 heads of 32, d_model 256, d_mlp 1024, LayerNorm, GELU,
+  vocabulary 64, n_ctx 128, batch 2, sequence length 128 (512 ``resid_pre`` cells, 1,024 ``z`` cells).
 
 TransformerLens's timing includes building the clean cache
 (``model.run_with_cache(clean)``), since mechwork's timing includes its own
-clean (source) run. mechwork is timed twice: with its fast engine (the
-default, where :func:`mechwork.engine.supports` the model; the engine that ran
-is printed) and with ``engine=False`` (its generic path, batching cells through
-bridge hooks). After one untimed warm-up call of each, the methods run
-interleaved over the repeats in one process; medians are reported, and the
-ratios are TransformerLens's median over mechwork's. Every result is checked
-against TransformerLens's to 1e-5 and the max abs difference printed (exit
-status 1 if one is over). Peak resident memory (``ru_maxrss``) is measured on
-induction-2l for each method and sweep in a fresh child process (``--no-memory``
-skips it): after loading the model and inputs, and after running the sweep
-twice. The children run before this process loads anything, because a child's
-``ru_maxrss`` starts at its parent's resident size when it is spawned.
+clean (source) run. mechwork is timed with its fast engine (the default, where
+:func:`mechwork.engine.supports` the model; the engine that ran is printed), with
+``engine=False`` (its generic path, batching cells through bridge hooks), and
+with attribution patching (``mechwork.analysis.attribution.attribute``, the
+gradient estimate of the same sweep: its time against exact patching and the
+correlation of its values with exact's). After one untimed warm-up call of
+each, the methods run interleaved over the repeats in one process; medians are
+reported, and the ratios are TransformerLens's median over mechwork's. Every
+exact result is checked against TransformerLens's to 1e-5 and the max abs
+difference printed (exit status 1 if one is over). Peak resident memory
+(``ru_maxrss``) is measured for each model, method and sweep in a fresh child
+process (``--no-memory`` skips it): after loading the model and inputs, and
+after running the sweep once. The children run before this process loads
+anything, because a child's ``ru_maxrss`` starts at its parent's resident size
+when it is spawned. ``--device cuda`` runs everything on the GPU (timings
+synchronised; memory children then report host memory only).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_patching.py [--repeats 5] [--models custom3l gpt2]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_patching.py [--repeats 3] [--models custom3l toy4l]
+        [--device cpu] [--no-memory] [--json out.json]
 """
 
 from __future__ import annotations
@@ -54,26 +62,28 @@ os.environ["TQDM_DISABLE"] = "1"  # TransformerLens's progress bars; read when t
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the GPT-2 model boots from local files only
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-BATCH = 8
 TOL = 1e-5
 SWEEPS = {"resid_pre": ("get_act_patch_resid_pre", "resid_pre", "layer_pos"),
           "z": ("get_act_patch_attn_head_out_by_pos", "z", "head_pos")}
 METHODS = {"tl": "TransformerLens", "mw": "mechwork", "mw-hooks": "mechwork, engine=False"}
-MODELS = {"induction-2l": 20, "custom3l": 32, "gpt2": 32}  # name -> half: sequence length 2 * half
+ATTR = "attribution"  # mechwork's attribution patching, timed against exact patching
+# name -> (half: sequence length 2 * half, batch, stride of the z sweep's positions)
+MODELS = {"induction-2l": (20, 8, 1), "custom3l": (32, 8, 1), "gpt2": (32, 8, 1), "toy4l": (64, 2, 4)}
 
 
-def build(name: str) -> Any:
-    """The model ``name`` (see the module docstring), in eval mode on the CPU."""
+def build(name: str, device: str = "cpu") -> Any:
+    """The model ``name`` (see the module docstring), in eval mode on ``device``."""
     import mechwork
 
     if name == "induction-2l":
-        return mechwork.load("induction-2l", device="cpu")
-    if name == "custom3l":
+        return mechwork.load("induction-2l", device=device)
+    if name in ("custom3l", "toy4l"):
         from mechwork.models import ToyConfig, build_model
 
-        return build_model(ToyConfig(n_layers=3, d_model=64, n_heads=4, d_head=16, d_mlp=256, d_vocab=64,
-                                     d_vocab_out=64, n_ctx=64, act_fn="gelu", normalization="LN", init="gpt2"),
-                           "cpu")
+        size = dict(n_layers=3, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=64) if name == "custom3l" \
+            else dict(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024, n_ctx=128)
+        return build_model(ToyConfig(**size, d_vocab=64, d_vocab_out=64, act_fn="gelu", normalization="LN",
+                                     init="gpt2"), device)
     if name == "gpt2":
         import torch
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -82,48 +92,91 @@ def build(name: str) -> Any:
         hf = GPT2LMHeadModel(GPT2Config(vocab_size=512, n_positions=64, n_embd=64, n_layer=3, n_head=4))
         with tempfile.TemporaryDirectory() as d:
             hf.eval().save_pretrained(d)
-            return mechwork.load(d, device="cpu")
+            return mechwork.load(d, device=device)
     raise ValueError(f"unknown model {name!r} (one of {', '.join(MODELS)})")
 
 
-def setup(name: str = "induction-2l") -> dict[str, Any]:
+def setup(name: str, device: str = "cpu") -> dict[str, Any]:
     import torch
     import transformer_lens.patching  # noqa: F401  (imported here so every child's baseline holds it)
 
+    import mechwork.analysis.attribution  # noqa: F401  (likewise)
     from mechwork.analysis.attention import repeated_tokens
 
     torch.set_num_threads(2)
-    half = MODELS[name]
-    model = build(name)
+    half, batch, stride = MODELS[name]
+    model = build(name, device)
     d_vocab = int(model.cfg.d_vocab)
-    clean = repeated_tokens(d_vocab, half, batch=BATCH, seed=1)
+    clean = repeated_tokens(d_vocab, half, batch=batch, seed=1)
     corrupted = clean.clone()
-    corrupted[:, :half] = torch.randint(0, d_vocab, (BATCH, half), generator=torch.Generator().manual_seed(2))
+    corrupted[:, :half] = torch.randint(0, d_vocab, (batch, half), generator=torch.Generator().manual_seed(2))
+    clean, corrupted = clean.to(device), corrupted.to(device)
 
     def metric(logits: torch.Tensor) -> torch.Tensor:  # mean log-prob of the repeated half's next tokens
         return logits[:, half:-1].log_softmax(-1).gather(-1, clean[:, half + 1:, None]).mean()
 
-    return {"name": name, "model": model, "clean": clean, "corrupted": corrupted, "metric": metric}
+    return {"name": name, "model": model, "clean": clean, "corrupted": corrupted, "metric": metric,
+            "batch": batch, "z_positions": list(range(0, 2 * half, stride)), "device": device}
 
 
-def runner(method: str, sweep: str, s: dict[str, Any]) -> Callable[[], Any]:
-    """A call running one whole sweep one way: TransformerLens's tensor, or mechwork's ``PatchResult``."""
+def runner(method: str, sweep: str, s: dict[str, Any], layer0: bool = False) -> Callable[[], Any]:
+    """A call running one whole sweep one way (``layer0``: its layer-0 cells only): TransformerLens's tensor, or
+    mechwork's ``PatchResult``."""
     import transformer_lens.patching as tlp
 
+    from mechwork.analysis.attribution import attribute
     from mechwork.analysis.patching import patch
 
     tl_name, site, by = SWEEPS[sweep]
     model, clean, corrupted, metric = s["model"], s["clean"], s["corrupted"], s["metric"]
+    positions = s["z_positions"] if sweep == "z" else list(range(clean.shape[1]))
+    kw: dict[str, Any] = {} if len(positions) == clean.shape[1] else {"positions": positions}
+    if layer0:
+        kw["layers"] = [0]
+    sync = synchroniser(s["device"])
     if method == "tl":
         tl_fn = getattr(tlp, tl_name)
+        tl_kw: dict[str, Any] = {}
+        if kw:  # the partial function fixes its index axes: the generic one takes explicit cells
+            tl_fn = tlp.generic_activation_patch
+            tl_kw = {"index_df": cells_frame(model, sweep, kw.get("layers"), positions), "activation_name": site,
+                     "patch_setter": tlp.layer_pos_head_vector_patch_setter if sweep == "z"
+                     else tlp.layer_pos_patch_setter}
 
         def tl() -> Any:
             _, clean_cache = model.run_with_cache(clean)
-            return tl_fn(model, corrupted, clean_cache, metric).cpu()
+            out = tl_fn(model, corrupted, clean_cache, metric, **tl_kw)
+            sync()
+            shape = (len(kw.get("layers", range(int(model.cfg.n_layers)))), len(positions))
+            return out.cpu().reshape(*shape, *((int(model.cfg.n_heads),) if sweep == "z" else ()))
 
         return tl
+    if method == ATTR:
+        return lambda: (attribute(model, clean, corrupted, metric, site=site, by=by, **kw), sync())[0]
     engine = method == "mw"
-    return lambda: patch(model, clean, corrupted, metric, site=site, by=by, engine=engine)
+    return lambda: (patch(model, clean, corrupted, metric, site=site, by=by, engine=engine, **kw), sync())[0]
+
+
+def cells_frame(model: Any, sweep: str, layers: list[int] | None, positions: list[int]) -> Any:
+    """TransformerLens's ``index_df``: every (layer, position[, head]) cell, in mechwork's order."""
+    import itertools
+
+    import pandas as pd
+
+    axes = [layers if layers is not None else range(int(model.cfg.n_layers)), positions]
+    names = ["layer", "pos"]
+    if sweep == "z":
+        axes, names = [*axes, range(int(model.cfg.n_heads))], [*names, "head_index"]
+    return pd.DataFrame(list(itertools.product(*axes)), columns=names)
+
+
+def synchroniser(device: str) -> Callable[[], None]:
+    """Waits for the GPU's queued work on cuda (so a timing covers it); nothing on the CPU."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.cuda.synchronize
+    return lambda: None
 
 
 def values(result: Any) -> Any:
@@ -133,24 +186,25 @@ def values(result: Any) -> Any:
     return result if isinstance(result, torch.Tensor) else result.values
 
 
-def child(method: str, sweep: str) -> None:
-    """Peak resident memory of one method on one sweep, in this (fresh) process; prints JSON."""
-    s = setup()
-    run = runner(method, sweep, s)
+def child(name: str, method: str, sweep: str, device: str) -> None:
+    """Peak resident memory of one method on the layer-0 cells of one sweep of model ``name`` (the largest
+    reruns: every layer above them), in this (fresh) process; prints JSON."""
+    s = setup(name, device)
+    run = runner(method, sweep, s, layer0=True)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(2):
-        run()
+    run()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024}))  # ru_maxrss is in KiB on Linux
 
 
-def memory() -> dict[tuple[str, str], dict[str, float]]:
+def memory(models: list[str], device: str) -> dict[tuple[str, str, str], dict[str, float]]:
     out = {}
-    for sweep in SWEEPS:
-        for method in METHODS:
-            r = subprocess.run([sys.executable, __file__, "--child", method, sweep],
-                               check=True, capture_output=True, text=True)
-            out[(sweep, method)] = json.loads(r.stdout.strip().splitlines()[-1])
+    for name in models:
+        for sweep in SWEEPS:
+            for method in METHODS:
+                r = subprocess.run([sys.executable, __file__, "--device", device, "--child", name, method, sweep],
+                                   check=True, capture_output=True, text=True)
+                out[(name, sweep, method)] = json.loads(r.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -159,13 +213,20 @@ def describe(s: dict[str, Any]) -> str:
     mlp = "attention-only" if getattr(c, "attn_only", False) else f"d_mlp {c.d_mlp} ({c.act_fn})"
     norm = getattr(c, "normalization_type", None) or "no norm"
     return (f"{s['name']}: {c.n_layers} layers x {c.n_heads} heads of {c.d_head}, d_model {c.d_model}, {mlp}, "
-            f"{norm}, d_vocab {c.d_vocab}; batch {BATCH} x {s['clean'].shape[1]} positions")
+            f"{norm}, d_vocab {c.d_vocab}; batch {s['batch']} x {s['clean'].shape[1]} positions")
 
 
-def time_model(name: str, repeats: int) -> dict[str, Any]:
+def correlation(a: Any, b: Any) -> float:
+    """Pearson correlation of two sweeps' values, flattened."""
+    import torch
+
+    return float(torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1])
+
+
+def time_model(name: str, repeats: int, device: str) -> dict[str, Any]:
     """Every sweep of model ``name`` every way: medians, ratios, max abs differences, the engine that ran."""
-    s = setup(name)
-    runs = {(sweep, m): runner(m, sweep, s) for sweep in SWEEPS for m in METHODS}
+    s = setup(name, device)
+    runs = {(sweep, m): runner(m, sweep, s) for sweep in SWEEPS for m in (*METHODS, ATTR)}
     results = {k: run() for k, run in runs.items()}  # warm-up, untimed; kept for the checks
     times: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
     for _ in range(repeats):
@@ -173,7 +234,7 @@ def time_model(name: str, repeats: int) -> dict[str, Any]:
             t = time.perf_counter()
             run()
             times[k].append(time.perf_counter() - t)
-    rows = []
+    rows, attr = [], {}
     for sweep, (_, site, by) in SWEEPS.items():
         ref, tl_med = results[(sweep, "tl")], statistics.median(times[(sweep, "tl")])
         for m in METHODS:
@@ -182,65 +243,76 @@ def time_model(name: str, repeats: int) -> dict[str, Any]:
             rows.append({"sweep": f"{site} by {by}", "method": m, "median_s": med, "min_s": min(times[(sweep, m)]),
                          "ratio": tl_med / med, "max_abs_diff": diff, "cells": int(ref.numel()),
                          "engine": getattr(results[(sweep, m)], "engine", "-")})
-    return {"model": name, "describe": describe(s), "rows": rows}
+        exact = statistics.median(times[(sweep, "mw")])
+        a_med = statistics.median(times[(sweep, ATTR)])
+        attr[f"{site} by {by}"] = {"median_s": a_med, "exact_s": exact, "exact_over_attr": exact / a_med,
+                                   "corr": correlation(values(results[(sweep, ATTR)]), values(results[(sweep, "mw")]))}
+    return {"model": name, "describe": describe(s), "rows": rows, "attribution": attr}
 
 
 def report(r: dict[str, Any]) -> bool:
     """Print one model's table; False if a mechwork result is further than TOL from TransformerLens's."""
     print(r["describe"])
-    print(f"  {'sweep':20s} {'method':24s} {'engine':>7s} {'median s':>9s} {'min s':>8s} {'TL / this':>10s} "
-          f"{'max |diff| vs TL':>17s}")
+    print(f"  {'sweep':22s} {'method':24s} {'engine':>7s} {'cells':>6s} {'median s':>9s} {'min s':>8s} "
+          f"{'TL / this':>10s} {'max |diff| vs TL':>17s}")
     ok = True
     for row in r["rows"]:
         ok = ok and row["max_abs_diff"] <= TOL
-        print(f"  {row['sweep']:20s} {METHODS[row['method']]:24s} {row['engine']:>7s} {row['median_s']:9.3f} "
-              f"{row['min_s']:8.3f} {row['ratio']:9.2f}x {row['max_abs_diff']:17.2e}")
+        print(f"  {row['sweep']:22s} {METHODS[row['method']]:24s} {row['engine']:>7s} {row['cells']:6d} "
+              f"{row['median_s']:9.3f} {row['min_s']:8.3f} {row['ratio']:9.2f}x {row['max_abs_diff']:17.2e}")
     med = {(row["sweep"], row["method"]): row["median_s"] for row in r["rows"]}
     tot = {m: sum(v for (_, mm), v in med.items() if mm == m) for m in METHODS}
     print(f"  both sweeps (sum of medians): mechwork {tot['tl'] / tot['mw']:.2f}x, "
           f"engine=False {tot['tl'] / tot['mw-hooks']:.2f}x (TransformerLens {tot['tl']:.3f} s)")
+    for sweep, a in r["attribution"].items():
+        print(f"  attribution patching, {sweep}: {a['median_s']:.3f} s, exact (fast engine) / attribution "
+              f"{a['exact_over_attr']:.1f}x, correlation with exact {a['corr']:.3f}")
     r["both"] = {m: {"median_s": tot[m], "ratio": tot["tl"] / tot[m]} for m in METHODS}
     return ok
 
 
-def print_memory(mem: dict[tuple[str, str], dict[str, float]]) -> None:
-    print("peak resident memory on induction-2l, one child process per row (model and inputs loaded, then the "
-          "sweep run twice):")
-    print(f"  {'sweep':20s} {'method':24s} {'after setup MB':>15s} {'peak MB':>8s} {'increase MB':>12s}")
-    for sweep, (_, site, by) in SWEEPS.items():
-        for m, name in METHODS.items():
-            r = mem[(sweep, m)]
-            print(f"  {site + ' by ' + by:20s} {name:24s} {r['base_mb']:15.1f} {r['peak_mb']:8.1f}"
-                  f" {r['peak_mb'] - r['base_mb']:12.1f}")
+def print_memory(mem: dict[tuple[str, str, str], dict[str, float]]) -> None:
+    print("peak resident memory, one child process per row (model and inputs loaded, then the sweep run once):")
+    print(f"  {'model':13s} {'sweep':22s} {'method':24s} {'after setup MB':>15s} {'peak MB':>8s} "
+          f"{'increase MB':>12s}")
+    for (name, sweep, m), r in mem.items():
+        _, site, by = SWEEPS[sweep]
+        print(f"  {name:13s} {site + ' by ' + by:22s} {METHODS[m]:24s} {r['base_mb']:15.1f} {r['peak_mb']:8.1f}"
+              f" {r['peak_mb'] - r['base_mb']:12.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    ap.add_argument("--no-memory", action="store_true", help="skip the memory children (induction-2l)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory children")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    ap.add_argument("--child", nargs=2, metavar=("METHOD", "SWEEP"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, metavar=("MODEL", "METHOD", "SWEEP"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(*args.child)
+        child(*args.child, args.device)
         return 0
 
-    with_memory = not args.no_memory and "induction-2l" in args.models
-    mem = memory() if with_memory else {}  # first, while this process is small (a child's ru_maxrss starts here)
+    load = os.getloadavg()
+    mem = {} if args.no_memory else memory(args.models, args.device)  # first, while this process is small
 
     from importlib.metadata import version
 
     import torch
 
     torch.set_num_threads(2)
-    print(f"activation patching, denoising; TransformerLens {version('transformer-lens')}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
-          f"medians of {args.repeats} interleaved repeats (TransformerLens's time includes its run_with_cache)")
+    print(f"activation patching, denoising, on {args.device}; TransformerLens {version('transformer-lens')}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of {args.repeats} interleaved "
+          f"repeats (TransformerLens's time includes its run_with_cache); load average at the start "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     ok, out = True, []
     for name in args.models:
-        r = time_model(name, args.repeats)
+        r = time_model(name, args.repeats, args.device)
+        r["load"] = os.getloadavg()
         ok = report(r) and ok
+        print(f"  load average after: {r['load'][0]:.1f} / {r['load'][1]:.1f} / {r['load'][2]:.1f}")
         out.append(r)
     print("speed ratio, TransformerLens median / mechwork median (engine=False in brackets):")
     for r in out:
@@ -248,12 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         hooks = "; ".join(f"{row['ratio']:.2f}x" for row in r["rows"] if row["method"] == "mw-hooks")
         print(f"  {r['model']}: {by_sweep}; both {r['both']['mw']['ratio']:.2f}x "
               f"({hooks}; both {r['both']['mw-hooks']['ratio']:.2f}x)")
-    if with_memory:
+    if mem:
         print_memory(mem)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"models": out, "memory": {f"{k[0]}/{k[1]}": v for k, v in mem.items()},
-                       "repeats": args.repeats, "threads": torch.get_num_threads()}, f, indent=1)
+            json.dump({"models": out, "memory": {"/".join(k): v for k, v in mem.items()}, "load_start": load,
+                       "repeats": args.repeats, "threads": torch.get_num_threads(), "device": args.device},
+                      f, indent=1)
     if not ok:
         print(f"FAILED: a mechwork result differs from TransformerLens's by more than {TOL:g}")
         return 1

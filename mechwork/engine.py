@@ -11,7 +11,13 @@ keys/values, and for a group of patched copies recomputes only
   earlier positions' keys and values taken from the base run;
 
 inside the patched layer, everything before the patched site is computed once
-for the base batch and only then copied out to the patched copies.
+for the base batch and only then copied out to the patched copies. A site
+whose patch at one position changes nothing else in its layer (``z``,
+``attn_out``, ``resid_mid``, ``mlp_post``, ``mlp_out``, ``q``: keys and values
+come from the unpatched stream, and everything after attention is per
+position) reruns that layer for the patched position alone
+(:meth:`BaseRun.rerun_rows`); in the last layer only that position's logits
+are recomputed.
 
 It is the native model's arithmetic written out (``x @ W.T + b``, scores
 scaled by ``sqrt(d_head)``, causal mask, softmax, ``pattern @ v``), on the
@@ -218,7 +224,7 @@ class BaseRun:
         q, k = _align(q, k)
         scores = torch.matmul(q, k.transpose(-2, -1)) / self.scale
         mask = self.mask[p0:p0 + s, : p0 + s]
-        pattern = F.softmax(scores.masked_fill(mask, float("-inf")), dim=-1).masked_fill(mask, 0.0)
+        pattern = F.softmax(scores.masked_fill_(mask, float("-inf")), dim=-1)  # exp(-inf): exactly 0
         pattern = site("pattern", pattern)
         pattern, v = _align(pattern, v)
         z = site("z", torch.matmul(pattern, v).transpose(1, 2))

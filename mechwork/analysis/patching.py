@@ -6,7 +6,9 @@ a neuron -- and records ``metric`` of the patched run. TransformerLens runs one
 forward pass per cell. Here each cell gets its own copy of the base batch: the
 copies are stacked along the batch axis, a hook at every involved layer writes
 each copy's cell from the source run, and one forward pass evaluates a whole
-chunk of cells. Chunks are sized by a memory budget (``memory_mb``). The
+chunk of cells. Chunks are sized by a memory budget (``memory_mb``). A cell
+whose source activation is the base run's own (a position the corruption left
+alone) is not rerun: its value is the base run's metric. The
 numbers are TransformerLens's (the tests compare them to
 ``transformer_lens.patching``, run with gradients enabled, to 1e-5); only the
 speed differs. The result is a :class:`~mechwork.analysis.patchresult.PatchResult`.
