@@ -1,10 +1,11 @@
 """A kit's dashboard kept in the result cache: rebuilding an unchanged model's page loads no model and no torch.
 
-``mechwork dashboard MODEL`` (a preset or a run directory, on its kit's page) looks its page up in the same
-:class:`~mechwork.post.cache.ResultCache` that ``mechwork post`` uses, under a key made of the page's name
-(``dashboard``), the model as given, the checkpoint shown (``--step``, else a run's last), :func:`~mechwork.post.cache.weights_digest` of the files
-the model is read from, and :func:`~mechwork.post.cache.code_digest` of mechwork's own source (so a page is never
-served from other code or other weights). A hit is the page's blocks, which are saved as they are; a miss runs
+``mechwork dashboard MODEL --cache`` (a preset or a run directory, on its kit's page) looks its page up in the
+same :class:`~mechwork.post.cache.ResultCache` that ``mechwork post`` uses, under a key made of the page's name
+(``dashboard``), the model as given, the checkpoint shown (``--step``, else a run's last),
+:func:`~mechwork.post.cache.weights_digest` of the files the model is read from, and
+:func:`~mechwork.post.cache.code_digest` of mechwork's own source (so a page is never served from other code or
+other weights). A hit is the page's blocks, which are saved as they are; a miss runs
 the analysis, renders the page and stores its blocks. Either way the page written is built from the blocks as
 the cache holds them (:func:`~mechwork.post.cache.roundtrip`), so a rebuilt page is byte-identical to the first.
 
