@@ -68,6 +68,19 @@ def _replacement(act: Tensor, ref: Tensor, how: str, perm: Tensor | None) -> Ten
     return ref[perm]
 
 
+def _reference_acts(model: TransformerBridge, ref: Tensor, wanted: set[str],
+                    given: Mapping[str, Tensor] | None) -> Mapping[str, Tensor]:
+    """The reference batch's activations at the ``wanted`` hooks: ``given`` (checked), else one cached run."""
+    if given is not None:
+        missing = sorted(wanted - set(given))
+        if missing:
+            raise invalid("reference_cache", "the reference batch's activations at every hook ablated", missing[0])
+        return given
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ref, names_filter=lambda n: n in wanted)
+    return {name: cache[name] for name in wanted}
+
+
 @no_type_check  # validates its own arguments, with one-line messages
 def ablation_hooks(
     model: TransformerBridge,
@@ -113,15 +126,7 @@ def ablation_hooks(
         names.setdefault(hook_name("mlp_post", la), []).append(n)
     wanted = set(names) | set(directions)
     device = next(model.parameters()).device
-    cache: Mapping[str, Tensor]
-    if reference_cache is not None:
-        missing = sorted(wanted - set(reference_cache))
-        if missing:
-            raise invalid("reference_cache", "the reference batch's activations at every hook ablated", missing[0])
-        cache = reference_cache
-    else:
-        with torch.no_grad():
-            _, cache = model.run_with_cache(ref.to(device), names_filter=lambda n: n in wanted)
+    cache = _reference_acts(model, ref.to(device), wanted, reference_cache)
     hooks: Hooks = []
     for name, idx in names.items():
         def hook(act: Tensor, hook: Any = None, name: str = name, idx: list[int] = idx) -> Tensor:
