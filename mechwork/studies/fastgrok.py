@@ -140,7 +140,7 @@ def recipe_table(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if "result" not in r:
             continue
         prm = _defaults() | r.get("fixed", {}) | r["params"] | (r["params"].get("recipe") or {})
-        key = (*(prm.get(k) for k in RECIPE_KEYS), prm.get("window"))
+        key = (*(prm.get(k) for k in RECIPE_KEYS), prm.get("window"), prm.get("steps"))
         groups.setdefault(key, []).append(r)
     rows = []
     for key, rs in groups.items():
@@ -148,7 +148,7 @@ def recipe_table(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         per_seed = [r["result"]["grokked"] for r in rs]
         spikes = [r["result"]["spike"] for r in rs]
         seen = [r["result"]["window_seen"] for r in rs]
-        rows.append({**dict(zip(RECIPE_KEYS, key[:-1], strict=True)), "window": key[-1],
+        rows.append({**dict(zip(RECIPE_KEYS, key[:-2], strict=True)), "window": key[-2], "cap": key[-1],
                      "seeds": [r["params"]["seed"] for r in rs],
                      "steps": per_seed, "median": median_steps(per_seed),
                      "spikes": sum(s is not None for s in spikes), "spike_steps": spikes,
