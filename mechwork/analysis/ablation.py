@@ -68,14 +68,14 @@ def _replacement(act: Tensor, ref: Tensor, how: str, perm: Tensor | None) -> Ten
     return ref[perm]
 
 
-def _reference_acts(model: TransformerBridge, ref: Tensor, wanted: set[str],
-                    given: Mapping[str, Tensor] | None) -> Mapping[str, Tensor]:
-    """The reference batch's activations at the ``wanted`` hooks: ``given`` (checked), else one cached run."""
+def _reference_acts(model: TransformerBridge, ref: Tensor, wanted: set[str], given: Any) -> Mapping[str, Tensor]:
+    """The reference batch's activations at the ``wanted`` hooks: ``given`` (checked; any mapping of hook name to
+    activation, such as an ``ActivationCache``), else one cached run."""
     if given is not None:
         missing = sorted(wanted - set(given))
         if missing:
             raise invalid("reference_cache", "the reference batch's activations at every hook ablated", missing[0])
-        return given
+        return {name: given[name] for name in wanted}
     with torch.no_grad():
         _, cache = model.run_with_cache(ref, names_filter=lambda n: n in wanted)
     return {name: cache[name] for name in wanted}
