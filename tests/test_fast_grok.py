@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from test_studies import load_study
 
 from mechwork.errors import ConfigError
 from mechwork.studies.fastgrok import fast_grok_point, first_at_least, median_steps, recipe_table, spike_after
@@ -14,19 +14,11 @@ from mechwork.studies.fastgrok import fast_grok_point, first_at_least, median_st
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _study():
-    spec = importlib.util.spec_from_file_location("fast_grok_study", ROOT / "experiments" / "fast_grok.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("fast_grok")
     (out / "dash").mkdir()
-    study = _study()
+    study = load_study("fast_grok")
     assert study.main(["--smoke", "--out", str(out), "--workers", "1", "--quiet",
                        "--dashboard", str(out / "dash" / "d.html")]) == 0
     return study, out
