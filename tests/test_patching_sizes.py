@@ -17,7 +17,7 @@ from mechwork.analysis.patching import patch
 from mechwork.models import ToyConfig, build_model
 
 TOL = 1e-5
-N_POS, BATCH = 12, 2
+N_POS, BATCH = 10, 2
 
 
 @pytest.fixture(scope="module")
