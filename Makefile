@@ -10,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechwork-installed
 
-.PHONY: setup browser demo test test-all lint bench clean
+.PHONY: setup browser demo test test-all lint bench plotly-bundle clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench_grok.py
 	$(BIN)/python benchmarks/bench_dashboard.py
 	$(BIN)/python benchmarks/bench_patching.py
+
+# rebuild the shipped partial plotly.js (mechwork/data/js/) from plotly.js's npm sources; needs node and npm
+plotly-bundle:
+	cd mechwork/dashboard/plotlyjs && npm ci && node build.mjs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
