@@ -65,7 +65,7 @@ class Command:
 # options every ``mechwork train KIND`` has (mechwork.cli): a task field of one of these names is no option
 TRAIN_OPTIONS = frozenset({"steps", "lr", "wd", "warmup", "decay_steps", "seed", "eval_every", "out", "resume",
                            "force", "device", "quiet", "help", "kit", "grokfast", "grokfast_alpha",
-                           "grokfast_lambda"})
+                           "grokfast_lambda", "init_scale", "loss", "orthograd"})
 
 
 def _tuple_of(item: type) -> Callable[[Any], tuple[Any, ...]]:

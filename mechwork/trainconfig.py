@@ -45,7 +45,7 @@ class TrainConfig:
     ckpt_log: int = 24  # log-spaced checkpoints on top (dense early, sparse later)
     grokfast_alpha: float | None = None  # Grokfast EMA decay (paper: 0.98); None: filter off
     grokfast_lambda: float = 2.0  # Grokfast amplification of the slow gradient
-    init_scale: float = 1.0  # multiply the initial weights by this (Omnigrok's alpha); 1.0: the model's own init
+    init_scale: float = 1.0  # multiply the seeded initial weights by this (Omnigrok's alpha); 1.0: as seeded
     loss: str = "softmax"  # training loss: "softmax" cross-entropy or "stablemax" (Prieto et al. 2025)
     orthograd: bool = False  # ⊥Grad (Prieto et al. 2025): drop each gradient's part along its weight, keep its norm
     seed: int = 0  # seeds minibatch sampling

@@ -259,7 +259,10 @@ def train(
     ``fast=False`` trains through the hooked bridge forward (for benchmarks).
     ``stop_when(row)`` may end training early after an evaluation.
     ``init`` replaces the seeded initial weights (e.g. rewinding a lottery
-    ticket to an early checkpoint); ``masks`` (see :mod:`mechwork.masks`) zero
+    ticket to an early checkpoint) and is used exactly as given:
+    ``train_cfg.init_scale`` multiplies the seeded init only, so with ``init``
+    it must be 1.0 (a :class:`~mechwork.errors.ConfigError` otherwise: scale
+    the weights you pass instead). ``masks`` (see :mod:`mechwork.masks`) zero
     the pruned weights at the start and keep them at zero through training.
 
     With ``out``, training holds the run directory's lock (another writer gets
@@ -271,6 +274,9 @@ def train(
     plan = _open(task, model_cfg, train_cfg, out, resume=resume, force=force, device=device, fast=fast)
     if (init is not None or masks is not None) and resume:
         raise ConfigError("'init' and 'masks' apply to a fresh run, not to resume=True")
+    if init is not None and plan.train_cfg.init_scale != 1.0:  # the given weights are not scaled a second time
+        raise invalid("init_scale", "1.0 when 'init' is given, whose weights are used as they are",
+                      plan.train_cfg.init_scale)
     loop = _Loop(plan, fast=fast, init=init, masks=masks)
     loop.start_writing()
     rows = loop.run(stop_when, quiet)
@@ -359,7 +365,7 @@ class _Loop:
         self.model = build_model(plan.model_cfg, plan.device)
         if init is not None:
             load_weights(self.model, dict(init), source="init")
-        if plan.train_cfg.init_scale != 1.0 and not plan.resume:  # Omnigrok's alpha; 1.0 leaves the init untouched
+        if plan.train_cfg.init_scale != 1.0 and not plan.resume and init is None:  # Omnigrok's alpha: the seeded init
             with torch.no_grad():
                 for p in weights(self.model).values():
                     p.mul_(plan.train_cfg.init_scale)

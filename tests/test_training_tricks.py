@@ -1,4 +1,5 @@
-"""StableMax, ⊥Grad and the initialisation scale: each checked against a hand computation, validated, serialised."""
+"""StableMax, ⊥Grad and the initialisation scale: each checked against a hand computation, validated, serialised;
+the scale applies to the seeded init, not to weights the caller gives."""
 
 from __future__ import annotations
 
@@ -59,6 +60,24 @@ def test_init_scale_multiplies_the_seeded_initial_weights():
     fresh = weights(build_model(ToyConfig.for_task(TASK, seed=3)))
     for name, p in weights(res.model).items():
         assert torch.equal(p.detach(), fresh[name].detach() * 0.25), name
+
+
+def test_init_given_by_the_caller_is_used_as_given():
+    given = {k: v.detach() * 0.3 for k, v in weights(build_model(ToyConfig.for_task(TASK, seed=4))).items()}
+    res = train(TASK, ToyConfig.for_task(TASK, seed=3), TrainConfig(steps=5), quiet=True, init=given,
+                stop_when=lambda row: True)  # stops at step 0, before any update
+    for name, p in weights(res.model).items():
+        assert torch.equal(p.detach(), given[name]), name
+
+
+def test_init_scale_with_a_given_init_is_refused_and_nothing_is_written(tmp_path):
+    given = {k: v.detach() for k, v in weights(build_model(ToyConfig.for_task(TASK, seed=3))).items()}
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError) as e:
+        train(TASK, ToyConfig.for_task(TASK, seed=3), TrainConfig(steps=5, init_scale=0.5), out, quiet=True,
+              init=given)
+    assert str(e.value) == "'init_scale' must be 1.0 when 'init' is given, whose weights are used as they are (got 0.5)"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_each_option_reaches_the_training_step(monkeypatch):

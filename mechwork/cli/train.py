@@ -2,15 +2,18 @@
 
 The built-in kits' option tables live in :data:`mechwork.limits.COMMANDS`, so a bad argument is refused before
 torch is imported; a user kit's table comes from the kit itself. ``--resume`` continues a run and refuses any
-change but ``--steps``.
+change but ``--steps``. A training option left out takes the kit's recipe value; a float option is refused if
+it is not a finite number in its range (``--init-scale nan`` as much as ``--init-scale 0``).
 
 Example::
 
     mechwork train modadd --p 113 --steps 3000 --out runs/modadd
+    mechwork train modadd --init-scale 0.5 --loss stablemax --orthograd --out runs/modadd-tricks
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +23,23 @@ from mechwork import bars, limits
 from mechwork.cli.args import explicit
 from mechwork.errors import ConfigError
 from mechwork.kit import HOW_TO_LOAD, Command, Option, get_kit, held_out, kinds
+from mechwork.trainconfig import LOSSES
 
 __all__ = ["train"]
 
-POS_FLOAT = click.FloatRange(min=0.0, min_open=True)
+
+class FiniteRange(click.FloatRange):
+    """A float in a range that is also finite: click's range alone lets ``nan`` (and ``inf`` above a minimum)
+    through."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{rv} is not a finite number in the range {self._describe_range()}.", param, ctx)
+        return rv
+
+
+POS_FLOAT = FiniteRange(min=0.0, min_open=True)
 
 
 class _TrainGroup(click.Group):
@@ -48,13 +64,21 @@ def _common_train_options() -> list[click.Option]:
     return [
         click.Option(["--steps"], type=click.IntRange(min=1), default=None, help="optimiser updates"),
         click.Option(["--lr"], type=POS_FLOAT, default=None, help="peak AdamW learning rate"),
-        click.Option(["--wd"], type=click.FloatRange(min=0.0), default=None, help="AdamW weight decay"),
+        click.Option(["--wd"], type=FiniteRange(min=0.0), default=None, help="AdamW weight decay"),
         click.Option(["--warmup"], type=click.IntRange(min=0), default=None, help="linear warmup steps"),
         click.Option(["--decay-steps"], type=click.IntRange(min=0), default=None,
                      help="linear lr decay to 0 over the last N steps"),
         click.Option(["--seed"], type=click.IntRange(0, limits.SEED_MAX), default=0, show_default=True,
                      help="seeds the init, the data split and sampling"),
         click.Option(["--eval-every"], type=click.IntRange(min=1), default=None, help="steps between evals"),
+        click.Option(["--init-scale"], type=POS_FLOAT, default=None,
+                     help="multiply the seeded initial weights by this (Omnigrok: below 1, grokking comes "
+                          "sooner)"),
+        click.Option(["--loss"], type=click.Choice(LOSSES), default=None,
+                     help="training loss: softmax cross-entropy, or StableMax (Prieto et al. 2025)"),
+        click.Option(["--orthograd/--no-orthograd"], default=None,
+                     help="orthogonal gradients (Prieto et al. 2025): drop each gradient's part along its "
+                          "weight, keep its norm"),
         click.Option(["--out"], type=click.Path(path_type=Path), default=None,
                      help="run directory (default: runs/<task>-<seed>)"),
         click.Option(["--resume"], is_flag=True, help="continue the run at --out from its last checkpoint"),
@@ -68,8 +92,8 @@ _EXTRA_TRAIN_OPTIONS: dict[str, list[click.Option]] = {  # training options a ki
     "grokfast": [
         click.Option(["--grokfast/--no-grokfast"], default=None,
                      help="Grokfast EMA gradient filter (alpha 0.98, lambda 2 unless given)"),
-        click.Option(["--grokfast-alpha"], type=click.FloatRange(0.0, 1.0, max_open=True), default=None),
-        click.Option(["--grokfast-lambda"], type=click.FloatRange(min=0.0), default=None),
+        click.Option(["--grokfast-alpha"], type=FiniteRange(0.0, 1.0, max_open=True), default=None),
+        click.Option(["--grokfast-lambda"], type=FiniteRange(min=0.0), default=None),
     ],
     "batch_size": [click.Option(["--batch-size"], type=click.IntRange(min=1), default=None,
                                 help="minibatch (default: full batch)")],
@@ -208,6 +232,9 @@ _TRAIN_FIELDS = {
     "grokfast": "grokfast_alpha",
     "grokfast_alpha": "grokfast_alpha",
     "grokfast_lambda": "grokfast_lambda",
+    "init_scale": "init_scale",
+    "loss": "loss",
+    "orthograd": "orthograd",
 }
 
 
