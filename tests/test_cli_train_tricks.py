@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from clirun import refused, run
+from test_training_tricks import count_tricks
 
 import mechwork.training as training
 from mechwork.kitcommand import command_from_fields
@@ -22,29 +23,17 @@ from mechwork.trainconfig import TrainConfig
 SMALL = ["modadd", "--p", "7", "--train-frac", "0.5", "--steps", "3", "--eval-every", "3", "--seed", "2", "--quiet"]
 
 
-def _counting(monkeypatch) -> dict[str, int]:
-    """Count the StableMax loss and ⊥Grad projection calls the training loop makes from here on."""
-    calls = {"stablemax": 0, "orthograd": 0}
-
-    def count(name, fn):
-        def wrapped(*a, **k):
-            calls[name] += 1
-            return fn(*a, **k)
-        return wrapped
-
-    monkeypatch.setattr(training, "stablemax_cross_entropy", count("stablemax", training.stablemax_cross_entropy))
-    monkeypatch.setattr(training, "orthogonalise_grads", count("orthograd", training.orthogonalise_grads))
-    return calls
+def _trained(capsys, out, *flags: str) -> TrainConfig:
+    """Train the small run with ``flags`` into ``out``; its config.json's train section."""
+    code, _, err = run(capsys, "train", *SMALL, *flags, "--out", str(out))
+    assert code == 0, err
+    return TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
 
 
 def test_the_flags_reach_config_json_and_the_training(tmp_path, capsys, monkeypatch):
-    calls = _counting(monkeypatch)
-    out = tmp_path / "tricks"
-    code, _, err = run(capsys, "train", *SMALL, "--init-scale", "0.5", "--loss", "stablemax", "--orthograd",
-                       "--out", str(out))
-    assert code == 0, err
-    stored = json.loads((out / "config.json").read_text())["train"]
-    assert (stored["init_scale"], stored["loss"], stored["orthograd"]) == (0.5, "stablemax", True)
+    calls, out = count_tricks(monkeypatch), tmp_path / "tricks"
+    stored = _trained(capsys, out, "--init-scale", "0.5", "--loss", "stablemax", "--orthograd")
+    assert (stored.init_scale, stored.loss, stored.orthograd) == (0.5, "stablemax", True)
     assert calls == {"stablemax": 3, "orthograd": 3}  # one of each per update
     # step 0's checkpoint is the seed's init, halved (built here on its own, not read from the run)
     task = ModularArithmetic(p=7, train_frac=0.5, seed=2)
@@ -63,12 +52,8 @@ def test_the_flags_reach_config_json_and_the_training(tmp_path, capsys, monkeypa
 
 
 def test_the_flags_written_out_as_the_defaults(tmp_path, capsys, monkeypatch):
-    calls = _counting(monkeypatch)
-    out = tmp_path / "plain"
-    code, _, err = run(capsys, "train", *SMALL, "--init-scale", "1", "--loss", "softmax", "--no-orthograd",
-                       "--out", str(out))
-    assert code == 0, err
-    stored = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
+    calls = count_tricks(monkeypatch)
+    stored = _trained(capsys, tmp_path / "plain", "--init-scale", "1", "--loss", "softmax", "--no-orthograd")
     assert (stored.init_scale, stored.loss, stored.orthograd) == (1.0, "softmax", False)
     assert stored == TrainConfig(steps=3, eval_every=3, seed=2)  # the recipe, as if none were given
     assert calls == {"stablemax": 0, "orthograd": 0}

@@ -80,7 +80,8 @@ def test_init_scale_with_a_given_init_is_refused_and_nothing_is_written(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_each_option_reaches_the_training_step(monkeypatch):
+def count_tricks(monkeypatch) -> dict[str, int]:
+    """Count the StableMax loss and ⊥Grad projection calls the training loop makes from here on."""
     import mechwork.training as training
 
     calls = {"stablemax": 0, "orthograd": 0}
@@ -93,6 +94,11 @@ def test_each_option_reaches_the_training_step(monkeypatch):
 
     monkeypatch.setattr(training, "stablemax_cross_entropy", count("stablemax", training.stablemax_cross_entropy))
     monkeypatch.setattr(training, "orthogonalise_grads", count("orthograd", training.orthogonalise_grads))
+    return calls
+
+
+def test_each_option_reaches_the_training_step(monkeypatch):
+    calls = count_tricks(monkeypatch)
     base = train(TASK, train_cfg=TrainConfig(steps=3, eval_every=3), quiet=True).rows[-1]
     assert calls == {"stablemax": 0, "orthograd": 0}
     both = train(TASK, train_cfg=TrainConfig(steps=3, eval_every=3, loss="stablemax", orthograd=True),
