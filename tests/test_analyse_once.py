@@ -70,6 +70,7 @@ def test_the_grokking_analysis_runs_each_forward_pass_once(modadd, monkeypatch):
 def test_the_induction_analysis_runs_each_forward_pass_once(monkeypatch):
     import mechwork.analysis.induction as induction
     from mechwork.analysis.attention import attention_patterns, composition_scores, head_detectors, repeated_tokens
+    from mechwork.analysis.attribution import base_hooks
     from mechwork.kit import get_kit
 
     src = open_source("induction-2l")
@@ -77,17 +78,24 @@ def test_the_induction_analysis_runs_each_forward_pass_once(monkeypatch):
     ev, rep = task.batch("test"), repeated_tokens(task.d_vocab, task.seq_len // 2, batch=64, seed=1)
     prev, ind = induction.circuit_heads(head_detectors(model))
     assert prev and ind
-    singles = [
+    wanted = base_hooks(model, ind)
+    run = model.run_with_cache(ev.tokens, names_filter=lambda n: n in wanted)
+    singles = [  # one run over the held-out sequences gives repeat accuracy's logits and the ablations' base run
         passes(model, lambda: head_detectors(model)),
-        passes(model, lambda: induction.repeat_accuracy(model, ev.tokens, ev.targets, ev.mask)),
+        passes(model, lambda: model.run_with_cache(ev.tokens, names_filter=lambda n: n in wanted)),
+        passes(model, lambda: induction.repeat_accuracy(model, ev.tokens, ev.targets, ev.mask, logits=run[0])),
         passes(model, lambda: composition_scores(model)),
         passes(model, lambda: induction.position_loss(model, rep)),
         passes(model, lambda: attention_patterns(model, rep[:2])),
         passes(model, lambda: attention_patterns(model, ev.tokens[:1])),
         passes(model, lambda: induction.patching_results(model, task)),
-        passes(model, lambda: induction.circuit_ablation(model, task, prev, ind)),
+        passes(model, lambda: induction.circuit_ablation(model, task, prev, ind, base_run=run)),
     ]
-    assert singles[1] == 1  # the counter sees a pass
+    assert singles[1] == 1 and singles[2] == 0  # the counter sees a pass
+    # zero and resample ablation, then path patching into q, k and v: the senders mean-ablated on every path
+    # (which is the mean ablation), the frozen run, and one run per component
+    assert singles[-1] == 2 + 2 + 3
+    assert passes(model, lambda: induction.circuit_ablation(model, task, prev, ind)) == singles[-1] + 1
     assert passes(model, lambda: induction.analyse(src)) == sum(singles)
     real = induction.position_loss
     monkeypatch.setattr(induction, "position_loss", lambda *a: (real(*a), real(*a))[1])

@@ -6,56 +6,50 @@
   ``(source - base) . d metric / d activation``, summed over the cell. It
   returns the same labelled :class:`~mechwork.analysis.patching.PatchResult`, so it can
   be compared cell for cell with exact patching.
-* :func:`path_patch` -- the effect of sender heads on a metric *only through*
-  receiver heads' queries, keys or values (Wang et al. 2022). Run 1 caches the
-  clean run. Run 2 runs the clean input with the senders' outputs (``z``) taken
-  from the corrupted run, every other head's output and every MLP output in
-  the layers below the receivers frozen to their clean values, and records the
-  receivers' q/k/v. Run 3 runs the clean input with only those receiver
-  inputs patched in. The corrupted sender values can come from corrupted
-  tokens, or be a ``"zero"`` or ``"mean"`` ablation of the clean ones. In the
-  ``denoising`` direction the corrupted input is run and the senders' clean
-  outputs are routed to the receivers; :func:`direct_path_sweep` does that for
-  every later head, as TransformerLens's ``get_act_patch_direct_path`` does
-  (tests/test_own_models.py compares the two on the GPT-2 and Llama bridges, norms
-  included, to 1e-5; TransformerLens needs a per-head Q/K/V input fork that
-  mechwork's native models lack, while path patching runs on any bridge).
+* :func:`path_patch` and :func:`path_patches` -- path patching, in
+  :mod:`mechwork.analysis.pathpatch` (importable from here too).
 
 Example::
 
-    >>> import mechwork, torch
+    >>> import mechwork
     >>> from mechwork.analysis.attention import repeated_tokens
-    >>> from mechwork.analysis.attribution import path_patch
+    >>> from mechwork.analysis.attribution import attribute
     >>> model = mechwork.load("induction-2l")
-    >>> toks = repeated_tokens(64, 20, batch=8)
+    >>> clean = repeated_tokens(64, 20, batch=4)
+    >>> corrupted = repeated_tokens(64, 20, batch=4, seed=1)
     >>> def metric(logits):
-    ...     return logits[:, 20:-1].log_softmax(-1).gather(-1, toks[:, 21:, None]).mean()
-    >>> res = path_patch(model, toks, "mean", metric, senders=[(0, 0)], receivers=[(1, 3)], component="k")
-    >>> res.value < res.base_value
-    True
+    ...     return logits[:, 20:-1].log_softmax(-1).gather(-1, clean[:, 21:, None]).mean()
+    >>> res = attribute(model, clean, corrupted, metric, site="z", by="head")
+    >>> tuple(res.values.shape)
+    (2, 4)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
-from mechwork.analysis.checks import check_head_pairs, check_inputs, evaluate_metric, prepare
+from mechwork.analysis.checks import evaluate_metric, prepare
 from mechwork.analysis.patching import PatchResult
-from mechwork.errors import ConfigError, invalid
-from mechwork.hooks import DIRECTIONS, SITES, Hooks, check_eval, hook_name
-from mechwork.results import Result
+from mechwork.analysis.pathpatch import (
+    DirectPathSweep,
+    PathPatchResult,
+    base_hooks,
+    direct_path_sweep,
+    path_patch,
+    path_patches,
+)
+from mechwork.errors import ConfigError
+from mechwork.hooks import SITES, Hooks, hook_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["DirectPathSweep", "PathPatchResult", "attribute", "direct_path_sweep", "path_patch"]
+__all__ = ["DirectPathSweep", "PathPatchResult", "attribute", "base_hooks", "direct_path_sweep", "path_patch",
+           "path_patches"]
 
 
 def _reduce(contrib: Tensor, kind: str, by: str) -> Tensor:
@@ -149,231 +143,3 @@ def attribute(
     clean_v, corrupt_v = (src_v, base_v) if direction == "denoising" else (base_v, src_v)
     return PatchResult(base_v + delta, dims, coords, site, by, direction, clean_v, corrupt_v,
                        method="attribution patching")
-
-
-# -- path patching ------------------------------------------------------------------------
-ABLATIONS = ("zero", "mean")
-
-
-@dataclass(frozen=True)
-class PathPatchResult(Result):
-    """Metric when the senders' swapped outputs reach the receivers' ``component`` only."""
-
-    senders: list[tuple[int, int]]
-    receivers: list[tuple[int, int]]
-    component: str
-    direction: str  # noising: base run clean, senders corrupted; denoising: base corrupted, senders clean
-    value: float  # senders swapped along the path to the receivers only
-    base_value: float  # the base run, nothing swapped
-    full_value: float  # senders swapped along every path
-
-    @property
-    def fraction(self) -> float:
-        """Share of the senders' whole effect that goes through this path."""
-        gap = self.full_value - self.base_value
-        return float("nan") if gap == 0 else (self.value - self.base_value) / gap
-
-    def summary(self) -> str:
-        s = ", ".join(f"L{la}H{h}" for la, h in self.senders)
-        r = ", ".join(f"L{la}H{h}" for la, h in self.receivers)
-        return (f"path {s} -> {r} ({self.component}, {self.direction}): metric {self.value:.4g} (base run "
-                f"{self.base_value:.4g}, senders swapped on every path {self.full_value:.4g}): "
-                f"{self.fraction:.0%} of the effect")
-
-    def to_frame(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame({"run": ["base", "path patched", "senders swapped on every path"],
-                             "metric": [self.base_value, self.value, self.full_value]})
-
-    def figure(self) -> Any:
-        import plotly.graph_objects as go
-
-        df = self.to_frame()
-        fig = go.Figure(go.Bar(x=df["run"].tolist(), y=df["metric"].tolist()))
-        return fig.update_layout(title=self.summary(), xaxis_title="run", yaxis_title="metric", height=360)
-
-
-def _check_heads(model: TransformerBridge, heads: Any, name: str) -> list[tuple[int, int]]:  # any value: one line
-    out = check_head_pairs(model, heads, name)
-    if not out:
-        raise invalid(name, "at least one (layer, head)", "an empty list")
-    return out
-
-
-def _replace_heads(values: dict[int, Tensor], layer: int, heads: list[int]) -> Callable[..., Tensor]:
-    def hook(act: Tensor, hook: Any = None) -> Tensor:
-        act = act.clone()
-        act[:, :, heads] = values[layer][:, :, heads].to(act.dtype)
-        return act
-
-    return hook
-
-
-def _check_path(model: TransformerBridge, clean: Tensor, corrupted: Tensor | str, senders: Any, receivers: Any,
-                component: str, direction: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Every argument of :func:`path_patch`, checked; the senders and receivers as (layer, head) lists."""
-    check_eval(model, "path patching")
-    if direction not in DIRECTIONS:  # path patching says noising first: it is its default
-        raise invalid("direction", "noising or denoising", direction)
-    if isinstance(corrupted, str):
-        if corrupted not in ABLATIONS or direction == "denoising":
-            valid = f"a token batch or one of {', '.join(ABLATIONS)}" if direction == "noising" else "a token batch"
-            raise invalid("corrupted", f"{valid} (direction {direction})", corrupted)
-        check_inputs(model, clean, clean, "path patching")
-    else:
-        check_inputs(model, clean, corrupted, "path patching")
-    if component not in ("q", "k", "v"):
-        raise invalid("component", "q, k or v", component)
-    snd, rcv = _check_heads(model, senders, "senders"), _check_heads(model, receivers, "receivers")
-    top = min(la for la, _ in rcv)
-    if any(la >= top for la, _ in snd):
-        raise ConfigError(f"every sender must sit below every receiver (senders {snd}, receivers {rcv})")
-    return snd, rcv
-
-
-def _by_layer(heads: list[tuple[int, int]]) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for la, h in heads:
-        out.setdefault(la, []).append(h)
-    return out
-
-
-def _recorder(recorded: dict[int, Tensor], la: int) -> Callable[..., Tensor]:
-    def hook(act: Tensor, hook: Any = None) -> Tensor:
-        recorded[la] = act.detach().clone()
-        return act
-
-    return hook
-
-
-@no_type_check  # validates its own arguments, with one-line messages
-@torch.no_grad()
-def path_patch(
-    model: TransformerBridge,
-    clean: Tensor,
-    corrupted: Tensor | str,
-    metric: Callable[[Tensor], Any],
-    *,
-    senders: Sequence[tuple[int, int]],
-    receivers: Sequence[tuple[int, int]],
-    component: str = "k",
-    direction: str = "noising",
-) -> PathPatchResult:
-    """Senders' effect through the receivers' ``component`` (``q``, ``k`` or ``v``) only.
-
-    ``noising`` (the default) runs ``clean`` with the senders' outputs from
-    ``corrupted``: a token batch shaped like ``clean``, or ``"zero"`` / ``"mean"``
-    to ablate them (mean: over the batch, at each position). ``denoising`` runs
-    ``corrupted`` tokens with the senders' clean outputs; with one sender and one
-    receiver this is TransformerLens's ``get_act_patch_direct_path`` (see
-    :func:`direct_path_sweep`): the frozen run 2 gives the receiver exactly the
-    corrupted residual plus the sender's clean-minus-corrupted write, normalised
-    as the model normalises it.
-    """
-    snd, rcv = _check_path(model, clean, corrupted, senders, receivers, component, direction)
-    top = min(la for la, _ in rcv)
-    device = next(model.parameters()).device
-    clean = clean.to(device)
-    b = clean.shape[0]
-    base = clean if direction == "noising" or isinstance(corrupted, str) else corrupted.to(device)
-    other = None if isinstance(corrupted, str) else (corrupted.to(device) if direction == "noising" else clean)
-    below = range(top)
-    has_mlp = hook_name("mlp_out", 0) in model.hook_dict
-    z_names = {la: hook_name("z", la) for la in below}
-    mlp_names = {la: hook_name("mlp_out", la) for la in below} if has_mlp else {}
-    wanted = set(z_names.values()) | set(mlp_names.values())
-    base_logits, cache = model.run_with_cache(base, names_filter=lambda n: n in wanted)
-    base_z = {la: cache[n] for la, n in z_names.items()}
-    if other is None:
-        swap_z = {la: torch.zeros_like(z) if corrupted == "zero" else z.mean(0, keepdim=True).expand_as(z)
-                  for la, z in base_z.items()}
-    else:
-        _, oc = model.run_with_cache(other, names_filter=lambda n: n in set(z_names.values()))
-        swap_z = {la: oc[n] for la, n in z_names.items()}
-    by_layer = _by_layer(snd)
-    # senders swapped on every path
-    full_hooks: Hooks = [(z_names[la], _replace_heads(swap_z, la, hs)) for la, hs in by_layer.items()]
-    full_v = evaluate_metric(metric, model.run_with_hooks(base, fwd_hooks=full_hooks), b)
-    # run 2: senders swapped, every other head and MLP below the receivers frozen to the base run; record receivers
-    mixed = {la: base_z[la].clone() for la in below}
-    for la, hs in by_layer.items():
-        mixed[la][:, :, hs] = swap_z[la][:, :, hs]
-    n_heads = int(model.cfg.n_heads)
-    hooks: Hooks = [(z_names[la], _replace_heads(mixed, la, list(range(n_heads)))) for la in below]
-    hooks += [(name, (lambda act, hook=None, v=cache[name]: v.clone())) for name in mlp_names.values()]
-    rec_names = {la: hook_name(component, la) for la, _ in rcv}
-    recorded: dict[int, Tensor] = {}
-    hooks += [(n, _recorder(recorded, la)) for la, n in rec_names.items()]
-    model.run_with_hooks(base, fwd_hooks=hooks)
-    # run 3: the base input, only the receivers' component patched
-    final: Hooks = [(rec_names[la], _replace_heads(recorded, la, hs)) for la, hs in _by_layer(rcv).items()]
-    value = evaluate_metric(metric, model.run_with_hooks(base, fwd_hooks=final), b)
-    base_v = evaluate_metric(metric, base_logits, b)
-    return PathPatchResult(snd, rcv, component, direction, float(value.mean()), float(base_v.mean()),
-                           float(full_v.mean()))
-
-
-@dataclass(frozen=True)
-class DirectPathSweep(Result):
-    """Denoising path patching from one sender into every later head's ``component``.
-
-    ``values`` is ``[n_layers, n_heads]`` (TransformerLens's ``get_act_patch_direct_path``
-    layout); rows at or below the sender's layer are NaN. ``sweep[layer, head]`` indexes it.
-    """
-
-    values: Float[Tensor, "layer head"]
-    sender: tuple[int, int]
-    component: str
-
-    def __getitem__(self, idx: Any) -> Tensor:
-        return self.values[idx]
-
-    def summary(self) -> str:
-        sl, sh = self.sender
-        vals = self.values.nan_to_num(float("-inf"))
-        if bool(torch.isinf(vals).all()):
-            return f"direct paths from L{sl}H{sh}: no later layer to reach"
-        la, h = divmod(int(vals.argmax()), self.values.shape[1])
-        return (f"direct paths from L{sl}H{sh} into each later head's {self.component}: highest metric at "
-                f"L{la}H{h} ({float(self.values[la, h]):.4g})")
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per later head: the metric with the sender's path into its ``component`` patched."""
-        import pandas as pd
-
-        n_layers, n_heads = self.values.shape
-        rows = [(la, h) for la in range(self.sender[0] + 1, n_layers) for h in range(n_heads)]
-        return pd.DataFrame({"layer": [la for la, _ in rows], "head": [h for _, h in rows],
-                             "metric": [float(self.values[la, h]) for la, h in rows]})
-
-    def figure(self) -> Any:
-        import plotly.graph_objects as go
-
-        sl, sh = self.sender
-        v = self.values
-        fig = go.Figure(go.Heatmap(z=[[None if x != x else float(x) for x in row] for row in v.tolist()],
-                                   x=[f"H{h}" for h in range(v.shape[1])], y=[f"L{la}" for la in range(v.shape[0])],
-                                   colorscale="Viridis", colorbar={"title": {"text": "metric"}}))
-        fig.update_yaxes(autorange="reversed")
-        return fig.update_layout(title=f"Direct paths from L{sl}H{sh} into each later head's {self.component}",
-                                 xaxis_title="receiving head", yaxis_title="layer", height=320)
-
-
-def direct_path_sweep(
-    model: TransformerBridge, clean: Tensor, corrupted: Tensor, metric: Callable[[Tensor], Any], *,
-    sender: tuple[int, int], component: str = "q",
-) -> DirectPathSweep:
-    """Denoising path patching from one sender into every later head's ``component``: ``[n_layers, n_heads]``.
-
-    The layout of TransformerLens's ``get_act_patch_direct_path``; rows at or below the
-    sender's layer are NaN (TransformerLens fills them with 0.0 placeholders).
-    """
-    n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    (sl, sh), = _check_heads(model, [sender], "sender")
-    out = torch.full((n_layers, n_heads), float("nan"))
-    for la in range(sl + 1, n_layers):
-        for h in range(n_heads):
-            out[la, h] = path_patch(model, clean, corrupted, metric, senders=[(sl, sh)], receivers=[(la, h)],
-                                    component=component, direction="denoising").value
-    return DirectPathSweep(out, (sl, sh), component)

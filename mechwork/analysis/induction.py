@@ -32,7 +32,6 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechwork.errors import ConfigError
-from mechwork.hooks import hook_name
 from mechwork.results import Analysis, Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,12 +66,14 @@ class RepeatAccuracy(Result):
 
 @torch.no_grad()
 def repeat_accuracy(model: Any, tokens: Int[Tensor, "batch pos"], targets: Int[Tensor, "batch pos"],
-                    mask: Tensor) -> RepeatAccuracy:
-    """Next-token accuracy inside the repeated segments (``mask``) and elsewhere."""
+                    mask: Tensor, *, logits: Tensor | None = None) -> RepeatAccuracy:
+    """Next-token accuracy inside the repeated segments (``mask``) and elsewhere; ``logits``: the model's on
+    ``tokens``, when the caller has them from its own run (else one pass here)."""
     from mechwork.engine import correct
 
-    device = next(model.parameters()).device
-    ok = correct(model(tokens.to(device)).cpu(), targets).bool()
+    if logits is None:
+        logits = model(tokens.to(next(model.parameters()).device))
+    ok = correct(logits.cpu(), targets).bool()
     inside = float(ok[mask].float().mean())
     outside = float(ok[:, :-1][~mask[:, :-1]].float().mean())
     return RepeatAccuracy(inside, outside, 1 / int(model.cfg.d_vocab))
@@ -183,24 +184,33 @@ def circuit_heads(scores: Any) -> tuple[list[tuple[int, int]], list[tuple[int, i
     return [(la, h) for la, h, _ in prev if la == 0], [(la, h) for la, h, _ in ind if la >= 1]
 
 
-def circuit_ablation(model: Any, task: Any, prev: list[tuple[int, int]], ind: list[tuple[int, int]]
-                     ) -> CircuitAblation:
-    """Ablate the previous-token heads three ways, and path patch them to the induction heads' q, k, v."""
+def circuit_ablation(model: Any, task: Any, prev: list[tuple[int, int]], ind: list[tuple[int, int]], *,
+                     base_run: tuple[Tensor, Any] | None = None) -> CircuitAblation:
+    """Ablate the previous-token heads three ways, and path patch them to the induction heads' q, k, v.
+
+    ``base_run``: ``(logits, cache)`` of the unablated run on the held-out sequences, cached at
+    :func:`~mechwork.analysis.attribution.base_hooks` of the induction heads, when the caller has it (else one
+    run here): it is the unablated row, the run path patching starts from, and the head outputs the resample
+    ablation draws from. The mean ablation is path patching's run with the senders swapped on every path."""
     from mechwork.analysis.ablation import ablate
-    from mechwork.analysis.attribution import path_patch
+    from mechwork.analysis.attribution import base_hooks, path_patches
     from mechwork.analysis.metrics import accuracy
 
     ev = task.batch("test")
     acc = accuracy(ev.targets, ev.mask)
-    z_names = {hook_name("z", la) for la, _ in prev}
-    with torch.no_grad():  # the unablated run, whose head outputs the mean and resample ablations draw from
-        logits, cache = model.run_with_cache(ev.tokens.to(next(model.parameters()).device),
-                                             names_filter=lambda n: n in z_names)
-    rows = [("unablated", float(acc(logits)))]
-    for how in ("zero", "mean", "resample"):
-        rows.append((f"{how}-ablate {', '.join(f'L{la}H{h}' for la, h in prev)}",
-                     float(acc(ablate(model, ev.tokens, heads=prev, how=how, reference_cache=cache).logits))))
-    paths = {c: path_patch(model, ev.tokens, "mean", acc, senders=prev, receivers=ind, component=c) for c in "qkv"}
+    if base_run is None:
+        wanted = base_hooks(model, ind)
+        with torch.no_grad():
+            base_run = model.run_with_cache(ev.tokens.to(next(model.parameters()).device),
+                                            names_filter=lambda n: n in wanted)
+    paths = path_patches(model, ev.tokens, "mean", acc, senders=prev, receivers=ind, base_run=base_run)
+    heads = ", ".join(f"L{la}H{h}" for la, h in prev)
+
+    def ablated(how: str) -> float:
+        return float(acc(ablate(model, ev.tokens, heads=prev, how=how, reference_cache=base_run[1]).logits))
+
+    rows = [("unablated", float(acc(base_run[0]))), (f"zero-ablate {heads}", ablated("zero")),
+            (f"mean-ablate {heads}", paths["q"].full_value), (f"resample-ablate {heads}", ablated("resample"))]
     rows += [(f"path {c}: mean-ablate only via the induction heads' {c}", paths[c].value) for c in "qkv"]
     return CircuitAblation(rows, paths)
 
@@ -220,21 +230,27 @@ def patching_results(model: Any, task: Any) -> dict[str, Result]:
 def analyse(src: Source) -> Analysis:
     """Every result of an induction-task run or preset (see the module docstring)."""
     from mechwork.analysis.attention import attention_patterns, composition_scores, head_detectors, repeated_tokens
+    from mechwork.analysis.attribution import base_hooks
 
     task, model = src.task, src.model
     if task.kind != "induction":
         raise ConfigError(f"the induction dashboard needs an induction run (got a {task.kind} run: {src.name!r})")
     scores = head_detectors(model)
+    prev, ind = circuit_heads(scores)
     ev = task.batch("test")
+    wanted = base_hooks(model, ind) if prev and ind else set()
+    with torch.no_grad():  # the held-out run: repeat accuracy's logits, and the ablations' unablated run
+        base_run = model.run_with_cache(ev.tokens.to(next(model.parameters()).device),
+                                        names_filter=lambda n: n in wanted)
     rep = repeated_tokens(task.d_vocab, task.seq_len // 2, batch=64, seed=1)
     results: dict[str, Result] = {
-        "detectors": scores, "repeat_accuracy": repeat_accuracy(model, ev.tokens, ev.targets, ev.mask),
+        "detectors": scores,
+        "repeat_accuracy": repeat_accuracy(model, ev.tokens, ev.targets, ev.mask, logits=base_run[0]),
         "composition": composition_scores(model), "position_loss": position_loss(model, rep),
         "repeated_attention": attention_patterns(model, rep[:2]),
         "task_attention": attention_patterns(model, ev.tokens[:1]),
         **patching_results(model, task),
     }
-    prev, ind = circuit_heads(scores)
     if prev and ind:
-        results["ablation"] = circuit_ablation(model, task, prev, ind)
+        results["ablation"] = circuit_ablation(model, task, prev, ind, base_run=base_run)
     return Analysis(src.info, results)
