@@ -67,6 +67,32 @@ def test_the_grokking_analysis_runs_each_forward_pass_once(modadd, monkeypatch):
     assert passes(model, lambda: grokking.analyse(modadd, progress=False)) == sum(singles.values()) + 1
 
 
+def test_the_grid_pass_gives_the_sae_features_their_activations(modadd):
+    """The modadd kit's one pass over the grid also feeds the SAE's feature pages (blocks.0.mlp.hook_post, the
+    hook the Fourier analyses read): the SAE then runs the model only for its metrics (2,048 pairs in chunks of
+    512: clean, spliced and zeroed each), and every number is what the feature report's own pass gives."""
+    import mechwork.tasks.modadd as kit
+    from mechwork.analysis.fourier import grid_pass
+    from mechwork.analysis.grokking import analyse, grid_hooks
+
+    model = modadd.model
+    grid = grid_pass(model, modadd.task, grid_hooks(modadd))
+    assert grid_hooks(modadd) == ["blocks.0.attn.hook_pattern", "blocks.0.mlp.hook_post"]
+    metrics_only = passes(model, lambda: kit.sae(modadd, acts=grid[1]))
+    alone = passes(model, lambda: kit.sae(modadd))
+    assert metrics_only == 3 * 4 and alone == metrics_only + 7  # its own pass over the grid: 7 chunks of 2,048
+    assert passes(model, lambda: analyse(modadd, progress=False, grid=grid)) == 4  # the two Fourier ablations
+    assert passes(model, lambda: kit.analyse(modadd, progress=False)) == 1 + 4 + metrics_only
+    shared, own = kit.sae(modadd, acts=grid[1]).features, kit.sae(modadd).features
+    for f in dataclasses.fields(own):
+        a, b = getattr(own, f.name), getattr(shared, f.name)
+        if dataclasses.is_dataclass(a):
+            assert all(torch.equal(getattr(a, g.name), getattr(b, g.name)) if isinstance(getattr(a, g.name),
+                       torch.Tensor) else getattr(a, g.name) == getattr(b, g.name) for g in dataclasses.fields(a))
+        else:
+            assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, f.name
+
+
 def test_the_induction_analysis_runs_each_forward_pass_once(monkeypatch):
     import mechwork.analysis.induction as induction
     from mechwork.analysis.attention import attention_patterns, composition_scores, head_detectors, repeated_tokens
@@ -199,3 +225,30 @@ def test_the_generic_page_renders_any_bundle():
     bare = sections.generic_page(Analysis(dataclasses.replace(info, metrics=None), {}))
     assert "analysis has no results." in bare.render("cdn")
     assert [b.kind for b in bare.blocks if b.title == "Training curves"] == ["html"]
+
+
+def test_the_sae_metrics_clean_run_serves_the_feature_report():
+    """On induction-2l's held-out sequences (metrics on every input) the SAE result runs the model three times:
+    clean, reconstruction spliced in, activation zeroed; the clean run gives the feature report its activations,
+    and the numbers are those of the metrics and report each making its own run."""
+    from mechwork.analysis.features import feature_report, sae_result
+    from mechwork.analysis.saeio import load_sae
+    from mechwork.analysis.saemetrics import clean_run, evaluate_sae
+    from mechwork.analysis.saestore import saes_for
+    from mechwork.tasks.induction import sae
+
+    src = open_source("induction-2l")
+    model, ev = src.model, src.task.batch("test")
+    hook = "blocks.1.hook_resid_pre"
+    every = torch.ones(ev.tokens.shape, dtype=torch.bool)
+    assert passes(model, lambda: sae(src)) == 3
+    bundle = sae_result(src, hook, ev, positions=every)
+    s = load_sae(saes_for("induction-2l")[hook])
+    run = clean_run(model, hook, ev.tokens)
+    assert passes(model, lambda: evaluate_sae(model, s, ev, positions=every)) == 3
+    assert passes(model, lambda: evaluate_sae(model, s, ev, positions=every, clean=run)) == 2
+    for alone, shared in ((evaluate_sae(model, s, ev, positions=every), bundle.metrics),
+                          (feature_report(model, s, ev.tokens, latents=5, mask=every), bundle.features)):
+        for f in dataclasses.fields(alone):
+            a, b = getattr(alone, f.name), getattr(shared, f.name)
+            assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, f.name

@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -337,12 +338,14 @@ def feature_report(
     model: TransformerBridge, sae: SAE, tokens: Int[Tensor, "n T"], *, latents: int | list[int] | None = None,
     by: str = "density", mask: Bool[Tensor, "n T"] | None = None, n_top: int = 8, n_bins: int = 30,
     labels: list[str] | None = None, grid: tuple[int, Int[Tensor, "pp T2"]] | None = None, batch_size: int = 2048,
+    acts: Float[Tensor, "n T d"] | None = None,
 ) -> FeatureReport:
     """The feature pages of ``sae``'s latents on ``tokens`` (see the module docstring).
 
     ``latents``: indices, or how many to pick (None: 5) ``by`` density or maximum activation among the live ones;
     ``labels``: a label per token id (default: decimal ids); ``grid``: ``(p, tokens of every pair, a-major)`` for
-    modular arithmetic, read at the last position.
+    modular arithmetic, read at the last position; ``acts``: the model's activations at the SAE's hook on
+    ``tokens``, when the caller has them (else one run here).
     """
     from mechwork.hooks import check_hook_name
 
@@ -354,7 +357,7 @@ def feature_report(
     mask = torch.ones(tokens.shape, dtype=torch.bool) if mask is None else mask.cpu().bool()
     if mask.shape != tokens.shape or not mask.any():
         raise invalid("mask", f"a boolean [n, T] = {tuple(tokens.shape)} mask with a True", tuple(mask.shape))
-    x = _hook_acts(model, hook, tokens, batch_size)
+    x = _hook_acts(model, hook, tokens, batch_size) if acts is None else acts.float().cpu()
     acts = _encode(sae, x[mask], batch_size)  # [m, d_sae]
     density, peak = (acts > 0).float().mean(0), acts.max(0).values
     chosen, how = _choose(latents, by, density, peak)
@@ -416,11 +419,14 @@ def sae_result(
     source: Any, hook: str, batch: Any, *, positions: Bool[Tensor, "n T"] | None = None,
     latents: int | list[int] | None = 5, labels: list[str] | None = None,
     grid: tuple[int, Int[Tensor, "pp T2"]] | None = None, metric_rows: int | None = None,
+    acts: Mapping[str, Tensor] | None = None,
 ) -> SAEBundle | None:
     """The SAE of ``source`` (a preset's shipped one or a run's ``saes/``) at ``hook`` (else the first it has),
     measured on ``batch`` (a :class:`~mechwork.kit.Batch`: :func:`mechwork.analysis.saemetrics.evaluate_sae`, the
     loss over its mask; on ``metric_rows`` of its rows drawn with seed 0 when given, to keep a page fast) and paged
-    on all its tokens, both at ``positions`` (default: the batch's mask); None when the source has no SAE."""
+    on all its tokens, both at ``positions`` (default: the batch's mask); None when the source has no SAE. When the
+    metrics read every input, their clean run also gives the feature report its activations; ``acts``: the model's
+    activations on the batch's tokens by hook name, when the caller has them."""
     from mechwork.analysis.saestore import saes_for
 
     found = saes_for(source.name) if source.kind in ("preset", "run") else {}
@@ -428,7 +434,7 @@ def sae_result(
         return None
     hook = hook if hook in found else sorted(found)[0]  # the kit's standard hook first, else a run's other one
     from mechwork.analysis.saeio import load_sae
-    from mechwork.analysis.saemetrics import evaluate_sae
+    from mechwork.analysis.saemetrics import clean_run, evaluate_sae
 
     sae = load_sae(found[hook], device=str(next(source.model.parameters()).device))
     where = f"shipped with the {source.name} preset" if source.kind == "preset" else f"read from {found[hook]}"
@@ -438,6 +444,12 @@ def sae_result(
         rows = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:metric_rows].sort().values
         where += f"; metrics on {metric_rows:,} of the {len(batch.tokens):,} inputs, drawn with seed 0"
     part = type(batch)(batch.tokens[rows], batch.targets[rows], batch.mask[rows])
-    metrics = evaluate_sae(source.model, sae, part, positions=pos[rows])
-    report = feature_report(source.model, sae, batch.tokens, latents=latents, mask=pos, labels=labels, grid=grid)
+    run = clean_run(source.model, hook, batch.tokens) if len(rows) == len(batch.tokens) else None  # serves both
+    metrics = evaluate_sae(source.model, sae, part, positions=pos[rows], clean=run)
+    given = (acts or {}).get(hook, None if run is None else run[1])
+    if given is not None and tuple(given.shape[:2]) != tuple(batch.tokens.shape):
+        raise invalid("acts", f"activations of the batch's {tuple(batch.tokens.shape)} tokens at {hook}",
+                      f"shape {tuple(given.shape)}")
+    report = feature_report(source.model, sae, batch.tokens, latents=latents, mask=pos, labels=labels, grid=grid,
+                            acts=given)
     return SAEBundle(hook, where, sae.cfg, metrics, report)

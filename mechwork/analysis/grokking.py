@@ -33,7 +33,7 @@ from torch import Tensor
 
 from mechwork.analysis.fourier import FOURIER_OPS, embedding_spectrum, grid_pass, key_frequencies, neuron_frequencies_of
 from mechwork.analysis.metrics import split_scores
-from mechwork.errors import ConfigError
+from mechwork.errors import ConfigError, invalid
 from mechwork.hooks import hook_name
 from mechwork.results import Analysis, Result
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ClusterSizes", "EmbeddingAblation", "EqualsAttention", "GridAccuracy", "NeuronGrids", "accuracy_of", "analyse",
-    "evaluate", "evaluate_modadd", "fourier_applies", "fourier_reason", "grid_logits",
+    "evaluate", "evaluate_modadd", "fourier_applies", "fourier_reason", "grid_hooks", "grid_logits",
 ]
 
 KEY, OTHER, GREY, GREEN = "#d62728", "#1f77b4", "#7f7f7f", "#2ca02c"
@@ -336,24 +336,38 @@ def stored_progress(src: Source) -> ProgressMeasures | None:
     return progress_measures(run)
 
 
-def analyse(src: Source, *, progress: bool = True) -> Analysis:
-    """Every result of a modular-arithmetic run or preset (see the module docstring); ``progress=False`` skips
-    the progress measures (a pass over every checkpoint of a run)."""
-    task, model = src.task, src.model
+def grid_hooks(src: Source) -> list[str]:
+    """The hooks :func:`analyse`'s pass over the grid caches: layer 0's attention pattern, and its MLP activations
+    when the Fourier analyses apply; a ConfigError when ``src`` is not a modular-arithmetic run that fits its
+    model."""
+    task, cfg = src.task, src.model.cfg
     if task.kind != "modadd":
         raise ConfigError(f"the grokking dashboard needs a modular-arithmetic run (got a {task.kind} run: "
                           f"{src.name!r})")
-    cfg = model.cfg
     if cfg.d_vocab != task.d_vocab or cfg.d_vocab_out != task.d_vocab_out:
         raise ConfigError(f"model vocabulary ({cfg.d_vocab} in, {cfg.d_vocab_out} out) does not match the task's "
                           f"p={task.p} (needs {task.d_vocab} in, {task.d_vocab_out} out)")
+    pattern = hook_name("pattern", 0)
+    return [pattern] if fourier_reason(task, src.model_config) else [pattern, hook_name("mlp_post", 0)]
+
+
+def analyse(src: Source, *, progress: bool = True, grid: tuple[Tensor, dict[str, Tensor]] | None = None) -> Analysis:
+    """Every result of a modular-arithmetic run or preset (see the module docstring); ``progress=False`` skips
+    the progress measures (a pass over every checkpoint of a run). ``grid``: ``grid_pass(model, task,
+    grid_hooks(src))``, when the caller has it (else that pass is made here)."""
+    task, model = src.task, src.model
+    hooks = grid_hooks(src)
     reason = fourier_reason(task, src.model_config)
-    mlp, pattern = hook_name("mlp_post", 0), hook_name("pattern", 0)
-    logits, cache = grid_pass(model, task, [pattern] if reason else [pattern, mlp])  # the one pass over the grid
+    if grid is None:
+        grid = grid_pass(model, task, hooks)  # the one pass over the grid
+    elif not set(hooks) <= set(grid[1]) or grid[0].shape[0] != task.n_pairs:
+        raise invalid("grid", f"grid_pass's (logits, cache) over the {task.n_pairs} pairs, cached at {hooks}",
+                      f"{grid[0].shape[0]} rows cached at {sorted(grid[1])}")
+    logits, cache = grid
     results: dict[str, Result | None] = {"accuracy": accuracy_of(logits, task),
-                                         "attention": _attention(task, logits, cache[pattern])}
+                                         "attention": _attention(task, logits, cache[hooks[0]])}
     if reason is None:
-        results |= fourier_results(model, task, logits, cache.pop(mlp)[:, -1])
+        results |= fourier_results(model, task, logits, cache[hooks[1]][:, -1])
     if progress:
         results["progress"] = stored_progress(src)
     return Analysis(src.info, {k: v for k, v in results.items() if v is not None})

@@ -44,7 +44,7 @@ from mechwork.results import Result
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["SAEMetrics", "activation_metrics", "evaluate_sae"]
+__all__ = ["SAEMetrics", "activation_metrics", "clean_run", "evaluate_sae"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,8 @@ class _Stats:
         self.sum: Tensor | None = None
 
     @torch.no_grad()
-    def add(self, sae: SAE, x: Tensor) -> None:
+    def add(self, sae: SAE, x: Tensor) -> Tensor:
+        """Count ``x``'s rows in; their reconstruction ``sae(x)``."""
         x = x.to(sae.W_dec.device, sae.W_dec.dtype)
         f = sae.encode(x)
         r = sae.decode(f)
@@ -126,6 +127,7 @@ class _Stats:
         self.sum_sq += float(x64.pow(2).sum())
         s = x64.sum(0).cpu()
         self.sum = s if self.sum is None else self.sum + s
+        return r
 
     def result(self, sae: SAE, dense_threshold: float, **losses: Any) -> SAEMetrics:
         if self.n == 0:
@@ -188,11 +190,16 @@ def evaluate_sae(
     hook: str | None = None,
     dense_threshold: float = 0.1,
     batch_size: int = 512,
+    clean: tuple[Tensor, Tensor] | None = None,
 ) -> SAEMetrics:
     """Every metric of the module docstring for ``sae`` spliced into ``model`` at ``hook`` (default: the SAE's
     ``hook_name``). ``batch`` is a :class:`~mechwork.kit.Batch` (loss over its ``mask``) or token ids (loss on
     the next token at every position but the last). The activation metrics and both replacements use the
-    activations at ``positions`` (default: the loss mask)."""
+    activations at ``positions`` (default: the loss mask). ``clean``: ``(logits, activations at the hook)`` of the
+    model on the batch's tokens (:func:`clean_run`), when the caller has them; else that run is made here.
+
+    The spliced run puts in the reconstruction the metrics computed: the activation arriving at the hook is the
+    clean run's, so one encoding serves both."""
     check_eval(model, "SAE evaluation")
     _check_threshold(dense_threshold)
     check_counts(batch_size=batch_size)
@@ -210,7 +217,7 @@ def evaluate_sae(
     device = next(model.parameters()).device
     sae = sae.to(device).eval()
     stats = _Stats(sae.cfg.d_sae)
-    clean = spliced = zeroed = 0.0
+    clean_sum = spliced = zeroed = 0.0
     n_loss = int(b.mask.sum())
     seen: dict[str, Tensor] = {}
 
@@ -224,19 +231,38 @@ def evaluate_sae(
             return flat.reshape(act.shape)
         return hook_fn
 
+    if clean is not None and (len(clean) != 2 or clean[0].shape[:2] != b.tokens.shape
+                              or clean[1].shape[:2] != b.tokens.shape):
+        raise invalid("clean", f"(logits, activations) of the batch's {tuple(b.tokens.shape)} tokens",
+                      f"shapes {[tuple(t.shape) for t in clean]}")
     for i in range(0, len(b), batch_size):
         chunk = Batch(b.tokens[i:i + batch_size], b.targets[i:i + batch_size], b.mask[i:i + batch_size]).to(device)
         where = pos[i:i + batch_size].to(device)
-        logits = model.run_with_hooks(chunk.tokens, fwd_hooks=[(name, grab)])
-        act = seen.pop("act")
+        if clean is None:
+            logits = model.run_with_hooks(chunk.tokens, fwd_hooks=[(name, grab)])
+            act = seen.pop("act")
+        else:
+            logits, act = clean[0][i:i + batch_size].to(device), clean[1][i:i + batch_size].to(device)
         act = act.reshape(act.shape[0], act.shape[1], -1)
         if act.shape[-1] != sae.cfg.d_in:
             raise ConfigError(f"the SAE's d_in={sae.cfg.d_in} does not match the hook's width: hook {name!r} "
                               f"gives width {act.shape[-1]}")
-        stats.add(sae, act[where])
-        clean += _ce_sum(logits, chunk)
-        spliced += _ce_sum(model.run_with_hooks(chunk.tokens, fwd_hooks=[(name, replace(sae, where))]), chunk)
+        recon = stats.add(sae, act[where])
+        clean_sum += _ce_sum(logits, chunk)
+        splice = replace(recon.expand_as, where)  # the reconstruction, in place of the same activation
+        spliced += _ce_sum(model.run_with_hooks(chunk.tokens, fwd_hooks=[(name, splice)]), chunk)
         zeroed += _ce_sum(model.run_with_hooks(chunk.tokens, fwd_hooks=[(name, replace(torch.zeros_like, where))]),
                           chunk)
-    return stats.result(sae, dense_threshold, clean_loss=clean / n_loss, sae_loss=spliced / n_loss,
+    return stats.result(sae, dense_threshold, clean_loss=clean_sum / n_loss, sae_loss=spliced / n_loss,
                         zero_loss=zeroed / n_loss, hook_name=name)
+
+
+@torch.no_grad()
+def clean_run(model: Any, hook: str, tokens: Int[Tensor, "batch pos"], batch_size: int = 512
+              ) -> tuple[Float[Tensor, "batch pos d_vocab_out"], Float[Tensor, "batch pos d_act"]]:
+    """The model's logits and its activations at ``hook`` on ``tokens``, run in chunks of ``batch_size`` inputs as
+    :func:`evaluate_sae` runs them (its ``clean``), both on the CPU."""
+    device = next(model.parameters()).device
+    runs = [model.run_with_cache(tokens[i:i + batch_size].to(device), names_filter=lambda n: n == hook)
+            for i in range(0, tokens.shape[0], batch_size)]
+    return torch.cat([lg.cpu() for lg, _ in runs]), torch.cat([c[hook].cpu() for _, c in runs])

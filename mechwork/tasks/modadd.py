@@ -287,11 +287,12 @@ def embedded_lines(task: ModularArithmetic, meta: Mapping[str, Any]) -> list[str
     return lines
 
 
-def sae(source: Source) -> Any:
+def sae(source: Source, acts: Mapping[str, Tensor] | None = None) -> Any:
     """The source's SAE at ``blocks.0.mlp.hook_post`` (shipped with a preset, or in a run's ``saes/``), read at
     ``=``: its metrics (on 2,048 pairs drawn with seed 0, to keep the dashboard fast) and the feature pages of its 5
     most often firing latents over every pair, with the (a, b) grid when the op is add or sub
-    (:func:`mechwork.analysis.features.sae_result`); None without one."""
+    (:func:`mechwork.analysis.features.sae_result`; ``acts``: the activations of every pair by hook, when the
+    caller has them); None without one."""
 
     from mechwork.analysis.features import sae_result
 
@@ -299,15 +300,19 @@ def sae(source: Source) -> Any:
     everything = task.batch("all")
     fourier = task.op in ("add", "sub") and task.n_pairs == task.p * task.p and task.p % 2 == 1
     return sae_result(source, "blocks.0.mlp.hook_post", everything, labels=[str(j) for j in range(task.p)] + ["="],
-                      grid=(task.p, task.tokens) if fourier else None, metric_rows=2048)
+                      grid=(task.p, task.tokens) if fourier else None, metric_rows=2048, acts=acts)
 
 
 def analyse(source: Source, *, progress: bool = True) -> Analysis:
     """Every result of the grokking dashboard, computed once (:func:`mechwork.analysis.grokking.analyse`), and
-    ``sae`` when the source has an SAE (:func:`sae`)."""
+    ``sae`` when the source has an SAE (:func:`sae`); the one pass over every pair also gives the SAE's feature
+    pages their MLP activations."""
+    from mechwork.analysis.fourier import grid_pass
     from mechwork.analysis.grokking import analyse as grokking
+    from mechwork.analysis.grokking import grid_hooks
 
-    return grokking(source, progress=progress).replace(sae=sae(source))
+    grid = grid_pass(source.model, source.task, grid_hooks(source))
+    return grokking(source, progress=progress, grid=grid).replace(sae=sae(source, acts=grid[1]))
 
 
 KIT = register(Kit(
