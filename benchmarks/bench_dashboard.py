@@ -13,6 +13,9 @@ the page from the bundle (no model) and writing it (render + atomic write). *Col
 build (``--cold`` repeats); the real command, ``python -m mechwork.cli dashboard PRESET``, is timed beside it,
 with ``--cache`` rebuilding from the result cache, and ``python -c "import torch"`` as the peer. *Warm*: in this
 process, after one untimed build (``--repeats``). Medians of wall and CPU (user + system, all threads) seconds.
+The peer, interleaved with each cold build: the same build on TransformerLens's bridge (``open_source`` without
+``light``, importing the bridge first), as every dashboard was built before HookedToy; the process's wall time
+from start to exit is the *cold total*.
 
     python benchmarks/bench_dashboard.py [--repeats 5] [--cold 3] [--device cpu] [--part size|time|both]
 """
@@ -99,6 +102,8 @@ STAGES = {  # kind -> (module, attribute, stage) of the analyses a kit's analyse
                   ("mechwork.tasks.induction", "sae", "SAE metrics and features")],
 }
 PRESETS = {"modadd-113": "modadd", "induction-2l": "induction"}
+BRIDGE_OF = {n: f"{n} on the bridge" for n in PRESETS}  # the peer: the same build on TransformerLens's bridge
+BRIDGE = {BRIDGE_OF[n]: kind for n, kind in PRESETS.items()}
 
 
 class Clock:
@@ -132,12 +137,15 @@ class Clock:
         return functools.wraps(fn)(lambda *a, **k: self.run(stage, fn, *a, **k))
 
 
-def build_stages(name: str, out: Path, device: str, clock: Clock) -> None:
-    """One dashboard build of preset ``name``, every stage timed on ``clock`` (imports too, when not yet done)."""
+def build_stages(name: str, out: Path, device: str, clock: Clock, bridge: bool = False) -> None:
+    """One dashboard build of preset ``name``, every stage timed on ``clock`` (imports too, when not yet done); on
+    a HookedToy as ``mechwork dashboard`` builds it, or with ``bridge`` on TransformerLens's bridge."""
     import importlib
 
     clock.run("import torch", importlib.import_module, "torch")
-    clock.run("import TransformerLens bridge", importlib.import_module, "transformer_lens.model_bridge.sources.native")
+    if bridge:
+        clock.run("import TransformerLens bridge", importlib.import_module,
+                  "transformer_lens.model_bridge.sources.native")
     clock.run("import mechwork dashboard", importlib.import_module, "mechwork.dashboard")
     from mechwork.dashboard import page_for
     from mechwork.dashboard.standard import analyse, save
@@ -152,7 +160,8 @@ def build_stages(name: str, out: Path, device: str, clock: Clock) -> None:
         patched.append((mod, attr, getattr(mod, attr)))
         setattr(mod, attr, clock.timed(getattr(mod, attr), stage))
     try:
-        src = clock.run("model load", open_source, name, device=device)
+        src = clock.run("model load", open_source, name, device=device, light=not bridge)
+        assert (type(src.model).__name__ == "TransformerBridge") == bridge
         labels = {s for *_, s in STAGES[kind]}
         before = sum(clock.wall.get(s, 0.0) for s in labels), sum(clock.cpu.get(s, 0.0) for s in labels)
         t, c = time.perf_counter(), time.process_time()
@@ -169,12 +178,13 @@ def build_stages(name: str, out: Path, device: str, clock: Clock) -> None:
             setattr(mod, attr, fn)
 
 
-def _child(name: str, device: str) -> None:
+def _child(name: str, device: str, bridge: bool) -> None:
     """``--child``: one cold build in this new process; its stage times as JSON on stdout."""
     clock = Clock(device)
     with tempfile.TemporaryDirectory() as d:
-        build_stages(name, Path(d) / "page.html", device, clock)
-    print(json.dumps({"wall": clock.wall, "cpu": clock.cpu}))
+        build_stages(name, Path(d) / "page.html", device, clock, bridge)
+    heavy = [m for m in ("transformer_lens", "transformers", "datasets", "pandas", "plotly") if m in sys.modules]
+    print(json.dumps({"wall": clock.wall, "cpu": clock.cpu, "heavy": heavy}))
 
 
 def _cpu_children() -> float:
@@ -194,8 +204,8 @@ def cold_bench(repeats: int, device: str, cli: bool = True) -> dict[str, Any]:
     """Per preset, interleaved: the stage-timed child, the real command, its --cache rebuild (unless ``cli`` is
     False); and import torch."""
     py = [sys.executable]
-    rows: dict[str, Any] = {n: {"wall": [], "cpu": [], "cli": [], "cli_cpu": [], "hit": [], "hit_cpu": []}
-                            for n in PRESETS}
+    rows: dict[str, Any] = {n: {"wall": [], "cpu": [], "total": [], "total_cpu": [], "heavy": [], "cli": [],
+                                "cli_cpu": [], "hit": [], "hit_cpu": []} for n in [*PRESETS, *BRIDGE]}
     rows["import torch"] = {"wall": [], "cpu": []}
     with tempfile.TemporaryDirectory() as cwd:
         env = os.environ | {"MECHWORK_CACHE": str(Path(cwd) / "cache")}
@@ -204,9 +214,11 @@ def cold_bench(repeats: int, device: str, cli: bool = True) -> dict[str, Any]:
                       "--cache", "--quiet"], cwd, env)
         for _ in range(repeats):
             for name in PRESETS:
-                wall, cpu, out = _process([*py, __file__, "--child", name, "--device", device], cwd)
-                rows[name]["wall"].append(json.loads(out)["wall"])
-                rows[name]["cpu"].append(json.loads(out)["cpu"])
+                for label, extra in ((name, []), (BRIDGE_OF[name], ["--bridge"])):
+                    wall, cpu, out = _process([*py, __file__, "--child", name, "--device", device, *extra], cwd)
+                    for key, value in (("wall", json.loads(out)["wall"]), ("cpu", json.loads(out)["cpu"]),
+                                       ("total", wall), ("total_cpu", cpu), ("heavy", json.loads(out)["heavy"])):
+                        rows[label][key].append(value)
                 if not cli:
                     continue
                 command = [*py, "-m", "mechwork.cli", "dashboard", name, "--out", "x.html", "--device", device,
@@ -243,15 +255,17 @@ def _median_stages(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def print_time(cold: dict[str, Any], warm: dict[str, Any], n_cold: int, n_warm: int) -> None:
-    cols = [(n, mode) for n in PRESETS for mode in ("cold", "warm")]
-    med = {(n, "cold"): (_median_stages(cold[n]["wall"]), _median_stages(cold[n]["cpu"])) for n in PRESETS}
+    cols = [(n, "cold") for n in PRESETS for n in (n, BRIDGE_OF[n])] + [(n, "warm") for n in PRESETS]
+    med = {(n, "cold"): (_median_stages(cold[n]["wall"]), _median_stages(cold[n]["cpu"])) for n in cold
+           if n in PRESETS or n in BRIDGE}
     med |= {(n, "warm"): (_median_stages(warm[n]["wall"]), _median_stages(warm[n]["cpu"])) for n in PRESETS}
     order = ["import torch", "import TransformerLens bridge", "import mechwork dashboard", "model load"]
     order += [s for kind in ("modadd", "induction") for *_, s in STAGES[kind]]
     order += ["other analysis", "page from the bundle", "render and write"]
     order = list(dict.fromkeys(order))  # a stage both kits have (the SAE) once
     head = " | ".join(f"{n} {mode}" for n, mode in cols)
-    print(f"build time by stage, median wall s (CPU s); cold: {n_cold} new processes, warm: {n_warm} in process")
+    print(f"build time by stage, median wall s (CPU s); cold: {n_cold} new processes each, interleaved (HookedToy, "
+          f"then the bridge), warm: {n_warm} in process on HookedToy")
     print(f"| stage | {head} |")
     print("| --- |" + " ---: |" * len(cols))
     analysis = {s for kind in STAGES.values() for *_, s in kind} | {"other analysis"}
@@ -260,12 +274,23 @@ def print_time(cold: dict[str, Any], warm: dict[str, Any], n_cold: int, n_warm: 
             continue
         cells = [f"{med[c][0][stage]:.2f} ({med[c][1][stage]:.2f})" if stage in med[c][0] else "" for c in cols]
         print(f"| {stage} | {' | '.join(cells)} |")
-    for label, keep in (("imports", lambda s: s.startswith("import")), ("analysis", lambda s: s in analysis),
+    for label, keep in (("imports", lambda s: s.startswith("import")), ("load", lambda s: s == "model load"),
+                        ("analysis", lambda s: s in analysis),
                         ("page + write", lambda s: s in ("page from the bundle", "render and write")),
-                        ("total", lambda s: True)):
+                        ("total in process", lambda s: True)):
         cells = [f"{sum(v for s, v in med[c][0].items() if keep(s)):.2f} "
                  f"({sum(v for s, v in med[c][1].items() if keep(s)):.2f})" for c in cols]
         print(f"| **{label}** | {' | '.join(cells)} |")
+    cells = [f"{statistics.median(cold[n]['total']):.2f} ({statistics.median(cold[n]['total_cpu']):.2f})"
+             if mode == "cold" else "" for n, mode in cols]
+    print(f"| **cold total (process start to exit)** | {' | '.join(cells)} |")
+    cells = [", ".join(sorted(set().union(*map(set, cold[n]["heavy"])))) or "none" if mode == "cold" else ""
+             for n, mode in cols]
+    print(f"| imported by the end | {' | '.join(cells)} |")
+    for n in PRESETS:
+        toy, ref = statistics.median(cold[n]["total"]), statistics.median(cold[BRIDGE_OF[n]]["total"])
+        print(f"{n}: cold build {toy:.2f} s on HookedToy against {ref:.2f} s on the bridge, {ref / toy:.2f}x "
+              "faster   [target <= 5 s idle]")
     for n in [n for n in PRESETS if cold[n]["cli"]]:
         cli, hit = statistics.median(cold[n]["cli"]), statistics.median(cold[n]["hit"])
         cli_cpu, hit_cpu = statistics.median(cold[n]["cli_cpu"]), statistics.median(cold[n]["hit_cpu"])
@@ -273,7 +298,8 @@ def print_time(cold: dict[str, Any], warm: dict[str, Any], n_cold: int, n_warm: 
               f"rebuilt from the result cache: {hit:.2f} s ({hit_cpu:.2f} CPU), {cli / hit:.1f}x faster"
               "   [target <= 5 s idle]")
     print(f"peer: python -c \"import torch\" {statistics.median(cold['import torch']['wall']):.2f} s wall "
-          f"({statistics.median(cold['import torch']['cpu']):.2f} CPU); load average {os.getloadavg()[0]:.1f}")
+          f"({statistics.median(cold['import torch']['cpu']):.2f} CPU); load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,13 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cli", dest="cli", action="store_false",
                     help="time the stages only, not the real command and its --cache rebuild")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--bridge", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
-        _child(args.child, args.device)
+        _child(args.child, args.device, args.bridge)
         return 0
     if args.part in ("size", "both"):
         print_size(size_bench())
     if args.part in ("time", "both"):
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")
         cold = cold_bench(args.cold, args.device, args.cli)
         warm = warm_bench(args.repeats, args.device)
         print_time(cold, warm, args.cold, args.repeats)

@@ -458,17 +458,32 @@ class Run:
 
         return load_tensors(self.path / "checkpoints" / ckpt_name(step))[0]
 
-    def model_at(self, step: int | None = None, device: torch.device | str | None = None) -> TransformerBridge:
-        """The bridge model at ``step`` (default: the last checkpoint), in eval mode."""
-        tensors = self.weights_at(step)
-        model = build_model(self.model_config, device)
-        load_weights(model, tensors, source=str(self.path))
-        return model.eval()
+    def model_at(self, step: int | None = None, device: torch.device | str | None = None,
+                 light: bool = False) -> TransformerBridge:
+        """The bridge model at ``step`` (default: the last checkpoint), in eval mode; with ``light``, a
+        :class:`~mechwork.hookedtoy.HookedToy` when it reproduces the run's config (see :func:`load`)."""
+        return _toy_model(self.model_config, self.weights_at(step), str(self.path), device, light)
+
+
+def _toy_model(cfg: ToyConfig, tensors: dict[str, torch.Tensor], source: str, device: torch.device | str | None,
+               light: bool) -> Any:
+    """``cfg``'s model holding ``tensors``, in eval mode: a HookedToy when ``light`` and it reproduces ``cfg``,
+    else the bridge."""
+    if light:
+        from mechwork.hookedtoy import HookedToy, reproduces
+
+        if reproduces(cfg):
+            toy = HookedToy(cfg, device)
+            load_weights(toy, tensors, source=source)  # type: ignore[arg-type]  # the same parameter names
+            return toy.eval()
+    model = build_model(cfg, device)
+    load_weights(model, tensors, source=source)
+    return model.eval()
 
 
 def load(
     path_or_preset: str | os.PathLike[str] | TransformerBridge | object, step: int | None = None,
-    device: torch.device | str | None = None,
+    device: torch.device | str | None = None, *, light: bool = False,
 ) -> TransformerBridge:
     """An eval-mode bridge model from a preset name, a run directory, a ``save_pretrained`` directory or a bridge.
 
@@ -476,6 +491,10 @@ def load(
     ``step``); a model directory boots through TransformerLens's bridge from local files only
     (:func:`mechwork.models.boot_directory`); a ``TransformerBridge`` is returned as it is, in eval mode (moved
     to ``device`` when one is given). Anything else is one line naming what is accepted.
+
+    ``light=True`` gives a preset's or run's model as a :class:`~mechwork.hookedtoy.HookedToy` (the same weights
+    and hook points, without importing TransformerLens) when it reproduces its config; a model directory, a bridge
+    or another config still comes as the bridge.
     """
     if is_bridge(path_or_preset):
         if step is not None:
@@ -497,10 +516,9 @@ def load(
         from mechwork.io import load_tensors
 
         meta = load_json(weights_file.with_suffix(".json"))
-        model = build_model(ToyConfig.from_dict(meta["model"]), device)
-        load_weights(model, load_tensors(weights_file)[0], source=str(weights_file))
-        return model.eval()
-    return Run(key).model_at(step, device)
+        return _toy_model(ToyConfig.from_dict(meta["model"]), load_tensors(weights_file)[0], str(weights_file),
+                          device, light)
+    return Run(key).model_at(step, device, light)
 
 
 def resolve(path_or_preset: str | os.PathLike[str] | object) -> tuple[str, str]:

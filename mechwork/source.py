@@ -7,6 +7,9 @@ its directory; a preset's from the JSON beside its embedded weights. A preset wi
 (kind ``"bridge"``) has no task, configs or history (all None); its :attr:`SourceInfo.description` is
 :func:`describe_bridge`, the architecture in one line read from the model's cfg.
 
+``open_source(..., light=True)``, what ``mechwork dashboard`` uses, opens a preset or run of the built-in kits as a
+:class:`~mechwork.hookedtoy.HookedToy` instead of the bridge: the same numbers, without importing TransformerLens.
+
 A kit's ``analyse(source)`` turns a source into an :class:`~mechwork.results.Analysis` bundle (every
 result its pages show, computed once). The bundle keeps :attr:`Source.info`, the model-free part of the
 source, so that dashboards, reports and summaries render without a model.
@@ -97,7 +100,8 @@ class SourceInfo:
 
 @dataclass(frozen=True)
 class Source(SourceInfo):
-    """A run or preset, opened: everything :class:`SourceInfo` holds, and the eval-mode model."""
+    """A run or preset, opened: everything :class:`SourceInfo` holds, and the eval-mode model (the bridge, or a
+    :class:`~mechwork.hookedtoy.HookedToy` with the same weights and hook points when opened ``light``)."""
 
     model: TransformerBridge = field(kw_only=True)
 
@@ -109,7 +113,7 @@ class Source(SourceInfo):
 
 def open_source(
     run_or_preset: str | os.PathLike[str] | TransformerBridge | object, *, step: int | None = None,
-    device: str | None = None, history: bool = True,
+    device: str | None = None, history: bool = True, light: bool = False,
 ) -> Source:
     """Open a run directory, a preset, a ``save_pretrained`` directory or a ``TransformerBridge``; anything else
     is a one-line :class:`~mechwork.errors.ConfigError`.
@@ -117,6 +121,10 @@ def open_source(
     This is the one way to open any of them (:func:`mechwork.runs.resolve` tells them apart). ``history=False``
     leaves a run's ``metrics.jsonl`` unread (``metrics`` is None), for a command that needs only the task
     and the model, such as ``mechwork patch``.
+
+    ``light=True`` (``mechwork dashboard``) opens a preset or run of a kit in :data:`mechwork.hookedtoy.KITS` as a
+    :class:`~mechwork.hookedtoy.HookedToy` when it reproduces the model's config: the same weights, hook points and
+    numbers as the bridge, without importing TransformerLens. Anything else opens the bridge.
     """
     import pandas as pd
 
@@ -136,17 +144,23 @@ def open_source(
     if kind == "preset":
         pre = preset(key)
         info = embedded_info(key) if embedded_path(key).with_suffix(".json").is_file() else {}
-        model = load(key, step=step, device=device)
+        model = load(key, step=step, device=device, light=light and pre.task.kind in _light_kits())
         stored = info.get("history") or {}
         metrics = pd.DataFrame(stored["metrics"]) if "metrics" in stored else None
         return Source(key, "preset", pre.task, ToyConfig.from_dict(info.get("model", pre.model.to_dict())),
                       info.get("step"), info.get("train"), info.get("summary", {}), metrics, _hooks(model), model=model)
     run = Run(key)
-    model = run.model_at(step, device)
+    model = run.model_at(step, device, light=light and run.task.kind in _light_kits())
     metrics = run.metrics if history else None
     return Source(key, "run", run.task, run.model_config, step if step is not None else run.steps[-1],
                   run.config["train"], {}, metrics if metrics is not None and len(metrics) else None, _hooks(model),
                   model=model)
+
+
+def _light_kits() -> tuple[str, ...]:
+    from mechwork.hookedtoy import KITS
+
+    return KITS
 
 
 def _hooks(model: Any) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Building a dashboard: the kit's analysis runs once and the page runs no model; ``--cache`` rebuilds an unchanged
-model's page from the result cache without torch, byte for byte, and another checkpoint or other weights miss.
+model's page from the result cache without torch, byte for byte, and another checkpoint or other weights miss; a
+cold build of a preset imports no TransformerLens (the model is a HookedToy) and writes the bridge's page.
 
-Forward passes are counted at the model's ``hook_embed`` (every pass through the bridge goes through it).
+Forward passes are counted at the model's ``hook_embed`` (every pass through the model goes through it).
 """
 
 from __future__ import annotations
@@ -69,6 +70,32 @@ def test_the_dashboard_analyses_once_and_its_page_runs_no_model(monkeypatch):
     assert page.title == "Grokking dashboard: modadd-113"
     assert calls["open"] == calls["analyse"] == calls["page"] == 1
     assert calls["passes"] == calls["passes_in_analyse"] > 0  # every pass is the analysis's; the page runs none
+
+
+COLD = """
+import json, sys
+from mechwork.cli import main
+code = main(json.loads(sys.argv[1]))
+heavy = [m for m in ("transformer_lens", "transformers", "datasets") if m in sys.modules]
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def test_a_cold_dashboard_imports_no_transformer_lens_and_writes_the_bridges_page(tmp_path):
+    """``mechwork dashboard modadd-113`` in a new process opens the preset as a HookedToy; its page is byte for byte
+    the page of the same analysis on the TransformerBridge (the bundles agree to the last bit)."""
+    from mechwork.dashboard import page_for
+    from mechwork.dashboard.standard import analyse, save
+    from mechwork.source import open_source
+
+    (tmp_path / "dashboards").mkdir()
+    res = subprocess.run([sys.executable, "-c", COLD, json.dumps(["dashboard", "modadd-113", "--quiet"])],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert json.loads(res.stderr.strip().splitlines()[-1]) == {"code": 0, "heavy": []}, res.stderr[-2000:]
+    src = open_source("modadd-113")
+    assert type(src.model).__name__ == "TransformerBridge"
+    save(page_for("modadd")(analyse(src)), tmp_path / "bridge.html", "inline", None)
+    assert (tmp_path / "dashboards" / "modadd-113.html").read_bytes() == (tmp_path / "bridge.html").read_bytes()
 
 
 def _probe(args: list[str], cache: os.PathLike[str]) -> tuple[dict, str]:

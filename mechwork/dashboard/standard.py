@@ -1,7 +1,8 @@
 """``mechwork dashboard``: open a run or preset, have its kit analyse it once, render its page, save it.
 
-:func:`dashboard` is the whole pipeline: :func:`~mechwork.source.open_source`, then the kit's
-``analyse(source)`` (every result, computed once), then the kind's page from
+:func:`dashboard` is the whole pipeline: :func:`~mechwork.source.open_source` (``light``: a preset's or run's
+toy model opens as a :class:`~mechwork.hookedtoy.HookedToy`, so a cold build never imports TransformerLens),
+then the kit's ``analyse(source)`` (every result, computed once), then the kind's page from
 :func:`~mechwork.dashboard.page_for` (the generic page for a kit without its own), then
 :meth:`~mechwork.dashboard.page.Page.save`. The page sees the analysis bundle, never the model.
 A model directory (saved with ``save_pretrained``) has no kit: it gets the prompt page
@@ -67,7 +68,7 @@ def dashboard(
     if resolve(run_or_preset)[0] == "model":  # no task, so no kit: the prompt page
         return prompt_dashboard(run_or_preset, out, assets=assets, step=step, device=device, figures=figures)
     stage("loading the model and its history")  # progress bars: only inside a command (mechwork.bars)
-    src = open_source(run_or_preset, step=step, device=device)
+    src = open_source(run_or_preset, step=step, device=device, light=True)  # no TransformerLens for a toy model
     kind = src.task.kind
     stage(f"analysing the {kind} model")
     bundle = analyse(src)
