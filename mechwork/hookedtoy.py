@@ -106,7 +106,8 @@ class HookPoint(nn.Module):
     def layer(self) -> int:
         return int(self.name.split(".")[1])
 
-    def add_hook(self, fn: Hook, dir: str = "fwd", is_permanent: bool = False) -> None:
+    def add_hook(self, fn: Hook, dir: str = "fwd", is_permanent: bool = False) -> tuple[Any, bool]:
+        """Add ``fn`` (kept by :meth:`remove_hooks` when ``is_permanent``); returns its entry for :meth:`remove`."""
         if self.fork is not None:
             raise ConfigError(f"hook point {self.name!r} needs TransformerLens's per-head fork ({self.fork}); "
                               "open the model with mechwork.load for the TransformerBridge")
@@ -120,8 +121,13 @@ class HookPoint(nn.Module):
             if out.requires_grad:
                 out.register_hook(lambda grad: fn(grad, hook=self))
 
-        self.handles.append((self.register_forward_hook(forward_hook if dir == "fwd" else backward_hook),
-                             is_permanent))
+        entry = (self.register_forward_hook(forward_hook if dir == "fwd" else backward_hook), is_permanent)
+        self.handles.append(entry)
+        return entry
+
+    def remove(self, entry: tuple[Any, bool]) -> None:
+        entry[0].remove()
+        self.handles = [h for h in self.handles if h is not entry]
 
     def remove_hooks(self, including_permanent: bool = False) -> None:
         for handle, permanent in self.handles:
@@ -304,9 +310,9 @@ class HookedToy(nn.Module):
         return list(out.values())
 
     def add_hook(self, name: str | Callable[[str], bool], hook: Hook, dir: str = "fwd",
-                 is_permanent: bool = False) -> None:
-        for point in self._points(name):
-            point.add_hook(hook, dir, is_permanent)
+                 is_permanent: bool = False) -> list[tuple[HookPoint, Any]]:
+        """Add ``hook`` at hook ``name`` (or every point the filter accepts); returns what :meth:`hooks` removes."""
+        return [(point, point.add_hook(hook, dir, is_permanent)) for point in self._points(name)]
 
     def reset_hooks(self, clear_contexts: bool = True, including_permanent: bool = False) -> None:
         for point in {id(p): p for p in self.hook_dict.values()}.values():
@@ -317,16 +323,19 @@ class HookedToy(nn.Module):
     @contextmanager
     def hooks(self, fwd_hooks: list[tuple[Any, Hook]] | None = None, bwd_hooks: list[tuple[Any, Hook]] | None = None,
               reset_hooks_end: bool = True, clear_contexts: bool = False) -> Iterator[HookedToy]:
-        """The hooks on inside the block (removed after it when ``reset_hooks_end``)."""
+        """The hooks on inside the block; after it, with ``reset_hooks_end``, these hooks are removed (hooks added
+        before are left alone) and with ``clear_contexts`` their points' ``ctx`` cleared."""
+        added: list[tuple[HookPoint, Any]] = []
         try:
-            for name, fn in fwd_hooks or []:
-                self.add_hook(name, fn, "fwd")
-            for name, fn in bwd_hooks or []:
-                self.add_hook(name, fn, "bwd")
+            for hooks, dir in ((fwd_hooks, "fwd"), (bwd_hooks, "bwd")):
+                for name, fn in hooks or []:
+                    added += self.add_hook(name, fn, dir)
             yield self
         finally:
-            if reset_hooks_end:
-                self.reset_hooks(clear_contexts)
+            for point, entry in added if reset_hooks_end else ():
+                point.remove(entry)
+                if clear_contexts:
+                    point.ctx.clear()
 
     def run_with_hooks(self, input: Tensor, fwd_hooks: list[tuple[Any, Hook]] | None = None,
                        bwd_hooks: list[tuple[Any, Hook]] | None = None, reset_hooks_end: bool = True,
@@ -346,18 +355,13 @@ class HookedToy(nn.Module):
                 raise KeyError(f"names_filter {names_filter!r} matched no hook points on this model")
             forked = [n for n in wanted if n in self.hook_dict and self.hook_dict[n].fork is not None]
             if forked:
-                self.hook_dict[forked[0]].add_hook(_nothing)  # refuses, in one line
+                self.hook_dict[forked[0]].add_hook(lambda act, hook: None)  # refuses, in one line
             keep: Callable[[str], bool] = wanted.__contains__
         else:
             keep = names_filter if callable(names_filter) else (lambda n: True)
         cache: dict[str, Tensor] = {}
-
-        def store(name: str) -> Hook:
-            def save(act: Tensor, hook: HookPoint) -> None:
-                cache[name] = act.detach()
-            return save
-
-        hooks = [(n, store(n)) for n, p in self.hook_dict.items() if p.fork is None and keep(n)]
+        hooks = [(n, lambda act, hook, n=n: cache.__setitem__(n, act.detach()))
+                 for n, p in self.hook_dict.items() if p.fork is None and keep(n)]
         return self.run_with_hooks(input, fwd_hooks=hooks, return_type=return_type), cache
 
     # -- the weights, in TransformerLens's layout --------------------------------------------------------------
@@ -390,7 +394,3 @@ class HookedToy(nn.Module):
     b_in = property(lambda self: self._stack(lambda la: self._w(f"layers.{la}.mlp.fc_in.bias")))
     W_out = property(lambda self: self._stack(lambda la: self._w(f"layers.{la}.mlp.fc_out.weight").T))
     b_out = property(lambda self: self._stack(lambda la: self._w(f"layers.{la}.mlp.fc_out.bias")))
-
-
-def _nothing(act: Tensor, hook: HookPoint) -> None:
-    return None

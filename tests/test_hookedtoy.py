@@ -120,6 +120,30 @@ def test_hooks_change_the_logits_as_on_the_bridge(pairs, name):
         assert list(ours) == list(ref) and all(torch.equal(ours[k], ref[k]) for k in ref)
 
 
+def test_hooks_are_added_and_removed_as_on_the_bridge(pairs):
+    """A call's hooks go when it ends, the caller's own stay; permanent hooks survive reset_hooks."""
+    counts = {}
+    for label, model in zip(("bridge", "toy"), pairs["modadd-113"], strict=True):
+        n = [0]
+
+        def count(x: torch.Tensor, hook: Any, n: list[int] = n) -> None:
+            n[0] += 1
+
+        toks = _tokens(model)
+        with model.hooks(fwd_hooks=[("hook_embed", count)]):
+            model.run_with_cache(toks, names_filter="hook_embed")
+            model.run_with_hooks(toks, fwd_hooks=[(lambda name: "embed" in name, count)])
+            model(toks)
+        model(toks)
+        model.add_hook("hook_embed", count, is_permanent=True)
+        model.reset_hooks()
+        model(toks)
+        model.reset_hooks(including_permanent=True)
+        model(toks)
+        counts[label] = n[0]
+    assert counts["toy"] == counts["bridge"] == 1 + (1 + 6) + 1 + 1  # the filter picks 6 points
+
+
 @pytest.mark.parametrize("name", ["induction-2l", "ln-gelu"])
 def test_backward_hooks_and_gradients_equal_the_bridge(pairs, name):
     bridge, toy = pairs[name]
