@@ -1,8 +1,8 @@
 """mechwork's toy transformers with TransformerLens's hook points, without importing TransformerLens.
 
-Importing ``transformer_lens`` costs about 2.5 s over torch (its package imports transformers, datasets
-and pandas), and booting a ``TransformerBridge`` about as much again. For a model built from a
-:class:`~mechwork.models.ToyConfig` that is most of a cold ``mechwork dashboard``. :class:`HookedToy` is the
+Importing TransformerLens's bridge costs about 3 s of CPU after torch's 1.1 s (its package imports transformers,
+datasets and pandas; the bridge, transformers' model code), a third of a cold ``mechwork dashboard``
+before this module (``benchmarks/README.md``), and TransformerLens 4.3 has no lazy import. :class:`HookedToy` is the
 same model as a plain ``torch.nn.Module``: the same parameters under the same names (so
 :func:`mechwork.models.weights`, :func:`mechwork.models.load_weights` and the fast engine,
 :func:`mechwork.engine.supports`, read it as they read the bridge), and the bridge's hook points, with the
@@ -19,9 +19,11 @@ bridge's names, shapes, aliases and semantics:
   ``run_with_hooks`` and ``hooks(...)`` (forward and backward hooks), ``add_hook`` / ``reset_hooks``, and the
   weight views ``W_E``, ``W_pos``, ``W_U``, ``b_U``, ``W_Q``... ``b_out`` (stacked over layers).
 
-The hook points that need TransformerLens's per-head fork (``attn.hook_result``, ``hook_q_input``,
-``hook_mlp_in``...) are listed but refuse a hook: edge runs on these models take the fast engine. The bridge
-stays the reference: :func:`mechwork.load` returns it, and the tests hold this model's logits, every cached
+Not there: a tokenizer, ``blocks``, ``ActivationCache``'s methods (the cache is a dict), the per-head fork
+(its hook points, ``attn.hook_result``, ``hook_q_input``..., are listed but refuse a hook; edge runs on these
+models take the fast engine). The forward is written out here, not taken from :mod:`mechwork.engine`, whose
+block fires only the patching sites: every hook point must fire where the bridge fires it. The bridge stays the
+reference: :func:`mechwork.load` returns it, and the tests hold this model's logits, every cached
 activation and the dashboards' analysis bundles to the bridge's. :func:`reproduces` says which configs it
 builds; anything else (an attention rate below 1, a Hugging Face directory) takes the bridge.
 
