@@ -168,3 +168,43 @@ def test_without_decompressionstream_every_mount_says_why_it_is_empty(tmp_path):
             assert page.evaluate("() => typeof Plotly") == "undefined"
         finally:
             browser.close()
+
+
+def test_the_shipped_embedded_bundles_are_the_bundles_compressed():
+    """A page build takes the bundles' gzip + base64 form from mechwork/data/js/embedded-*.json instead of
+    compressing 2.5 MB each time: each shipped form decompresses to its bundle's current script-safe source and
+    equals what compressing it gives."""
+    import base64
+    import gzip
+
+    from mechwork.dashboard.assets import CIRCUITSVIS, _compress, _inline_source, shipped_path
+
+    for asset in (PLOTLY, CIRCUITSVIS):
+        shipped = json.loads(shipped_path(asset.path).read_text(encoding="utf-8"))
+        source = _inline_source(asset.path)
+        if asset is CIRCUITSVIS and shipped["source"] != f"circuitsvis {asset.package_version}: {asset.relpath}":
+            pytest.skip(f"the shipped form is of {shipped['source']}; rerun assets.write_shipped(CIRCUITSVIS)")
+        assert shipped["sha256"] == hashlib.sha256(source.encode()).hexdigest(), \
+            f"{shipped_path(asset.path).name} is stale: rerun mechwork.dashboard.assets.write_shipped"
+        assert gzip.decompress(base64.b64decode(shipped["embedded"])).decode() == source
+        assert shipped["embedded"] == _compress(source)
+
+
+def test_a_build_compresses_no_bundle_and_a_stale_shipped_form_is_ignored(monkeypatch, tmp_path):
+    import mechwork.dashboard.assets as assets
+
+    def no_compress(*a, **k):
+        raise AssertionError("compressed a bundle")
+
+    assets._embedded.cache_clear()
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(assets.gzip, "compress", no_compress)
+            shipped = assets.PLOTLY.embedded()  # from the shipped file
+        stale = tmp_path / "embedded.json"
+        stale.write_text(json.dumps({"sha256": "0" * 64, "embedded": "stale"}))
+        monkeypatch.setattr(assets, "shipped_path", lambda path: stale)
+        assets._embedded.cache_clear()
+        assert assets.PLOTLY.embedded() == shipped != "stale"  # compressed here, to the same bytes
+    finally:
+        assets._embedded.cache_clear()

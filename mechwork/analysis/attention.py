@@ -208,21 +208,30 @@ class HeadScores(Result):
         })
 
     def figure(self) -> Any:
-        from plotly.subplots import make_subplots
+        import plotly.graph_objects as go
+
+        return go.Figure(self.figure_spec())
+
+    def figure_spec(self) -> dict[str, Any]:
+        """:meth:`figure` as a plotly figure dict (:mod:`mechwork.analysis.figspec`), what a page draws."""
+        from mechwork.analysis.figspec import colorscale, on, subplots
 
         names = list(self.scores)
-        fig = make_subplots(rows=1, cols=len(names), subplot_titles=[n.replace("_", "-") for n in names])
+        layout = subplots(1, len(names), tuple(n.replace("_", "-") for n in names))
+        data = []
         for j, name in enumerate(names):
             s = self.scores[name]
-            fig.add_heatmap(z=s.tolist(), x=[f"H{h}" for h in range(s.shape[1])],
-                            y=[f"L{la}" for la in range(s.shape[0])], zmin=0, zmax=1, coloraxis="coloraxis",
-                            text=[[f"{float(v):.2f}" for v in row] for row in s], texttemplate="%{text}",
-                            row=1, col=j + 1)
-        fig.update_yaxes(autorange="reversed", title_text="layer")
-        fig.update_xaxes(title_text="head")
-        return fig.update_layout(title=f"Head detector scores (repeated random halves of {self.half} tokens)",
-                                 coloraxis={"colorscale": "Viridis", "cmin": 0, "cmax": 1,
-                                            "colorbar": {"title": {"text": "score"}}}, height=320)
+            data.append(on(1, j + 1, len(names), {
+                "coloraxis": "coloraxis", "text": [[f"{float(v):.2f}" for v in row] for row in s],
+                "texttemplate": "%{text}", "x": [f"H{h}" for h in range(s.shape[1])],
+                "y": [f"L{la}" for la in range(s.shape[0])], "z": s.tolist(), "zmax": 1, "zmin": 0, "type": "heatmap"}))
+            n = "" if j == 0 else str(j + 1)
+            layout[f"xaxis{n}"] |= {"title": {"text": "head"}}
+            layout[f"yaxis{n}"] |= {"title": {"text": "layer"}, "autorange": "reversed"}
+        layout["coloraxis"] = {"colorbar": {"title": {"text": "score"}}, "colorscale": colorscale("Viridis"),
+                               "cmin": 0, "cmax": 1}
+        return {"data": data, "layout": layout | {
+            "title": {"text": f"Head detector scores (repeated random halves of {self.half} tokens)"}, "height": 320}}
 
 
 def head_detectors(

@@ -96,28 +96,36 @@ class CompositionScores(Result):
 
     def figure(self) -> Any:
         """One heatmap per kind: rows are writing heads (layers 0..L-2), columns reading heads (layers 1..L-1)."""
-        from plotly.subplots import make_subplots
+        import plotly.graph_objects as go
+
+        return go.Figure(self.figure_spec())
+
+    def figure_spec(self) -> dict[str, Any]:
+        """:meth:`figure` as a plotly figure dict (:mod:`mechwork.analysis.figspec`), what a page draws."""
+        from mechwork.analysis.figspec import colorscale, on, subplots
 
         kinds = list(self.scores)
         n_layers, n_heads = next(iter(self.scores.values())).shape[:2]
         senders = [(la, h) for la in range(n_layers - 1) for h in range(n_heads)]
         readers = [(la, h) for la in range(1, n_layers) for h in range(n_heads)]
         top = max([float(v) for k in kinds for *_, v in self.pairs(k)] + [self.baseline, 1e-6])
-        fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[f"{k.upper()}-composition" for k in kinds])
+        layout = subplots(1, len(kinds), tuple(f"{k.upper()}-composition" for k in kinds))
+        data = []
         for j, kind in enumerate(kinds):
             s = self.scores[kind]
             z = [[None if l2 <= l1 else float(s[l1, h1, l2, h2]) for l2, h2 in readers] for l1, h1 in senders]
-            fig.add_heatmap(z=z, x=[f"L{la}H{h}" for la, h in readers], y=[f"L{la}H{h}" for la, h in senders],
-                            zmin=0, zmax=top, coloraxis="coloraxis",
-                            text=[["" if v is None else f"{v:.2f}" for v in row] for row in z],
-                            texttemplate="%{text}", row=1, col=j + 1)
-        fig.update_yaxes(autorange="reversed", title_text="writing head")
-        fig.update_xaxes(title_text="reading head")
-        return fig.update_layout(
-            title=f"Composition scores (rows: earlier head writing, columns: later head reading); "
-                  f"random baseline {self.baseline:.3f}",
-            coloraxis={"colorscale": "Viridis", "cmin": 0, "cmax": top, "colorbar": {"title": {"text": "score"}}},
-            height=120 + 40 * max(len(senders), 4))
+            data.append(on(1, j + 1, len(kinds), {
+                "coloraxis": "coloraxis", "text": [["" if v is None else f"{v:.2f}" for v in row] for row in z],
+                "texttemplate": "%{text}", "x": [f"L{la}H{h}" for la, h in readers],
+                "y": [f"L{la}H{h}" for la, h in senders], "z": z, "zmax": top, "zmin": 0, "type": "heatmap"}))
+            n = "" if j == 0 else str(j + 1)
+            layout[f"xaxis{n}"] |= {"title": {"text": "reading head"}}
+            layout[f"yaxis{n}"] |= {"title": {"text": "writing head"}, "autorange": "reversed"}
+        layout["coloraxis"] = {"colorbar": {"title": {"text": "score"}}, "colorscale": colorscale("Viridis"),
+                               "cmin": 0, "cmax": top}
+        title = (f"Composition scores (rows: earlier head writing, columns: later head reading); "
+                 f"random baseline {self.baseline:.3f}")
+        return {"data": data, "layout": layout | {"title": {"text": title}, "height": 120 + 40 * max(len(senders), 4)}}
 
 
 def _frobenius(m: Float[Tensor, "*batch rows cols"]) -> Float[Tensor, "*batch"]:

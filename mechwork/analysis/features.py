@@ -170,12 +170,24 @@ class FeatureReport(Result):
         return pd.DataFrame(rows)
 
     # -- figures ---------------------------------------------------------------------------------------
+    def figure_spec(self, i: int = 0, part: str = "all") -> dict[str, Any]:
+        """:meth:`figure` as a plotly figure dict: a part straight from :mod:`mechwork.analysis.featurefigs` (what a
+        page draws, without plotly validating it property by property), ``"all"`` through :meth:`figure`."""
+        from mechwork.analysis import featurefigs
+
+        parts = {"histogram": featurefigs.histogram, "logits": featurefigs.logits, "grid": featurefigs.grid}
+        if part not in parts:
+            return dict(self.figure(i, part).to_dict())
+        return parts[part](self, i)
+
     def figure(self, i: int = 0, part: str = "all") -> Any:
         """Latent ``self.latents[i]``: its ``"histogram"``, ``"logits"``, ``"grid"`` (heatmap and spectrum) or
         ``"all"`` of them as subplots."""
-        parts = {"histogram": self._histogram, "logits": self._logits, "grid": self._grid}
+        import plotly.graph_objects as go
+
+        parts = ("histogram", "logits", "grid")
         if part in parts:
-            return parts[part](i)
+            return go.Figure(self.figure_spec(i, part))
         if part != "all":
             raise invalid("part", "'histogram', 'logits', 'grid' or 'all'", part)
         from plotly.subplots import make_subplots
@@ -186,7 +198,7 @@ class FeatureReport(Result):
         fig = make_subplots(rows=1, cols=cols)
         col = 1
         for name in shown:
-            part_fig = parts[name](i)
+            part_fig = go.Figure(self.figure_spec(i, name))
             for trace in part_fig.data:
                 fig.add_trace(trace, row=1, col=col + (1 if trace.type == "bar" and name == "grid" else 0))
             for j in range(2 if name == "grid" else 1):  # each part's axis titles onto its subplot's axes
@@ -196,56 +208,6 @@ class FeatureReport(Result):
                     fig.layout[axis + dst].title = {"text": title}
             col += 2 if name == "grid" else 1
         return fig.update_layout(title=f"Latent {self.latents[i]}", showlegend=False, height=380)
-
-    def _histogram(self, i: int) -> Any:
-        import plotly.graph_objects as go
-
-        edges, counts = self.hist_edges[i], self.hist_counts[i]
-        mid = ((edges[1:] + edges[:-1]) / 2).tolist()
-        fig = go.Figure(go.Bar(x=mid, y=counts.tolist(), width=float(edges[1] - edges[0]), marker_color="#2b6cb0",
-                               name="activations"))
-        lat = self.latents[i]
-        return fig.update_layout(
-            title=f"Latent {lat}: nonzero activations ({self.firing(i):,} of {self.n_acts:,}, "
-                  f"density {float(self.density_all[lat]):.3%})",
-            xaxis_title="activation", yaxis_title="count", bargap=0.02)
-
-    def _logits(self, i: int, k: int = 10) -> Any:
-        import plotly.graph_objects as go
-
-        up, down = self.tokens(i, k), self.tokens(i, k, bottom=True)[::-1]
-        pairs = up + [t for t in down if t not in up]
-        pairs.sort(key=lambda tv: tv[1])
-        fig = go.Figure(go.Bar(x=[v for _, v in pairs], y=[f"'{t}'" for t, _ in pairs], orientation="h",
-                               marker_color=["#d62728" if v < 0 else "#2ca02c" for _, v in pairs], name="logit"))
-        return fig.update_layout(title=f"Latent {self.latents[i]}: logit effect ({k} top and bottom tokens)",
-                                 xaxis_title=self.logit_path.split(":")[0], yaxis_title="token",
-                                 height=max(380, 18 * len(pairs)))
-
-    def _grid(self, i: int) -> Any:
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
-        if self.grid is None:
-            raise ConfigError("this feature report has no (a, b) grid: pass grid=(p, tokens) to feature_report")
-        g, lat = self.grid, self.latents[i]
-        e = g.energy[i]
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("activation over (a, b)", "energy per frequency"),
-                            horizontal_spacing=0.2)
-        z = g.acts[i].detach().cpu().numpy().astype("float32")  # an array: plotly checks a nested list per element
-        fig.add_trace(go.Heatmap(z=z, colorscale="Blues", colorbar={"x": 0.41, "thickness": 14,
-                                                             "title": {"text": "activation"}},
-                                 name="activation",
-                                 hovertemplate="a=%{y}, b=%{x}: %{z:.3g}<extra></extra>"), row=1, col=1)
-        k = list(range(1, len(e) + 1))
-        fig.add_trace(go.Bar(x=k, y=e.tolist(), name="energy", marker_color=[
-            "#d62728" if j == int(e.argmax()) + 1 else "#1f77b4" for j in k]), row=1, col=2)
-        fig.update_yaxes(title_text="a", autorange="reversed", row=1, col=1)
-        fig.update_xaxes(title_text="b", row=1, col=1)
-        fig.update_xaxes(title_text="frequency k", row=1, col=2)
-        fig.update_yaxes(title_text="share of non-constant energy", range=[0, 1], row=1, col=2)
-        return fig.update_layout(title=f"Latent {lat} over the (a, b) grid: frequency {int(e.argmax()) + 1} holds "
-                                       f"{float(e.max()):.1%} of the non-constant energy", height=420)
 
 
 # -- computing it --------------------------------------------------------------------------------------------

@@ -23,7 +23,10 @@ A page embeds a bundle in one of three ways (``Page.render``'s ``assets``):
   partial bundle alone still leaves a page of both bundles at 2.49 MB before its data. Plain text would
   need no loader, but gzip saves 2.9x (plotly.js) and 3.6x (circuitsvis) and base64 gives back only a
   third of that. Page data is the rest (:mod:`~mechwork.dashboard.typedarrays`). Measured on the
-  modadd-113 dashboard: 7.36 MB before, 2.01 MB after (benchmarks/bench_pagesize.py).
+  modadd-113 dashboard: 7.36 MB before, 2.01 MB after (benchmarks/bench_pagesize.py). Compressing both
+  bundles takes about 0.1 s, so mechwork ships their embedded forms (``mechwork/data/js/embedded-*.json``,
+  :func:`write_shipped`), each keyed by the sha256 of the source it was made from: a page build uses one when it
+  matches the installed bundle, and compresses the bundle itself otherwise (a circuitsvis of another version).
 * ``"site"``: :meth:`Asset.source`, the plain bundle, as a ``.js`` file in a shared folder (HTTP
   servers compress it on the way if they like).
 * ``"cdn"``: :attr:`Asset.url`, plotly's official *full* bundle of the same plotly.js version on
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import importlib.util
 import json
 import re
@@ -63,7 +67,7 @@ from typing import Any
 from mechwork.errors import AssetError
 
 __all__ = ["CIRCUITSVIS", "PLOTLY", "PLOTLY_FULL", "Asset", "bundle_manifest", "partial_traces", "script_json",
-           "script_safe_js", "trace_types"]
+           "script_safe_js", "shipped_path", "trace_types", "write_shipped"]
 
 
 def _package_dir(package: str) -> Path:
@@ -129,9 +133,40 @@ def _inline_source(path: Path) -> str:
     return script_safe_js(text)
 
 
+def _compress(text: str) -> str:
+    return base64.b64encode(gzip.compress(text.encode("utf-8"), 9, mtime=0)).decode("ascii")
+
+
+def shipped_path(path: Path) -> Path:
+    """Where mechwork ships the embedded form of the bundle at ``path``, computed once (:func:`write_shipped`)."""
+    return Path(__file__).resolve().parent.parent / "data" / "js" / f"embedded-{path.name}.json"
+
+
 @cache
 def _embedded(path: Path) -> str:
-    return base64.b64encode(gzip.compress(_inline_source(path).encode("utf-8"), 9, mtime=0)).decode("ascii")
+    """The shipped embedded form when it was made from this very source (same sha256), else compressed here."""
+    text = _inline_source(path)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        shipped = json.loads(shipped_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        shipped = {}
+    if isinstance(shipped, dict) and shipped.get("sha256") == digest and isinstance(shipped.get("embedded"), str):
+        return str(shipped["embedded"])
+    return _compress(text)
+
+
+def write_shipped(asset: Asset) -> Path:
+    """Write ``asset``'s embedded form (gzip level 9, base64) beside mechwork's partial plotly bundle, keyed by the
+    sha256 of its script-safe source, so that a page build need not compress it (rerun after a bundle changes)."""
+    from mechwork.atomic import atomic_open
+
+    text = _inline_source(asset.path)
+    out = shipped_path(asset.path)
+    with atomic_open(out, "w") as f:
+        json.dump({"source": f"{asset.package} {asset.package_version}: {asset.relpath}",
+                   "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "embedded": _compress(text)}, f)
+    return out
 
 
 def bundle_manifest() -> dict[str, Any]:

@@ -103,7 +103,7 @@ def _latent(page: Page, sae: SAEBundle, i: int) -> None:
     page.markdown("\n\n".join(latent_lines(r, i)), title=f"SAE latent {lat}")
     if r.firing(i) == 0:
         return
-    page.plotly(r.figure(i, "histogram"),
+    page.plotly(r.figure_spec(i, "histogram"),
                 caption=f"Nonzero activations in {r.hist_counts.shape[1]} equal bins from 0 to the largest.")
     where = [f"position {int(r.top_pos[i, j])} of input {int(r.top_input[i, j])} ({float(r.top_values[i, j]):.3g})"
              for j in range(r.top_values.shape[1]) if float(r.top_values[i, j]) > 0]
@@ -111,11 +111,12 @@ def _latent(page: Page, sae: SAEBundle, i: int) -> None:
               caption="Each input coloured by the latent's activation at every position; positions the SAE does not "
                       "read show 0. In order: " + "; ".join(where) + ".")
     if r.logit_effect is not None:
-        page.plotly(r.figure(i, "logits"), caption=f"The decoder direction through {r.logit_path}.")
+        page.plotly(r.figure_spec(i, "logits"), caption=f"The decoder direction through {r.logit_path}.")
     if r.grid is not None:
-        page.plotly(r.figure(i, "grid"), caption="Left: the latent at '=' for every pair (a down, b across). Right: "
-                    "each frequency's share of its non-constant Fourier energy (the cos/sin terms of a, of b, and of "
-                    f"a + b and a - b at that frequency); in red the largest. Dominated: at least {DOMINANT:.0%}.")
+        page.plotly(r.figure_spec(i, "grid"), caption="Left: the latent at '=' for every pair (a down, b across). "
+                    "Right: each frequency's share of its non-constant Fourier energy (the cos/sin terms of a, of b, "
+                    "and of a + b and a - b at that frequency); in red the largest. "
+                    f"Dominated: at least {DOMINANT:.0%}.")
 
 
 def feature_section(page: Page, bundle: Analysis, key: str = "sae", *, title: str = "SAE features") -> Page:

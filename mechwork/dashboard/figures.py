@@ -13,9 +13,11 @@ Example::
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mechwork.analysis.figspec import on, subplots
 from mechwork.results import Result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,15 +26,17 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["TrainingCurves"]
 
 
-def _bands(fig: Any, spans: list[tuple[str, int, int]], col: int, y0: float, y1: float, legend: bool) -> None:
+def _bands(spans: list[tuple[str, int, int]], col: int, y0: float, y1: float, legend: bool) -> list[dict[str, Any]]:
     """Phase bands as filled traces (shapes misplace on log axes), drawn before the curves so they sit below."""
     from mechwork.analysis.progress import PHASE_COLOURS  # the palette every phase-shaded figure uses
 
+    out = []
     for name, lo, hi in spans:
         x0, x1 = max(lo, 1), max(hi, lo, 1)
-        fig.add_scatter(x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], fill="toself", fillcolor=PHASE_COLOURS[name],
-                        mode="none", name=name, legendgroup=name, showlegend=legend,
-                        hoverinfo="name", row=1, col=col)
+        out.append(on(1, col, 2, {"fill": "toself", "fillcolor": PHASE_COLOURS[name], "hoverinfo": "name",
+                                  "legendgroup": name, "mode": "none", "name": name, "showlegend": legend,
+                                  "x": [x0, x1, x1, x0, x0], "y": [y0, y0, y1, y1, y0], "type": "scatter"}))
+    return out
 
 
 @dataclass(frozen=True)
@@ -50,27 +54,34 @@ class TrainingCurves(Result):
         return self.metrics
 
     def figure(self) -> Any:
-        import math
+        import plotly.graph_objects as go
 
-        from plotly.subplots import make_subplots
+        return go.Figure(self.figure_spec())
+
+    def figure_spec(self) -> dict[str, Any]:
+        """:meth:`figure` as a plotly figure dict (:mod:`mechwork.analysis.figspec`), what a page draws."""
+        import math
 
         df = self.metrics[self.metrics["step"] >= 1]
         spans = self.spans
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+        layout = subplots(1, 2, ("loss", "accuracy"))
         x = df["step"].tolist()
         losses = [v for c in ("train_loss", "test_loss") if c in df for v in df[c].tolist() if v > 0]
+        data = []
         if spans and losses:
-            _bands(fig, spans, 1, min(losses) / 2, max(losses) * 2, legend=True)
-            _bands(fig, spans, 2, 0.0, 1.02, legend=False)
+            data += _bands(spans, 1, min(losses) / 2, max(losses) * 2, legend=True)
+            data += _bands(spans, 2, 0.0, 1.02, legend=False)
         for col, colour in (("train", "#1f77b4"), ("test", "#d62728")):
             if f"{col}_loss" in df:
-                fig.add_scatter(x=x, y=df[f"{col}_loss"].tolist(), name=f"{col} loss", line_color=colour,
-                                row=1, col=1)
+                data.append(on(1, 1, 2, {"line": {"color": colour}, "name": f"{col} loss", "x": x,
+                                         "y": df[f"{col}_loss"].tolist(), "type": "scatter"}))
             if f"{col}_acc" in df:
-                fig.add_scatter(x=x, y=df[f"{col}_acc"].tolist(), name=f"{col} accuracy", line_color=colour,
-                                line_dash="dot", row=1, col=2)
-        fig.update_xaxes(type="log", title_text="step", range=[math.log10(max(1, min(x))), math.log10(max(x))])
-        fig.update_yaxes(type="log", title_text="cross-entropy loss (log scale)", row=1, col=1)
-        fig.update_yaxes(range=[0, 1.02], title_text="accuracy", row=1, col=2)
+                data.append(on(1, 2, 2, {"line": {"color": colour, "dash": "dot"}, "name": f"{col} accuracy", "x": x,
+                                         "y": df[f"{col}_acc"].tolist(), "type": "scatter"}))
+        steps = {"title": {"text": "step"}, "type": "log", "range": [math.log10(max(1, min(x))), math.log10(max(x))]}
+        layout["xaxis"] |= steps
+        layout["xaxis2"] |= copy.deepcopy(steps)
+        layout["yaxis"] |= {"title": {"text": "cross-entropy loss (log scale)"}, "type": "log"}
+        layout["yaxis2"] |= {"title": {"text": "accuracy"}, "range": [0, 1.02]}
         title = "Training curves (log scale; phases shaded)" if spans else "Training curves (log scale)"
-        return fig.update_layout(title=title, height=420)
+        return {"data": data, "layout": layout | {"title": {"text": title}, "height": 420}}

@@ -84,8 +84,9 @@ def jsonable(x: Any, digits: int = _DIGITS) -> Any:
         return None if not math.isfinite(x) else float(f"{x:.{digits}g}")
     if isinstance(x, dict):
         return {str(k): jsonable(v, digits) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v, digits) for v in x]
+    if isinstance(x, (list, tuple)):  # plain floats inline: a pattern's rows hold thousands
+        return [(float(f"{v:.{digits}g}") if math.isfinite(v) else None) if type(v) is float else jsonable(v, digits)
+                for v in x]
     raise TypeError(f"cannot turn {type(x).__name__} into JSON")
 
 
