@@ -282,8 +282,10 @@ class HookedToy(nn.Module):
         a = hp[f"{b}.attn.hook_in"](self._norm(f"{b}.ln1", f"{nat}.ln1", x, w))
         q, k, v = (self._linear(f"{b}.attn.{p}", f"{nat}.attn.{p}", a, w, heads).transpose(1, 2) for p in "qkv")
         mask = torch.triu(torch.ones(seq, seq, dtype=torch.bool, device=x.device), diagonal=1)
-        scores = (torch.matmul(q, k.transpose(-2, -1)) / self.scale).masked_fill(mask, float("-inf"))
-        pattern = hp[f"{b}.attn.hook_pattern"](F.softmax(scores, dim=-1).masked_fill(mask, 0.0))
+        # in place, the same numbers; softmax's masked entries are exact zeros, the bridge's copy matters to autograd
+        scores = torch.matmul(q, k.transpose(-2, -1)).div_(self.scale).masked_fill_(mask, float("-inf"))
+        pattern = F.softmax(scores, dim=-1)
+        pattern = hp[f"{b}.attn.hook_pattern"](pattern.masked_fill(mask, 0.0) if torch.is_grad_enabled() else pattern)
         z = hp[f"{b}.attn.o.hook_in"](torch.matmul(pattern, v).transpose(1, 2))
         out = F.linear(z.reshape(batch, seq, -1), w[f"{nat}.attn.o.weight"], w[f"{nat}.attn.o.bias"])
         out = hp[f"{b}.attn.hook_out"](hp[f"{b}.attn.o.hook_out"](out))

@@ -153,8 +153,12 @@ def test_backward_hooks_and_gradients_equal_the_bridge(pairs, name):
         def keep(g: torch.Tensor, hook: Any, label: str = label) -> None:
             grads[label][hook.name] = g.detach().clone()
 
+        def halve(p: torch.Tensor, hook: Any) -> None:  # an edit in place, under autograd
+            p[:, 0] *= 0.5
+
         hooks = [("blocks.0.hook_resid_pre", keep), ("blocks.1.attn.hook_z", keep), ("hook_embed", keep)]
-        model.run_with_hooks(toks, bwd_hooks=hooks)[:, -1].logsumexp(-1).sum().backward()
+        logits = model.run_with_hooks(toks, fwd_hooks=[("blocks.0.attn.hook_pattern", halve)], bwd_hooks=hooks)
+        logits[:, -1].logsumexp(-1).sum().backward()
         model.zero_grad(set_to_none=True)
     assert list(grads["toy"]) == list(grads["bridge"]) and len(grads["toy"]) == 3
     assert all(_close(grads["toy"][k], grads["bridge"][k]) for k in grads["bridge"])
