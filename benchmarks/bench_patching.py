@@ -1,8 +1,9 @@
 """Activation patching speed and memory: mechwork's ``patch`` vs ``transformer_lens.patching``, over model sizes.
 
 Two sweeps, denoising, on each model (the clean batch is ``half`` random tokens repeated, the corrupted one has
-other random tokens in the first half; metric: the mean log-prob of the correct next token over the repeated
-half):
+other random tokens in the first half; metric: the mean cross-entropy of the correct next token over the
+repeated half, ``mechwork.analysis.metrics.loss(targets, mask)``, the same function for both libraries; its mask
+declares the positions it reads, so mechwork's fast engine computes the last layer and the logits there only):
 
 * ``resid_pre`` by layer and position: ``get_act_patch_resid_pre`` vs
   ``patch(..., site="resid_pre", by="layer_pos")``;
@@ -102,6 +103,7 @@ def setup(name: str, device: str = "cpu") -> dict[str, Any]:
 
     import mechwork.analysis.attribution  # noqa: F401  (likewise)
     from mechwork.analysis.attention import repeated_tokens
+    from mechwork.analysis.metrics import loss
 
     torch.set_num_threads(2)
     half, batch, stride = MODELS[name]
@@ -112,8 +114,11 @@ def setup(name: str, device: str = "cpu") -> dict[str, Any]:
     corrupted[:, :half] = torch.randint(0, d_vocab, (batch, half), generator=torch.Generator().manual_seed(2))
     clean, corrupted = clean.to(device), corrupted.to(device)
 
-    def metric(logits: torch.Tensor) -> torch.Tensor:  # mean log-prob of the repeated half's next tokens
-        return logits[:, half:-1].log_softmax(-1).gather(-1, clean[:, half + 1:, None]).mean()
+    # the mean cross-entropy of the repeated half's next tokens: mechwork's loss metric, whose mask tells the fast
+    # engine which positions' logits it reads (TransformerLens calls the same function)
+    mask = torch.zeros(clean.shape, dtype=torch.bool, device=device)
+    mask[:, half:-1] = True
+    metric = loss(clean.roll(-1, dims=1), mask)
 
     return {"name": name, "model": model, "clean": clean, "corrupted": corrupted, "metric": metric,
             "batch": batch, "z_positions": list(range(0, 2 * half, stride)), "device": device}

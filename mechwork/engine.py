@@ -3,21 +3,26 @@
 Patching one cell changes nothing *before* it: not the layers below the
 patched site, and (attention being causal) not the positions before the
 patched position. TransformerLens still reruns the whole model for every cell.
-This engine runs the base input once, keeps each layer's residual stream and
-keys/values, and for a group of patched copies recomputes only
+This engine runs the base input once and keeps each layer's residual stream,
+queries, keys and values; :mod:`mechwork.reruns` then recomputes, for a group
+of patched copies, only
 
 * the layers from the patched one up, and
 * the positions from ``p0`` (the earliest patched position) on, with the
   earlier positions' keys and values taken from the base run;
 
-inside the patched layer, everything before the patched site is computed once
-for the base batch and only then copied out to the patched copies. A site
-whose patch at one position changes nothing else in its layer (``z``,
-``attn_out``, ``resid_mid``, ``mlp_post``, ``mlp_out``, ``q``: keys and values
-come from the unpatched stream, and everything after attention is per
-position) reruns that layer for the patched position alone
-(:meth:`BaseRun.rerun_rows`); in the last layer only that position's logits
-are recomputed.
+and within those, only the rows the patch can change: a residual-stream patch
+at position ``p`` gets new queries, keys and values for row ``p`` alone (the
+later rows' attention is recomputed against them, not their projections); a
+site whose patch at one position changes nothing else in its layer (``z``,
+``attn_out``, ``resid_mid``, ``mlp_post``, ``mlp_out``, ``q``) reruns that
+layer for the patched position alone; and a metric that declares the
+positions it reads (:class:`mechwork.analysis.metrics.Reads`) gets the last
+layer and the logits at those positions only (the earlier positions give
+their keys and values). Inside the patched layer, everything before the
+patched site is computed once for the base batch and only then copied out.
+Attention adds the causal mask as a bias inside one ``baddbmm``; the query,
+key and value projections are one matmul.
 
 It is the native model's arithmetic written out (``x @ W.T + b``, scores
 scaled by ``sqrt(d_head)``, causal mask, softmax, ``pattern @ v``), on the
@@ -148,6 +153,15 @@ def supports(model: TransformerBridge) -> bool:
     )
 
 
+def _fused(w: dict[str, Tensor], pre: str) -> tuple[Tensor, Tensor | None]:
+    """The query, key and value weights of ``pre`` stacked (and their biases, zeros for a missing one)."""
+    ws = [w[f"{pre}.{c}.weight"] for c in "qkv"]
+    bs = [w.get(f"{pre}.{c}.bias") for c in "qkv"]
+    if all(b is None for b in bs):
+        return torch.cat(ws), None
+    return torch.cat(ws), torch.cat([b if b is not None else ws[0].new_zeros(ws[0].shape[0]) for b in bs])
+
+
 def _tile(x: Tensor, n: int) -> Tensor:
     """``x`` (batch B) tiled to batch ``n`` (a multiple of B): copy c is rows [c*B, (c+1)*B)."""
     return x if x.shape[0] == n else x.repeat(n // x.shape[0], *([1] * (x.ndim - 1)))
@@ -169,6 +183,7 @@ class BaseRun:
                               f"(got {getattr(model.cfg, 'architecture', None) or type(model).__name__}); "
                               "see mechwork.engine.supports")
         self.w = w
+        self.fused = [_fused(w, f"layers.{layer}.attn") for layer in range(int(c.n_layers))]
         self.n_layers, self.n_heads, self.d_head = int(c.n_layers), int(c.n_heads), int(c.d_head)
         self.attn_only = bool(getattr(c, "attn_only", False))
         self.ln = getattr(c, "normalization_type", None) == "LN"
@@ -179,8 +194,10 @@ class BaseRun:
         self.tokens = tokens
         n = tokens.shape[1]
         self.mask = torch.triu(torch.ones(n, n, dtype=torch.bool, device=tokens.device), diagonal=1)
+        self.bias = torch.zeros(n, n, device=tokens.device).masked_fill_(self.mask, float("-inf"))  # added to scores
         self.resid: list[Tensor] = []  # resid_pre of every layer, [B, P, D]
         self.kv: list[tuple[Tensor, Tensor]] = []  # keys, values of every layer, [B, H, P, d_head]
+        self.q: list[Tensor] = []  # queries of every layer, [B, H, P, d_head]
         self.recorded: dict[tuple[str, int], Tensor] = {}
         record = record or set()
         with torch.no_grad():
@@ -193,8 +210,9 @@ class BaseRun:
                         self.recorded[(name, layer)] = act
                     return act
 
-                x, kv = self.block(layer, x, 0, rec)
-                self.kv.append(kv)
+                x, (q, *kv) = self.block(layer, x, 0, rec)
+                self.q.append(q)
+                self.kv.append((kv[0], kv[1]))
             self.logits = self.unembed(x)
 
     # -- the arithmetic -------------------------------------------------------------
@@ -206,26 +224,23 @@ class BaseRun:
     def _linear(self, name: str, x: Tensor) -> Tensor:
         return F.linear(x, self.w[f"{name}.weight"], self.w.get(f"{name}.bias"))
 
-    def block(self, layer: int, x: Tensor, p0: int, site: Site) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Layer ``layer`` for positions ``p0:`` of ``x`` (earlier keys/values from the base run)."""
+    def block(self, layer: int, x: Tensor, p0: int, site: Site) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        """Layer ``layer`` for positions ``p0:`` of ``x`` (earlier keys/values from the base run); its output and
+        its queries, keys and values (``[batch, head, pos, d_head]``; keys and values from position 0)."""
         pre = f"layers.{layer}"
         s = x.shape[1]
         h, dh = self.n_heads, self.d_head
         x = site("resid_pre", x)
         a = self._norm(f"{pre}.ln1", x)
-        q = site("q", self._linear(f"{pre}.attn.q", a).view(a.shape[0], s, h, dh))
-        k = site("k", self._linear(f"{pre}.attn.k", a).view(a.shape[0], s, h, dh))
-        v = site("v", self._linear(f"{pre}.attn.v", a).view(a.shape[0], s, h, dh))
+        q, k, v = self.qkv(layer, a)
+        q, k, v = site("q", q), site("k", k), site("v", v)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if p0 > 0:
             pk, pv = self.kv[layer]
             k = torch.cat(_align(pk[:, :, :p0], k), dim=2)
             v = torch.cat(_align(pv[:, :, :p0], v), dim=2)
         q, k = _align(q, k)
-        scores = torch.matmul(q, k.transpose(-2, -1)) / self.scale
-        mask = self.mask[p0:p0 + s, : p0 + s]
-        pattern = F.softmax(scores.masked_fill_(mask, float("-inf")), dim=-1)  # exp(-inf): exactly 0
-        pattern = site("pattern", pattern)
+        pattern = site("pattern", self.pattern(q, k, slice(p0, p0 + s)))
         pattern, v = _align(pattern, v)
         z = site("z", torch.matmul(pattern, v).transpose(1, 2))
         attn_out = site("attn_out", self._linear(f"{pre}.attn.o", z.reshape(z.shape[0], s, h * dh)))
@@ -240,58 +255,27 @@ class BaseRun:
             out = site("mlp_out", self._linear(f"{pre}.mlp.fc_out", post))
             x, out = _align(x, out)
             x = x + out
-        return x, (k, v)
+        return x, (q, k, v)
+
+    def qkv(self, layer: int, a: Tensor, which: str = "qkv") -> list[Tensor]:
+        """The queries, keys and values named in ``which`` (``"qkv"``, ``"kv"`` or ``"q"``) of the normalised
+        input ``a`` (``[N, s, d_model]``), ``[N, s, head, d_head]`` each, from one matmul."""
+        i, j, hd = "qkv".index(which[0]), "qkv".index(which[-1]) + 1, self.n_heads * self.d_head
+        w, b = self.fused[layer]
+        out = F.linear(a, w[i * hd:j * hd], None if b is None else b[i * hd:j * hd])
+        return list(out.view(*a.shape[:-1], j - i, self.n_heads, self.d_head).unbind(-3))
+
+    def pattern(self, q: Tensor, k: Tensor, at: Tensor | slice) -> Tensor:
+        """Attention pattern ``[N, head, r, k]`` of queries ``q`` (``[N, head, r, d_head]``) at positions ``at``
+        against keys ``k`` from position 0: one ``baddbmm`` adds the causal mask (0 or -inf) to the scaled
+        scores, and the softmax's masked entries are exact zeros."""
+        n, h, r, dh = q.shape
+        scores = torch.baddbmm(self.bias[at, : k.shape[2]], q.reshape(n * h, r, dh),
+                               k.reshape(n * h, -1, dh).transpose(1, 2), alpha=1 / self.scale)
+        return F.softmax(scores, dim=-1).view(n, h, r, -1)
 
     def unembed(self, x: Tensor) -> Tensor:
         return F.linear(self._norm("ln_out", x), self.w["head.weight"])
-
-    # -- patched reruns ---------------------------------------------------------------
-    def rerun(self, layer: int, p0: int, site: Site) -> Tensor:
-        """Logits ``[C*B, P, vocab]`` with ``site`` applied in ``layer``, recomputing positions ``p0:`` only.
-
-        ``site`` tiles the batch out to the C copies where it patches; the
-        positions before ``p0`` keep the base run's logits.
-        """
-        with torch.no_grad():
-            x = self.resid[layer][:, p0:]
-            x, _ = self.block(layer, x, p0, site)
-            for later in range(layer + 1, self.n_layers):
-                x, _ = self.block(later, x, p0, _identity)
-            tail = self.unembed(x)
-            head = _tile(self.logits[:, :p0], tail.shape[0])
-            return torch.cat([head, tail], dim=1)
-
-
-    def rerun_rows(self, layer: int, groups: list[tuple[int, int, Site]]) -> Tensor:
-        """Logits ``[C*B, P, vocab]`` for a site whose patch changes one position only in ``layer``.
-
-        ``groups`` are ``(position, copies, site)``, in copy order. A patch of
-        ``z``, ``attn_out``, ``resid_mid``, ``mlp_post``, ``mlp_out`` or ``q``
-        at one position leaves that layer's other positions as they
-        were (its keys and values come from the unpatched stream, everything after
-        attention is per position), so ``layer`` is rerun for that position alone
-        and the copies diverge from the base run from the next layer on. In the
-        last layer only that position's logits are new.
-        """
-        b = self.tokens.shape[0]
-        with torch.no_grad():
-            rows = [self.block(layer, self.resid[layer][:, p:p + 1], p, site)[0] for p, _, site in groups]
-            starts = [p for p, n, _ in groups for _ in range(n)]
-            if layer + 1 == self.n_layers:  # the last layer: only the patched positions' logits change
-                logits, c = expand(self.logits, len(starts)), 0
-                for (p, n, _), row in zip(groups, rows, strict=True):
-                    logits[c * b:(c + n) * b, p] = self.unembed(_tile(row[:, 0], n * b))
-                    c += n
-                return logits
-            p0 = min(starts)
-            x, c = expand(self.resid[layer + 1][:, p0:], len(starts)), 0
-            for (p, n, _), row in zip(groups, rows, strict=True):
-                x[c * b:(c + n) * b, p - p0] = _tile(row[:, 0], n * b)
-                c += n
-            for later in range(layer + 1, self.n_layers):
-                x, _ = self.block(later, x, p0, _identity)
-            tail = self.unembed(x)
-            return torch.cat([_tile(self.logits[:, :p0], tail.shape[0]), tail], dim=1)
 
 
 # sites whose patch at one position changes only that position of its own layer (see BaseRun.rerun_rows); a

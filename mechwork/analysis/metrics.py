@@ -16,6 +16,13 @@ keeps per-example values and reports their mean).
 * :func:`split_scores` -- (loss, accuracy) of a modular task's logits on all pairs, the training
   pairs and the held-out ones (built on :func:`mechwork.engine.loss_accuracy`, as training scores a split).
 
+The metrics that read some positions only say which (:class:`Reads`: ``logit_diff`` and
+``correct_prob`` their ``pos``, ``loss`` and ``accuracy`` the last position or their ``mask``'s);
+:func:`positions_of` reads that back. The fast patching engine then computes the
+last layer and the logits at those positions only (the other positions hold the
+unpatched run's logits). Wrap a metric of your own in :class:`Reads` to declare
+its positions; a metric that does not declare them gets every position.
+
 Example::
 
     >>> import torch
@@ -31,6 +38,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,9 +48,44 @@ from torch import Tensor
 from mechwork.engine import correct, loss_accuracy
 from mechwork.errors import ConfigError
 
-__all__ = ["Metric", "accuracy", "correct", "correct_prob", "logit_diff", "loss", "normalized", "split_scores"]
+__all__ = ["Metric", "Reads", "accuracy", "correct", "correct_prob", "logit_diff", "loss", "normalized",
+           "positions_of", "split_scores"]
 
 Metric = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Reads:
+    """A metric ``fn`` that reads the logits at ``positions`` only (negative ones count from the end).
+
+    >>> m = Reads(lambda logits: logits[:, -1, 0].mean(), (-1,))
+    >>> float(m(torch.ones(2, 3, 4))), positions_of(m, 3)
+    (1.0, [2])
+    """
+
+    fn: Metric
+    positions: tuple[int, ...]
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        return self.fn(logits)
+
+
+def positions_of(metric: Callable[[Tensor], Any], n_pos: int) -> list[int] | None:
+    """The positions (ascending, in ``range(n_pos)``) a :class:`Reads` metric reads; None for any other
+    metric, or for one that declares no valid position."""
+    if not isinstance(metric, Reads):
+        return None
+    out = sorted({p % n_pos for p in metric.positions if -n_pos <= p < n_pos})
+    return out or None
+
+
+def _masked(fn: Metric, targets: Tensor, mask: Tensor | None) -> Metric:
+    """``fn`` declaring the positions it reads: the last one for ``[batch]`` targets, the masked ones."""
+    if targets.ndim == 1:
+        return Reads(fn, (-1,))
+    if mask is None:
+        return fn
+    return Reads(fn, tuple(int(p) for p in mask.reshape(-1, mask.shape[-1]).any(0).nonzero()[:, 0]))
 
 
 def _reduce(x: Tensor, per_example: bool) -> Tensor:
@@ -62,7 +105,7 @@ def logit_diff(answer: Tensor | int, wrong: Tensor | int, *, pos: int = -1, per_
         a, w = _answers(answer, logits), _answers(wrong, logits)
         return _reduce(lg.gather(-1, a[:, None])[:, 0] - lg.gather(-1, w[:, None])[:, 0], per_example)
 
-    return metric
+    return Reads(metric, (pos,))
 
 
 def correct_prob(answer: Tensor | int, *, pos: int = -1, per_example: bool = False) -> Metric:
@@ -72,7 +115,7 @@ def correct_prob(answer: Tensor | int, *, pos: int = -1, per_example: bool = Fal
         p = logits[:, pos].float().softmax(-1)
         return _reduce(p.gather(-1, _answers(answer, logits)[:, None])[:, 0], per_example)
 
-    return metric
+    return Reads(metric, (pos,))
 
 
 def loss(targets: Tensor, mask: Tensor | None = None, *, per_example: bool = False) -> Metric:
@@ -87,7 +130,7 @@ def loss(targets: Tensor, mask: Tensor | None = None, *, per_example: bool = Fal
         per = (ce * m).sum(1) / m.sum(1).clamp_min(1)
         return _reduce(per, per_example) if per_example else (ce * m).sum() / m.sum().clamp_min(1)
 
-    return metric
+    return _masked(metric, targets, mask)
 
 
 def accuracy(targets: Tensor, mask: Tensor | None = None) -> Metric:
@@ -101,7 +144,7 @@ def accuracy(targets: Tensor, mask: Tensor | None = None) -> Metric:
         m = torch.ones_like(ok) if mask is None else mask.to(ok.device).float()
         return (ok * m).sum() / m.sum().clamp_min(1)
 
-    return metric
+    return _masked(metric, targets, mask)
 
 
 def normalized(metric: Metric, clean_logits: Tensor, corrupted_logits: Tensor) -> Metric:
@@ -115,7 +158,7 @@ def normalized(metric: Metric, clean_logits: Tensor, corrupted_logits: Tensor) -
     def norm(logits: Tensor) -> Tensor:
         return (metric(logits) - lo) / gap
 
-    return norm
+    return Reads(norm, metric.positions) if isinstance(metric, Reads) else norm
 
 
 def split_scores(logits: Tensor, task: Any) -> dict[str, tuple[float, float]]:

@@ -82,10 +82,12 @@ from mechwork.analysis.checks import (
     pick_coords,
     prepare,
 )
+from mechwork.analysis.metrics import positions_of
 from mechwork.analysis.patchresult import ENGINES, NEGLIGIBLE_GAP, PatchResult
 from mechwork.engine import ROW_LOCAL, BaseRun, Site, expand, supports
 from mechwork.hooks import BY, DIMS, SITES, Hooks, hook_name
 from mechwork.limits import check_fits, finite_positive, patch_bytes
+from mechwork.reruns import rerun, rerun_resid, rerun_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
@@ -214,9 +216,12 @@ def patch(
     corrupt_v = evaluate_metric(metric, corrupt_logits, b)
     per_example = clean_v.ndim == 1
     values = torch.empty(len(cells), b) if per_example else torch.empty(len(cells))
-    # a cell whose source activation is the base run's own (tokens the corruption left alone) patches nothing
-    get = _getter(SITES[site][1], by)
-    same = [torch.equal(get(src[c[0]], c), get(base_acts[c[0]], c)) for c in cells]
+    # a cell whose source activation is the base run's own (tokens the corruption left alone) patches nothing;
+    # on the (causal) engine, neither does one after every position the metric reads
+    get, pos_of = _getter(SITES[site][1], by), _position(by)
+    reads = positions_of(metric, clean.shape[1]) if use_engine else None
+    same = [torch.equal(get(src[c[0]], c), get(base_acts[c[0]], c))
+            or (reads is not None and pos_of is not None and pos_of(c) > reads[-1]) for c in cells]
     values[torch.tensor([i for i, s in enumerate(same) if s], dtype=torch.long)] = \
         corrupt_v if base is corrupted else clean_v
     todo = [i for i, s in enumerate(same) if not s]
@@ -224,7 +229,7 @@ def patch(
     cap = _chunk(model, b, clean.shape[1], memory_mb)
     if use_engine:
         assert base_run is not None
-        _patch_engine(base_run, site, cells, todo, _position(by), src, setter, metric, values, b, cap)
+        _patch_engine(base_run, site, cells, todo, pos_of, src, setter, metric, values, b, cap, reads)
     else:
         _patch_hooks(model, base, site, cells, todo, src, setter, metric, values, b,
                      min(cap, _hook_copies(model, b, clean.shape[1])))
@@ -309,11 +314,13 @@ def _target_rows(run: BaseRun) -> int:
 
 def _patch_engine(run: BaseRun, site: str, cells: list[Cell], todo: list[int],
                   pos_of: Callable[[Cell], int] | None, src: dict[int, Tensor], setter: Setter,
-                  metric: Callable[[Tensor], Any], values: Tensor, b: int, cap: int) -> None:
+                  metric: Callable[[Tensor], Any], values: Tensor, b: int, cap: int, reads: list[int] | None) -> None:
     """Native toy models: rerun only the patched layer and up, and only positions from the patch on.
 
     A site that changes only its own position in its layer (:data:`mechwork.engine.ROW_LOCAL`, by a position)
-    reruns that layer for that position alone (:meth:`BaseRun.rerun_rows`).
+    reruns that layer for that position alone (:func:`mechwork.reruns.rerun_rows`); ``resid_pre`` by position
+    computes the patched rows' queries, keys and values alone (:func:`mechwork.reruns.rerun_resid`); in the last
+    layer only the positions the metric ``reads`` are computed.
     """
     n_pos, last, target = run.tokens.shape[1], run.n_layers - 1, _target_rows(run)
     rows = pos_of is not None and site in ROW_LOCAL
@@ -348,9 +355,13 @@ def _patch_engine(run: BaseRun, site: str, cells: list[Cell], todo: list[int],
         layer = cells[chunk[0]][0]
         if rows:
             groups = [list(g) for _, g in itertools.groupby(chunk, key=pos)]
-            logits = run.rerun_rows(layer, [(pos(g[0]), len(g), at_site(g, layer, pos(g[0]))) for g in groups])
+            logits = rerun_rows(run, layer, [(pos(g[0]), len(g), at_site(g, layer, pos(g[0]))) for g in groups],
+                                reads)
+        elif site == "resid_pre" and pos_of is not None:
+            logits = rerun_resid(run, layer, [pos(i) for i in chunk],
+                                 torch.cat([src[layer][:, pos(i)] for i in chunk]), reads)
         else:
             p0 = min(pos(i) for i in chunk)
-            logits = run.rerun(layer, p0, at_site(chunk, layer, p0))
+            logits = rerun(run, layer, p0, at_site(chunk, layer, p0), reads)
         for c, i in enumerate(chunk):
             values[i] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)
