@@ -177,3 +177,41 @@ def test_head_detector_and_composition_figures_are_plotlys():
                       coloraxis={"colorscale": "Viridis", "cmin": 0, "cmax": top,
                                  "colorbar": {"title": {"text": "score"}}})
     assert as_json(comp.figure_spec()) == as_json(fig) == as_json(comp.figure())
+
+
+def test_grokking_heatmap_grids_are_plotlys():
+    """The attention from '=' and the neuron grids (113 x 113 heatmaps, 4 to a row) against make_subplots."""
+    from mechwork.analysis.grokking import analyse
+
+    bundle = analyse(open_source("modadd-113"), progress=False)
+    att, grids = bundle["attention"], bundle["neuron_grids"]
+    p, n_heads = att.p, att.grid.shape[1]
+    fig = make_subplots(rows=1, cols=4, horizontal_spacing=0.04, subplot_titles=[f"head {h}" for h in range(4)])
+    for h in range(n_heads):
+        fig.add_heatmap(z=att.grid[:, h, 0].reshape(p, p).numpy().astype("float32"), zmin=0, zmax=1,
+                        coloraxis="coloraxis", row=1, col=h + 1,
+                        hovertemplate="a=%{y}, b=%{x}: to a %{z:.2f}<extra></extra>")
+    fig.update_xaxes(title_text="b", showticklabels=False)
+    fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
+    fig.update_layout(title="Attention from '=' to 'a' over (a, b)", height=380,
+                      coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": "attention to a"}}})
+    assert as_json(att.figure_spec()) == as_json(fig) == as_json(att.figure())
+
+    import torch
+
+    from mechwork.analysis.grokking import NeuronGrids
+
+    five = NeuronGrids(p, grids.neurons + grids.neurons[:1], torch.cat([grids.acts, grids.acts[:, :1]], 1))
+    for g in (grids, five):  # the real one (a row of 4) and one of 5 (a second row, with 3 empty cells)
+        n = len(g.neurons)
+        cols, rows = min(n, 4), -(-n // 4)
+        fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.04, vertical_spacing=0.12,
+                            subplot_titles=[f"k={k}: neuron {m} (FVE {f:.0%})" for k, m, f in g.neurons])
+        for j in range(n):
+            fig.add_heatmap(z=g.acts[:, j].reshape(p, p).numpy().astype("float32"), colorscale="RdBu", zmid=0,
+                            showscale=False, row=j // cols + 1, col=j % cols + 1,
+                            hovertemplate="a=%{y}, b=%{x}: %{z:.3g}<extra></extra>")
+        fig.update_xaxes(title_text="b", showticklabels=False)
+        fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
+        fig.update_layout(title="One neuron per key frequency: activation over (a, b)", height=300 * rows + 80)
+        assert as_json(g.figure_spec()) == as_json(fig) == as_json(g.figure())

@@ -134,22 +134,40 @@ class EqualsAttention(Result):
                              **{f"to_{s}": self.grid[:, :, i].flatten() for i, s in enumerate(("a", "b", "eq"))}})
 
     def figure(self) -> Any:
-        from plotly.subplots import make_subplots
+        import plotly.graph_objects as go
+
+        return go.Figure(self.figure_spec())
+
+    def figure_spec(self) -> dict[str, Any]:
+        """:meth:`figure` as a plotly figure dict (:mod:`mechwork.analysis.figspec`), what a page draws."""
+        from mechwork.analysis.figspec import colorscale
 
         n_heads, p = self.grid.shape[1], self.p
-        cols = min(n_heads, 4)
-        rows = -(-n_heads // cols)
-        fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.04,
-                            subplot_titles=[f"head {h}" for h in range(n_heads)])
-        for h in range(n_heads):
-            z = self.grid[:, h, 0].reshape(p, p).numpy().astype("float32")
-            fig.add_heatmap(z=z, zmin=0, zmax=1, coloraxis="coloraxis", row=h // cols + 1, col=h % cols + 1,
-                            hovertemplate="a=%{y}, b=%{x}: to a %{z:.2f}<extra></extra>")
-        fig.update_xaxes(title_text="b", showticklabels=False)
-        fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
-        return fig.update_layout(title="Attention from '=' to 'a' over (a, b)",
-                                 coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": "attention to a"}}},
-                                 height=320 * rows + 60)
+        heats = [{"coloraxis": "coloraxis", "hovertemplate": "a=%{y}, b=%{x}: to a %{z:.2f}<extra></extra>",
+                  "z": self.grid[:, h, 0].reshape(p, p).numpy(), "zmax": 1, "zmin": 0, "type": "heatmap"}
+                 for h in range(n_heads)]
+        fig = _heatmap_grid(heats, [f"head {h}" for h in range(n_heads)], 0.04, None)
+        fig["layout"] |= {"coloraxis": {"colorbar": {"title": {"text": "attention to a"}},
+                                        "colorscale": colorscale("Viridis")},
+                          "title": {"text": "Attention from '=' to 'a' over (a, b)"},
+                          "height": 320 * -(-n_heads // min(n_heads, 4)) + 60}
+        return fig
+
+
+def _heatmap_grid(heats: list[dict[str, Any]], titles: list[str], h_spacing: float, v_spacing: float | None
+                  ) -> dict[str, Any]:
+    """(a, b) heatmaps in a grid at most 4 wide (a down, b across, no tick labels), as a plotly figure dict."""
+    from mechwork.analysis.figspec import on, subplots, typed
+
+    cols = min(len(heats), 4)
+    rows = -(-len(heats) // cols)
+    spacing = {"horizontal_spacing": h_spacing} | ({} if v_spacing is None else {"vertical_spacing": v_spacing})
+    layout = subplots(rows, cols, tuple(titles), **spacing)
+    data = [on(j // cols + 1, j % cols + 1, cols, {**t, "z": typed(t["z"])}) for j, t in enumerate(heats)]
+    for key in [k for k in layout if k.startswith(("xaxis", "yaxis"))]:
+        layout[key] |= ({"title": {"text": "b"}, "showticklabels": False} if key.startswith("x") else
+                        {"title": {"text": "a"}, "showticklabels": False, "autorange": "reversed"})
+    return {"data": data, "layout": layout}
 
 
 @dataclass(frozen=True)
@@ -196,20 +214,22 @@ class NeuronGrids(Result):
         return pd.DataFrame(self.neurons, columns=["freq", "neuron", "fve"])
 
     def figure(self) -> Any:
-        from plotly.subplots import make_subplots
+        import plotly.graph_objects as go
 
-        cols = min(len(self.neurons), 4)
-        rows = -(-len(self.neurons) // cols)
-        fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.04, vertical_spacing=0.12,
-                            subplot_titles=[f"k={k}: neuron {n} (FVE {f:.0%})" for k, n, f in self.neurons])
-        for j in range(len(self.neurons)):
-            z = self.acts[:, j].reshape(self.p, self.p).numpy().astype("float32")
-            fig.add_heatmap(z=z, colorscale="RdBu", zmid=0, showscale=False, row=j // cols + 1, col=j % cols + 1,
-                            hovertemplate="a=%{y}, b=%{x}: %{z:.3g}<extra></extra>")
-        fig.update_xaxes(title_text="b", showticklabels=False)
-        fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
-        return fig.update_layout(title="One neuron per key frequency: activation over (a, b)",
-                                 height=300 * rows + 80)
+        return go.Figure(self.figure_spec())
+
+    def figure_spec(self) -> dict[str, Any]:
+        """:meth:`figure` as a plotly figure dict (:mod:`mechwork.analysis.figspec`), what a page draws."""
+        from mechwork.analysis.figspec import colorscale
+
+        heats = [{"colorscale": colorscale("RdBu"), "hovertemplate": "a=%{y}, b=%{x}: %{z:.3g}<extra></extra>",
+                  "showscale": False, "z": self.acts[:, j].reshape(self.p, self.p).numpy(), "zmid": 0,
+                  "type": "heatmap"} for j in range(len(self.neurons))]
+        fig = _heatmap_grid(heats, [f"k={k}: neuron {n} (FVE {f:.0%})" for k, n, f in self.neurons], 0.04, 0.12)
+        rows = -(-len(self.neurons) // min(len(self.neurons), 4))
+        fig["layout"] |= {"title": {"text": "One neuron per key frequency: activation over (a, b)"},
+                          "height": 300 * rows + 80}
+        return fig
 
 
 @dataclass(frozen=True)

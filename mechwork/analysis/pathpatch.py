@@ -231,17 +231,9 @@ def path_patches(
     return out
 
 
-def path_patch(
-    model: TransformerBridge,
-    clean: Tensor,
-    corrupted: Tensor | str,
-    metric: Callable[[Tensor], Any],
-    *,
-    senders: Sequence[tuple[int, int]],
-    receivers: Sequence[tuple[int, int]],
-    component: str = "k",
-    direction: str = "noising",
-) -> PathPatchResult:
+def path_patch(model: TransformerBridge, clean: Tensor, corrupted: Tensor | str, metric: Callable[[Tensor], Any], *,
+               senders: Sequence[tuple[int, int]], receivers: Sequence[tuple[int, int]], component: str = "k",
+               direction: str = "noising") -> PathPatchResult:
     """Senders' effect through the receivers' ``component`` (``q``, ``k`` or ``v``) only.
 
     ``noising`` (the default) runs ``clean`` with the senders' outputs from
