@@ -19,7 +19,7 @@ attention scale, causal mask and activations) written over the graph instead:
   ``copies * batch`` rows; only the receivers a copy ablates or probes get
   their own input, and a copy that changes nothing below layer ``l`` and
   before position ``p`` starts there, from the plain run's residual stream
-  (and its earlier keys and values), as :meth:`mechwork.engine.BaseRun.rerun`.
+  (and its earlier keys and values), as :func:`mechwork.reruns.rerun` does.
 
 It implements the ``EdgeRunner`` protocol of :mod:`mechwork.analysis.edgerun`
 for the models :func:`mechwork.engine.supports` accepts; gradients flow to
