@@ -125,6 +125,26 @@ def test_trig_fit_recovers_known_terms():
     assert fit.fve_raw == pytest.approx(5.0 / 6.0, abs=1e-4)
 
 
+def test_trig_fit_on_the_preset_is_the_einsum_least_squares(embedded_model, modadd_preset):
+    """The fit's matrix products give the numbers of the per-term einsums they replaced (float32 results equal)."""
+    from mechwork.analysis.fourier import grid_pass
+
+    task, freqs = modadd_preset.task, [1, 5, 10, 19, 47]
+    logits, _ = grid_pass(embedded_model, task, [])
+    fit = logit_trig_fit_of(logits, task, freqs)
+    raw = logits.double() - logits.double().mean(1, keepdim=True)
+    x = raw - raw.mean(0, keepdim=True)
+    s = ((task.tokens[:, 0] + task.tokens[:, 1]) % task.p).double()[:, None]
+    c = torch.arange(task.p, dtype=torch.float64)[None, :]
+    feats = torch.stack([torch.cos(2 * math.pi * k * (s - c) / task.p) for k in freqs])
+    gram = torch.einsum("knc,jnc->kj", feats, feats)
+    coef = torch.linalg.solve(gram, torch.einsum("knc,nc->k", feats, x))
+    fitted = torch.einsum("k,knc->nc", coef, feats)
+    assert torch.equal(fit.coef, coef.float())
+    assert torch.equal(fit.fve_per_freq, (coef.pow(2) * torch.diagonal(gram) / x.pow(2).sum()).float())
+    assert fit.fve == pytest.approx(float(1 - (x - fitted).pow(2).sum() / x.pow(2).sum()), rel=1e-12)
+
+
 def test_neuron_frequencies_on_synthetic_neurons():
     p = 17
     a = torch.arange(p).repeat_interleave(p).double()
