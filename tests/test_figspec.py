@@ -215,3 +215,30 @@ def test_grokking_heatmap_grids_are_plotlys():
         fig.update_yaxes(title_text="a", showticklabels=False, autorange="reversed")
         fig.update_layout(title="One neuron per key frequency: activation over (a, b)", height=300 * rows + 80)
         assert as_json(g.figure_spec()) == as_json(fig) == as_json(g.figure())
+
+
+def test_progress_figure_is_plotlys():
+    """Two subplots, the second with a secondary y axis, and each phase shaded on both (add_vrect)."""
+    from mechwork.analysis.grokking import stored_progress
+    from mechwork.analysis.progress import PHASE_COLOURS, phase_spans
+
+    pm = stored_progress(open_source("modadd-113"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("losses (log)", "Gini and weight norm"),
+                        specs=[[{}, {"secondary_y": True}]])
+    x = pm.steps.tolist()
+    for name in ("train_loss", "test_loss", "restricted_loss", "excluded_loss"):
+        fig.add_scatter(x=x, y=pm.values[name].tolist(), name=name, row=1, col=1)
+    fig.add_scatter(x=x, y=pm.values["gini"].tolist(), name="W_E Gini", row=1, col=2)
+    fig.add_scatter(x=x, y=pm.values["weight_norm"].tolist(), name="sum of squared weights", row=1, col=2,
+                    secondary_y=True)
+    fig.update_yaxes(type="log", title_text="loss (log scale)", row=1, col=1)
+    fig.update_yaxes(title_text="Gini coefficient of W_E's Fourier norms", row=1, col=2, secondary_y=False)
+    fig.update_yaxes(title_text="sum of squared weights", row=1, col=2, secondary_y=True, showgrid=False)
+    fig.update_xaxes(title_text="step")
+    spans = [s for s in phase_spans(pm) if s.end > s.start]
+    assert len(spans) >= 2
+    for span in spans:
+        fig.add_vrect(x0=span.start, x1=span.end, fillcolor=PHASE_COLOURS[span.name], line_width=0, layer="below",
+                      name=span.name, row=1, col="all")
+    fig.update_layout(title="Progress measures (phases shaded)")
+    assert as_json(pm.figure_spec()) == as_json(fig) == as_json(pm.figure())

@@ -124,26 +124,38 @@ class ProgressMeasures(Result):
         return pd.DataFrame({"step": self.steps, **{k: v for k, v in self.values.items()}})
 
     def figure(self) -> Any:
-        from plotly.subplots import make_subplots
+        import plotly.graph_objects as go
 
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("losses (log)", "Gini and weight norm"),
-                            specs=[[{}, {"secondary_y": True}]])
+        return go.Figure(self.figure_spec())
+
+    def figure_spec(self) -> dict[str, Any]:
+        """:meth:`figure` as a plotly figure dict (:mod:`mechwork.analysis.figspec`), what a page draws."""
+        from mechwork.analysis.figspec import subplots
+
+        layout = subplots(1, 2, ("losses (log)", "Gini and weight norm"), specs=[[{}, {"secondary_y": True}]])
         x = self.steps.tolist()
-        for name in ("train_loss", "test_loss", "restricted_loss", "excluded_loss"):
-            fig.add_scatter(x=x, y=self.values[name].tolist(), name=name, row=1, col=1)
-        fig.add_scatter(x=x, y=self.values["gini"].tolist(), name="W_E Gini", row=1, col=2)
-        fig.add_scatter(x=x, y=self.values["weight_norm"].tolist(), name="sum of squared weights",
-                        row=1, col=2, secondary_y=True)
-        fig.update_yaxes(type="log", title_text="loss (log scale)", row=1, col=1)
-        fig.update_yaxes(title_text="Gini coefficient of W_E's Fourier norms", row=1, col=2, secondary_y=False)
-        fig.update_yaxes(title_text="sum of squared weights", row=1, col=2, secondary_y=True, showgrid=False)
-        fig.update_xaxes(title_text="step")
+
+        def line(name: str, label: str, axes: tuple[str, str]) -> dict[str, Any]:
+            return {"name": label, "x": x, "y": self.values[name].tolist(), "type": "scatter", "xaxis": axes[0],
+                    "yaxis": axes[1]}
+
+        data = [line(name, name, ("x", "y")) for name in ("train_loss", "test_loss", "restricted_loss",
+                                                           "excluded_loss")]
+        data += [line("gini", "W_E Gini", ("x2", "y2")), line("weight_norm", "sum of squared weights", ("x2", "y3"))]
+        layout["yaxis"] |= {"title": {"text": "loss (log scale)"}, "type": "log"}
+        layout["yaxis2"] |= {"title": {"text": "Gini coefficient of W_E's Fourier norms"}}
+        layout["yaxis3"] |= {"title": {"text": "sum of squared weights"}, "showgrid": False}
+        layout["xaxis"] |= {"title": {"text": "step"}}
+        layout["xaxis2"] |= {"title": {"text": "step"}}
         spans = phase_spans(self)  # only the phases the run gave evidence for
         spans = [s for s in spans if s.end > s.start]  # a phase over within one checkpoint interval has no width
-        for span in spans:
-            fig.add_vrect(x0=span.start, x1=span.end, fillcolor=PHASE_COLOURS[span.name], line_width=0,
-                          layer="below", name=span.name, row=1, col="all")
-        return fig.update_layout(title="Progress measures (phases shaded)" if spans else "Progress measures")
+        if spans:
+            layout["shapes"] = [{"fillcolor": PHASE_COLOURS[span.name], "layer": "below", "line": {"width": 0},
+                                 "name": span.name, "type": "rect", "x0": span.start, "x1": span.end, "xref": xref,
+                                 "y0": 0, "y1": 1, "yref": f"{yref} domain"}
+                                for span in spans for xref, yref in (("x", "y"), ("x2", "y2"))]
+        title = "Progress measures (phases shaded)" if spans else "Progress measures"
+        return {"data": data, "layout": layout | {"title": {"text": title}}}
 
 
 def detect_phases(steps: Tensor, v: dict[str, Tensor]) -> dict[str, int | None]:
