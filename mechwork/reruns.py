@@ -76,18 +76,25 @@ def block(run: BaseRun, layer: int, x: Float[Tensor, "n s d"], p0: int, out: lis
     ``out`` (positions relative to ``p0``, ascending): only those rows' outputs are computed, and keys and
     values only up to the last of them.
     """
-    pre, n = f"layers.{layer}", x.shape[0]
+    pre = f"layers.{layer}"
     m = x.shape[1] if out is None else out[-1] + 1
     a = run._norm(f"{pre}.ln1", x[:, :m])
-    k, v = (t.transpose(1, 2) for t in run.qkv(layer, a, "kv"))
-    if p0 > 0:
-        pk, pv = run.kv[layer]
-        k, v = torch.cat([_tile(pk[:, :, :p0], n), k], dim=2), torch.cat([_tile(pv[:, :, :p0], n), v], dim=2)
+    k, v = (_prefixed(base, new, p0) for base, new in zip(run.kv[layer], run.qkv(layer, a, "kv"), strict=True))
     if out is not None:
         a, x = a[:, out], x[:, out]
     q = run.qkv(layer, a, "q")[0].transpose(1, 2)
     at = slice(p0, p0 + m) if out is None else torch.tensor(out, device=x.device) + p0
     return _finish(run, layer, x, _attend(run, q, k, v, at))
+
+
+def _prefixed(base: Tensor, new: Tensor, p0: int) -> Tensor:
+    """Keys or values ``[N, head, p0 + m, d_head]``, contiguous: the base run's (``[B, head, P, d_head]``) at
+    the first ``p0`` positions in every copy, then ``new`` (``[N, m, head, d_head]``)."""
+    n, m, h, dh = new.shape
+    out = new.new_empty(n, h, p0 + m, dh)
+    out.view(n // base.shape[0], base.shape[0], h, p0 + m, dh)[..., :p0, :] = base[:, :, :p0]
+    out[:, :, p0:] = new.transpose(1, 2)
+    return out
 
 
 def _read(rows: Rows, p0: int) -> list[int] | None:

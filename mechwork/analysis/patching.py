@@ -298,15 +298,16 @@ def _hook_copies(model: TransformerBridge, batch: int, n_pos: int) -> int:
     return max(1, HOOK_FLOATS // per_copy)
 
 
-# floats of one layer's activations per engine pass (rows x (d_model + d_mlp + n_heads x positions)): larger
-# passes cost less per-pass overhead but recompute more positions for the later copies and leave the cache (tuned:
-# about 1,000 token rows on a d_model-64 model, 256 on d_model 256 with 128 positions)
-TARGET_FLOATS = 1 << 19
+# floats of one layer's activations and the logits per engine pass (rows x (d_model + d_mlp + n_heads x positions
+# + d_vocab_out)): larger passes cost less per-pass overhead but recompute more positions for the later copies and
+# leave the cache (tuned: about 900 token rows on d_model 256 with 128 positions, 1,900 on a d_model-64 GPT-2
+# with 64 positions and a vocabulary of 512)
+TARGET_FLOATS = 1 << 21
 
 
 def _target_rows(run: BaseRun) -> int:
     w = run.w
-    width = w["tok_embed.weight"].shape[1] + run.n_heads * run.tokens.shape[1]
+    width = w["tok_embed.weight"].shape[1] + run.n_heads * run.tokens.shape[1] + w["head.weight"].shape[0]
     if not run.attn_only:
         width += w["layers.0.mlp.fc_in.weight"].shape[0]
     return max(1, TARGET_FLOATS // width)
