@@ -231,6 +231,7 @@ def path_patches(
     return out
 
 
+@no_type_check  # validates its own arguments, with one-line messages
 def path_patch(model: TransformerBridge, clean: Tensor, corrupted: Tensor | str, metric: Callable[[Tensor], Any], *,
                senders: Sequence[tuple[int, int]], receivers: Sequence[tuple[int, int]], component: str = "k",
                direction: str = "noising") -> PathPatchResult:
