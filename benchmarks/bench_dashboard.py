@@ -183,7 +183,8 @@ def _child(name: str, device: str, bridge: bool) -> None:
     clock = Clock(device)
     with tempfile.TemporaryDirectory() as d:
         build_stages(name, Path(d) / "page.html", device, clock, bridge)
-    heavy = [m for m in ("transformer_lens", "transformers", "datasets", "pandas", "plotly") if m in sys.modules]
+    heavy = [m for m in ("transformer_lens", "transformers", "datasets", "sympy", "pandas", "plotly")
+             if m in sys.modules]
     print(json.dumps({"wall": clock.wall, "cpu": clock.cpu, "heavy": heavy}))
 
 
