@@ -40,13 +40,16 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import NamedTuple
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from mechwork.engine import BaseRun, Site, expand
 
-__all__ = ["rerun", "rerun_resid", "rerun_rows"]
+__all__ = ["Logits", "Partial", "per_copy", "rerun", "rerun_resid", "rerun_rows"]
 
 Rows = list[int] | None  # the positions whose logits the metric reads (None: all)
 
@@ -101,8 +104,8 @@ def _read(rows: Rows, p0: int) -> list[int] | None:
     return None if rows is None else [r - p0 for r in rows if r >= p0]
 
 
-def _up(run: BaseRun, layer: int, x: Tensor, p0: int, rows: Rows) -> Tensor:
-    """Logits ``[N, P, vocab]`` from layer ``layer``'s output ``x`` (positions ``p0:``): the layers above, then
+def _up(run: BaseRun, layer: int, x: Tensor, p0: int, rows: Rows) -> Logits:
+    """Logits from layer ``layer``'s output ``x`` (positions ``p0:``): the layers above, then
     :func:`_logits`."""
     last, out = run.n_layers - 1, _read(rows, p0)
     if out == []:  # nothing the metric reads can change
@@ -112,18 +115,40 @@ def _up(run: BaseRun, layer: int, x: Tensor, p0: int, rows: Rows) -> Tensor:
     return _logits(run, x if out is None or layer < last else x[:, out], p0, out)
 
 
-def _logits(run: BaseRun, x: Tensor, p0: int, out: list[int] | None) -> Tensor:
-    """Logits ``[N, P, vocab]`` from the last layer's output ``x`` at positions ``p0:`` (or at ``p0 + out``
-    only): the base run's elsewhere."""
+class Partial(NamedTuple):
+    """The copies' logits at positions ``at`` only (``rows``: ``[N, len(at), vocab]``); the base run's elsewhere."""
+
+    at: list[int]
+    rows: Tensor
+
+
+Logits = Tensor | Partial  # every copy's logits [N, P, vocab], or those at some positions
+
+
+def per_copy(run: BaseRun, logits: Logits) -> Iterator[Tensor]:
+    """Each copy's logits ``[B, P, vocab]`` in turn; of a :class:`Partial`, one buffer holding the base run's
+    logits with the copy's rows written in (valid until the next copy's)."""
+    b = run.tokens.shape[0]
+    if isinstance(logits, Tensor):
+        yield from logits.split(b)
+        return
+    buf = run.logits.clone()
+    for rows in logits.rows.split(b):
+        buf[:, logits.at] = rows
+        yield buf
+
+
+def _logits(run: BaseRun, x: Tensor, p0: int, out: list[int] | None) -> Logits:
+    """Logits from the last layer's output ``x`` at positions ``p0:`` (``[N, P, vocab]``, the base run's
+    before ``p0``), or at ``p0 + out`` only (a :class:`Partial`)."""
     if out is None:
         return torch.cat([_tile(run.logits[:, :p0], x.shape[0]), run.unembed(x)], dim=1)
-    logits = expand(run.logits, x.shape[0] // run.tokens.shape[0])
-    logits[:, [p0 + r for r in out]] = run.unembed(x)
-    return logits
+    return Partial([p0 + r for r in out], run.unembed(x))
 
 
-def rerun(run: BaseRun, layer: int, p0: int, site: Site, rows: Rows = None) -> Tensor:
-    """Logits ``[C*B, P, vocab]`` with ``site`` applied in ``layer``, recomputing positions ``p0:`` only.
+def rerun(run: BaseRun, layer: int, p0: int, site: Site, rows: Rows = None) -> Logits:
+    """Logits ``[C*B, P, vocab]`` (with ``rows``: a :class:`Partial`) with ``site`` applied in ``layer``,
+    recomputing positions ``p0:`` only.
 
     ``site`` tiles the batch out to the C copies where it patches; the positions before ``p0`` keep the base
     run's logits, and so do the positions ``rows`` leaves out.
@@ -133,8 +158,9 @@ def rerun(run: BaseRun, layer: int, p0: int, site: Site, rows: Rows = None) -> T
         return _up(run, layer, x, p0, rows)
 
 
-def rerun_rows(run: BaseRun, layer: int, groups: list[tuple[int, int, Site]], rows: Rows = None) -> Tensor:
-    """Logits ``[C*B, P, vocab]`` for a site whose patch changes one position only in ``layer``.
+def rerun_rows(run: BaseRun, layer: int, groups: list[tuple[int, int, Site]], rows: Rows = None) -> Logits:
+    """Logits ``[C*B, P, vocab]`` (or a :class:`Partial`) for a site whose patch changes one position only in
+    ``layer``.
 
     ``groups`` are ``(position, copies, site)``, in copy order. A patch of
     ``z``, ``attn_out``, ``resid_mid``, ``mlp_post``, ``mlp_out`` or ``q``
@@ -161,9 +187,9 @@ def rerun_rows(run: BaseRun, layer: int, groups: list[tuple[int, int, Site]], ro
 
 
 def rerun_resid(run: BaseRun, layer: int, positions: list[int], new: Float[Tensor, "cb d"],
-                rows: Rows = None) -> Tensor:
-    """Logits ``[C*B, P, vocab]`` with ``resid_pre`` of ``layer`` at ``positions[c]`` set to copy c's rows of
-    ``new`` (copy c: rows ``[c*B, (c+1)*B)``).
+                rows: Rows = None) -> Logits:
+    """Logits ``[C*B, P, vocab]`` (or a :class:`Partial`) with ``resid_pre`` of ``layer`` at ``positions[c]`` set
+    to copy c's rows of ``new`` (copy c: rows ``[c*B, (c+1)*B)``).
 
     Only the patched rows' queries, keys and values are computed; the other positions' come from the base run.
     """

@@ -125,8 +125,12 @@ def loss(targets: Tensor, mask: Tensor | None = None, *, per_example: bool = Fal
         if targets.ndim == 1:
             ce = F.cross_entropy(logits[:, -1].float(), targets.to(logits.device), reduction="none")
             return _reduce(ce, per_example)
-        ce = F.cross_entropy(logits.float().transpose(1, 2), targets.to(logits.device), reduction="none")
-        m = torch.ones_like(ce) if mask is None else mask.to(ce.device).float()
+        t, m = targets.to(logits.device), None if mask is None else mask.to(logits.device)
+        if m is not None:  # the masked positions only (the others would count 0)
+            cols = m.reshape(-1, m.shape[-1]).any(0)
+            logits, t, m = logits[:, cols], t[:, cols], m[..., cols]
+        ce = F.cross_entropy(logits.float().transpose(1, 2), t, reduction="none")
+        m = torch.ones_like(ce) if m is None else m.float()
         per = (ce * m).sum(1) / m.sum(1).clamp_min(1)
         return _reduce(per, per_example) if per_example else (ce * m).sum() / m.sum().clamp_min(1)
 

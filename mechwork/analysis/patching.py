@@ -87,7 +87,7 @@ from mechwork.analysis.patchresult import ENGINES, NEGLIGIBLE_GAP, PatchResult
 from mechwork.engine import ROW_LOCAL, BaseRun, Site, expand, supports
 from mechwork.hooks import BY, DIMS, SITES, Hooks, hook_name
 from mechwork.limits import check_fits, finite_positive, patch_bytes
-from mechwork.reruns import rerun, rerun_resid, rerun_rows
+from mechwork.reruns import per_copy, rerun, rerun_resid, rerun_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
@@ -364,5 +364,5 @@ def _patch_engine(run: BaseRun, site: str, cells: list[Cell], todo: list[int],
         else:
             p0 = min(pos(i) for i in chunk)
             logits = rerun(run, layer, p0, at_site(chunk, layer, p0), reads)
-        for c, i in enumerate(chunk):
-            values[i] = evaluate_metric(metric, logits[c * b:(c + 1) * b], b)
+        for i, copy in zip(chunk, per_copy(run, logits), strict=True):
+            values[i] = evaluate_metric(metric, copy, b)
