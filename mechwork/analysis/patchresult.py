@@ -77,9 +77,11 @@ class PatchResult(Result):
         order = eff.abs().nan_to_num(-1).flatten().argsort(descending=True)[:k]
         out = []
         for flat in order.tolist():
-            idx = torch.unravel_index(torch.tensor(flat), self.values.shape)
-            out.append((self.label([int(i) for i in idx]), float(self.values.flatten()[flat]),
-                        float(eff.flatten()[flat])))
+            idx, rest = [], flat  # the cell's index, row-major (torch.unravel_index's first call imports sympy)
+            for size in reversed(self.values.shape):
+                rest, i = divmod(rest, size)
+                idx.append(i)
+            out.append((self.label(idx[::-1]), float(self.values.flatten()[flat]), float(eff.flatten()[flat])))
         return out
 
     def gap_is_negligible(self) -> bool:
