@@ -74,6 +74,8 @@ def test_the_dashboard_analyses_once_and_its_page_runs_no_model(monkeypatch):
 
 COLD = """
 import json, sys
+import torch
+torch.set_num_threads(int(sys.argv[2]))  # the parent's: some float32 sums differ in their last bit between counts
 from mechwork.cli import main
 code = main(json.loads(sys.argv[1]))
 heavy = [m for m in ("transformer_lens", "transformers", "datasets") if m in sys.modules]
@@ -84,13 +86,16 @@ print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 def test_a_cold_dashboard_imports_no_transformer_lens_and_writes_the_bridges_page(tmp_path):
     """``mechwork dashboard modadd-113`` in a new process opens the preset as a HookedToy; its page is byte for byte
     the page of the same analysis on the TransformerBridge (the bundles agree to the last bit)."""
+    import torch
+
     from mechwork.dashboard import page_for
     from mechwork.dashboard.standard import analyse, save
     from mechwork.source import open_source
 
     (tmp_path / "dashboards").mkdir()
-    res = subprocess.run([sys.executable, "-c", COLD, json.dumps(["dashboard", "modadd-113", "--quiet"])],
-                         capture_output=True, text=True, cwd=tmp_path)
+    args = json.dumps(["dashboard", "modadd-113", "--quiet"])
+    res = subprocess.run([sys.executable, "-c", COLD, args, str(torch.get_num_threads())], capture_output=True,
+                         text=True, cwd=tmp_path)
     assert json.loads(res.stderr.strip().splitlines()[-1]) == {"code": 0, "heavy": []}, res.stderr[-2000:]
     src = open_source("modadd-113")
     assert type(src.model).__name__ == "TransformerBridge"
