@@ -20,6 +20,13 @@ its JSON and the safetensors header); ``info`` of a model directory boots it.
 ``dashboard --cache`` rebuilds an unchanged preset's or run's page from the
 result cache without loading its model.
 
+Before anything loads torch, the command line sets ``OMP_WAIT_POLICY=PASSIVE``
+unless the environment already gives a value: with the default (active) policy,
+torch's OpenMP threads spin while they wait, and on a machine whose cores are
+busy with other work a ``mechwork dashboard`` took 7x as long (41.6 s against
+5.3 s at load 2.2; ``benchmarks/README.md``). Set ``OMP_WAIT_POLICY=ACTIVE`` to
+keep the spinning on a machine of your own.
+
 Task kits come from the registry (:mod:`mechwork.kit`): ``mechwork train KIND`` exists for every
 registered kind, with options from the kit's table (the built-in tables live in
 :data:`mechwork.limits.COMMANDS`, so they build before torch); ``--kit FILE`` (repeatable) or
@@ -54,6 +61,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see the module docstring
 
 import click
 
