@@ -299,10 +299,10 @@ def _hook_copies(model: TransformerBridge, batch: int, n_pos: int) -> int:
 
 
 # floats of one layer's activations and the logits per engine pass (rows x (d_model + d_mlp + n_heads x positions
-# + d_vocab_out)): larger passes cost less per-pass overhead but recompute more positions for the later copies and
-# leave the cache (tuned: about 900 token rows on d_model 256 with 128 positions, 1,900 on a d_model-64 GPT-2
-# with 64 positions and a vocabulary of 512)
-TARGET_FLOATS = 1 << 21
+# + d_vocab_out)), and at most MAX_ROWS token rows: larger passes cost less per-pass overhead but recompute more
+# positions for the later copies and leave the cache (tuned: about 900 token rows on d_model 256 with 128
+# positions, 1,900 on a d_model-64 GPT-2 with 64 positions and a vocabulary of 512, 2,000 on induction-2l)
+TARGET_FLOATS, MAX_ROWS = 1 << 21, 2048
 
 
 def _target_rows(run: BaseRun) -> int:
@@ -310,7 +310,7 @@ def _target_rows(run: BaseRun) -> int:
     width = w["tok_embed.weight"].shape[1] + run.n_heads * run.tokens.shape[1] + w["head.weight"].shape[0]
     if not run.attn_only:
         width += w["layers.0.mlp.fc_in.weight"].shape[0]
-    return max(1, TARGET_FLOATS // width)
+    return max(1, min(MAX_ROWS, TARGET_FLOATS // width))
 
 
 def _patch_engine(run: BaseRun, site: str, cells: list[Cell], todo: list[int],
