@@ -41,7 +41,9 @@ speed differs. The result is a :class:`~mechwork.analysis.patchresult.PatchResul
   are in :mod:`mechwork.analysis.metrics`.
 * **engine**: native toy models (:func:`mechwork.engine.supports`) run on
   :mod:`mechwork.engine`, which reruns only the layers and positions a patch
-  can change; any other bridge (a Hugging Face model, rotary, RMSNorm, a gated
+  can change (:mod:`mechwork.reruns`; with a metric that declares the positions
+  it reads, :class:`mechwork.analysis.metrics.Reads`, the last layer and the
+  logits at those positions only); any other bridge (a Hugging Face model, rotary, RMSNorm, a gated
   MLP) runs the generic hook path, whole forward passes of the bridge.
   ``engine=False`` forces the hook path. ``PatchResult.engine`` says which ran
   (``"fast"`` or ``"hooks"``); the summary and the figure title name it.
@@ -216,8 +218,7 @@ def patch(
     corrupt_v = evaluate_metric(metric, corrupt_logits, b)
     per_example = clean_v.ndim == 1
     values = torch.empty(len(cells), b) if per_example else torch.empty(len(cells))
-    # a cell whose source activation is the base run's own (tokens the corruption left alone) patches nothing;
-    # on the (causal) engine, neither does one after every position the metric reads
+    # a cell whose source is the base run's own patches nothing; on the engine, neither does one after every read
     get, pos_of = _getter(SITES[site][1], by), _position(by)
     reads = positions_of(metric, clean.shape[1]) if use_engine else None
     same = [torch.equal(get(src[c[0]], c), get(base_acts[c[0]], c))
