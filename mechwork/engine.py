@@ -278,7 +278,7 @@ class BaseRun:
         return F.linear(self._norm("ln_out", x), self.w["head.weight"])
 
 
-# sites whose patch at one position changes only that position of its own layer (see BaseRun.rerun_rows); a
+# sites whose patch at one position changes only that position of its own layer (see mechwork.reruns.rerun_rows); a
 # pattern row is one too, but rerun alone it sums its shorter row in another order (off by 1e-5 on sharp patterns)
 ROW_LOCAL = frozenset({"q", "z", "attn_out", "resid_mid", "mlp_post", "mlp_out"})
 
