@@ -97,6 +97,9 @@ def build(name: str, device: str = "cpu") -> Any:
     raise ValueError(f"unknown model {name!r} (one of {', '.join(MODELS)})")
 
 
+PLAIN_METRIC = False  # --plain-metric: wrap the metric in a plain function (see setup)
+
+
 def setup(name: str, device: str = "cpu") -> dict[str, Any]:
     import torch
     import transformer_lens.patching  # noqa: F401  (imported here so every child's baseline holds it)
@@ -119,6 +122,9 @@ def setup(name: str, device: str = "cpu") -> dict[str, Any]:
     mask = torch.zeros(clean.shape, dtype=torch.bool, device=device)
     mask[:, half:-1] = True
     metric = loss(clean.roll(-1, dims=1), mask)
+    if PLAIN_METRIC:  # the same numbers through a plain function, which declares no positions: full logits
+        declared = metric
+        metric = lambda logits: declared(logits)
 
     return {"name": name, "model": model, "clean": clean, "corrupted": corrupted, "metric": metric,
             "batch": batch, "z_positions": list(range(0, 2 * half, stride)), "device": device}
@@ -293,14 +299,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory children")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--plain-metric", action="store_true",
+                    help="call the metric through a plain function that declares no positions (full logits); "
+                         "implies --no-memory")
     ap.add_argument("--child", nargs=3, metavar=("MODEL", "METHOD", "SWEEP"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(*args.child, args.device)
         return 0
 
+    global PLAIN_METRIC
+    PLAIN_METRIC = args.plain_metric
     load = os.getloadavg()
-    mem = {} if args.no_memory else memory(args.models, args.device)  # first, while this process is small
+    skip_memory = args.no_memory or args.plain_metric
+    mem = {} if skip_memory else memory(args.models, args.device)  # first, while this process is small
 
     from importlib.metadata import version
 
@@ -309,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     print(f"activation patching, denoising, on {args.device}; TransformerLens {version('transformer-lens')}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; medians of {args.repeats} interleaved "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+          f"{'a plain metric (no declared positions)' if PLAIN_METRIC else 'the loss metric (positions declared)'}; "
+          f"medians of {args.repeats} interleaved "
           f"repeats (TransformerLens's time includes its run_with_cache); load average at the start "
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     ok, out = True, []
