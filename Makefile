@@ -17,9 +17,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # CPU torch first: a bare `torch` requirement with no torch installed pulls a multi-GB CUDA build.
+# compileall: an editable install leaves mechwork's own modules uncompiled, and where PYTHONDONTWRITEBYTECODE is
+# set every command would compile them again (0.5-1 s of a cold `mechwork dashboard`).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test,ray,figures]'
+	$(BIN)/python -m compileall -q -x node_modules mechwork
 	touch $@
 
 setup: $(STAMP)
